@@ -1,0 +1,152 @@
+"""The ``mri-synthesis`` command line (also ``python -m MRISynthesisLib``).
+
+One contract for users, tests and batch scripts (see ``design.md``): exit 0 on success; 2 for bad input
+or usage, with a single ``error: …`` line on stderr and no traceback; 1 only for a bug. No command ever
+writes over an input file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Sequence
+
+from . import __version__, RESEARCH_USE_NOTICE
+from .errors import InputError, NotBuiltError
+
+ANATOMIES = ("brain", "breast")
+TRANSFORMS = ("rigid", "affine", "syn")
+MODEL_NAMES = ("important-net", "seq2seq", "tc-mgan", "unet-ct1", "mp-gan")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the contract's one-line error and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def _not_built(command: str, issue: int) -> Callable[[argparse.Namespace], int]:
+    def handler(_: argparse.Namespace) -> int:
+        raise NotBuiltError(f"`{command}` is not built yet in version {__version__} (tracked in issue #{issue})")
+    return handler
+
+
+# --------------------------------------------------------------------- handlers
+def _cmd_check(args: argparse.Namespace) -> int:
+    from .inputs import load_case
+    from .sequences import parse_assignments
+
+    volumes = load_case(parse_assignments(args.input), same_grid=args.same_grid)
+    for name, vol in volumes.items():
+        frames = f", {vol.shape[0]} frames" if vol.is_series else ""
+        spacing = "x".join(f"{s:g}" for s in vol.spacing)
+        print(f"{name}: {vol.size_xyz[0]}x{vol.size_xyz[1]}x{vol.size_xyz[2]} voxels at {spacing} mm{frames}, "
+              f"range [{float(vol.array.min()):g}, {float(vol.array.max()):g}]")
+    print("ok: every input is readable, finite and non-empty" + (", on one grid" if args.same_grid else ""))
+    return 0
+
+
+def _cmd_phantom(args: argparse.Namespace) -> int:
+    from .phantom.cases import write_cases
+
+    for folder in write_cases(args.anatomy, n=args.n, seed=args.seed, out=args.out, png=args.png,
+                              resolution=args.resolution, progress=not args.quiet):
+        print(folder)
+    return 0
+
+
+# --------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="mri-synthesis", description=f"Synthesis of missing MRI sequences. {RESEARCH_USE_NOTICE}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    def add(name: str, help_: str, handler: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(handler=handler)
+        return p
+
+    p = add("demo", "synthesize a sequence of a built-in phantom subject and write the results", _not_built("demo", 8))
+    p.add_argument("--out", default="mri-synthesis-demo")
+    p.add_argument("--anatomy", choices=ANATOMIES, default="brain")
+    p.add_argument("--model", choices=MODEL_NAMES)
+    p.add_argument("--device", default="auto")
+
+    p = add("phantom", "write physics-phantom subjects as BraTS-style case folders", _cmd_phantom)
+    p.add_argument("--anatomy", choices=ANATOMIES, required=True)
+    p.add_argument("--n", type=int, default=1, help="number of subjects (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first subject; subject i uses seed+i")
+    p.add_argument("--out", required=True, help="output folder (one sub-folder per case)")
+    p.add_argument("--png", action="store_true", help="also write a PNG montage per subject")
+    p.add_argument("--resolution", type=float, default=None,
+                   help="voxel size in mm of the reference grid (default: 1 for brain, the breast default grid)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = add("check", "read and validate input sequences (shape, NaN/Inf, empty, grid)", _cmd_check)
+    p.add_argument("--input", nargs="+", required=True, metavar="SEQ=FILE")
+    p.add_argument("--same-grid", action="store_true", help="require every input on the first one's grid")
+
+    p = add("register", "register sequences to a fixed one with ANTs", _not_built("register", 5))
+    p.add_argument("--fixed", required=True)
+    p.add_argument("--moving", nargs="+", required=True)
+    p.add_argument("--transform", choices=TRANSFORMS, default="rigid")
+    p.add_argument("--out", required=True)
+
+    p = add("synthesize", "synthesize a missing sequence from the available ones", _not_built("synthesize", 8))
+    p.add_argument("--model", required=True)
+    p.add_argument("--input", nargs="+", required=True, metavar="SEQ=FILE")
+    p.add_argument("--target", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--reference")
+    p.add_argument("--register", choices=TRANSFORMS + ("none",), default="rigid")
+    p.add_argument("--real")
+    p.add_argument("--error-map")
+
+    p = add("evaluate", "image-quality metrics of a synthesized volume against the real one", _not_built("evaluate", 5))
+    p.add_argument("--real", required=True)
+    p.add_argument("--synth", required=True)
+    p.add_argument("--mask")
+    p.add_argument("--json")
+
+    p = add("rank", "rank sequences by totipotency and imaging differentiation", _not_built("rank", 9))
+    p.add_argument("--data", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--out", required=True)
+
+    p = add("train", "train a model headless (torchrun for many GPUs)", _not_built("train", 7))
+    p.add_argument("--model", required=True)
+    p.add_argument("--config", choices=("lite", "paper"), default="lite")
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--resume", action="store_true")
+
+    p = add("generate", "generate multiparametric lesion patches with the MP-GAN", _not_built("generate", 11))
+    p.add_argument("--model", default="mp-gan")
+    p.add_argument("--class", dest="lesion_class", choices=("benign", "malignant", "healthy"), required=True)
+    p.add_argument("--n", type=int, required=True)
+    p.add_argument("--out", required=True)
+
+    p = add("evaluate-gan", "FID and 1-NN accuracy of generated patches", _not_built("evaluate-gan", 11))
+    p = add("batch", "synthesize every missing sequence of a folder of cases", _not_built("batch", 13))
+    p = add("compare", "compare models side by side on complete cases", _not_built("compare", 13))
+    add("models", "list the models: inputs -> outputs, size, bundled weights", _not_built("models", 6))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Loading a user's sequences for one case, with every check that must fail early and clearly.
+
+Used by the CLI (``check``, and later ``synthesize``/``batch``) and the Slicer module, so bad input is
+reported the same way everywhere: the file, and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+from .errors import InputError
+from .sequences import canonical
+from .volume import Volume, read_volume, require_same_geometry
+
+#: Sequences that are 4D series by nature; every other sequence must be a 3D volume.
+SERIES_SEQUENCES = {"DWI", "DCE"}
+
+
+def check_volume(volume: Volume, sequence: str, where: str) -> Volume:
+    """Shape, finiteness and content checks for one sequence; returns the volume unchanged."""
+    if sequence in SERIES_SEQUENCES:
+        if not volume.is_series:
+            raise InputError(f"{where}: {sequence} must be a 4D series (t, z, y, x), but it is 3D")
+    else:
+        volume.require_3d(where)
+    if min(volume.spatial_shape) < 2:
+        raise InputError(f"{where}: image of size {volume.size_xyz} is not a 3D volume "
+                         "(at least 2 voxels along every axis are needed)")
+    volume.require_finite(where)
+    volume.require_not_constant(where)
+    return volume
+
+
+def load_case(files: Mapping[str, str | Path], *, same_grid: bool = False) -> dict[str, Volume]:
+    """Read and check {sequence: file}; with ``same_grid``, all must share the first one's grid."""
+    if not files:
+        raise InputError("no input sequences given")
+    volumes: dict[str, Volume] = {}
+    for sequence, path in files.items():
+        name = canonical(sequence)
+        if name in volumes:
+            raise InputError(f"sequence {name} given twice")
+        volumes[name] = check_volume(read_volume(path), name, str(path))
+    if same_grid:
+        labelled = {f"{seq} ({files_path})": vol for (seq, vol), files_path in zip(volumes.items(), files.values())}
+        require_same_geometry(labelled)
+    return volumes

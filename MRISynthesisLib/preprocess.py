@@ -1,0 +1,222 @@
+"""Preprocessing the papers use, each step paired with its exact inverse where the pipeline needs one.
+
+* :func:`resample_to` puts a volume on a reference grid (SimpleITK; linear for images, nearest for
+  labels), optionally through a transform from the reference to the moving space.
+* :func:`crop_or_pad` fits an array to a model's input size around its centre, and
+  :func:`undo_crop_or_pad` puts a model's output back on the original array shape.
+* :class:`Normalization` records the parameters of an intensity normalisation so a prediction can be
+  mapped back to the intensity scale of a real acquisition. Two families, from the papers:
+  ``zscore`` (U-Net cT1 paper, section 2.2: z-score within the foreground, a cut-off, scaled to [-1, 1])
+  and ``percentile`` (min-max between two percentiles; Seq2Seq's code clips to [0, 2 x p99] and maps
+  to [-1, 1]).
+* :func:`foreground_mask` finds the head or body with Otsu's threshold (scikit-image).
+
+Nothing here modifies its input; every function returns new arrays or Volumes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+from skimage.filters import threshold_otsu
+
+from .errors import InputError
+from .volume import Volume
+
+_INTERPOLATORS = {"linear": sitk.sitkLinear, "nearest": sitk.sitkNearestNeighbor, "bspline": sitk.sitkBSpline}
+
+
+# --------------------------------------------------------------------- resampling
+def resample_to(volume: Volume, reference: Volume, *, interpolation: str = "linear",
+                transform: sitk.Transform | None = None, default_value: float = 0.0) -> Volume:
+    """``volume`` resampled onto ``reference``'s grid.
+
+    Args:
+        interpolation: ``linear`` for images, ``nearest`` for label maps, ``bspline`` for smooth images.
+        transform: maps points of the reference space to the volume's space (ITK's convention, what
+            a registration of moving=volume onto fixed=reference estimates). Identity when None.
+        default_value: value outside the volume's field of view.
+
+    A 4D series is resampled frame by frame with the same transform.
+    """
+    if interpolation not in _INTERPOLATORS:
+        raise InputError(f"unknown interpolation '{interpolation}'; use one of {', '.join(_INTERPOLATORS)}")
+    transform = transform or sitk.Transform(3, sitk.sitkIdentity)
+    ref_image = reference.frame(0).to_sitk() if reference.is_series else reference.to_sitk()
+
+    def one(frame: Volume) -> np.ndarray:
+        out = sitk.Resample(frame.to_sitk(), ref_image, transform, _INTERPOLATORS[interpolation],
+                            float(default_value), sitk.sitkFloat32)
+        return sitk.GetArrayFromImage(out)
+
+    if volume.is_series:
+        array = np.stack([one(volume.frame(i)) for i in range(volume.shape[0])])
+        return Volume(array, reference.spacing, reference.origin, reference.direction, volume.frames)
+    return Volume(one(volume), reference.spacing, reference.origin, reference.direction)
+
+
+def reference_grid(spacing: Sequence[float], size_xyz: Sequence[int], origin: Sequence[float] = (0.0, 0.0, 0.0),
+                   direction: Sequence[float] = (1, 0, 0, 0, 1, 0, 0, 0, 1)) -> Volume:
+    """An empty Volume that only defines a grid (for :func:`resample_to`)."""
+    x, y, z = (int(s) for s in size_xyz)
+    return Volume(np.zeros((z, y, x), np.float32), spacing, origin, direction)
+
+
+# --------------------------------------------------------------------- crop / pad
+@dataclass(frozen=True)
+class CropPad:
+    """How an array of ``original_shape`` was cropped and padded to ``target_shape`` (per axis)."""
+
+    original_shape: tuple[int, ...]
+    target_shape: tuple[int, ...]
+    crop_before: tuple[int, ...]
+    pad_before: tuple[int, ...]
+
+
+def crop_or_pad(array: np.ndarray, target_shape: Sequence[int], *, fill: float = 0.0) -> tuple[np.ndarray, CropPad]:
+    """Centre-crop or pad the trailing axes of ``array`` to ``target_shape``.
+
+    Leading axes not named by ``target_shape`` (channels, frames) are kept. Odd differences put the
+    extra voxel after the centre, as MONAI's ``CenterSpatialCrop`` does.
+    """
+    array = np.asarray(array)
+    target = tuple(int(t) for t in target_shape)
+    if len(target) > array.ndim:
+        raise InputError(f"target shape {target} has more axes than the array's shape {array.shape}")
+    if min(target) < 1:
+        raise InputError(f"target shape must be positive, not {target}")
+    lead = array.ndim - len(target)
+    spatial = array.shape[lead:]
+    crop_before = tuple(max(s - t, 0) // 2 for s, t in zip(spatial, target))
+    pad_before = tuple(max(t - s, 0) // 2 for s, t in zip(spatial, target))
+    crop = tuple(slice(c, c + min(s, t)) for c, s, t in zip(crop_before, spatial, target))
+    cropped = array[(slice(None),) * lead + crop]
+    pad = [(0, 0)] * lead + [(p, t - min(s, t) - p) for p, s, t in zip(pad_before, spatial, target)]
+    out = np.pad(cropped, pad, mode="constant", constant_values=fill)
+    return out, CropPad(tuple(spatial), target, crop_before, pad_before)
+
+
+def undo_crop_or_pad(array: np.ndarray, record: CropPad, *, fill: float = 0.0) -> np.ndarray:
+    """Inverse of :func:`crop_or_pad`: back to the original shape.
+
+    Voxels that were cropped away come back as ``fill``; every kept voxel returns to its place exactly,
+    so ``crop_or_pad(undo_crop_or_pad(y, r), r.target_shape)[0] == y`` for any model output ``y``.
+    """
+    array = np.asarray(array)
+    lead = array.ndim - len(record.target_shape)
+    if tuple(array.shape[lead:]) != record.target_shape:
+        raise InputError(f"array of shape {array.shape} was not produced at the recorded size {record.target_shape}")
+    kept = tuple(min(s, t) for s, t in zip(record.original_shape, record.target_shape))
+    inner = array[(slice(None),) * lead + tuple(slice(p, p + k) for p, k in zip(record.pad_before, kept))]
+    out = np.full(array.shape[:lead] + record.original_shape, fill, dtype=array.dtype)
+    out[(slice(None),) * lead + tuple(slice(c, c + k) for c, k in zip(record.crop_before, kept))] = inner
+    return out
+
+
+# --------------------------------------------------------------------- intensity normalisation
+@dataclass(frozen=True)
+class Normalization:
+    """A linear intensity map ``y = (x - offset) / scale`` with optional clipping to [low, high] in y.
+
+    Being linear, it is inverted exactly (up to float rounding) for every value that was not clipped.
+    Build it with :meth:`zscore` or :meth:`percentile`; store it with the model's outputs so a
+    prediction goes back to the input's intensity scale with :meth:`invert`.
+    """
+
+    kind: str
+    offset: float
+    scale: float
+    low: float | None = None
+    high: float | None = None
+
+    @classmethod
+    def zscore(cls, array: np.ndarray, mask: np.ndarray | None = None, *, cutoff: float = 5.0,
+               clip: bool = True) -> "Normalization":
+        """Z-score from the foreground's mean and SD, z clipped to ±``cutoff``, then z / cutoff in [-1, 1].
+
+        The U-Net cT1 paper writes "Z-score normalization, with a 40 cut-off, and scaled between [-1, 1]"
+        without saying in which unit the cut-off is. We read it as a cut-off on z, scaled by it; its
+        default here is 5 SD because 40 SD would squeeze all tissue into [-0.1, 0.1]. The paper's value
+        is one argument away.
+        """
+        values = _foreground_values(array, mask).astype(np.float64)  # float32 gives a constant an SD > 0
+        sd = float(values.std())
+        if not np.isfinite(sd) or sd == 0 or values.min() == values.max():
+            raise InputError("cannot z-score normalise: the foreground has no intensity variation")
+        if cutoff <= 0:
+            raise InputError(f"`cutoff` must be positive, not {cutoff}")
+        low, high = (-1.0, 1.0) if clip else (None, None)
+        return cls("zscore", float(values.mean()), sd * cutoff, low, high)
+
+    @classmethod
+    def percentile(cls, array: np.ndarray, mask: np.ndarray | None = None, *, lower: float = 0.5,
+                   upper: float = 99.5, out_range: tuple[float, float] = (-1.0, 1.0), upper_factor: float = 1.0,
+                   clip: bool = True) -> "Normalization":
+        """Map [p_lower, upper_factor x p_upper] linearly onto ``out_range``.
+
+        Seq2Seq's code clips to [0, 2 x p99] (for MR magnitudes p0 is 0): ``percentile(lower=0,
+        upper=99, upper_factor=2)``. BraSyn's metric: 0.5-99.5 onto (0, 1).
+        """
+        if not 0 <= lower < upper <= 100:
+            raise InputError(f"percentiles must satisfy 0 <= lower < upper <= 100, not {lower}, {upper}")
+        values = _foreground_values(array, mask)
+        lo, hi = np.percentile(values, [lower, upper])
+        hi = hi * upper_factor
+        if hi <= lo:
+            raise InputError("cannot percentile-normalise: the image has no intensity range between its percentiles")
+        a, b = out_range
+        scale = (hi - lo) / (b - a)
+        offset = lo - a * scale
+        low, high = (a, b) if clip else (None, None)
+        return cls("percentile", float(offset), float(scale), low, high)
+
+    def apply(self, array: np.ndarray) -> np.ndarray:
+        out = (np.asarray(array, dtype=np.float64) - self.offset) / self.scale
+        if self.low is not None or self.high is not None:
+            out = np.clip(out, self.low, self.high)
+        return out.astype(np.float32)
+
+    def invert(self, array: np.ndarray) -> np.ndarray:
+        return (np.asarray(array, dtype=np.float64) * self.scale + self.offset).astype(np.float32)
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "offset": self.offset, "scale": self.scale, "low": self.low, "high": self.high}
+
+
+def _foreground_values(array: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    array = np.asarray(array)
+    if not np.all(np.isfinite(array)):
+        raise InputError("cannot normalise an image with NaN or Inf voxels")
+    if mask is None:
+        return array.ravel()
+    mask = np.asarray(mask, bool)
+    if mask.shape != array.shape:
+        raise InputError(f"mask shape {mask.shape} does not match image shape {array.shape}")
+    if not mask.any():
+        raise InputError("cannot normalise: the foreground mask is empty")
+    return array[mask]
+
+
+# --------------------------------------------------------------------- foreground
+def foreground_mask(volume: Volume | np.ndarray, *, fill_holes: bool = True, largest_component: bool = True) -> np.ndarray:
+    """Boolean head/body mask: Otsu threshold, holes filled, largest connected component kept."""
+    array = volume.array if isinstance(volume, Volume) else np.asarray(volume)
+    if array.ndim == 4:
+        array = array.mean(axis=0)
+    if not np.all(np.isfinite(array)):
+        raise InputError("cannot compute a foreground mask on an image with NaN or Inf voxels")
+    if np.ptp(array) == 0:
+        raise InputError("cannot compute a foreground mask: the image is constant")
+    mask = array > threshold_otsu(array)
+    if largest_component:
+        labels, n = ndimage.label(mask)
+        if n > 1:
+            sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, n + 1))
+            mask = labels == (1 + int(np.argmax(sizes)))
+    if fill_holes:
+        mask = ndimage.binary_fill_holes(mask)
+    return mask

@@ -1,0 +1,106 @@
+"""Canonical MRI sequence names, their aliases, ``SEQ=FILE`` arguments and BraTS case folders.
+
+Every entry point (CLI, Slicer module, training data) speaks the canonical names below, so a model
+trained on BraTS 2021 files (``t1ce``) serves a user who calls the same sequence ``T1Gd`` or ``t1c``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from .errors import InputError
+
+#: Canonical name -> one-line description.
+SEQUENCES: dict[str, str] = {
+    "T1": "T1-weighted, native (pre-contrast)",
+    "T1ce": "T1-weighted after gadolinium (post-contrast)",
+    "T2": "T2-weighted",
+    "FLAIR": "T2-weighted fluid-attenuated inversion recovery",
+    "PD": "proton-density weighted",
+    "DWI": "diffusion-weighted (4D: one frame per b-value)",
+    "ADC": "apparent diffusion coefficient map",
+    "DCE": "dynamic contrast-enhanced series (4D: pre-contrast and post-contrast phases)",
+}
+
+#: Lower-cased alias -> canonical name. BraTS 2021 (t1, t1ce, t2, flair), BraTS 2023 (t1n, t1c, t2w,
+#: t2f) and common scanner/DICOM spellings.
+_ALIASES: dict[str, str] = {
+    **{name.lower(): name for name in SEQUENCES},
+    "t1n": "T1", "t1w": "T1", "t1-native": "T1", "t1pre": "T1", "t1native": "T1",
+    "t1c": "T1ce", "t1gd": "T1ce", "t1post": "T1ce", "t1+c": "T1ce", "t1-ce": "T1ce", "ct1": "T1ce",
+    "t2w": "T2",
+    "t2f": "FLAIR", "t2-flair": "FLAIR", "t2flair": "FLAIR",
+    "pdw": "PD",
+    "dw": "DWI", "diffusion": "DWI",
+    "adc-map": "ADC",
+    "dynamic": "DCE",
+}
+
+#: Suffixes of the BraTS namings. Labels are not a sequence, so "seg" maps to the key ``SEGMENTATION``.
+SEGMENTATION = "seg"
+BRATS_2023 = {"t1n": "T1", "t1c": "T1ce", "t2w": "T2", "t2f": "FLAIR", "seg": SEGMENTATION,
+              "pd": "PD"}  # pd: not in BraTS, written by the brain phantom in the same style
+BRATS_2021 = {"t1": "T1", "t1ce": "T1ce", "t2": "T2", "flair": "FLAIR", "seg": SEGMENTATION}
+#: The breast phantom's naming (documented in the README): BraTS 2023 style plus 4D series and maps.
+BREAST = {"t1n": "T1", "t2w": "T2", "dce": "DCE", "dwi": "DWI", "adc": "ADC", "seg": SEGMENTATION}
+#: Canonical name -> BraTS 2023 suffix, used when we write case folders.
+SUFFIX_2023 = {"T1": "t1n", "T1ce": "t1c", "T2": "t2w", "FLAIR": "t2f", "DCE": "dce", "DWI": "dwi",
+               "ADC": "adc", "PD": "pd", SEGMENTATION: "seg"}
+
+_IMAGE_RE = re.compile(r"^(?P<case>.+?)[-_](?P<suffix>[A-Za-z0-9]+)\.(?P<ext>nii\.gz|nii|nrrd|mha)$")
+
+
+def canonical(name: str) -> str:
+    """The canonical name of a sequence, from any known alias (case-insensitive)."""
+    key = name.strip().lower().replace(" ", "")
+    if key in _ALIASES:
+        return _ALIASES[key]
+    close = difflib.get_close_matches(key, list(_ALIASES), n=1)
+    hint = f" (did you mean {_ALIASES[close[0]]}?)" if close else ""
+    raise InputError(f"unknown sequence name '{name}'{hint}; known: {', '.join(SEQUENCES)}")
+
+
+def parse_assignments(items: Iterable[str], *, option: str = "--input") -> dict[str, Path]:
+    """Parse ``SEQ=FILE`` arguments into {canonical sequence: path}; duplicates are an error."""
+    result: dict[str, Path] = {}
+    for item in items:
+        if "=" not in item:
+            raise InputError(f"{option} '{item}': expected SEQ=FILE, for example T1=t1.nii.gz")
+        seq, _, file = item.partition("=")
+        if not file:
+            raise InputError(f"{option} '{item}': no file after '='")
+        name = canonical(seq)
+        if name in result:
+            raise InputError(f"{option}: sequence {name} given twice ({result[name]} and {file})")
+        result[name] = Path(file)
+    return result
+
+
+def discover_case(folder: str | Path, naming: Mapping[str, str] | None = None) -> dict[str, Path]:
+    """Files of one case folder, as {canonical sequence or 'seg': path}.
+
+    Recognises the BraTS 2023 (``<case>-t1n.nii.gz``) and 2021 (``<case>_t1ce.nii.gz``) namings and
+    the breast phantom's; ``naming`` restricts to one of them. Two files for one sequence is an error.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: not a folder")
+    namings = [naming] if naming is not None else [BRATS_2023, BRATS_2021, BREAST]
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        match = _IMAGE_RE.match(path.name)
+        if not match or path.name.startswith("."):
+            continue
+        suffix = match["suffix"].lower()
+        key = next((n[suffix] for n in namings if suffix in n), None)
+        if key is None:
+            continue
+        if key in found:
+            raise InputError(f"{folder}: two files for {key}: {found[key].name} and {path.name}")
+        found[key] = path
+    if not any(k != SEGMENTATION for k in found):
+        raise InputError(f"{folder}: no sequence files in BraTS naming (<case>-t1n.nii.gz, <case>_t1ce.nii.gz, …)")
+    return found

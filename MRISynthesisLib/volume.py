@@ -1,0 +1,345 @@
+"""The ``Volume`` type: voxels plus the geometry that places them in the patient (LPS, as ITK and Slicer).
+
+Why our own type rather than passing ``SimpleITK.Image`` around: the models want plain float32 arrays
+in (z, y, x) order, the Slicer module hands us arrays too, and a frozen dataclass makes it impossible
+to change a user's data in place by accident. Geometry follows ITK's conventions exactly, so a round trip
+through SimpleITK, NIfTI, NRRD or MHA keeps it bit for bit:
+
+* ``spacing`` and ``origin`` are in ITK's (x, y, z) order, millimetres, LPS physical space;
+* ``direction`` is the 3x3 direction-cosine matrix, row-major, as ``SimpleITK.Image.GetDirection``;
+* ``array`` is float32, shape (z, y, x) for a 3D volume or (t, z, y, x) for a 4D series (DCE phases,
+  DWI b-values), with one metadata dict per frame in ``frames`` (acquisition time, b-value, …).
+
+Example:
+    >>> import numpy as np
+    >>> v = Volume(np.zeros((4, 5, 6)), spacing=(1.0, 1.0, 3.0))
+    >>> v.shape, v.size_xyz
+    ((4, 5, 6), (6, 5, 4))
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import zlib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import InputError
+
+SUPPORTED_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+IDENTITY_DIRECTION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+
+
+def _as_triple(values: Sequence[float], name: str) -> tuple[float, float, float]:
+    triple = tuple(float(v) for v in values)
+    if len(triple) != 3:
+        raise InputError(f"`{name}` must have 3 values (x, y, z), not {len(triple)}")
+    return triple  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A 3D volume or 4D series with its physical geometry. Immutable: its array is read-only."""
+
+    array: np.ndarray
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    direction: tuple[float, ...] = IDENTITY_DIRECTION
+    frames: tuple[Mapping[str, Any], ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        array = np.array(self.array, dtype=np.float32, copy=True)  # never alias the caller's buffer
+        if array.ndim not in (3, 4):
+            raise InputError(f"a Volume must be 3D (z, y, x) or 4D (t, z, y, x), but it is {array.ndim}D")
+        if min(array.shape) < 1:
+            raise InputError(f"a Volume must not be empty, but its shape is {array.shape}")
+        array.setflags(write=False)
+        object.__setattr__(self, "array", array)
+        spacing = _as_triple(self.spacing, "spacing")
+        if min(spacing) <= 0 or not np.all(np.isfinite(spacing)):
+            raise InputError(f"`spacing` must be positive and finite, not {spacing}")
+        object.__setattr__(self, "spacing", spacing)
+        object.__setattr__(self, "origin", _as_triple(self.origin, "origin"))
+        direction = tuple(float(v) for v in np.asarray(self.direction, dtype=float).ravel())
+        if len(direction) != 9:
+            raise InputError(f"`direction` must be a 3x3 matrix, not {len(direction)} values")
+        if abs(abs(np.linalg.det(np.reshape(direction, (3, 3)))) - 1.0) > 1e-3:
+            raise InputError("`direction` must be an orthonormal 3x3 matrix (|det| = 1)")
+        object.__setattr__(self, "direction", direction)
+        frames = tuple(dict(f) for f in self.frames)
+        if array.ndim == 4 and frames and len(frames) != array.shape[0]:
+            raise InputError(f"a 4D series with {array.shape[0]} frames needs as many frame records, not {len(frames)}")
+        if array.ndim == 3 and frames:
+            raise InputError("per-frame metadata is only meaningful for a 4D series")
+        object.__setattr__(self, "frames", frames)
+
+    # ----------------------------------------------------------------- shape and geometry
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape)
+
+    @property
+    def is_series(self) -> bool:
+        return self.array.ndim == 4
+
+    @property
+    def spatial_shape(self) -> tuple[int, int, int]:
+        """(z, y, x) shape of one frame."""
+        return tuple(self.array.shape[-3:])  # type: ignore[return-value]
+
+    @property
+    def size_xyz(self) -> tuple[int, int, int]:
+        """Voxel counts in ITK's (x, y, z) order."""
+        z, y, x = self.spatial_shape
+        return (x, y, z)
+
+    @property
+    def direction_matrix(self) -> np.ndarray:
+        return np.reshape(self.direction, (3, 3))
+
+    def index_to_physical(self) -> np.ndarray:
+        """4x4 matrix mapping (x, y, z, 1) voxel indices to LPS millimetres."""
+        affine = np.eye(4)
+        affine[:3, :3] = self.direction_matrix @ np.diag(self.spacing)
+        affine[:3, 3] = self.origin
+        return affine
+
+    def with_array(self, array: np.ndarray, frames: Sequence[Mapping[str, Any]] | None = None) -> "Volume":
+        """A new Volume on this geometry holding ``array`` (its spatial shape must match)."""
+        array = np.asarray(array)
+        if array.shape[-3:] != self.spatial_shape:
+            raise InputError(f"array of shape {array.shape} does not fit a grid of shape {self.spatial_shape}")
+        kept = frames if frames is not None else (self.frames if array.shape == self.shape else ())
+        return replace(self, array=array, frames=tuple(kept))
+
+    def frame(self, index: int) -> "Volume":
+        """One frame of a 4D series as a 3D Volume."""
+        if not self.is_series:
+            raise InputError("frame() needs a 4D series, but this volume is 3D")
+        return replace(self, array=self.array[index], frames=())
+
+    # ----------------------------------------------------------------- SimpleITK conversion
+    @classmethod
+    def from_sitk(cls, image: sitk.Image, frames: Sequence[Mapping[str, Any]] = ()) -> "Volume":
+        """From a 3D SimpleITK image, or a 4D one (then the fourth axis is the series axis)."""
+        dim = image.GetDimension()
+        array = sitk.GetArrayFromImage(image)
+        if image.GetNumberOfComponentsPerPixel() != 1:
+            raise InputError(f"expected a scalar image, but it has {image.GetNumberOfComponentsPerPixel()} components per voxel")
+        if dim == 3:
+            return cls(array, image.GetSpacing(), image.GetOrigin(), image.GetDirection())
+        if dim == 4:
+            direction4 = np.reshape(image.GetDirection(), (4, 4))
+            return cls(array, image.GetSpacing()[:3], image.GetOrigin()[:3], direction4[:3, :3].ravel(), frames)
+        raise InputError(f"expected a 3D volume or a 4D series, but the image is {dim}D")
+
+    def to_sitk(self) -> sitk.Image:
+        """A 3D SimpleITK image, or a 4D one for a series (the series axis gets spacing 1)."""
+        if not self.is_series:
+            image = sitk.GetImageFromArray(self.array)
+            image.SetSpacing(self.spacing)
+            image.SetOrigin(self.origin)
+            image.SetDirection(self.direction)
+            return image
+        image = sitk.GetImageFromArray(self.array, isVector=False)
+        image.SetSpacing(self.spacing + (1.0,))
+        image.SetOrigin(self.origin + (0.0,))
+        direction4 = np.eye(4)
+        direction4[:3, :3] = self.direction_matrix
+        image.SetDirection(tuple(direction4.ravel()))
+        return image
+
+    # ----------------------------------------------------------------- checks
+    def require_3d(self, name: str = "volume") -> "Volume":
+        if self.is_series:
+            raise InputError(f"{name}: expected a 3D volume, but it is a 4D series of {self.shape[0]} frames")
+        return self
+
+    def require_finite(self, name: str = "volume") -> "Volume":
+        bad = ~np.isfinite(self.array)
+        if bad.any():
+            kinds = [k for k, m in (("NaN", np.isnan(self.array)), ("Inf", np.isinf(self.array))) if m.any()]
+            raise InputError(f"{name}: contains {int(bad.sum())} {'/'.join(kinds)} voxel(s)")
+        return self
+
+    def require_not_constant(self, name: str = "volume") -> "Volume":
+        if float(np.ptp(self.array)) == 0.0:
+            raise InputError(f"{name}: every voxel has the same value ({float(self.array.flat[0])}); it holds no image")
+        return self
+
+
+# --------------------------------------------------------------------- geometry comparison
+def geometry_differences(a: Volume, b: Volume, spacing_tol: float = 1e-4, origin_tol_mm: float = 1e-3,
+                         direction_tol: float = 1e-4) -> list[str]:
+    """What differs between the grids of ``a`` and ``b`` (empty when they share one grid).
+
+    Tolerances are absolute: spacing in mm (relative to the spacing), origin in mm, direction cosines.
+    """
+    diffs = []
+    if a.spatial_shape != b.spatial_shape:
+        diffs.append(f"size {a.size_xyz} vs {b.size_xyz}")
+    if not np.allclose(a.spacing, b.spacing, rtol=spacing_tol, atol=0):
+        diffs.append(f"spacing {a.spacing} vs {b.spacing}")
+    if not np.allclose(a.origin, b.origin, rtol=0, atol=origin_tol_mm):
+        diffs.append(f"origin {a.origin} vs {b.origin}")
+    if not np.allclose(a.direction, b.direction, rtol=0, atol=direction_tol):
+        diffs.append("direction differs")
+    return diffs
+
+
+def same_geometry(a: Volume, b: Volume, **tolerances: float) -> bool:
+    return not geometry_differences(a, b, **tolerances)
+
+
+def require_same_geometry(volumes: Mapping[str, Volume], **tolerances: float) -> None:
+    """Raise naming the first volume whose grid differs from the first one's."""
+    items = list(volumes.items())
+    if not items:
+        return
+    first_name, first = items[0]
+    for name, vol in items[1:]:
+        diffs = geometry_differences(first, vol, **tolerances)
+        if diffs:
+            raise InputError(f"{name} is not on the grid of {first_name}: {'; '.join(diffs)} "
+                             "(register or resample it first)")
+
+
+# --------------------------------------------------------------------- file I/O
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    for suffix in SUPPORTED_SUFFIXES:
+        if name.endswith(suffix):
+            return suffix
+    return path.suffix.lower()
+
+
+def sidecar_path(path: str | Path) -> Path:
+    """The JSON file beside an image that holds a series' per-frame metadata (BIDS-style sidecar)."""
+    path = Path(path)
+    suffix = _suffix(path)
+    return path.with_name(path.name[: len(path.name) - len(suffix)] + ".json")
+
+
+def read_volume(path: str | Path) -> Volume:
+    """Read a NIfTI, NRRD or MHA file; a 4D file becomes a series, with frames from its JSON sidecar.
+
+    NIfTI voxels are read with nibabel and the geometry with ITK (as Slicer reads it): ITK's NIfTI reader
+    silently changes NaN/Inf voxels into numbers and pads some truncated files, while nibabel keeps them
+    and fails on missing data, so bad input is reported instead of being passed on.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, not an image file")
+    if _suffix(path) not in SUPPORTED_SUFFIXES:
+        raise InputError(f"{path}: unsupported file type (use one of {', '.join(SUPPORTED_SUFFIXES)})")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: file is empty")
+    try:
+        if _suffix(path) in (".nii", ".nii.gz"):
+            header = _read_sitk(path, header_only=True)
+            image = _with_nifti_voxels(header, path)
+        else:
+            image = _read_sitk(path)
+        frames = _read_frames(path, image.GetSize()[3]) if image.GetDimension() == 4 else ()
+        return Volume.from_sitk(image, frames)
+    except InputError as err:
+        raise InputError(f"{path}: {err}" if str(path) not in str(err) else str(err)) from err
+    except RuntimeError as err:  # SimpleITK reports unreadable and truncated files as RuntimeError
+        first = str(err).strip().splitlines()
+        detail = next((line for line in first if "ERROR" in line or "rror" in line), first[0] if first else "")
+        raise InputError(f"{path}: cannot be read as an image (corrupt or truncated?): {detail.strip()[:200]}") from err
+
+
+def _read_sitk(path: Path, *, header_only: bool = False) -> sitk.ImageFileReader | sitk.Image:
+    """Read an image (or only its header) with ITK, even when ``x.nii`` lies beside the ``x.nii.gz`` asked for.
+
+    The NIfTI library inside ITK looks for ``x.nii`` (and ``x.hdr``) before ``x.nii.gz`` whatever name it
+    is given (ITK issue #2243, nifti_clib issue #129), so it would silently read the wrong file.
+    """
+    stem = path.name[: -len(".nii.gz")]
+    if _suffix(path) == ".nii.gz" and any((path.parent / (stem + ext)).exists() for ext in (".nii", ".hdr", ".nia")):
+        with tempfile.TemporaryDirectory(prefix="mri-synthesis-") as folder:
+            alone = Path(folder) / path.name
+            try:
+                os.symlink(path.resolve(), alone)
+            except OSError:  # no symlinks (Windows without developer mode): copy instead
+                shutil.copyfile(path, alone)
+            return _read_sitk(alone, header_only=header_only)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    if header_only:
+        reader.ReadImageInformation()
+        return reader
+    return reader.Execute()
+
+
+def _with_nifti_voxels(header: sitk.ImageFileReader, path: Path) -> sitk.Image:
+    """An ITK image with ``header``'s geometry and the voxels nibabel reads from ``path``."""
+    import nibabel as nib
+    from nibabel.filebasedimages import ImageFileError
+
+    try:
+        data = nib.load(str(path)).get_fdata(dtype=np.float32)  # applies scl_slope / scl_inter as ITK does
+    except (ImageFileError, OSError, EOFError, ValueError, zlib.error) as err:
+        detail = " ".join(str(err).split())[:200]
+        raise InputError(f"{path}: cannot be read as an image (corrupt or truncated?): {detail}") from err
+    size = header.GetSize()
+    while data.ndim > len(size) and data.shape[-1] == 1:
+        data = data[..., 0]
+    if tuple(data.shape) != tuple(size):
+        raise InputError(f"{path}: voxel data of shape {data.shape} does not match its header's size {size}")
+    image = sitk.GetImageFromArray(np.ascontiguousarray(data.T), isVector=False)  # nibabel (x, y, z[, t]) -> (…, z, y, x)
+    image.SetSpacing(header.GetSpacing())
+    image.SetOrigin(header.GetOrigin())
+    image.SetDirection(header.GetDirection())
+    return image
+
+
+def _read_frames(path: Path, n_frames: int) -> tuple[dict, ...]:
+    side = sidecar_path(path)
+    if not side.exists():
+        return tuple({"index": i} for i in range(n_frames))
+    try:
+        frames = json.loads(side.read_text())["frames"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise InputError(f"{side}: not a valid frame sidecar (expected JSON with a 'frames' list)") from err
+    if len(frames) != n_frames:
+        raise InputError(f"{side}: describes {len(frames)} frames but the image has {n_frames}")
+    return tuple(frames)
+
+
+def write_volume(volume: Volume, path: str | Path, *, compress: bool = True, protect: Sequence[str | Path] = ()) -> Path:
+    """Write ``volume``; series also get a JSON sidecar with their frames.
+
+    ``protect`` lists input files that must never be overwritten (an output equal to an input is an
+    error, not a silent overwrite of the user's data).
+    """
+    path = Path(path)
+    if _suffix(path) not in SUPPORTED_SUFFIXES:
+        raise InputError(f"{path}: unsupported output type (use one of {', '.join(SUPPORTED_SUFFIXES)})")
+    for other in protect:
+        if Path(other).exists() and path.exists() and path.resolve() == Path(other).resolve():
+            raise InputError(f"{path}: output would overwrite an input file")
+    if not path.parent.exists():
+        raise InputError(f"{path.parent}: output folder does not exist")
+    tmp = path.with_name(".partial-" + path.name)  # write then rename: no half-written file on failure
+    try:
+        sitk.WriteImage(volume.to_sitk(), str(tmp), useCompression=compress)
+        tmp.replace(path)
+    except (RuntimeError, OSError) as err:
+        tmp.unlink(missing_ok=True)
+        lines = str(err).strip().splitlines() or [type(err).__name__]
+        raise InputError(f"{path}: cannot be written: {lines[-1][:200]}") from err
+    if volume.is_series:
+        sidecar_path(path).write_text(json.dumps({"frames": list(volume.frames) or
+                                                  [{"index": i} for i in range(volume.shape[0])]}, indent=1))
+    return path

@@ -1,0 +1,395 @@
+"""Preprocessing: crop/pad and normalisation invert exactly, resampling keeps values and geometry, masks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from MRISynthesisLib.errors import InputError
+from MRISynthesisLib.preprocess import (CropPad, Normalization, crop_or_pad, foreground_mask, reference_grid,
+                                        resample_to, undo_crop_or_pad)
+from MRISynthesisLib.volume import Volume
+
+from conftest import OBLIQUE, ORIGIN, SPACING, make_volume, rotation_matrix
+
+SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FILL = -7.0
+
+sizes = st.integers(1, 12)
+spatial_shapes = st.tuples(sizes, sizes, sizes)
+lead_axes = st.one_of(st.just(()), st.tuples(st.integers(1, 3)))
+
+
+def _distinct(shape) -> np.ndarray:
+    """Distinct positive values, so a voxel in the wrong place is noticed."""
+    return np.arange(1, int(np.prod(shape)) + 1, dtype=np.float32).reshape(shape)
+
+
+def _kept_region(spatial, target):
+    """Slices of the original array that survive a centre crop (computed here from the spec, not the code)."""
+    return tuple(slice((s - t) // 2 if s > t else 0, ((s - t) // 2 if s > t else 0) + min(s, t))
+                 for s, t in zip(spatial, target))
+
+
+def _padded_mask(spatial, target):
+    """True where crop_or_pad's output holds padding (extra voxel after the centre on odd differences)."""
+    mask = np.ones(target, bool)
+    inner = tuple(slice((t - s) // 2 if t > s else 0, ((t - s) // 2 if t > s else 0) + min(s, t))
+                  for s, t in zip(spatial, target))
+    mask[inner] = False
+    return mask
+
+
+# --------------------------------------------------------------------- crop / pad
+@SETTINGS
+@given(lead=lead_axes, spatial=spatial_shapes, target=spatial_shapes)
+def test_crop_or_pad_then_undo_restores_kept_region(lead, spatial, target):
+    x = _distinct(lead + spatial)
+    x_copy = x.copy()
+    y, record = crop_or_pad(x, target, fill=FILL)
+    assert y.shape == lead + target
+    assert y.dtype == x.dtype
+    assert record == CropPad(spatial, target, record.crop_before, record.pad_before)
+    # padding is where the spec says, and holds the fill value
+    pad = np.broadcast_to(_padded_mask(spatial, target), y.shape)
+    assert np.all(y[pad] == FILL)
+    assert not np.any(y[~pad] == FILL)
+    back = undo_crop_or_pad(y, record, fill=FILL)
+    assert back.shape == x.shape
+    kept = np.zeros(spatial, bool)
+    kept[_kept_region(spatial, target)] = True
+    kept = np.broadcast_to(kept, x.shape)
+    np.testing.assert_array_equal(back[kept], x[kept])
+    assert np.all(back[~kept] == FILL)
+    np.testing.assert_array_equal(x, x_copy)  # input untouched
+
+
+@SETTINGS
+@given(lead=lead_axes, spatial=spatial_shapes, target=spatial_shapes, seed=st.integers(0, 2**16))
+def test_crop_or_pad_of_undo_gives_back_model_output(lead, spatial, target, seed):
+    _, record = crop_or_pad(np.zeros(lead + spatial, np.float32), target)
+    y = np.random.default_rng(seed).normal(size=lead + target).astype(np.float32)
+    y_copy = y.copy()
+    again, record2 = crop_or_pad(undo_crop_or_pad(y, record, fill=FILL), target, fill=FILL)
+    assert record2 == record
+    pad = np.broadcast_to(_padded_mask(spatial, target), y.shape)
+    # every voxel that maps to the original grid comes back bit for bit; padding voxels have no
+    # place on the original grid, so they come back as the fill value
+    np.testing.assert_array_equal(again[~pad], y[~pad])
+    assert np.all(again[pad] == FILL)
+    if not pad.any():
+        np.testing.assert_array_equal(again, y)
+    np.testing.assert_array_equal(y, y_copy)
+
+
+@SETTINGS
+@given(lead=lead_axes, spatial=spatial_shapes, extra=st.tuples(*[st.integers(0, 5)] * 3),
+       dtype=st.sampled_from([np.float32, np.float64, np.int16]))
+def test_pure_padding_round_trip_is_exact(lead, spatial, extra, dtype):
+    x = _distinct(lead + spatial).astype(dtype)
+    target = tuple(s + e for s, e in zip(spatial, extra))
+    y, record = crop_or_pad(x, target, fill=0)
+    assert record.crop_before == (0, 0, 0)
+    assert record.pad_before == tuple(e // 2 for e in extra)
+    back = undo_crop_or_pad(y, record)
+    assert back.dtype == x.dtype
+    np.testing.assert_array_equal(back, x)
+
+
+def test_crop_or_pad_odd_difference_puts_extra_voxel_after_centre():
+    y, record = crop_or_pad(np.arange(1, 6, dtype=float)[None, None, :], (1, 1, 8))
+    np.testing.assert_array_equal(y[0, 0], [0, 1, 2, 3, 4, 5, 0, 0])
+    assert record.pad_before == (0, 0, 1)
+    y, record = crop_or_pad(np.arange(1, 9, dtype=float)[None, None, :], (1, 1, 5))
+    np.testing.assert_array_equal(y[0, 0], [2, 3, 4, 5, 6])
+    assert record.crop_before == (0, 0, 1)
+
+
+def test_crop_or_pad_output_does_not_alias_input():
+    x = _distinct((4, 5, 6))
+    y, _ = crop_or_pad(x, (4, 5, 6))
+    y[...] = 0
+    np.testing.assert_array_equal(x, _distinct((4, 5, 6)))
+
+
+def test_crop_or_pad_errors():
+    x = np.zeros((4, 5, 6))
+    with pytest.raises(InputError, match="more axes"):
+        crop_or_pad(x, (1, 4, 5, 6))
+    with pytest.raises(InputError, match="positive"):
+        crop_or_pad(x, (4, 0, 6))
+    _, record = crop_or_pad(x, (8, 8, 8))
+    with pytest.raises(InputError, match="recorded size"):
+        undo_crop_or_pad(np.zeros((8, 8, 7)), record)
+
+
+# --------------------------------------------------------------------- normalisation
+shapes_for_norm = st.tuples(st.integers(2, 8), st.integers(2, 8), st.integers(2, 8))
+
+
+def _intensity_arrays():
+    """Scanner-like intensities: 0..4000 in steps of 0.01 (no subnormal ranges that overflow float32)."""
+    return hnp.arrays(np.float32, shapes_for_norm, elements=st.integers(0, 400_000).map(lambda v: v / 100))
+
+
+def _assert_inverts(norm: Normalization, x: np.ndarray, where=None):
+    back = norm.invert(norm.apply(x))
+    assert back.dtype == np.float32
+    where = np.ones(x.shape, bool) if where is None else where
+    atol = 1e-5 * max(float(np.abs(x).max()), 1.0)
+    np.testing.assert_allclose(back[where], x[where], rtol=1e-5, atol=atol)
+
+
+@SETTINGS
+@given(x=_intensity_arrays())
+def test_zscore_without_clip_inverts(x):
+    if np.ptp(x) == 0:
+        with pytest.raises(InputError, match="no intensity variation"):
+            Normalization.zscore(x, clip=False)
+        return
+    x_copy = x.copy()
+    norm = Normalization.zscore(x, clip=False)
+    assert norm.kind == "zscore" and norm.low is None and norm.high is None
+    _assert_inverts(norm, x)
+    np.testing.assert_array_equal(x, x_copy)
+
+
+@SETTINGS
+@given(x=_intensity_arrays(), lower=st.floats(0, 10), upper=st.floats(90, 100), factor=st.sampled_from([1.0, 2.0]))
+def test_percentile_without_clip_inverts(x, lower, upper, factor):
+    lo, hi = np.percentile(x, [lower, upper])
+    if hi * factor <= lo:
+        with pytest.raises(InputError, match="no intensity range"):
+            Normalization.percentile(x, lower=lower, upper=upper, upper_factor=factor, clip=False)
+        return
+    x_copy = x.copy()
+    norm = Normalization.percentile(x, lower=lower, upper=upper, upper_factor=factor, clip=False)
+    _assert_inverts(norm, x)
+    np.testing.assert_array_equal(x, x_copy)
+
+
+@SETTINGS
+@given(x=_intensity_arrays(), kind=st.sampled_from(["zscore", "percentile"]), cutoff=st.floats(0.5, 5))
+def test_clipped_normalisation_is_bounded_and_inverts_unclipped_voxels(x, kind, cutoff):
+    if kind == "zscore":
+        if np.ptp(x) == 0:
+            return
+        norm = Normalization.zscore(x, cutoff=cutoff)
+    else:
+        lo, hi = np.percentile(x, [5, 95])
+        if hi <= lo:
+            return
+        norm = Normalization.percentile(x, lower=5, upper=95)
+    assert (norm.low, norm.high) == (-1.0, 1.0)
+    y = norm.apply(x)
+    assert y.dtype == np.float32 and y.shape == x.shape
+    assert y.min() >= -1.0 and y.max() <= 1.0
+    unclipped = np.abs((x.astype(np.float64) - norm.offset) / norm.scale) < 1 - 1e-6
+    _assert_inverts(norm, x, unclipped)
+    clipped_high = (x.astype(np.float64) - norm.offset) / norm.scale > 1
+    assert np.all(y[clipped_high] == 1.0)
+
+
+def test_clipping_happens_on_outliers():
+    x = np.linspace(0, 1000, 6 * 7 * 8).reshape(6, 7, 8)
+    x[0, 0, 0] = 1e6
+    norm = Normalization.percentile(x, lower=0.5, upper=99.5)
+    y = norm.apply(x)
+    assert y[0, 0, 0] == 1.0
+    assert norm.invert(y)[0, 0, 0] < 1e5  # clipped: the outlier cannot come back
+    unclipped = Normalization.percentile(x, lower=0.5, upper=99.5, clip=False)
+    assert unclipped.apply(x)[0, 0, 0] > 1.0
+
+
+def test_seq2seq_percentile_convention():
+    x = np.linspace(0, 1000, 6 * 7 * 8).reshape(6, 7, 8)
+    norm = Normalization.percentile(x, lower=0, upper=99, upper_factor=2)
+    p99 = np.percentile(x, 99)
+    np.testing.assert_allclose(norm.apply(np.array([0.0, p99, 2 * p99])), [-1.0, 0.0, 1.0], atol=1e-6)
+    brasyn = Normalization.percentile(x, out_range=(0.0, 1.0))
+    lo, hi = np.percentile(x, [0.5, 99.5])
+    np.testing.assert_allclose(brasyn.apply(np.array([lo, hi])), [0.0, 1.0], atol=1e-6)
+
+
+def test_zscore_uses_foreground_statistics():
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 5, (6, 7, 8))
+    mask = np.zeros(x.shape, bool)
+    mask[1:5, 1:6, 1:7] = True
+    x[mask] = rng.normal(1000, 100, int(mask.sum()))
+    norm = Normalization.zscore(x, mask, cutoff=4, clip=False)
+    y = norm.apply(x)[mask].astype(np.float64)
+    assert abs(y.mean()) < 1e-5
+    assert y.std() == pytest.approx(0.25, rel=1e-4)
+    assert norm.to_dict() == {"kind": "zscore", "offset": norm.offset, "scale": norm.scale, "low": None, "high": None}
+
+
+@pytest.mark.parametrize("build", [
+    lambda x, m: Normalization.zscore(np.full_like(x, 3.0)),
+    lambda x, m: Normalization.percentile(np.full_like(x, 3.0)),
+    lambda x, m: Normalization.zscore(x, np.zeros_like(m)),
+    lambda x, m: Normalization.percentile(x, np.zeros_like(m)),
+    lambda x, m: Normalization.zscore(x, m[:-1]),
+    lambda x, m: Normalization.zscore(np.where(m, np.nan, x)),
+    lambda x, m: Normalization.percentile(np.where(m, np.nan, x)),
+    lambda x, m: Normalization.zscore(np.where(m, np.inf, x)),
+    lambda x, m: Normalization.zscore(x, cutoff=0),
+    lambda x, m: Normalization.percentile(x, lower=50, upper=10),
+    lambda x, m: Normalization.percentile(x, lower=0, upper=101),
+])
+def test_normalisation_errors(build):
+    x = np.random.default_rng(1).uniform(0, 100, (4, 5, 6))
+    m = np.zeros(x.shape, bool)
+    m[1, 1, 1] = True
+    with pytest.raises(InputError):
+        build(x, m)
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda x: Normalization.zscore(np.ones_like(x)), "no intensity variation"),
+    # float32 constants: their float32 SD is not exactly 0
+    (lambda x: Normalization.zscore(np.full((6, 7, 8), 1234.567, np.float32)), "no intensity variation"),
+    (lambda x: Normalization.zscore(Volume(np.full((3, 3, 3), 2427.2852)).array), "no intensity variation"),
+    (lambda x: Normalization.percentile(np.full((6, 7, 8), 1234.567, np.float32)), "no intensity range"),
+    (lambda x: Normalization.zscore(x, np.zeros(x.shape, bool)), "mask is empty"),
+    (lambda x: Normalization.zscore(np.full_like(x, np.nan)), "NaN"),
+])
+def test_normalisation_error_messages(build, message):
+    with pytest.raises(InputError, match=message):
+        build(np.arange(24.0).reshape(2, 3, 4))
+
+
+# --------------------------------------------------------------------- resampling
+def test_resample_identity_on_same_grid(oblique_volume):
+    before = oblique_volume.array.copy()
+    for interpolation in ("linear", "nearest", "bspline"):
+        out = resample_to(oblique_volume, oblique_volume, interpolation=interpolation)
+        assert out.shape == oblique_volume.shape
+        assert out.spacing == oblique_volume.spacing and out.origin == oblique_volume.origin
+        assert out.direction == oblique_volume.direction
+        np.testing.assert_allclose(out.array, oblique_volume.array, rtol=1e-5, atol=1e-3)
+    np.testing.assert_array_equal(oblique_volume.array, before)
+
+
+def test_resample_nearest_keeps_label_values():
+    rng = np.random.default_rng(2)
+    labels = rng.choice([0, 1, 2, 5], size=(6, 7, 8)).astype(np.float32)
+    vol = Volume(labels, SPACING, ORIGIN, OBLIQUE)
+    ref = reference_grid((0.7, 0.7, 0.9), (9, 10, 17), origin=(ORIGIN[0] + 0.3, ORIGIN[1] - 0.2, ORIGIN[2] + 0.4),
+                         direction=tuple(rotation_matrix((0.0, 1.0, 1.0), 33.0).ravel()))
+    out = resample_to(vol, ref, interpolation="nearest")
+    assert out.spatial_shape == (17, 10, 9)
+    values = set(np.unique(out.array).tolist())
+    assert values <= {0.0, 1.0, 2.0, 5.0}
+    assert len(values) >= 3  # the grids overlap: real labels were sampled
+    linear = resample_to(vol, ref, interpolation="linear")
+    assert not set(np.unique(linear.array).tolist()) <= {0.0, 1.0, 2.0, 5.0}  # what nearest avoids
+
+
+def test_resample_series_frame_by_frame():
+    frames = [{"t": 0}, {"t": 60}, {"t": 120}]
+    series = make_volume((3, 6, 7, 8), seed=3, frames=frames)
+    ref = reference_grid((1.0, 1.0, 1.5), (5, 6, 7), origin=ORIGIN, direction=OBLIQUE)
+    out = resample_to(series, ref)
+    assert out.is_series and out.shape == (3, 7, 6, 5)
+    assert [dict(f) for f in out.frames] == frames
+    assert out.spacing == ref.spacing and out.direction == ref.direction
+    for i in range(3):
+        np.testing.assert_array_equal(out.array[i], resample_to(series.frame(i), ref).array)
+    assert not np.allclose(out.array[0], out.array[1])
+
+
+def test_resample_onto_a_series_reference_uses_its_grid():
+    vol = make_volume((6, 7, 8), seed=4)
+    ref_series = make_volume((2, 6, 7, 8), seed=5)
+    out = resample_to(vol, ref_series)
+    assert out.shape == (6, 7, 8)
+    np.testing.assert_allclose(out.array, vol.array, rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("shift_xyz", [(2, 1, 0), (0, 0, 1), (1, 2, 3)])
+def test_resample_integer_translation_shifts_array(oblique_volume, shift_xyz):
+    vol = oblique_volume
+    offset = vol.direction_matrix @ (np.array(SPACING) * np.array(shift_xyz))
+    ref = Volume(np.zeros(vol.shape), vol.spacing, tuple(np.array(vol.origin) + offset), vol.direction)
+    out = resample_to(vol, ref, default_value=-1.0).array
+    dx, dy, dz = shift_xyz
+    z, y, x = vol.shape
+    np.testing.assert_allclose(out[: z - dz, : y - dy, : x - dx], vol.array[dz:, dy:, dx:], rtol=1e-5, atol=1e-3)
+    outside = np.ones(vol.shape, bool)
+    outside[: z - dz, : y - dy, : x - dx] = False
+    assert outside.any() and np.all(out[outside] == -1.0)
+    # the same shift expressed as a transform from the reference to the volume's space
+    moved = resample_to(vol, vol, transform=sitk.TranslationTransform(3, tuple(offset)), default_value=-1.0)
+    np.testing.assert_allclose(moved.array, out, rtol=1e-5, atol=1e-3)
+
+
+def test_resample_unknown_interpolation(oblique_volume):
+    with pytest.raises(InputError, match="unknown interpolation 'cubic'"):
+        resample_to(oblique_volume, oblique_volume, interpolation="cubic")
+
+
+def test_reference_grid():
+    grid = reference_grid((1.0, 2.0, 3.0), (4, 5, 6), origin=(1, 2, 3))
+    assert grid.shape == (6, 5, 4) and grid.size_xyz == (4, 5, 6)
+    assert grid.spacing == (1.0, 2.0, 3.0) and grid.origin == (1.0, 2.0, 3.0)
+
+
+# --------------------------------------------------------------------- foreground
+def _sphere_phantom(seed=0, n=24, radius=7.0):
+    rng = np.random.default_rng(seed)
+    zz, yy, xx = np.mgrid[:n, :n, :n]
+    c = (n - 1) / 2
+    sphere = (zz - c) ** 2 + (yy - c) ** 2 + (xx - c) ** 2 <= radius**2
+    image = np.where(sphere, 1000.0, 100.0) + rng.normal(0, 60, sphere.shape)
+    return image.astype(np.float32), sphere
+
+
+def _dice(a, b):
+    return 2 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
+
+
+def test_foreground_mask_finds_bright_sphere():
+    image, sphere = _sphere_phantom()
+    before = image.copy()
+    mask = foreground_mask(image)
+    assert mask.dtype == bool and mask.shape == image.shape
+    assert _dice(mask, sphere) > 0.95
+    np.testing.assert_array_equal(image, before)
+    vol_mask = foreground_mask(Volume(image, SPACING, ORIGIN, OBLIQUE))
+    np.testing.assert_array_equal(vol_mask, mask)
+
+
+def test_foreground_mask_keeps_largest_component_and_fills_holes():
+    image, sphere = _sphere_phantom(seed=1)
+    image[1:3, 1:3, 1:3] = 1000.0  # a small bright speck away from the sphere
+    c = 12
+    image[c - 1:c + 1, c - 1:c + 1, c - 1:c + 1] = 100.0  # a dark hole inside it
+    mask = foreground_mask(image)
+    assert not mask[1:3, 1:3, 1:3].any()
+    assert mask[c - 1:c + 1, c - 1:c + 1, c - 1:c + 1].all()
+    raw = foreground_mask(image, fill_holes=False, largest_component=False)
+    assert raw[1:3, 1:3, 1:3].all()
+    assert not raw[c - 1:c + 1, c - 1:c + 1, c - 1:c + 1].any()
+
+
+def test_foreground_mask_of_series_uses_mean():
+    image, sphere = _sphere_phantom(seed=2)
+    series = Volume(np.stack([image, image * 0.5]))
+    assert _dice(foreground_mask(series), sphere) > 0.95
+
+
+@pytest.mark.parametrize("value, message", [(None, "constant"), (np.nan, "NaN"), (np.inf, "Inf")])
+def test_foreground_mask_errors(value, message):
+    array = np.full((6, 7, 8), 5.0, np.float32)
+    if value is not None:
+        array[2:4, 2:4, 2:4] = 100.0
+        array[1, 2, 3] = value
+    with pytest.raises(InputError, match=message):
+        foreground_mask(array)
+    with pytest.raises(InputError, match=message):
+        foreground_mask(Volume(array))

@@ -1,0 +1,422 @@
+"""Volume: file round trips keep values and geometry, immutability, geometry checks, clear read/write errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+import MRISynthesisLib.volume as volume_module
+from MRISynthesisLib.errors import InputError
+from MRISynthesisLib.volume import (IDENTITY_DIRECTION, Volume, geometry_differences, read_volume,
+                                    require_same_geometry, same_geometry, sidecar_path, write_volume)
+
+from conftest import OBLIQUE, ORIGIN, SPACING, make_volume, rotation_matrix, sha256
+
+SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha")
+GEOMETRY_TOL = 1e-6
+
+
+def assert_same_geometry(a: Volume, b: Volume, tol: float = GEOMETRY_TOL) -> None:
+    np.testing.assert_allclose(a.spacing, b.spacing, rtol=0, atol=tol)
+    np.testing.assert_allclose(a.origin, b.origin, rtol=0, atol=tol)
+    np.testing.assert_allclose(a.direction, b.direction, rtol=0, atol=tol)
+
+
+def test_oblique_fixture_is_really_oblique_and_orthonormal():
+    d = np.reshape(OBLIQUE, (3, 3))
+    np.testing.assert_allclose(d @ d.T, np.eye(3), atol=1e-12)
+    assert np.linalg.det(d) == pytest.approx(1.0)
+    assert np.all(np.abs(d - np.eye(3)) > 1e-3)  # no cosine left on an axis
+
+
+# --------------------------------------------------------------------- round trips
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_file_round_trip_keeps_values_and_oblique_geometry(tmp_path, suffix):
+    vol = make_volume((6, 7, 8), seed=1)
+    path = write_volume(vol, tmp_path / f"vol{suffix}")
+    assert path.is_file()
+    back = read_volume(path)
+    assert back.array.dtype == np.float32
+    assert back.shape == (6, 7, 8)
+    np.testing.assert_array_equal(back.array, vol.array)
+    assert_same_geometry(back, vol)
+    assert back.frames == ()
+    assert not back.is_series
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_uncompressed_round_trip(tmp_path, suffix):
+    vol = make_volume((3, 4, 5), seed=2)
+    back = read_volume(write_volume(vol, tmp_path / f"raw{suffix}", compress=False))
+    np.testing.assert_array_equal(back.array, vol.array)
+    assert_same_geometry(back, vol)
+
+
+def test_nii_gz_is_read_even_when_a_same_named_nii_lies_beside_it(tmp_path):
+    # ITK's NIfTI library prefers x.nii when asked for x.nii.gz (ITK issue #2243): we must not.
+    plain = make_volume((3, 4, 5), seed=3)
+    packed = make_volume((3, 4, 5), seed=4)
+    write_volume(plain, tmp_path / "x.nii")
+    write_volume(packed, tmp_path / "x.nii.gz")
+    np.testing.assert_array_equal(read_volume(tmp_path / "x.nii.gz").array, packed.array)
+    np.testing.assert_array_equal(read_volume(tmp_path / "x.nii").array, plain.array)
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_series_round_trip_with_frames_sidecar(tmp_path, suffix):
+    frames = [{"b_value": 0}, {"b_value": 500, "note": "x"}, {"b_value": 1000}]
+    series = make_volume((3, 4, 5, 6), seed=5, frames=frames)
+    assert series.is_series and series.spatial_shape == (4, 5, 6)
+    path = write_volume(series, tmp_path / f"dwi{suffix}")
+    side = sidecar_path(path)
+    assert side == tmp_path / "dwi.json"
+    assert json.loads(side.read_text())["frames"] == frames
+    back = read_volume(path)
+    assert back.is_series
+    assert back.shape == (3, 4, 5, 6)
+    np.testing.assert_array_equal(back.array, series.array)
+    assert_same_geometry(back, series)
+    assert [dict(f) for f in back.frames] == frames
+
+
+def test_series_without_sidecar_gets_indexed_frames(tmp_path):
+    series = make_volume((2, 3, 4, 5), seed=6)
+    path = write_volume(series, tmp_path / "dce.nii.gz")
+    sidecar_path(path).unlink()
+    back = read_volume(path)
+    assert [dict(f) for f in back.frames] == [{"index": 0}, {"index": 1}]
+
+
+def test_sidecar_with_wrong_frame_count_is_an_input_error(tmp_path):
+    series = make_volume((2, 3, 4, 5), seed=7, frames=[{"t": 0}, {"t": 60}])
+    path = write_volume(series, tmp_path / "dce.nrrd")
+    side = sidecar_path(path)
+    side.write_text(json.dumps({"frames": [{"t": 0}]}))
+    with pytest.raises(InputError, match="1 frames but the image has 2") as err:
+        read_volume(path)
+    assert str(side) in str(err.value)
+    side.write_text("{not json")
+    with pytest.raises(InputError, match="not a valid frame sidecar"):
+        read_volume(path)
+
+
+@pytest.mark.parametrize("compress", [True, False])
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_nan_and_inf_voxels_survive_a_round_trip(tmp_path, suffix, compress):
+    # ITK's NIfTI reader turns NaN/Inf into 0; read_volume must give back what the file holds
+    array = make_volume(seed=20).array.copy()
+    array[0, 0, 0] = np.nan
+    array[1, 2, 3] = np.inf
+    array[5, 6, 7] = -np.inf
+    vol = Volume(array, SPACING, ORIGIN, OBLIQUE)
+    back = read_volume(write_volume(vol, tmp_path / f"nan{suffix}", compress=compress))
+    np.testing.assert_array_equal(back.array, array)  # NaN compares equal to NaN here
+    assert np.isnan(back.array).sum() == 1 and np.isinf(back.array).sum() == 2
+    assert back.array[5, 6, 7] == -np.inf
+    with pytest.raises(InputError, match="contains 3 NaN/Inf voxel"):
+        back.require_finite()
+
+
+def test_nan_in_large_nifti_series_is_kept(tmp_path):
+    # larger than the reader's 4 MiB chunks, 4D, NaN in the first and last voxels
+    array = np.zeros((2, 10, 256, 256), np.float32)
+    array[0, 5, 100, 100] = 1.0
+    array[0, 0, 0, 0] = np.nan
+    array[-1, -1, -1, -1] = np.inf
+    series = Volume(array, SPACING, ORIGIN, OBLIQUE)
+    back = read_volume(write_volume(series, tmp_path / "big.nii.gz"))
+    np.testing.assert_array_equal(back.array, array)
+
+
+def test_sidecar_path_strips_double_suffix():
+    assert sidecar_path("/a/b/case-dwi.nii.gz") == Path("/a/b/case-dwi.json")
+    assert sidecar_path("/a/b/case.nrrd") == Path("/a/b/case.json")
+
+
+def test_sitk_round_trip_3d():
+    vol = make_volume((6, 7, 8), seed=8)
+    image = vol.to_sitk()
+    assert image.GetDimension() == 3
+    assert image.GetSize() == (8, 7, 6)
+    assert image.GetSize() == vol.size_xyz
+    np.testing.assert_allclose(image.GetSpacing(), SPACING, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(image.GetOrigin(), ORIGIN, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(image.GetDirection(), OBLIQUE, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(image), vol.array)
+    back = Volume.from_sitk(image)
+    np.testing.assert_array_equal(back.array, vol.array)
+    assert back.spacing == vol.spacing and back.origin == vol.origin
+    np.testing.assert_allclose(back.direction, vol.direction, rtol=0, atol=1e-12)
+
+
+def test_sitk_round_trip_4d_series():
+    frames = [{"t": 0}, {"t": 60}, {"t": 120}]
+    series = make_volume((3, 4, 5, 6), seed=9, frames=frames)
+    image = series.to_sitk()
+    assert image.GetDimension() == 4
+    assert image.GetSize() == (6, 5, 4, 3)
+    direction4 = np.reshape(image.GetDirection(), (4, 4))
+    np.testing.assert_allclose(direction4[:3, :3], np.reshape(OBLIQUE, (3, 3)), atol=1e-12)
+    back = Volume.from_sitk(image, frames)
+    np.testing.assert_array_equal(back.array, series.array)
+    assert_same_geometry(back, series, tol=1e-12)
+    assert [dict(f) for f in back.frames] == frames
+    np.testing.assert_array_equal(series.frame(1).array, series.array[1])
+
+
+def test_from_sitk_rejects_2d_and_vector_images():
+    with pytest.raises(InputError, match="2D"):
+        Volume.from_sitk(sitk.Image(4, 5, sitk.sitkFloat32))
+    with pytest.raises(InputError, match="components"):
+        Volume.from_sitk(sitk.Image([4, 5, 6], sitk.sitkVectorFloat32, 3))
+
+
+# --------------------------------------------------------------------- immutability and validation
+def test_volume_array_is_read_only_float32_copy():
+    source = np.arange(6 * 7 * 8, dtype=np.float32).reshape(6, 7, 8)
+    original = source.copy()
+    vol = Volume(source)
+    assert vol.array.dtype == np.float32
+    assert not vol.array.flags.writeable
+    assert not np.shares_memory(vol.array, source)
+    with pytest.raises(ValueError):
+        vol.array[0, 0, 0] = 42.0
+    source[...] = -1.0  # the caller changes their array afterwards
+    np.testing.assert_array_equal(vol.array, original)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        vol.spacing = (2.0, 2.0, 2.0)  # type: ignore[misc]
+
+
+def test_with_array_and_frame_do_not_alias():
+    vol = make_volume((3, 4, 5, 6), seed=10)
+    new = np.ones((4, 5, 6), np.float32)
+    out = vol.with_array(new)
+    new[...] = 7
+    assert not out.is_series
+    assert np.all(out.array == 1)
+    assert not out.array.flags.writeable
+    assert out.spacing == vol.spacing and out.direction == vol.direction
+    with pytest.raises(InputError, match="does not fit"):
+        vol.with_array(np.ones((4, 5, 7)))
+    with pytest.raises(InputError, match="4D series"):
+        vol.frame(0).frame(0)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"array": np.zeros((4, 5))}, "2D"),
+    ({"array": np.zeros((1, 2, 3, 4, 5))}, "5D"),
+    ({"array": np.zeros((0, 4, 5))}, "empty"),
+    ({"array": np.zeros((2, 3, 4)), "spacing": (1.0, 0.0, 1.0)}, "spacing"),
+    ({"array": np.zeros((2, 3, 4)), "spacing": (1.0, 1.0)}, "3 values"),
+    ({"array": np.zeros((2, 3, 4)), "direction": (2, 0, 0, 0, 1, 0, 0, 0, 1)}, "orthonormal"),
+    ({"array": np.zeros((2, 3, 4)), "direction": (1, 0, 0, 1)}, "3x3"),
+    ({"array": np.zeros((2, 3, 4)), "frames": [{"t": 0}]}, "4D series"),
+    ({"array": np.zeros((2, 2, 3, 4)), "frames": [{"t": 0}]}, "2 frames"),
+])
+def test_invalid_volume_is_an_input_error(kwargs, message):
+    with pytest.raises(InputError, match=message):
+        Volume(**kwargs)
+
+
+def test_require_checks_name_the_volume_and_the_problem():
+    arr = np.ones((3, 4, 5), np.float32)
+    arr[0, 0, 0] = np.nan
+    arr[1, 1, 1] = np.inf
+    arr[2, 2, 2] = -np.inf
+    with pytest.raises(InputError, match=r"T1: contains 3 NaN/Inf voxel"):
+        Volume(arr).require_finite("T1")
+    with pytest.raises(InputError, match="T2: every voxel has the same value"):
+        Volume(np.full((3, 4, 5), 5.0)).require_not_constant("T2")
+    with pytest.raises(InputError, match="DWI: expected a 3D volume"):
+        Volume(np.zeros((2, 3, 4, 5))).require_3d("DWI")
+    ok = make_volume()
+    assert ok.require_finite() is ok and ok.require_not_constant() is ok and ok.require_3d() is ok
+
+
+# --------------------------------------------------------------------- geometry comparison
+def _grid(**changes) -> Volume:
+    params = {"shape": (6, 7, 8), "spacing": SPACING, "origin": ORIGIN, "direction": OBLIQUE}
+    params.update(changes)
+    shape = params.pop("shape")
+    return make_volume(shape, seed=11, **params)
+
+
+@pytest.mark.parametrize("changes, word", [
+    ({"shape": (6, 7, 9)}, "size"),
+    ({"spacing": (0.8, 1.1, 3.1)}, "spacing"),
+    ({"origin": (ORIGIN[0] + 0.5, ORIGIN[1], ORIGIN[2])}, "origin"),
+    ({"direction": tuple(rotation_matrix((1.0, 2.0, 3.0), 21.0).ravel())}, "direction"),
+])
+def test_geometry_differences_detect_each_kind(changes, word):
+    a, b = _grid(), _grid(**changes)
+    diffs = geometry_differences(a, b)
+    assert len(diffs) == 1 and word in diffs[0]
+    assert not same_geometry(a, b)
+    with pytest.raises(InputError, match=word) as err:
+        require_same_geometry({"T1 (a.nii.gz)": a, "T2 (b.nii.gz)": b})
+    assert "T2 (b.nii.gz) is not on the grid of T1 (a.nii.gz)" in str(err.value)
+
+
+def test_geometry_differences_accept_tiny_differences():
+    a = _grid()
+    d = rotation_matrix((1.0, 2.0, 3.0), 20.0 + 1e-6)
+    b = _grid(spacing=tuple(s * (1 + 1e-6) for s in SPACING),
+              origin=tuple(o + 1e-5 for o in ORIGIN), direction=tuple(d.ravel()))
+    assert a.spacing != b.spacing and a.origin != b.origin and a.direction != b.direction
+    assert geometry_differences(a, b) == []
+    assert same_geometry(a, b)
+    require_same_geometry({"a": a, "b": b, "c": a})
+    require_same_geometry({})
+    # the tolerances are honoured, not ignored
+    assert geometry_differences(a, b, origin_tol_mm=1e-7) == [f"origin {a.origin} vs {b.origin}"]
+
+
+def test_geometry_ignores_series_axis():
+    series = make_volume((3, 6, 7, 8), seed=12)
+    assert same_geometry(series, _grid())
+
+
+def test_index_to_physical_matches_sitk(oblique_volume):
+    image = oblique_volume.to_sitk()
+    affine = oblique_volume.index_to_physical()
+    assert affine.shape == (4, 4)
+    np.testing.assert_array_equal(affine[3], [0, 0, 0, 1])
+    for index in [(0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1), (7, 6, 5), (3, 1, 4)]:
+        expected = image.TransformIndexToPhysicalPoint(index)
+        got = affine @ np.array([*index, 1.0])
+        np.testing.assert_allclose(got[:3], expected, rtol=0, atol=1e-9)
+
+
+# --------------------------------------------------------------------- read errors
+def _truncate(path: Path) -> Path:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+@pytest.mark.parametrize("name, make, message", [
+    ("missing.nii.gz", lambda p: None, "file not found"),
+    ("folder.nii.gz", lambda p: p.mkdir(), "is a folder"),
+    ("empty.nii.gz", lambda p: p.write_bytes(b""), "file is empty"),
+    ("truncated.nii.gz", lambda p: _truncate(write_volume(make_volume(), p)), "corrupt or truncated"),
+    ("truncated.nii", lambda p: _truncate(write_volume(make_volume(), p)), "corrupt or truncated"),
+    ("truncated.nrrd", lambda p: _truncate(write_volume(make_volume(), p)), "corrupt or truncated"),
+    ("truncated.mha", lambda p: _truncate(write_volume(make_volume(), p)), "corrupt or truncated"),
+    ("notes.nii.gz", lambda p: p.write_text("these are my notes, not an image\n"), "cannot be read as an image"),
+    ("gzipped-text.nii.gz", lambda p: __import__("gzip").open(p, "wb").write(b"hello " * 200),
+     "cannot be read as an image"),
+    ("notes.txt", lambda p: p.write_text("hello\n"), "unsupported file type"),
+    ("image.png", lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n"), "unsupported file type"),
+])
+def test_read_errors_name_the_file(tmp_path, name, make, message):
+    path = tmp_path / name
+    make(path)
+    before = sha256(path) if path.is_file() else None
+    with pytest.raises(InputError) as err:
+        read_volume(path)
+    assert str(path) in str(err.value)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+    if before is not None:
+        assert sha256(path) == before
+
+
+def test_truncated_nifti_by_one_byte_is_detected(tmp_path):
+    path = write_volume(make_volume(), tmp_path / "short.nii", compress=False)
+    path.write_bytes(path.read_bytes()[:-1])
+    with pytest.raises(InputError, match="corrupt or truncated"):
+        read_volume(path)
+
+
+def test_2d_image_file_is_an_input_error(tmp_path):
+    path = tmp_path / "slice.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(np.ones((5, 6), np.float32)), str(path))
+    with pytest.raises(InputError, match="2D") as err:
+        read_volume(path)
+    assert str(path) in str(err.value)
+
+
+# --------------------------------------------------------------------- write errors and safety
+def test_write_refuses_to_overwrite_protected_input(tmp_path):
+    source = write_volume(make_volume(seed=13), tmp_path / "t1.nii.gz")
+    before = sha256(source)
+    other = make_volume(seed=14)
+    with pytest.raises(InputError, match="overwrite an input") as err:
+        write_volume(other, source, protect=[source])
+    assert str(source) in str(err.value)
+    # the same file reached through another spelling of its path, or through a symbolic link
+    (tmp_path / "sub").mkdir()
+    with pytest.raises(InputError, match="overwrite an input"):
+        write_volume(other, tmp_path / "sub" / ".." / "t1.nii.gz", protect=[str(source)])
+    (tmp_path / "link.nii.gz").symlink_to(source)
+    with pytest.raises(InputError, match="overwrite an input"):
+        write_volume(other, tmp_path / "link.nii.gz", protect=[source])
+    assert sha256(source) == before
+    # an output that is not protected may be replaced
+    write_volume(other, tmp_path / "out.nii.gz", protect=[source])
+    np.testing.assert_array_equal(read_volume(tmp_path / "out.nii.gz").array, other.array)
+
+
+def test_write_into_missing_folder_is_an_input_error(tmp_path):
+    target = tmp_path / "nowhere" / "out.nii.gz"
+    with pytest.raises(InputError, match="output folder does not exist") as err:
+        write_volume(make_volume(), target)
+    assert str(target.parent) in str(err.value)
+    assert not target.parent.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_unsupported_suffix_is_an_input_error(tmp_path):
+    with pytest.raises(InputError, match="unsupported output type"):
+        write_volume(make_volume(), tmp_path / "out.png")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
+                    reason="root ignores folder permissions")
+def test_write_into_unwritable_folder_leaves_no_file(tmp_path):
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        with pytest.raises(InputError, match="cannot be written"):
+            write_volume(make_volume(), folder / "out.nii.gz")
+        assert list(folder.iterdir()) == []
+    finally:
+        folder.chmod(0o700)
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_failed_write_leaves_no_partial_file_and_keeps_old_output(tmp_path, monkeypatch, existing):
+    target = tmp_path / "out.nii.gz"
+    if existing:
+        write_volume(make_volume(seed=15), target)
+    before = {p.name: sha256(p) for p in tmp_path.iterdir()}
+
+    def failing_write(image, filename, *args, **kwargs):
+        Path(filename).write_bytes(b"\x1f\x8b half an image")  # a writer dying half way (disk full, EIO)
+        raise RuntimeError("ITK ERROR: NiftiImageIO: could not write\nNo space left on device")
+
+    monkeypatch.setattr(volume_module.sitk, "WriteImage", failing_write)
+    with pytest.raises(InputError, match="cannot be written: No space left on device") as err:
+        write_volume(make_volume(seed=16), target)
+    assert str(target) in str(err.value)
+    assert {p.name: sha256(p) for p in tmp_path.iterdir()} == before
+
+
+def test_write_returns_path_and_leaves_no_temporary_file(tmp_path):
+    out = write_volume(make_volume(), tmp_path / "out.mha")
+    assert out == tmp_path / "out.mha"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mha"]
+
+
+def test_identity_default_geometry():
+    vol = Volume(np.zeros((4, 5, 6)), spacing=(1.0, 1.0, 3.0))
+    assert vol.shape == (4, 5, 6) and vol.size_xyz == (6, 5, 4)
+    assert vol.direction == IDENTITY_DIRECTION and vol.origin == (0.0, 0.0, 0.0)

@@ -1,0 +1,79 @@
+"""Phantom generation speed: time per subject, and what each sequence adds to the anatomy alone.
+
+Run: python benchmarks/bench_phantom.py [--resolution 1.0] [--repeats 3]
+Prints a table and writes benchmarks/results/<machine>-phantom.json. Per-sequence costs are reported as
+a ratio to the anatomy-only baseline measured in the same run (absolute seconds depend on the machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from MRISynthesisLib import __version__
+from MRISynthesisLib.phantom import brain, breast, sample
+
+
+def _best_of(repeats: int, fn) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.min(times))
+
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "package": __version__,
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--resolution", type=float, default=1.0, help="brain reference voxel size, mm")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    start = time.perf_counter()
+    sample("brain", 0, resolution=args.resolution, sequences=())
+    cold = time.perf_counter() - start  # includes loading the MNI template once per process
+    rows = []
+    anatomy = _best_of(args.repeats, lambda: sample("brain", 1, resolution=args.resolution, sequences=()))
+    rows.append(("brain anatomy only (baseline)", anatomy, 1.0))
+    for seq in brain.BRAIN_SEQUENCES:
+        t = _best_of(args.repeats, lambda: sample("brain", 1, resolution=args.resolution, sequences=(seq,)))
+        rows.append((f"brain + {seq}", t, t / anatomy))
+    full = _best_of(args.repeats, lambda: sample("brain", 1, resolution=args.resolution))
+    rows.append(("brain subject, all sequences", full, full / anatomy))
+    breast_t = _best_of(args.repeats, lambda: sample("breast", 1))
+    rows.append(("breast subject, all sequences (1.25 mm)", breast_t, breast_t / anatomy))
+
+    info = machine()
+    print(f"Phantom generation — {info['cpu']}, {info['cores']} cores, {info['date']}, package {__version__}")
+    print(f"brain reference grid {args.resolution} mm; first call (template load) {cold:.2f} s; best of {args.repeats}")
+    print(f"{'what':44s} {'seconds':>8s} {'x anatomy':>10s}")
+    for name, seconds, ratio in rows:
+        print(f"{name:44s} {seconds:8.2f} {ratio:10.2f}")
+    out = Path(__file__).parent / "results" / f"{platform.node() or 'machine'}-phantom.json"
+    out.write_text(json.dumps({"machine": info, "resolution_mm": args.resolution, "first_call_s": cold,
+                               "rows": [{"what": n, "seconds": s, "ratio_to_anatomy": r} for n, s, r in rows]}, indent=1))
+    print(f"written {out}")
+
+
+if __name__ == "__main__":
+    main()
