@@ -8,6 +8,7 @@ writes over an input file.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Callable, Sequence
 
@@ -44,6 +45,15 @@ def _cmd_check(args: argparse.Namespace) -> int:
         print(f"{name}: {vol.size_xyz[0]}x{vol.size_xyz[1]}x{vol.size_xyz[2]} voxels at {spacing} mm{frames}, "
               f"range [{float(vol.array.min()):g}, {float(vol.array.max()):g}]")
     print("ok: every input is readable, finite and non-empty" + (", on one grid" if args.same_grid else ""))
+    return 0
+
+
+def _cmd_register(args: argparse.Namespace) -> int:
+    from .register_cmd import run_register
+
+    if args.single_thread:  # before ANTs' first use: it reads the thread count once per process
+        os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"
+    run_register(args.fixed, args.moving, args.transform, args.out, seed=args.seed, single_thread=args.single_thread)
     return 0
 
 
@@ -88,11 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", nargs="+", required=True, metavar="SEQ=FILE")
     p.add_argument("--same-grid", action="store_true", help="require every input on the first one's grid")
 
-    p = add("register", "register sequences to a fixed one with ANTs", _not_built("register", 5))
-    p.add_argument("--fixed", required=True)
-    p.add_argument("--moving", nargs="+", required=True)
-    p.add_argument("--transform", choices=TRANSFORMS, default="rigid")
-    p.add_argument("--out", required=True)
+    p = add("register", "register sequences to a fixed one with ANTs", _cmd_register)
+    p.add_argument("--fixed", required=True, help="reference volume (usually T1)")
+    p.add_argument("--moving", nargs="+", required=True, help="volumes to bring onto the fixed grid (4D: first frame)")
+    p.add_argument("--transform", choices=TRANSFORMS + ("none",), default="rigid")
+    p.add_argument("--out", required=True, help="output folder: registered volumes, transforms, registration.json")
+    p.add_argument("--seed", type=int, help="fix ANTs' random sampling (repeatable results)")
+    p.add_argument("--single-thread", action="store_true", help="one thread: bit-for-bit repeatable with --seed")
 
     p = add("synthesize", "synthesize a missing sequence from the available ones", _not_built("synthesize", 8))
     p.add_argument("--model", required=True)

@@ -317,6 +317,18 @@ def _read_frames(path: Path, n_frames: int) -> tuple[dict, ...]:
     return tuple(frames)
 
 
+def refuse_overwrite(path: str | Path, protect: Sequence[str | Path]) -> None:
+    """Raise when ``path`` is one of the ``protect``ed input files, whatever spelling or link reaches it.
+
+    Every writer calls this first: an output equal to an input is an error, never a silent overwrite of
+    the user's data.
+    """
+    path = Path(path)
+    for other in protect:
+        if path.exists() and Path(other).exists() and os.path.samefile(path, other):
+            raise InputError(f"{path}: output would overwrite an input file ({other})")
+
+
 def write_volume(volume: Volume, path: str | Path, *, compress: bool = True, protect: Sequence[str | Path] = ()) -> Path:
     """Write ``volume``; series also get a JSON sidecar with their frames.
 
@@ -326,9 +338,7 @@ def write_volume(volume: Volume, path: str | Path, *, compress: bool = True, pro
     path = Path(path)
     if _suffix(path) not in SUPPORTED_SUFFIXES:
         raise InputError(f"{path}: unsupported output type (use one of {', '.join(SUPPORTED_SUFFIXES)})")
-    for other in protect:
-        if Path(other).exists() and path.exists() and path.resolve() == Path(other).resolve():
-            raise InputError(f"{path}: output would overwrite an input file")
+    refuse_overwrite(path, protect)
     if not path.parent.exists():
         raise InputError(f"{path.parent}: output folder does not exist")
     tmp = path.with_name(".partial-" + path.name)  # write then rename: no half-written file on failure

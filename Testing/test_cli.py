@@ -236,7 +236,6 @@ def test_version(capsys):
 @pytest.mark.parametrize("args", [
     ["demo"],
     ["demo", "--anatomy", "breast", "--out", "demo-out"],
-    ["register", "--fixed", "t1.nii.gz", "--moving", "t2.nii.gz", "--out", "reg-out"],
     ["synthesize", "--model", "unet-ct1", "--input", "T1=t1.nii.gz", "--target", "T1ce", "--out", "s.nii.gz"],
     ["evaluate", "--real", "a.nii.gz", "--synth", "b.nii.gz"],
     ["rank", "--data", "data", "--model", "seq2seq", "--out", "rank-out"],

@@ -1,0 +1,150 @@
+"""Registration: exact geometry conversion, recovery of the phantom's known motion, reusable transforms."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from conftest import make_volume, sha256
+from MRISynthesisLib.cli import main
+from MRISynthesisLib.errors import InputError
+from MRISynthesisLib.phantom.brain import sample_brain
+from MRISynthesisLib.registration import from_ants, register, to_ants
+from MRISynthesisLib.volume import Volume, read_volume, write_volume
+
+
+@pytest.fixture(scope="module")
+def subject():
+    return sample_brain(21, resolution=3, n_lesions=1)
+
+
+def _brain_points(subject, step: int = 7) -> list[tuple[float, float, float]]:
+    mask = (subject.fractions["gm"].array + subject.fractions["wm"].array) > 0.5
+    image = subject.sequences["T1"].to_sitk()
+    return [image.TransformIndexToPhysicalPoint((int(x), int(y), int(z))) for z, y, x in np.argwhere(mask)[::step]]
+
+
+def _mean_tre(transform: sitk.Transform, truth: np.ndarray, points) -> float:
+    """Mean distance between where the estimate and the truth send each reference point (mm)."""
+    errors = [np.linalg.norm(np.asarray(transform.TransformPoint(p)) - (truth[:3, :3] @ p + truth[:3, 3])) for p in points]
+    return float(np.mean(errors))
+
+
+def test_ants_conversion_keeps_geometry_exactly():
+    volume = make_volume((7, 9, 11), seed=3)  # oblique direction, anisotropic spacing
+    back = from_ants(to_ants(volume))
+    np.testing.assert_array_equal(back.array, volume.array)
+    np.testing.assert_allclose(back.spacing, volume.spacing, atol=1e-9)
+    np.testing.assert_allclose(back.origin, volume.origin, atol=1e-9)
+    np.testing.assert_allclose(back.direction, volume.direction, atol=1e-9)
+    # ANTs places voxel centres where ITK does
+    image = to_ants(volume)
+    assert np.allclose(image.origin, volume.to_sitk().TransformIndexToPhysicalPoint((0, 0, 0)))
+
+
+@pytest.mark.parametrize("sequence", ["T2", "FLAIR"])
+def test_rigid_recovers_the_phantom_motion(subject, sequence):
+    result = register(subject.sequences["T1"], subject.sequences[sequence], "rigid", seed=1)
+    points = _brain_points(subject)
+    truth = subject.transforms[sequence]
+    tre = _mean_tre(result.to_sitk(), truth, points)
+    assert _mean_tre(sitk.Transform(3, sitk.sitkIdentity), truth, points) > 2.0, "the phantom moved the sequence"
+    assert tre < 1.0
+    assert result.mi_after > result.mi_before
+
+
+def test_syn_is_no_worse_than_the_one_millimetre_bound(subject):
+    result = register(subject.sequences["T1"], subject.sequences["T2"], "syn", seed=1)
+    assert [p.suffix for p in result.forward] == [".gz", ".mat"]
+    assert _mean_tre(result.to_sitk(), subject.transforms["T2"], _brain_points(subject, step=11)) < 1.0
+    # the in-memory transform is the one ANTs applies
+    resampled = sitk.Resample(subject.sequences["T2"].to_sitk(), subject.sequences["T1"].to_sitk(), result.to_sitk())
+    np.testing.assert_allclose(sitk.GetArrayFromImage(resampled), result.registered.array, atol=1e-2)
+    # the inverse files map the moved points back
+    point = _brain_points(subject, step=500)[0]
+    back = result.inverse_to_sitk().TransformPoint(result.to_sitk().TransformPoint(point))
+    assert np.linalg.norm(np.subtract(back, point)) < 0.05
+
+
+def test_transforms_reapplied_to_labels_and_series(subject):
+    fixed, moving = subject.sequences["T1"], subject.sequences["T2"]
+    result = register(fixed, moving, "rigid", seed=1)
+    labels = moving.with_array(np.round(np.clip(moving.array / moving.array.max() * 3, 0, 3)))
+    moved_labels = result.apply(labels, interpolation="nearest")
+    assert set(np.unique(moved_labels.array)) <= set(np.unique(labels.array))
+    assert moved_labels.spatial_shape == fixed.spatial_shape
+    series = Volume(np.stack([moving.array, 2 * moving.array]), moving.spacing, moving.origin, moving.direction,
+                    [{"b_value": 0}, {"b_value": 800}])
+    moved = result.apply(series)
+    assert moved.shape == (2,) + fixed.spatial_shape and moved.frames == series.frames
+    np.testing.assert_allclose(moved.array[1], 2 * moved.array[0], rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(moved.array[0], result.registered.array, rtol=1e-4, atol=1e-3)
+
+
+def test_seed_and_single_thread_repeat_exactly(tmp_path):
+    # a fresh process: ANTs fixes its thread count at its first registration
+    script = (
+        "from MRISynthesisLib.phantom.brain import sample_brain\n"
+        "from MRISynthesisLib.registration import register\n"
+        "s = sample_brain(21, resolution=4, n_lesions=0)\n"
+        "runs = [register(s.sequences['T1'], s.sequences['FLAIR'], 'rigid', seed=7, single_thread=True)"
+        ".to_sitk().GetParameters() for _ in range(2)]\n"
+        "print(runs[0] == runs[1])\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True"
+
+
+def test_single_thread_after_a_multithreaded_run_is_refused(subject):
+    register(subject.sequences["T1"], subject.sequences["FLAIR"], "rigid", seed=7)
+    with pytest.raises(InputError, match="single-thread registration must be asked for before"):
+        register(subject.sequences["T1"], subject.sequences["FLAIR"], "rigid", seed=7, single_thread=True)
+
+
+def test_preset_none_and_bad_input(subject):
+    fixed, moving = subject.sequences["T1"], subject.sequences["T2"]
+    none = register(fixed, moving, "none")
+    assert none.forward == [] and none.mi_after == none.mi_before
+    assert none.registered.spatial_shape == fixed.spatial_shape
+    with pytest.raises(InputError, match="unknown registration preset 'elastic'"):
+        register(fixed, moving, "elastic")
+    nan_array = moving.array.copy()
+    nan_array[1, 2, 3] = np.nan
+    nan = moving.with_array(nan_array)
+    with pytest.raises(InputError, match="NaN"):
+        register(fixed, nan, "rigid")
+    series = Volume(np.stack([fixed.array, fixed.array]), fixed.spacing, fixed.origin, fixed.direction)
+    with pytest.raises(InputError, match="4D series"):
+        register(series, moving, "rigid")
+
+
+def test_register_command(subject, tmp_path, capsys):
+    fixed, moving = tmp_path / "case-t1n.nii.gz", tmp_path / "case-t2w.nii.gz"
+    write_volume(subject.sequences["T1"], fixed)
+    write_volume(subject.sequences["T2"], moving)
+    before = {p: sha256(p) for p in (fixed, moving)}
+    out = tmp_path / "registered"
+    assert main(["register", "--fixed", str(fixed), "--moving", str(moving), "--out", str(out), "--seed", "1"]) == 0
+    assert {p: sha256(p) for p in (fixed, moving)} == before
+    summary = json.loads((out / "registration.json").read_text())
+    entry = summary["moving"][0]
+    assert entry["mutual_information_after"] > entry["mutual_information_before"]
+    registered = read_volume(out / "case-t2w-registered.nii.gz")
+    assert registered.spatial_shape == subject.sequences["T1"].spatial_shape
+    assert (out / "case-t2w-forward-0.mat").exists() and (out / "case-t2w-inverse-0.mat").exists()
+    assert "mutual information" in capsys.readouterr().out
+
+
+def test_register_command_bad_input(tmp_path, capsys):
+    fixed = tmp_path / "t1.nii.gz"
+    write_volume(make_volume((6, 7, 8), seed=1), fixed)
+    assert main(["register", "--fixed", str(fixed), "--moving", str(tmp_path / "missing.nii.gz"),
+                 "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing.nii.gz: file not found" in err[0]
+    assert not (tmp_path / "out").exists()

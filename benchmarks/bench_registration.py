@@ -1,0 +1,71 @@
+"""Registration overhead: our ``register`` against the bare antspyx calls on the same pair, in one run.
+
+Run: python benchmarks/bench_registration.py [--resolution 1.0] [--repeats 3] [--presets rigid syn]
+Prints a table (best of N, seconds, and the ratio ours / bare; the target is < 1.05) and writes
+benchmarks/results/<machine>-registration.json. The pair is a phantom subject's T1 (fixed) and T2
+(moving, thick slices, moved by a known rigid motion). Our wrapper adds the conversions, mutual
+information before and after, and keeping the transform files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench_phantom import machine
+from MRISynthesisLib.phantom.brain import sample_brain
+from MRISynthesisLib.registration import _run_preset, register, to_ants
+
+
+def _best(repeats: int, fn) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.min(times))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--resolution", type=float, default=1.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--presets", nargs="+", default=["rigid", "syn"])
+    args = parser.parse_args()
+    subject = sample_brain(21, resolution=args.resolution, n_lesions=1)
+    fixed, moving = subject.sequences["T1"], subject.sequences["T2"]
+
+    def bare(preset: str) -> None:
+        # the antspyx calls alone, on images already in ANTs' memory
+        with tempfile.TemporaryDirectory() as work:
+            _run_preset(fixed_image, moving_image, preset, Path(work))
+
+    fixed_image, moving_image = to_ants(fixed), to_ants(moving)
+    rows = []
+    for preset in args.presets:
+        base = _best(args.repeats, lambda: bare(preset))
+        ours = _best(args.repeats, lambda: register(fixed, moving, preset, seed=1))
+        rows.append({"preset": preset, "bare_s": base, "ours_s": ours, "ratio": ours / base})
+
+    info = machine()
+    print(f"Registration overhead — {info['cpu']}, {info['cores']} cores, {info['date']}, package {info['package']}")
+    print(f"pair: phantom T1 {fixed.size_xyz} at {fixed.spacing} mm, T2 {moving.size_xyz} at "
+          f"{tuple(round(s, 2) for s in moving.spacing)} mm; best of {args.repeats}")
+    print(f"{'preset':8s} {'antspyx s':>10s} {'ours s':>8s} {'ours/antspyx':>13s}")
+    for row in rows:
+        print(f"{row['preset']:8s} {row['bare_s']:10.2f} {row['ours_s']:8.2f} {row['ratio']:13.3f}")
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    path = out / f"{platform.node() or 'machine'}-registration.json"
+    path.write_text(json.dumps({"machine": info, "resolution_mm": args.resolution, "rows": rows}, indent=1))
+    print(f"written {path}")
+
+
+if __name__ == "__main__":
+    main()
