@@ -57,6 +57,37 @@ def _cmd_register(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate_cmd import run_evaluate
+
+    return run_evaluate(args.real, args.synth, args.mask, args.json, data_range=args.data_range)
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from .models import size_table
+
+    rows = size_table()
+    if args.json:
+        import json
+        print(json.dumps(rows, indent=1))
+        return 0
+
+    def paper(value: float | None, unit: str) -> str:
+        return f"{value:g} {unit}" if value is not None else "-"
+
+    header = f"{'model':14s} {'config':6s} {'form':8s} {'input size':>16s} {'params':>9s} {'MACs':>10s}  {'paper':>18s}  inputs -> outputs"
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        size = "x".join(str(n) for n in row["input_size"])
+        theirs = f"{paper(row['paper_parameters_m'], 'M')}/{paper(row['paper_macs_g'], 'G')}" if row["config"] == "paper" else ""
+        print(f"{row['name']:14s} {row['config']:6s} {row['form']:8s} {size:>16s} {row['parameters_m']:8.2f}M "
+              f"{row['macs_g']:9.2f}G  {theirs:>18s}  {row['inputs']} -> {row['outputs']}")
+    print("MACs per forward pass at the input size, batch 1 (PyTorch's flop counter, MAC = 2 FLOPs); "
+          "paper = the paper's parameters/MACs where it reports them. Bundled weights: none yet (issue #8).")
+    return 0
+
+
 def _cmd_phantom(args: argparse.Namespace) -> int:
     from .phantom.cases import write_cases
 
@@ -116,11 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--real")
     p.add_argument("--error-map")
 
-    p = add("evaluate", "image-quality metrics of a synthesized volume against the real one", _not_built("evaluate", 5))
-    p.add_argument("--real", required=True)
-    p.add_argument("--synth", required=True)
-    p.add_argument("--mask")
-    p.add_argument("--json")
+    p = add("evaluate", "image-quality metrics of a synthesized volume against the real one", _cmd_evaluate)
+    p.add_argument("--real", required=True, help="the real (acquired) volume")
+    p.add_argument("--synth", required=True, help="the synthesized volume, on the real one's grid")
+    p.add_argument("--mask", help="only voxels where this mask is non-zero (brain, tumour, ...)")
+    p.add_argument("--json", help="also write the numbers to this JSON file")
+    p.add_argument("--data-range", type=float, help="intensity range for SSIM/PSNR (default: the real volume's max - min)")
 
     p = add("rank", "rank sequences by totipotency and imaging differentiation", _not_built("rank", 9))
     p.add_argument("--data", required=True)
@@ -143,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("evaluate-gan", "FID and 1-NN accuracy of generated patches", _not_built("evaluate-gan", 11))
     p = add("batch", "synthesize every missing sequence of a folder of cases", _not_built("batch", 13))
     p = add("compare", "compare models side by side on complete cases", _not_built("compare", 13))
-    add("models", "list the models: inputs -> outputs, size, bundled weights", _not_built("models", 6))
+    p = add("models", "list the models: inputs -> outputs, size, bundled weights", _cmd_models)
+    p.add_argument("--json", action="store_true", help="print the table as JSON")
     return parser
 
 
