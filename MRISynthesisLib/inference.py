@@ -1,0 +1,168 @@
+"""Running a trained generator over a whole volume: device choice, mixed precision, batching, progress.
+
+Three ways to cover a volume, one per model form:
+
+* :func:`predict_slices` with ``context=0``: 2D models, axial slices in batches (IMPORTANT-Net,
+  TC-MGAN); ``context=1``: 2.5D models, each slice with its two neighbours as channels (Seq2Seq), edge
+  slices repeating the first/last one.
+* :func:`predict_patches`: 3D models (U-Net cT1), overlapping patches blended with Gaussian weights by
+  MONAI's ``sliding_window_inference`` (patches run on ``device``, the full output stays on the CPU so
+  memory on the GPU does not grow with the volume).
+
+Both take ``progress(fraction, message)``; returning ``False`` cancels: the work stops before the next
+batch and :class:`Cancelled` is raised, so no half-filled volume ever reaches the caller. Inputs are
+never modified. Batch sizes come from a memory budget (see :func:`batch_size_for`) unless given.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .errors import InputError
+
+Progress = Callable[[float, str], "bool | None"]
+Predictor = Callable[[torch.Tensor], torch.Tensor]
+
+#: Activation memory assumed per input voxel and network channel when sizing batches (float32 values,
+#: the forward keeps a few feature maps of the widest level alive at once).
+_BYTES_PER_VOXEL_CHANNEL = 4 * 3
+CPU_BUDGET_BYTES = 1 << 30  # keeps a 512x512x300 volume well under 4 GiB peak on the CPU
+
+
+class Cancelled(Exception):
+    """The progress callback asked to stop; nothing was returned."""
+
+
+def choose_device(device: str = "auto") -> torch.device:
+    """``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``; clear error if absent."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu":
+        return torch.device("cpu")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise InputError(f"device '{device}' requested but no CUDA GPU is available (use --device cpu or auto)")
+        index = int(device.split(":", 1)[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise InputError(f"device '{device}' requested but only {torch.cuda.device_count()} GPU(s) exist")
+        return torch.device(f"cuda:{index}")
+    raise InputError(f"unknown device '{device}'; use auto, cpu, cuda or cuda:N")
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    """Mixed precision on CUDA (bf16 where supported, else fp16); full float32 on the CPU."""
+    if not enabled or device.type != "cuda":
+        return nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def batch_size_for(sample_voxels: int, widest_channels: int, device: torch.device, *, limit: int = 64) -> int:
+    """How many samples fit the memory budget: free GPU memory / 2 on CUDA, 1 GiB on the CPU."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        budget = free // 2
+    else:
+        budget = CPU_BUDGET_BYTES
+    per_sample = max(sample_voxels * widest_channels * _BYTES_PER_VOXEL_CHANNEL, 1)
+    return int(max(1, min(limit, budget // per_sample)))
+
+
+def _report(progress: Progress | None, fraction: float, message: str) -> None:
+    if progress is not None and progress(min(max(fraction, 0.0), 1.0), message) is False:
+        raise Cancelled(message)
+
+
+def _check_input(volume: np.ndarray) -> np.ndarray:
+    volume = np.asarray(volume)
+    if volume.ndim != 4:
+        raise InputError(f"inference input must be (channels, z, y, x), but its shape is {volume.shape}")
+    if not np.isfinite(volume).all():
+        raise InputError("inference input contains NaN or Inf values")
+    return volume
+
+
+def predict_slices(predictor: Predictor, volume: np.ndarray, *, context: int = 0, batch_size: int | None = None,
+                   device: str | torch.device = "auto", amp: bool = True, widest_channels: int = 64,
+                   progress: Progress | None = None) -> np.ndarray:
+    """Apply a 2D (``context=0``) or 2.5D (``context=k``: 2k+1 slices per channel) predictor slice by slice.
+
+    Args:
+        predictor: (batch, channels x (2k+1), y, x) -> (batch, out_channels x (2k+1) or out_channels, y, x).
+            A 2.5D output with 2k+1 slices per channel keeps its centre slice.
+        volume: (channels, z, y, x), already normalised as the model expects.
+    Returns:
+        (out_channels, z, y, x) float32.
+    """
+    volume = _check_input(volume)
+    device = device if isinstance(device, torch.device) else choose_device(device)
+    channels, depth, height, width = volume.shape
+    window = 2 * context + 1
+    batch = batch_size or batch_size_for(height * width * window, widest_channels, device)
+    index = np.clip(np.arange(depth)[:, None] + np.arange(-context, context + 1)[None, :], 0, depth - 1)
+    output: np.ndarray | None = None
+    n_batches = math.ceil(depth / batch)
+    _report(progress, 0.0, f"0/{depth} slices")
+    for b, start in enumerate(range(0, depth, batch)):
+        stop = min(start + batch, depth)
+        # (slices, channels, window, y, x) -> (slices, channels * window, y, x): channel-major stacks
+        stack = volume[:, index[start:stop]].transpose(1, 0, 2, 3, 4).reshape(stop - start, channels * window, height, width)
+        with torch.no_grad(), autocast(device, amp):
+            result = predictor(torch.from_numpy(np.ascontiguousarray(stack, dtype=np.float32)).to(device))
+        result = result.float().cpu().numpy()
+        if context and result.shape[1] % window == 0 and result.shape[1] >= window:
+            result = result.reshape(result.shape[0], -1, window, height, width)[:, :, context]
+        if output is None:
+            output = np.empty((result.shape[1], depth, height, width), np.float32)
+        output[:, start:stop] = result.transpose(1, 0, 2, 3)
+        _report(progress, (b + 1) / n_batches, f"{stop}/{depth} slices")
+    assert output is not None
+    return output
+
+
+def _windows_per_axis(size: int, patch: int, overlap: float) -> int:
+    if size <= patch:
+        return 1
+    step = max(int(patch * (1 - overlap)), 1)
+    return math.ceil((size - patch) / step) + 1
+
+
+def predict_patches(predictor: Predictor, volume: np.ndarray, *, patch_size: Sequence[int], overlap: float = 0.5,
+                    batch_size: int | None = None, device: str | torch.device = "auto", amp: bool = True,
+                    widest_channels: int = 32, progress: Progress | None = None) -> np.ndarray:
+    """Apply a 3D predictor over overlapping patches blended with Gaussian weights (MONAI).
+
+    Volumes smaller than a patch are padded; the output has the input's spatial shape.
+    """
+    from monai.inferers import sliding_window_inference
+
+    volume = _check_input(volume)
+    device = device if isinstance(device, torch.device) else choose_device(device)
+    patch_size = tuple(int(p) for p in patch_size)
+    if len(patch_size) != 3 or min(patch_size) < 1:
+        raise InputError(f"patch size must be 3 positive integers, not {patch_size}")
+    if not 0 <= overlap < 1:
+        raise InputError(f"overlap must be in [0, 1), not {overlap}")
+    batch = batch_size or batch_size_for(int(np.prod(patch_size)), widest_channels, device, limit=8)
+    total = int(np.prod([_windows_per_axis(s, p, overlap) for s, p in zip(volume.shape[1:], patch_size)]))
+    n_batches = math.ceil(total / batch)
+    done = [0]
+
+    def run(patches: torch.Tensor) -> torch.Tensor:
+        with autocast(device, amp):
+            out = predictor(patches.to(device)).float()
+        done[0] += 1
+        _report(progress, done[0] / n_batches, f"{min(done[0] * batch, total)}/{total} patches")
+        return out
+
+    _report(progress, 0.0, f"0/{total} patches")
+    inputs = torch.from_numpy(np.ascontiguousarray(volume[None], dtype=np.float32))
+    with torch.no_grad():
+        result = sliding_window_inference(inputs, patch_size, batch, run, overlap=overlap, mode="gaussian",
+                                          sw_device=device, device=torch.device("cpu"))
+    return result[0].numpy().astype(np.float32, copy=False)

@@ -1,0 +1,106 @@
+"""Inference engine: slice, 2.5D and patch-wise prediction equal the direct forward; progress and cancel."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from MRISynthesisLib.errors import InputError
+from MRISynthesisLib.inference import Cancelled, batch_size_for, choose_device, predict_patches, predict_slices
+
+
+def _volume(shape=(2, 9, 16, 12), seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-1, 1, shape).astype(np.float32)
+
+
+def test_slices_equal_a_direct_forward():
+    torch.manual_seed(0)
+    model = nn.Conv2d(2, 1, 3, padding=1)
+    volume = _volume()
+    before = volume.copy()
+    out = predict_slices(model, volume, batch_size=4, device="cpu")
+    with torch.no_grad():
+        direct = model(torch.from_numpy(volume).permute(1, 0, 2, 3)).permute(1, 0, 2, 3).numpy()
+    np.testing.assert_allclose(out, direct, atol=1e-6)
+    np.testing.assert_array_equal(volume, before)
+
+
+def test_two_and_a_half_d_stacks_neighbours_and_keeps_the_centre():
+    volume = _volume((1, 5, 4, 4))
+
+    def predictor(x: torch.Tensor) -> torch.Tensor:  # returns the 3-slice stack itself
+        assert x.shape[1] == 3
+        return x
+
+    out = predict_slices(predictor, volume, context=1, batch_size=2, device="cpu")
+    np.testing.assert_array_equal(out, volume)  # the centre of each stack is the slice itself
+
+    def previous(x: torch.Tensor) -> torch.Tensor:  # a 1-channel output: the slice before, edge repeated
+        return x[:, :1]
+
+    shifted = predict_slices(previous, volume, context=1, batch_size=3, device="cpu")
+    np.testing.assert_array_equal(shifted[0, 1:], volume[0, :-1])
+    np.testing.assert_array_equal(shifted[0, 0], volume[0, 0])
+
+
+def test_patches_blend_to_the_whole_volume_forward():
+    torch.manual_seed(0)
+    model = nn.Conv3d(2, 1, 1)  # pointwise: any tiling must give exactly the whole-volume result
+    volume = _volume((2, 20, 18, 22))
+    out = predict_patches(model, volume, patch_size=(8, 8, 8), overlap=0.5, batch_size=3, device="cpu")
+    with torch.no_grad():
+        direct = model(torch.from_numpy(volume)[None])[0].numpy()
+    np.testing.assert_allclose(out, direct, atol=1e-5)
+    small = predict_patches(model, volume[:, :5, :5, :5], patch_size=(8, 8, 8), batch_size=1, device="cpu")
+    assert small.shape == (1, 5, 5, 5)
+
+
+@pytest.mark.parametrize("mode", ["slices", "patches"])
+def test_progress_reaches_one_and_cancel_stops_within_a_batch(mode):
+    calls = []
+    model = nn.Conv3d(1, 1, 1) if mode == "patches" else nn.Conv2d(1, 1, 1)
+    volume = _volume((1, 12, 16, 16))
+
+    def run(progress):
+        if mode == "patches":
+            return predict_patches(model, volume, patch_size=(8, 8, 8), batch_size=1, device="cpu", progress=progress)
+        return predict_slices(model, volume, batch_size=2, device="cpu", progress=progress)
+
+    run(lambda f, m: calls.append(f))
+    assert calls[0] == 0.0 and calls[-1] == pytest.approx(1.0) and calls == sorted(calls)
+
+    forwards = []
+    counting = model.register_forward_hook(lambda *a: forwards.append(1))
+    with pytest.raises(Cancelled):
+        run(lambda f, m: f < 0.2)  # cancel once a fifth is done
+    counting.remove()
+    assert 0 < len(forwards) < len(calls) - 1  # stopped early, within one batch of the request
+
+
+def test_bad_input_and_devices():
+    with pytest.raises(InputError, match=r"\(channels, z, y, x\)"):
+        predict_slices(nn.Identity(), np.zeros((4, 4, 4), np.float32), device="cpu")
+    bad = _volume((1, 3, 4, 4))
+    bad[0, 1, 1, 1] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        predict_slices(nn.Identity(), bad, device="cpu")
+    with pytest.raises(InputError, match="unknown device 'tpu'"):
+        choose_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="no CUDA GPU"):
+            choose_device("cuda")
+    assert choose_device("auto").type in ("cpu", "cuda")
+    assert batch_size_for(512 * 512, 64, torch.device("cpu")) >= 1
+    assert batch_size_for(10, 1, torch.device("cpu"), limit=5) == 5
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: CUDA autocast not exercised")
+def test_cuda_autocast_close_to_cpu():
+    torch.manual_seed(0)
+    model = nn.Conv2d(2, 1, 3, padding=1)
+    volume = _volume()
+    cpu = predict_slices(model, volume, device="cpu")
+    gpu = predict_slices(model.cuda(), volume, device="cuda", amp=True)
+    np.testing.assert_allclose(gpu, cpu, atol=2e-2)
