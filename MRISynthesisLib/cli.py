@@ -63,6 +63,18 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return run_evaluate(args.real, args.synth, args.mask, args.json, data_range=args.data_range)
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .training.trainer import TrainOptions, train
+
+    options = TrainOptions(model=args.model, out=args.out, config=args.config, data=args.data, steps=args.steps,
+                           steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, seed=args.seed,
+                           device=args.device, amp=args.amp, resume=args.resume, checkpoint_every=args.checkpoint_every)
+    summary = train(options, progress=not args.quiet)
+    print(f"trained {summary['model']} ({summary['config']}) for {summary['steps']} steps; best validation PSNR "
+          f"{summary['best_val_psnr']:.2f} dB; checkpoints in {summary['run_dir']}/checkpoints")
+    return 0
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from .models import size_table
 
@@ -159,12 +171,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--out", required=True)
 
-    p = add("train", "train a model headless (torchrun for many GPUs)", _not_built("train", 7))
-    p.add_argument("--model", required=True)
+    p = add("train", "train a model headless (torchrun for many GPUs)", _cmd_train)
+    p.add_argument("--model", required=True, choices=MODEL_NAMES)
     p.add_argument("--config", choices=("lite", "paper"), default="lite")
-    p.add_argument("--data", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--resume", action="store_true")
+    p.add_argument("--data", required=True, help="phantom:brain[:N], phantom:breast[:N], a folder of cases or a manifest CSV")
+    p.add_argument("--out", required=True, help="run folder: checkpoints, metrics.csv, validation PNGs")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--steps-per-epoch", type=int, default=25, help="steps between validations and scheduler steps")
+    p.add_argument("--batch-size", type=int, help="per process (default: the recipe's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--amp", action="store_true", help="mixed precision on CUDA")
+    p.add_argument("--checkpoint-every", type=int, default=25)
+    p.add_argument("--quiet", action="store_true")
 
     p = add("generate", "generate multiparametric lesion patches with the MP-GAN", _not_built("generate", 11))
     p.add_argument("--model", default="mp-gan")

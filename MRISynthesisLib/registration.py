@@ -93,12 +93,19 @@ def _repeatable(seed: int | None, single_thread: bool) -> Iterator[None]:
             os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = old_threads
 
 
-def mutual_information(fixed: Volume, moving_on_fixed_grid: Volume) -> float:
+def mutual_information(fixed: Volume, moving_on_fixed_grid: Volume, shrink: int = 2) -> float:
     """Mattes mutual information (nats, higher is better) of two volumes on one grid.
 
-    ANTs reports the metric's value, which is the negated MI; we return MI itself.
+    Computed on the grid shrunk ``shrink`` times per axis by averaging (SimpleITK's BinShrink): the
+    full-resolution metric costs ~10 % of a rigid registration at 1 mm, the shrunk one under 2 %, and
+    the before/after comparison it serves is unchanged. ANTs reports the metric's value, which is the
+    negated MI; we return MI itself.
     """
-    return -float(_ants().image_mutual_information(to_ants(fixed), to_ants(moving_on_fixed_grid)))
+    def shrunk(volume: Volume) -> Volume:
+        if shrink <= 1 or min(volume.spatial_shape) < 4 * shrink:
+            return volume
+        return Volume.from_sitk(sitk.BinShrink(volume.to_sitk(), [shrink] * 3))
+    return -float(_ants().image_mutual_information(to_ants(shrunk(fixed)), to_ants(shrunk(moving_on_fixed_grid))))
 
 
 @dataclass

@@ -238,7 +238,6 @@ def test_version(capsys):
     ["demo", "--anatomy", "breast", "--out", "demo-out"],
     ["synthesize", "--model", "unet-ct1", "--input", "T1=t1.nii.gz", "--target", "T1ce", "--out", "s.nii.gz"],
     ["rank", "--data", "data", "--model", "seq2seq", "--out", "rank-out"],
-    ["train", "--model", "seq2seq", "--data", "data", "--out", "train-out"],
     ["generate", "--class", "benign", "--n", "2", "--out", "gen-out"],
     ["evaluate-gan"],
     ["batch"],

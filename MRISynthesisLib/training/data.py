@@ -1,0 +1,204 @@
+"""Training cases: where they come from, how they are normalised, cached and split.
+
+Sources:
+
+* :class:`PhantomSource`: phantom subjects generated from seeds (brain or breast), as registered data on
+  one grid (``misalign=False, native_grids=False``: the BraTS releases are co-registered too), cached.
+* :class:`FolderSource`: case folders in the BraTS 2021/2023 or breast-phantom naming (``<root>/<case>/``),
+  or a manifest CSV (``case,sequence,path``) for anything else. Every case must have all the sequences
+  a model needs, on one grid (register them first with ``mri-synthesis register``).
+
+Each case is normalised once (``normalize_case``) and cached as ``<cache>/<case>.npz``, so worker
+processes read small arrays instead of NIfTI files or re-running the simulator.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from ..errors import InputError
+from ..preprocess import Normalization, foreground_mask
+from ..sequences import SEGMENTATION, canonical, discover_case
+from ..volume import Volume, geometry_differences, read_volume
+
+NORMALIZATIONS = ("zscore", "percentile")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One subject ready for sampling: normalised arrays on one grid.
+
+    ``volumes`` maps sequence -> float32 (z, y, x) in [-1, 1] (or (t, z, y, x) for a series); ``mask`` is
+    the head/body foreground; ``labels`` the lesion labels (zeros when the source has none).
+    """
+
+    name: str
+    volumes: dict[str, np.ndarray]
+    mask: np.ndarray
+    labels: np.ndarray
+    meta: dict
+
+
+def normalize(array: np.ndarray, mask: np.ndarray, scheme: str) -> np.ndarray:
+    """``zscore``: the U-Net cT1 thesis (z-score in the foreground, cut off at 5 SD, scaled to [-1, 1]);
+    ``percentile``: Seq2Seq's code (clip to [0, 2 x p99 of the foreground], mapped to [-1, 1])."""
+    if scheme == "zscore":
+        return Normalization.zscore(array, mask).apply(array)
+    if scheme == "percentile":
+        return Normalization.percentile(array, mask, lower=0, upper=99, upper_factor=2.0).apply(array)
+    raise InputError(f"unknown normalisation '{scheme}'; use one of {', '.join(NORMALIZATIONS)}")
+
+
+def normalize_case(name: str, volumes: dict[str, Volume], labels: Volume | None, scheme: str,
+                   meta: dict | None = None) -> Case:
+    """Check one grid, build the foreground mask from all 3D sequences, normalise each sequence."""
+    first_name, first = next(iter(volumes.items()))
+    for seq, vol in volumes.items():
+        diffs = geometry_differences(first, vol)
+        if diffs:
+            raise InputError(f"case {name}: {seq} is not on the grid of {first_name} ({'; '.join(diffs)}); "
+                             "register the case first (mri-synthesis register)")
+        vol.require_finite(f"case {name}, {seq}")
+    stack = np.mean([v.array if not v.is_series else v.array.mean(0) for v in volumes.values()], axis=0)
+    mask = foreground_mask(stack)
+    arrays = {}
+    for seq, vol in volumes.items():
+        if vol.is_series:  # one normalisation for all frames keeps the enhancement curve's shape
+            flat = vol.array.reshape(vol.shape[0], -1)
+            arrays[seq] = normalize(flat, np.broadcast_to(mask.ravel(), flat.shape), scheme).reshape(vol.shape)
+        else:
+            arrays[seq] = normalize(vol.array, mask, scheme)
+    label_array = labels.array.astype(np.uint8) if labels is not None else np.zeros(mask.shape, np.uint8)
+    return Case(name, arrays, mask, label_array, meta or {})
+
+
+class CaseCache:
+    """Cases stored as compressed ``.npz`` files, written once, read by every worker."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def path(self, name: str) -> Path:
+        return self.folder / f"{name}.npz"
+
+    def save(self, case: Case) -> None:
+        tmp = self.folder / f".partial-{case.name}.npz"
+        np.savez_compressed(tmp, mask=case.mask, labels=case.labels, meta=json.dumps(case.meta),
+                            **{f"seq_{k}": v for k, v in case.volumes.items()})
+        tmp.replace(self.path(case.name))
+
+    def load(self, name: str) -> Case | None:
+        path = self.path(name)
+        if not path.exists():
+            return None
+        try:
+            with np.load(path) as data:
+                volumes = {k[4:]: data[k] for k in data.files if k.startswith("seq_")}
+                return Case(name, volumes, data["mask"], data["labels"], json.loads(str(data["meta"])))
+        except (OSError, ValueError, KeyError, zlib.error):  # a damaged cache entry is rebuilt
+            path.unlink(missing_ok=True)
+            return None
+
+
+class PhantomSource:
+    """Phantom subjects with seeds ``seeds``; ``sequences`` selects what each case keeps."""
+
+    def __init__(self, anatomy: str, seeds: Sequence[int], *, sequences: Sequence[str], scheme: str,
+                 resolution: float | None = None, snr: float | None = 40.0) -> None:
+        self.anatomy, self.seeds, self.sequences, self.scheme = anatomy, list(seeds), list(sequences), scheme
+        self.options = {"misalign": False, "native_grids": False, "snr": snr}
+        if resolution is not None:
+            self.options["resolution"] = resolution
+
+    def names(self) -> list[str]:
+        from ..phantom.cases import case_name
+        return [case_name(self.anatomy, s) for s in self.seeds]
+
+    def build(self, name: str) -> Case:
+        from ..phantom import sample
+        seed = self.seeds[self.names().index(name)]
+        subject = sample(self.anatomy, seed, **self.options)
+        missing = [s for s in self.sequences if s not in subject.sequences]
+        if missing:
+            raise InputError(f"the {self.anatomy} phantom has no {', '.join(missing)}")
+        return normalize_case(name, {s: subject.sequences[s] for s in self.sequences}, subject.labels, self.scheme,
+                              {"source": "phantom", "anatomy": self.anatomy, "seed": seed})
+
+
+class FolderSource:
+    """Case folders under ``root`` (BraTS/breast naming) or the cases of a manifest CSV."""
+
+    def __init__(self, root: str | Path, *, sequences: Sequence[str], scheme: str) -> None:
+        self.root, self.sequences, self.scheme = Path(root), [canonical(s) for s in sequences], scheme
+        self.files = self._manifest(self.root) if self.root.is_file() else self._folders(self.root)
+
+    def _folders(self, root: Path) -> dict[str, dict[str, Path]]:
+        if not root.is_dir():
+            raise InputError(f"{root}: no such data folder or manifest")
+        cases = {}
+        for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            cases[folder.name] = discover_case(folder)
+        if not cases:
+            raise InputError(f"{root}: no case folders (expected <root>/<case>/<case>-t1n.nii.gz, …)")
+        return self._require(cases)
+
+    def _manifest(self, path: Path) -> dict[str, dict[str, Path]]:
+        cases: dict[str, dict[str, Path]] = {}
+        with path.open(newline="") as handle:
+            reader = csv.DictReader(handle)
+            if reader.fieldnames is None or not {"case", "sequence", "path"} <= set(reader.fieldnames):
+                raise InputError(f"{path}: a manifest needs the columns case,sequence,path")
+            for row in reader:
+                seq = SEGMENTATION if row["sequence"].strip().lower() == "seg" else canonical(row["sequence"])
+                file = Path(row["path"])
+                cases.setdefault(row["case"], {})[seq] = file if file.is_absolute() else path.parent / file
+        if not cases:
+            raise InputError(f"{path}: the manifest lists no case")
+        return self._require(cases)
+
+    def _require(self, cases: dict[str, dict[str, Path]]) -> dict[str, dict[str, Path]]:
+        for name, files in cases.items():
+            missing = [s for s in self.sequences if s not in files]
+            if missing:
+                raise InputError(f"case {name}: missing {', '.join(missing)} (the model needs "
+                                 f"{', '.join(self.sequences)})")
+        return cases
+
+    def names(self) -> list[str]:
+        return list(self.files)
+
+    def build(self, name: str) -> Case:
+        files = self.files[name]
+        volumes = {s: read_volume(files[s]) for s in self.sequences}
+        labels = read_volume(files[SEGMENTATION]) if SEGMENTATION in files else None
+        return normalize_case(name, volumes, labels, self.scheme, {"source": "folder", "files": {k: str(v) for k, v in files.items()}})
+
+
+def load_cases(source, names: Iterable[str], cache: CaseCache) -> list[Case]:
+    """Cases from the cache, building (and caching) the missing ones."""
+    cases = []
+    for name in names:
+        case = cache.load(name)
+        if case is None:
+            case = source.build(name)
+            cache.save(case)
+        cases.append(case)
+    return cases
+
+
+def split_cases(names: Sequence[str], validation_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """Subject-level split (no subject in both); at least one validation case when there are two or more."""
+    if len(names) < 2:
+        raise InputError(f"training needs at least 2 cases (one for validation), not {len(names)}")
+    order = np.random.default_rng(seed).permutation(len(names))
+    n_val = min(max(1, int(round(validation_fraction * len(names)))), len(names) - 1)
+    val = sorted(names[i] for i in order[:n_val])
+    return [n for n in names if n not in val], val

@@ -1,0 +1,73 @@
+"""What a training recipe provides; the trainer (``training.trainer``) does the rest."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class Recipe:
+    """A model's training: its networks, optimizers, schedulers, batches and one step.
+
+    Subclasses set the class attributes and implement :meth:`make_batch`, :meth:`train_step` and
+    :meth:`predict`. ``networks['generator']`` is always the network that inference runs.
+    """
+
+    model: str = ""
+    #: sequences every training case must have (inputs and targets)
+    sequences: Sequence[str] = ()
+    #: intensity normalisation of the cases (``training.data.NORMALIZATIONS``)
+    normalization: str = "zscore"
+    #: phantom anatomy the recipe trains on by default
+    anatomy: str = "brain"
+    #: phantom resolution (mm) per configuration when training on the phantom
+    phantom_resolution: dict[str, float] = {"lite": 2.0, "paper": 1.0}
+    #: default batch size and validation patience (in validations) per configuration
+    batch_size: dict[str, int] = {"lite": 4, "paper": 16}
+    patience: dict[str, int] = {"lite": 5, "paper": 20}
+
+    def __init__(self, config: str, device: torch.device, amp: bool = False) -> None:
+        self.config, self.device, self.amp = config, device, amp
+        self.networks: dict[str, nn.Module] = {}
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
+
+    # --------------------------------------------------------------- to implement
+    def make_batch(self, cases, rng: np.random.Generator, batch_size: int) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One optimisation step (all networks); returns the loss terms as floats."""
+        raise NotImplementedError
+
+    def predict(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(prediction, target, mask) for validation metrics, in [-1, 1]."""
+        raise NotImplementedError
+
+    # --------------------------------------------------------------- shared
+    def to_tensors(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        return {k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device) for k, v in batch.items()}
+
+    def state_dict(self) -> dict:
+        def plain(module: nn.Module) -> nn.Module:
+            return module.module if hasattr(module, "module") else module  # unwrap DistributedDataParallel
+        return {"networks": {k: plain(v).state_dict() for k, v in self.networks.items()},
+                "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},
+                "schedulers": {k: v.state_dict() for k, v in self.schedulers.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        for key, value in state["networks"].items():
+            module = self.networks[key]
+            (module.module if hasattr(module, "module") else module).load_state_dict(value)
+        for key, value in state["optimizers"].items():
+            self.optimizers[key].load_state_dict(value)
+        for key, value in state["schedulers"].items():
+            self.schedulers[key].load_state_dict(value)
+
+    def end_of_epoch(self) -> None:
+        """Called once per epoch (a fixed number of steps): steps the schedulers."""
+        for scheduler in self.schedulers.values():
+            scheduler.step()

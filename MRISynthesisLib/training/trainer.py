@@ -1,0 +1,270 @@
+"""The headless training loop: one process or many under ``torchrun``, resumable, with validation.
+
+Run folder layout (``--out RUN_DIR``)::
+
+    run.json          model, configuration, options, package version (a folder trains one model)
+    split.json        the subject-level train/validation split
+    cache/            normalised cases (.npz), shared by all ranks and workers
+    checkpoints/      last.pt (every N steps, at the end, and on SIGINT/SIGTERM), best.pt (validation PSNR)
+    metrics.csv       one row per step: losses, seconds, samples/s; validation rows add PSNR and SSIM
+    validation/       step-XXXXXXX.png: input | target | prediction | |error| of a validation sample
+
+Reproducibility: the batch of step ``s`` on rank ``r`` is drawn from ``default_rng([seed, s])`` (the global
+batch) and rank ``r`` takes its share, so a resumed run, or K processes with batch B each, see exactly
+the batches of one uninterrupted process with batch K x B.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..errors import InputError
+from ..inference import choose_device
+from . import checkpoint
+from .data import CaseCache, FolderSource, PhantomSource, load_cases, split_cases
+from .recipes import recipe_for
+
+DEFAULT_PHANTOM_SUBJECTS = 12
+
+
+@dataclass
+class TrainOptions:
+    model: str
+    out: str
+    config: str = "lite"
+    data: str = "phantom:brain"
+    steps: int = 200
+    steps_per_epoch: int = 25
+    batch_size: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = False
+    resume: bool = False
+    checkpoint_every: int = 25
+    validation_fraction: float = 0.2
+    validation_batches: int = 2
+    recipe_options: dict = field(default_factory=dict)
+
+
+def source_for(data: str, recipe_cls, config: str, seed: int):
+    """``phantom:brain[:N]``, ``phantom:breast[:N]`` (N subjects, seeds 1000*seed + 0..N-1) or a folder/manifest."""
+    if data.startswith("phantom:"):
+        parts = data.split(":")
+        anatomy = parts[1] if len(parts) > 1 and parts[1] else recipe_cls.anatomy
+        try:
+            n = int(parts[2]) if len(parts) > 2 else DEFAULT_PHANTOM_SUBJECTS
+        except ValueError as err:
+            raise InputError(f"--data {data}: the number of subjects must be an integer") from err
+        if n < 2:
+            raise InputError(f"--data {data}: at least 2 subjects are needed (one for validation)")
+        # training seeds start at 10000: the tests, the demo and held-out evaluation use lower seeds
+        seeds = [10000 + 1000 * seed + i for i in range(n)]
+        return PhantomSource(anatomy, seeds, sequences=recipe_cls.sequences, scheme=recipe_cls.normalization,
+                             resolution=recipe_cls.phantom_resolution[config])
+    return FolderSource(data, sequences=recipe_cls.sequences, scheme=recipe_cls.normalization)
+
+
+class _Stop:
+    """Set by SIGINT/SIGTERM: the loop checkpoints after the current step and returns."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: no signal handling
+                pass
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _distributed() -> tuple[int, int]:
+    """(world size, rank); initialises the process group under torchrun (gloo on CPU, NCCL on GPUs)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 1, 0
+    import torch.distributed as dist
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return world, dist.get_rank()
+
+
+def _prepare_run_folder(options: TrainOptions, rank: int) -> Path:
+    out = Path(options.out)
+    run_file = out / "run.json"
+    if run_file.exists():
+        previous = json.loads(run_file.read_text())
+        if previous.get("model") != options.model or previous.get("config") != options.config:
+            raise InputError(f"{out}: holds a run of {previous.get('model')} ({previous.get('config')}); "
+                             f"use another folder for {options.model} ({options.config})")
+        if not options.resume and (out / "checkpoints" / "last.pt").exists():
+            raise InputError(f"{out}: already holds checkpoints; pass --resume to continue or use another folder")
+    elif options.resume:
+        raise InputError(f"{out}: nothing to resume (no run.json)")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is not a folder")
+    if rank == 0:
+        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+        (out / "validation").mkdir(exist_ok=True)
+        if not run_file.exists():
+            run_file.write_text(json.dumps({"model": options.model, "config": options.config,
+                                            "options": asdict(options), "version": __version__}, indent=1))
+    return out
+
+
+def _validate(recipe, batches) -> dict[str, float]:
+    from ..metrics import psnr, ssim
+
+    psnrs, ssims, example = [], [], None
+    for batch in batches:
+        prediction, target, mask = (t.float().cpu().numpy() for t in recipe.predict(batch))
+        for p, t in zip(prediction, target):
+            psnrs.append(psnr(t[0], p[0], data_range=2.0))
+            ssims.append(ssim(t[0], p[0], data_range=2.0))
+        if example is None:
+            example = (batch["inputs"][0, 0].float().cpu().numpy(), target[0, 0], prediction[0, 0])
+    finite = [v for v in psnrs if math.isfinite(v)] or [100.0]
+    return {"val_psnr": float(np.mean(finite)), "val_ssim": float(np.mean(ssims)), "example": example}
+
+
+def _write_example(example, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    images = [a[a.shape[0] // 2] if a.ndim == 3 else a for a in example]
+    images.append(np.abs(images[1] - images[2]))
+    fig, axes = plt.subplots(1, 4, figsize=(10, 2.8))
+    for ax, image, title in zip(axes, images, ("input", "target", "prediction", "|error|")):
+        ax.imshow(image, cmap="gray" if title != "|error|" else "jet", vmin=-1 if title != "|error|" else 0, vmax=1)
+        ax.set_title(title)
+        ax.set_axis_off()
+    fig.tight_layout()
+    fig.savefig(path, dpi=70)
+    plt.close(fig)
+
+
+def train(options: TrainOptions, *, progress: bool = True, say=print) -> dict:
+    """Train ``options.model``; returns a summary (steps done, best validation PSNR, files)."""
+    recipe_cls = recipe_for(options.model)
+    if options.steps < 1 or options.steps_per_epoch < 1 or options.checkpoint_every < 1:
+        raise InputError("--steps, --steps-per-epoch and --checkpoint-every must be positive")
+    world, rank = _distributed()
+    device = choose_device(options.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
+    torch.manual_seed(options.seed)
+    out = _prepare_run_folder(options, rank)
+
+    source = source_for(options.data, recipe_cls, options.config, options.seed)
+    names = source.names()
+    train_names, val_names = split_cases(names, options.validation_fraction, options.seed)
+    cache = CaseCache(out / "cache")
+    if rank == 0:
+        (out / "split.json").write_text(json.dumps({"train": train_names, "validation": val_names}, indent=1))
+        load_cases(source, names, cache)  # build the cache once, before other ranks read it
+    if world > 1:
+        torch.distributed.barrier()
+    train_cases, val_cases = load_cases(source, train_names, cache), load_cases(source, val_names, cache)
+
+    recipe = recipe_cls(options.config, device, options.amp, **options.recipe_options)
+    batch_size = options.batch_size or recipe.batch_size[options.config]
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+        for key, net in recipe.networks.items():
+            if any(p.requires_grad for p in net.parameters()):
+                recipe.networks[key] = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+
+    start, best, stale = 0, -math.inf, 0
+    last = out / "checkpoints" / "last.pt"
+    if options.resume:
+        state = checkpoint.load(last)
+        if state.get("model") != options.model:
+            raise InputError(f"{last}: is a checkpoint of {state.get('model')}, not {options.model}")
+        recipe.load_state_dict(state["recipe"])
+        checkpoint.set_rng_state(state["rng"])
+        start, best, stale = state["step"], state["best_psnr"], state["stale"]
+
+    val_batches = [recipe.to_tensors(recipe.make_batch(val_cases, np.random.default_rng([options.seed, 2**31 + i]), batch_size))
+                   for i in range(options.validation_batches)]
+
+    def state_at(step: int) -> dict:
+        return {"model": options.model, "config": options.config, "step": step, "best_psnr": best, "stale": stale,
+                "recipe": recipe.state_dict(), "rng": checkpoint.rng_state()}
+
+    from tqdm import tqdm
+    log = (out / "metrics.csv").open("a", newline="") if rank == 0 else None
+    writer = None
+    patience = recipe.patience[options.config]
+    bar = tqdm(total=options.steps, initial=start, desc=f"train {options.model}", unit="step",
+               disable=not progress or rank != 0)
+    step = start
+    try:
+        with _Stop() as stop:
+            while step < options.steps:
+                began = time.perf_counter()
+                rng = np.random.default_rng([options.seed, step])
+                global_batch = recipe.make_batch(train_cases, rng, batch_size * world)
+                local = {k: v[rank * batch_size:(rank + 1) * batch_size] for k, v in global_batch.items()}
+                loaded = time.perf_counter()
+                losses = recipe.train_step(recipe.to_tensors(local))
+                step += 1
+                seconds = time.perf_counter() - began
+                row = {"step": step, **losses, "seconds": seconds, "data_seconds": loaded - began,
+                       "samples_per_s": batch_size * world / max(seconds, 1e-9)}
+                if step % options.steps_per_epoch == 0 or step == options.steps:
+                    if step % options.steps_per_epoch == 0:
+                        recipe.end_of_epoch()
+                    scores = _validate(recipe, val_batches)
+                    row.update({k: v for k, v in scores.items() if k != "example"})
+                    if rank == 0:
+                        _write_example(scores["example"], out / "validation" / f"step-{step:07d}.png")
+                    if scores["val_psnr"] > best:
+                        best, stale = scores["val_psnr"], 0
+                        if rank == 0:
+                            checkpoint.save(out / "checkpoints" / "best.pt", state_at(step))
+                    else:
+                        stale += 1
+                if rank == 0:
+                    if writer is None:
+                        fields = ["step", *losses, "seconds", "data_seconds", "samples_per_s", "val_psnr", "val_ssim"]
+                        writer = csv.DictWriter(log, fieldnames=fields, extrasaction="ignore")
+                        if log.tell() == 0:
+                            writer.writeheader()
+                    writer.writerow(row)
+                    log.flush()
+                bar.update(1)
+                bar.set_postfix(loss=f"{losses['loss']:.4f}", samples_s=f"{row['samples_per_s']:.1f}")
+                stopping = stop.requested or stale >= patience
+                if rank == 0 and (step % options.checkpoint_every == 0 or step == options.steps or stopping):
+                    checkpoint.save(last, state_at(step))
+                if stopping:
+                    say(f"stopped at step {step}: " + ("interrupted; resume with --resume" if stop.requested
+                                                       else f"no validation improvement in {patience} epochs"))
+                    break
+    finally:
+        bar.close()
+        if log is not None:
+            log.close()
+    return {"model": options.model, "config": options.config, "steps": step, "best_val_psnr": best,
+            "run_dir": str(out), "last": str(last), "best": str(out / "checkpoints" / "best.pt")}

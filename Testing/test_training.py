@@ -1,0 +1,115 @@
+"""Training: the loss falls, a resumed run ends where an uninterrupted one does, folders and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from MRISynthesisLib.cli import main
+from MRISynthesisLib.errors import InputError
+from MRISynthesisLib.training import checkpoint
+from MRISynthesisLib.training.data import FolderSource, split_cases
+from MRISynthesisLib.training.recipes import recipe_for
+from MRISynthesisLib.training.trainer import TrainOptions, train
+
+SMALL = dict(data="phantom:brain:3", steps_per_epoch=4, checkpoint_every=2, batch_size=1)
+
+
+@pytest.fixture(scope="module")
+def cache_seed_dir(tmp_path_factory):
+    """One short run whose case cache later runs reuse (building phantom cases is the slow part)."""
+    out = tmp_path_factory.mktemp("run")
+    train(TrainOptions(model="unet-ct1", out=str(out), steps=2, **SMALL), progress=False)
+    return out
+
+
+def _reuse_cache(src, dst) -> None:
+    import shutil
+    shutil.copytree(src / "cache", dst / "cache")
+
+
+def _weights(run_dir) -> dict[str, torch.Tensor]:
+    return checkpoint.load(run_dir / "checkpoints" / "last.pt")["recipe"]["networks"]["generator"]
+
+
+def test_unet_ct1_loss_falls(tmp_path, cache_seed_dir):
+    _reuse_cache(cache_seed_dir, tmp_path)
+    # a fixed batch: the optimiser must reduce its loss within a few steps
+    recipe_cls = recipe_for("unet-ct1")
+    from MRISynthesisLib.training.data import CaseCache, load_cases
+    cases = load_cases(None, [p.stem for p in sorted((tmp_path / "cache").glob("*.npz"))][:1], CaseCache(tmp_path / "cache"))
+    torch.manual_seed(0)
+    recipe = recipe_cls("lite", torch.device("cpu"))
+    recipe.patch = {"lite": (32, 32, 32)}
+    batch = recipe.to_tensors(recipe.make_batch(cases, np.random.default_rng(0), 2))
+    losses = [recipe.train_step(batch)["loss"] for _ in range(6)]
+    assert losses[-1] < losses[0]
+
+
+def test_resumed_run_equals_uninterrupted_run(tmp_path, cache_seed_dir):
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    for folder in (straight, interrupted):
+        folder.mkdir()
+        _reuse_cache(cache_seed_dir, folder)
+    train(TrainOptions(model="unet-ct1", out=str(straight), steps=4, **SMALL), progress=False)
+    train(TrainOptions(model="unet-ct1", out=str(interrupted), steps=2, **SMALL), progress=False)
+    train(TrainOptions(model="unet-ct1", out=str(interrupted), steps=4, resume=True, **SMALL), progress=False)
+    a, b = _weights(straight), _weights(interrupted)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    rows = (interrupted / "metrics.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 4  # header + one row per step, none repeated
+    split = json.loads((straight / "split.json").read_text())
+    assert not set(split["train"]) & set(split["validation"])
+
+
+def test_run_folder_rules(tmp_path, cache_seed_dir):
+    with pytest.raises(InputError, match="already holds checkpoints; pass --resume"):
+        train(TrainOptions(model="unet-ct1", out=str(cache_seed_dir), steps=2, **SMALL), progress=False)
+    run_json = json.loads((cache_seed_dir / "run.json").read_text())
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "run.json").write_text(json.dumps({**run_json, "model": "seq2seq"}))
+    with pytest.raises(InputError, match="holds a run of seq2seq"):
+        train(TrainOptions(model="unet-ct1", out=str(other), steps=2, **SMALL), progress=False)
+    with pytest.raises(InputError, match="nothing to resume"):
+        train(TrainOptions(model="unet-ct1", out=str(tmp_path / "empty"), steps=2, resume=True, **SMALL), progress=False)
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    broken = tmp_path / "last.pt"
+    broken.write_bytes(b"PK\x03\x04 not really a checkpoint")
+    with pytest.raises(InputError, match="corrupt or truncated"):
+        checkpoint.load(broken)
+
+
+def test_folder_source_checks_cases(tmp_path):
+    assert main(["phantom", "--anatomy", "brain", "--n", "2", "--seed", "50", "--resolution", "3", "--out",
+                 str(tmp_path / "cases"), "--quiet"]) == 0
+    source = FolderSource(tmp_path / "cases", sequences=("T1", "T2", "FLAIR", "T1ce"), scheme="zscore")
+    assert source.names() == ["MRIS-BRAIN-00050", "MRIS-BRAIN-00051"]
+    with pytest.raises(InputError, match="not on the grid of T1"):  # the phantom's T2 has thick slices
+        source.build("MRIS-BRAIN-00050")
+    (tmp_path / "cases" / "MRIS-BRAIN-00051" / "MRIS-BRAIN-00051-t2f.nii.gz").unlink()
+    with pytest.raises(InputError, match="case MRIS-BRAIN-00051: missing FLAIR"):
+        FolderSource(tmp_path / "cases", sequences=("T1", "FLAIR"), scheme="zscore")
+    with pytest.raises(InputError, match="no such data folder"):
+        FolderSource(tmp_path / "nowhere", sequences=("T1",), scheme="zscore")
+
+
+def test_split_is_by_subject_and_needs_two():
+    train_names, val = split_cases([f"c{i}" for i in range(10)], 0.2, seed=1)
+    assert len(val) == 2 and not set(train_names) & set(val) and len(train_names) == 8
+    with pytest.raises(InputError, match="at least 2 cases"):
+        split_cases(["only"], 0.2, seed=1)
+
+
+def test_train_command_errors(tmp_path, capsys):
+    assert main(["train", "--model", "unet-ct1", "--data", "phantom:brain:1", "--out", str(tmp_path / "r")]) == 2
+    assert "at least 2 subjects" in capsys.readouterr().err
+    assert main(["train", "--model", "unet-ct1", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "r")]) == 2
+    assert "no such data folder" in capsys.readouterr().err
