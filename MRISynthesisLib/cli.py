@@ -63,6 +63,21 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return run_evaluate(args.real, args.synth, args.mask, args.json, data_range=args.data_range)
 
 
+def _cmd_synthesize(args: argparse.Namespace) -> int:
+    from .synthesize_cmd import run_synthesize
+
+    run_synthesize(args.model, args.input, args.target, args.out, reference=args.reference, register=args.register,
+                   real=args.real, error_map_path=args.error_map, device=args.device, progress=not args.quiet)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .synthesize_cmd import run_demo
+
+    run_demo(args.out, args.anatomy, args.model, args.device, args.seed)
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from .training.trainer import TrainOptions, train
 
@@ -121,8 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         return p
 
-    p = add("demo", "synthesize a sequence of a built-in phantom subject and write the results", _not_built("demo", 8))
-    p.add_argument("--out", default="mri-synthesis-demo")
+    p = add("demo", "synthesize a sequence of a built-in phantom subject and write the results", _cmd_demo)
+    p.add_argument("--out", default="outputs/demo")
+    p.add_argument("--seed", type=int, default=7, help="phantom subject (never used in training)")
     p.add_argument("--anatomy", choices=ANATOMIES, default="brain")
     p.add_argument("--model", choices=MODEL_NAMES)
     p.add_argument("--device", default="auto")
@@ -149,15 +165,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="fix ANTs' random sampling (repeatable results)")
     p.add_argument("--single-thread", action="store_true", help="one thread: bit-for-bit repeatable with --seed")
 
-    p = add("synthesize", "synthesize a missing sequence from the available ones", _not_built("synthesize", 8))
-    p.add_argument("--model", required=True)
-    p.add_argument("--input", nargs="+", required=True, metavar="SEQ=FILE")
+    p = add("synthesize", "synthesize a missing sequence from the available ones", _cmd_synthesize)
+    p.add_argument("--model", required=True, choices=MODEL_NAMES)
+    p.add_argument("--input", nargs="+", required=True, action="extend", metavar="SEQ=FILE")
     p.add_argument("--target", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--reference")
+    p.add_argument("--out", required=True, help="output file (.nii.gz, .nrrd, .mha); a .json report is written beside it")
+    p.add_argument("--reference", help="sequence the others are registered to (default T1)")
     p.add_argument("--register", choices=TRANSFORMS + ("none",), default="rigid")
-    p.add_argument("--real")
-    p.add_argument("--error-map")
+    p.add_argument("--real", help="the acquired target, for metrics and an error map")
+    p.add_argument("--error-map", help="write the colour error map volume here (needs --real)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true")
 
     p = add("evaluate", "image-quality metrics of a synthesized volume against the real one", _cmd_evaluate)
     p.add_argument("--real", required=True, help="the real (acquired) volume")

@@ -17,8 +17,13 @@ class Recipe:
     """
 
     model: str = ""
+    #: the generator's input and output sequences, in channel order
+    inputs: Sequence[str] = ()
+    targets: Sequence[str] = ()
     #: sequences every training case must have (inputs and targets)
     sequences: Sequence[str] = ()
+    #: inference patch (3D) or slice size (2D) the exported weights are run with; None: whole slices
+    inference_size: dict[str, tuple[int, ...] | None] = {"lite": None, "paper": None}
     #: intensity normalisation of the cases (``training.data.NORMALIZATIONS``)
     normalization: str = "zscore"
     #: phantom anatomy the recipe trains on by default

@@ -25,10 +25,12 @@ LOSSES = ("mixed", "l1", "l2", "ssim", "masked")
 
 class UNetCT1Recipe(Recipe):
     model = "unet-ct1"
+    inputs, targets = INPUT_SEQUENCES, (OUTPUT_SEQUENCE,)
     sequences = (*INPUT_SEQUENCES, OUTPUT_SEQUENCE)
     normalization = "zscore"
     batch_size = {"lite": 2, "paper": 1}
     patch = {"lite": (64, 64, 64), "paper": (128, 128, 128)}
+    inference_size = {"lite": (96, 96, 96), "paper": (160, 192, 160)}
 
     def __init__(self, config: str, device: torch.device, amp: bool = False, loss: str = "mixed") -> None:
         super().__init__(config, device, amp)

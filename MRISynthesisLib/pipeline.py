@@ -1,0 +1,179 @@
+"""``synthesize``: the product's main job, shared by the CLI, the Slicer module and the tests.
+
+Steps, each with the reason it is there:
+
+1. **Check** the inputs against the bundled model's needs (missing or extra sequences, 3D, finite, not
+   constant), before any slow work.
+2. **Register** every input onto the reference sequence (T1 by default) with the chosen preset and
+   resample it onto the reference grid: the models need voxel-aligned inputs.
+3. **Work grid**: the model was trained at one voxel size (in its manifest entry); inputs on another
+   grid are resampled to an isotropic grid of that size covering the same field of view, and the
+   prediction is resampled back. A network sees anatomy in voxels, so a 1 mm volume fed to a 2 mm model
+   would look twice too big.
+4. **Normalise** as in training (each input by its own foreground statistics), **predict** (3D patches
+   with Gaussian blending, or slices), and **map back**: the output is expressed in the reference
+   input's intensity scale (the reference's foreground mean and SD), since the target's own scale is
+   unknown when the target is missing. Outside the (slightly dilated) head or body mask the output is 0.
+5. With a real target: metrics (SSIM, PSNR, NMSE, MAE inside the foreground, on volumes each z-scored by
+   their own foreground statistics, as the papers compare normalised images) and the colour error map.
+
+Inputs are never modified; the result carries provenance (model, configuration, weights sha256, inputs,
+version, time, "research use only").
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+from scipy import ndimage
+
+from . import RESEARCH_USE_NOTICE, __version__
+from .errors import InputError
+from .inference import Cancelled, choose_device, predict_patches, predict_slices
+from .inputs import check_volume
+from .preprocess import Normalization, foreground_mask, resample_to
+from .registration import PRESETS, register as run_registration
+from .volume import Volume
+from .weights import WeightsEntry, find, load_model
+
+Progress = Callable[[float, str], "bool | None"]
+
+
+@dataclass
+class SynthesisResult:
+    """The synthesized sequence on the reference grid, and how it was made."""
+
+    target: str
+    volume: Volume
+    provenance: dict
+    registrations: dict[str, dict] = field(default_factory=dict)
+    metrics: dict | None = None
+    error_map: "object | None" = None
+    real: Volume | None = None  # the real target registered onto the reference grid, when one was given
+
+
+def _stage(progress: Progress | None, start: float, end: float) -> Progress | None:
+    """A progress callback for one stage that reports into [start, end] of the whole."""
+    if progress is None:
+        return None
+    return lambda fraction, message: progress(start + (end - start) * fraction, message)
+
+
+def _tell(progress: Progress | None, fraction: float, message: str) -> None:
+    if progress is not None and progress(fraction, message) is False:
+        raise Cancelled(message)
+
+
+def check_inputs(inputs: Mapping[str, Volume], entry: WeightsEntry, target: str) -> None:
+    if target not in entry.targets:
+        raise InputError(f"{entry.model} ({entry.key}) cannot produce {target}; it produces {', '.join(entry.targets)}")
+    missing = [s for s in entry.inputs if s not in inputs]
+    if missing:
+        raise InputError(f"{entry.model} needs {', '.join(entry.inputs)}; missing: {', '.join(missing)}")
+    extra = [s for s in inputs if s not in entry.inputs]
+    if extra:
+        raise InputError(f"{entry.model} does not take {', '.join(extra)}; it takes {', '.join(entry.inputs)}")
+    for name, volume in inputs.items():
+        check_volume(volume, name, name)
+
+
+def _work_grid(reference: Volume, voxel_mm: float) -> Volume:
+    if np.allclose(reference.spacing, voxel_mm, rtol=0.02):
+        return reference
+    extent = np.asarray(reference.size_xyz) * np.asarray(reference.spacing)
+    size = np.maximum(np.round(extent / voxel_mm).astype(int), 8)
+    # keep the field of view centred where it was
+    shift = (extent - size * voxel_mm) / 2 + (voxel_mm - np.asarray(reference.spacing)) / 2
+    origin = np.asarray(reference.origin) + reference.direction_matrix @ shift
+    return Volume(np.zeros(tuple(size[::-1]), np.float32), (voxel_mm,) * 3, tuple(origin), reference.direction)
+
+
+def synthesize(inputs: Mapping[str, Volume], target: str, model: str = "unet-ct1", *, reference: str | None = None,
+               register: str = "rigid", real: Volume | None = None, device: str = "auto", anatomy: str | None = None,
+               progress: Progress | None = None, weights_folder: str | Path | None = None,
+               input_names: Mapping[str, str] | None = None) -> SynthesisResult:
+    """Synthesize ``target`` from ``inputs`` ({canonical sequence: Volume}) with a bundled ``model``."""
+    started = time.perf_counter()
+    if register not in PRESETS:
+        raise InputError(f"unknown registration preset '{register}'; use one of {', '.join(PRESETS)}")
+    entry = find(model, target, anatomy, weights_folder)
+    check_inputs(inputs, entry, target)
+    reference = reference or ("T1" if "T1" in inputs else next(iter(inputs)))
+    if reference not in inputs:
+        raise InputError(f"reference sequence {reference} is not among the inputs ({', '.join(inputs)})")
+    torch_device = choose_device(device)
+    net = load_model(entry, weights_folder, torch_device)
+
+    # 2. registration onto the reference
+    fixed = inputs[reference]
+    aligned, registrations = {}, {}
+    for i, name in enumerate(entry.inputs):
+        _tell(progress, 0.3 * i / len(entry.inputs), f"registering {name} to {reference}")
+        if name == reference:
+            aligned[name] = fixed
+            continue
+        result = run_registration(fixed, inputs[name], register, name=name)
+        aligned[name] = result.registered
+        registrations[name] = result.summary()
+
+    # 3-4. work grid, normalisation, prediction, back to the reference scale and grid
+    work = _work_grid(fixed, entry.voxel_size_mm)
+    on_work = {n: resample_to(v, work) if work is not fixed else v for n, v in aligned.items()}
+    mask = foreground_mask(np.mean([v.array for v in on_work.values()], axis=0))
+    norms = {n: Normalization.zscore(v.array, mask) for n, v in on_work.items()}
+    stacked = np.stack([norms[n].apply(on_work[n].array) for n in entry.inputs])
+    predictor = getattr(net, "synthesize", net)
+    stage = _stage(progress, 0.3, 0.95)
+    if entry.patch_size and len(entry.patch_size) == 3:
+        predicted = predict_patches(predictor, stacked, patch_size=entry.patch_size, device=torch_device, progress=stage)
+    else:
+        predicted = predict_slices(predictor, stacked, device=torch_device, progress=stage)
+    index = entry.targets.index(target)
+    synth_work = norms[reference if reference in norms else entry.inputs[0]].invert(predicted[index])
+    head = ndimage.binary_dilation(mask, iterations=2)
+    synth_work = np.where(head, synth_work, 0.0).astype(np.float32)
+    synth = work.with_array(synth_work)
+    if work is not fixed:
+        synth = resample_to(synth, fixed)
+    _tell(progress, 0.97, "synthesis done")
+
+    provenance = {
+        "model": entry.model, "configuration": entry.config, "weights": entry.file, "weights_sha256": entry.sha256,
+        "inputs": dict(input_names) if input_names else {n: f"in-memory {n}" for n in inputs},
+        "target": target, "reference": reference, "registration": register, "device": str(torch_device),
+        "work_voxel_size_mm": entry.voxel_size_mm, "intensity_scale": f"the reference ({reference}) foreground mean/SD",
+        "package_version": __version__, "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "seconds": round(time.perf_counter() - started, 2), "notice": RESEARCH_USE_NOTICE,
+    }
+    result = SynthesisResult(target, synth, provenance, registrations)
+    if real is not None:
+        _tell(progress, 0.98, f"comparing with the real {target}")
+        result.metrics, result.error_map, result.real = compare_to_real(synth, real, register=register, reference=fixed)
+    _tell(progress, 1.0, "done")
+    return result
+
+
+def compare_to_real(synth: Volume, real: Volume, *, register: str = "rigid",
+                    reference: Volume | None = None) -> tuple[dict, object, Volume]:
+    """Metrics, colour error map and the aligned real target, for ``synth`` against the acquired target.
+
+    The real target is registered onto the reference (as the inputs were) before comparing, so its own
+    acquisition's motion does not count as synthesis error.
+    """
+    from .maps import error_map
+    from .metrics import evaluate
+
+    check_volume(real, "real target", "real target")
+    if reference is not None and register != "none":
+        real = run_registration(reference, real, register, name="real").registered
+    real_on_grid = resample_to(real, synth)
+    mask = foreground_mask(real_on_grid)
+    real_z = Normalization.zscore(real_on_grid.array, mask, clip=False).apply(real_on_grid.array)
+    synth_z = Normalization.zscore(synth.array, mask, clip=False).apply(synth.array)
+    metrics = evaluate(real_z, synth_z, mask=mask)
+    return metrics, error_map(synth.with_array(real_z), synth.with_array(synth_z), mask=mask), real_on_grid

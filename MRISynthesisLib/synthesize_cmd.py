@@ -1,0 +1,136 @@
+"""``mri-synthesis synthesize`` and ``mri-synthesis demo``: files in, synthesized volume and report out."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Mapping
+
+from . import RESEARCH_USE_NOTICE
+from .errors import InputError
+from .inputs import load_case
+from .metrics import to_json_safe
+from .sequences import SUFFIX_2023, canonical, parse_assignments
+from .volume import read_volume, refuse_overwrite, write_volume
+from .weights import read_manifest
+
+#: What the demo would run, model by model; the ones without bundled weights are named as such.
+DEMO_PLAN = {"brain": [("unet-ct1", "T1ce"), ("seq2seq", "T1ce"), ("tc-mgan", "T1ce"), ("important-net", "T2")],
+             "breast": [("important-net", "T2"), ("seq2seq", "T2")]}
+
+
+def _progress_bar(description: str):
+    from tqdm import tqdm
+
+    bar = tqdm(total=100, desc=description, unit="%", bar_format="{l_bar}{bar}| {n:.0f}% {postfix}")
+
+    def update(fraction: float, message: str) -> bool:
+        bar.n = round(100 * fraction)
+        bar.set_postfix_str(message)
+        bar.refresh()
+        return True
+    return bar, update
+
+
+def run_synthesize(model: str, input_items: list[str], target: str, out: str | Path, *, reference: str | None,
+                   register: str, real: str | None, error_map_path: str | None, device: str,
+                   say: Callable[[str], None] = print, progress: bool = True) -> dict:
+    from .pipeline import synthesize
+
+    target = canonical(target)
+    files = parse_assignments(input_items)
+    out = Path(out)
+    protected = [*files.values(), *([real] if real else [])]
+    for path in [out, *([Path(error_map_path)] if error_map_path else [])]:
+        refuse_overwrite(path, protected)
+    if error_map_path and not real:
+        raise InputError("--error-map needs --real (the acquired target to compare with)")
+    if not out.parent.exists():
+        raise InputError(f"{out.parent}: output folder does not exist")
+    inputs = load_case(files)
+    real_volume = read_volume(real) if real else None
+    bar, update = _progress_bar(f"{model} -> {target}") if progress else (None, None)
+    try:
+        result = synthesize(inputs, target, model, reference=reference and canonical(reference), register=register,
+                            real=real_volume, device=device, progress=update,
+                            input_names={k: str(v) for k, v in files.items()})
+    finally:
+        if bar is not None:
+            bar.close()
+    write_volume(result.volume, out, protect=protected)
+    report = {"output": str(out), "provenance": result.provenance, "registrations": result.registrations}
+    if result.metrics is not None:
+        report["metrics"] = to_json_safe(result.metrics)
+        if error_map_path:
+            write_volume(result.error_map.volume, error_map_path, protect=protected)
+            report["error_map"] = {"file": error_map_path, "max_error": result.error_map.max_error}
+    sidecar = out.with_name(out.name.split(".")[0] + ".json")
+    refuse_overwrite(sidecar, protected)
+    sidecar.write_text(json.dumps(report, indent=1, allow_nan=False))
+    say(f"wrote {out} ({result.provenance['seconds']} s; {RESEARCH_USE_NOTICE})")
+    if result.metrics is not None:
+        say("against the real target: " + ", ".join(f"{k} {v:.4g}" for k, v in _headline(result.metrics).items()))
+    return report
+
+
+def _headline(result: Mapping) -> dict[str, float]:
+    """SSIM, PSNR, NMSE, MAE of the whole volume from an ``metrics.evaluate`` result."""
+    return {k: float(result["metrics"][k]["volume"]) for k in ("ssim", "psnr", "nmse", "mae") if k in result["metrics"]}
+
+
+def run_demo(out: str | Path, anatomy: str = "brain", model: str | None = None, device: str = "auto", seed: int = 7,
+             say: Callable[[str], None] = print) -> dict:
+    """A held-out phantom subject, misaligned as acquired, synthesized by every bundled model that can."""
+    from .maps import write_comparison_png
+    from .phantom import sample
+    from .phantom.cases import case_name
+    from .pipeline import synthesize
+    from .preprocess import resample_to
+
+    bundled = {(e.model, t): e for e in read_manifest() for t in e.targets if e.anatomy == anatomy}
+    plan = [(m, t) for m, t in DEMO_PLAN[anatomy] if model is None or m == model]
+    if not plan:
+        raise InputError(f"the {anatomy} demo has no step for model {model}")
+    runnable = [(m, t) for m, t in plan if (m, t) in bundled]
+    for m, t in plan:
+        if (m, t) not in bundled:
+            say(f"{m} -> {t}: no bundled weights yet in this version, skipped")
+    if not runnable:
+        raise InputError(f"no bundled weights for the {anatomy} demo yet")
+    out = Path(out)
+    (out / "inputs").mkdir(parents=True, exist_ok=True)
+    voxel = min(bundled[step].voxel_size_mm for step in runnable)
+    say(f"simulating held-out {anatomy} phantom subject (seed {seed}, {voxel:g} mm, sequences misaligned as acquired)")
+    subject = sample(anatomy, seed, resolution=voxel)
+    name = case_name(anatomy, seed)
+    files = {}
+    for seq, volume in subject.sequences.items():
+        files[seq] = write_volume(volume, out / "inputs" / f"{name}-{SUFFIX_2023[seq]}.nii.gz")
+    summary = {"subject": name, "seed": seed, "anatomy": anatomy, "results": []}
+    for m, target in runnable:
+        entry = bundled[(m, target)]
+        inputs = load_case({s: files[s] for s in entry.inputs})
+        real = read_volume(files[target])
+        bar, update = _progress_bar(f"{m} -> {target}")
+        try:
+            result = synthesize(inputs, target, m, register="rigid", real=real, device=device, progress=update,
+                                anatomy=anatomy, input_names={s: str(files[s]) for s in entry.inputs})
+        finally:
+            bar.close()
+        stem = f"{m}-{target}"
+        write_volume(result.volume, out / f"{stem}.nii.gz")
+        write_volume(result.error_map.volume, out / f"{stem}-error.nii.gz")
+        write_comparison_png({s: resample_to(inputs[s], result.volume) for s in entry.inputs}, result.real,
+                             result.volume, out / f"{stem}.png", error=result.error_map,
+                             title=f"{m}: {'+'.join(entry.inputs)} -> {target}")
+        row = {"model": m, "target": target, "inputs": list(entry.inputs), "output": str(out / f"{stem}.nii.gz"),
+               "seconds": result.provenance["seconds"], **_headline(result.metrics)}
+        summary["results"].append(row)
+    (out / "metrics.json").write_text(json.dumps(to_json_safe(summary), indent=1, allow_nan=False))
+    say(f"\n{'model':14s} {'target':7s} {'SSIM':>7s} {'PSNR dB':>8s} {'NMSE':>7s} {'MAE':>7s} {'seconds':>8s}")
+    for row in summary["results"]:
+        say(f"{row['model']:14s} {row['target']:7s} {row['ssim']:7.4f} {row['psnr']:8.2f} {row['nmse']:7.4f} "
+            f"{row['mae']:7.4f} {row['seconds']:8.1f}")
+    say(f"(inside the foreground, on z-scored intensities; outputs, error maps and montages in {out}; "
+        f"{RESEARCH_USE_NOTICE})")
+    return summary

@@ -1,0 +1,83 @@
+"""From a training run to a bundled model: fp16 weights, manifest entry and model card."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import InputError
+from ..weights import WeightsEntry, export, models_dir
+from .recipes import recipe_for
+
+
+def export_run(run_dir: str | Path, *, anatomy: str, which: str = "best", folder: str | Path | None = None,
+               command: str = "", metrics: dict | None = None) -> WeightsEntry:
+    """Export ``<run_dir>/checkpoints/<which>.pt`` as ``<model>-<anatomy>-<config>.pt`` with its card."""
+    run_dir = Path(run_dir)
+    run = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else None
+    if run is None:
+        raise InputError(f"{run_dir}: not a training run folder (no run.json)")
+    recipe = recipe_for(run["model"])
+    config = run["config"]
+    options = run["options"]
+    checkpoint_path = run_dir / "checkpoints" / f"{which}.pt"
+    from .checkpoint import load
+    state = load(checkpoint_path)
+    split = json.loads((run_dir / "split.json").read_text())
+    fields = {
+        "file": f"{run['model']}-{anatomy}-{config}.pt", "model": run["model"], "config": config, "anatomy": anatomy,
+        "inputs": tuple(recipe.inputs), "targets": tuple(recipe.targets), "normalization": recipe.normalization,
+        "voxel_size_mm": recipe.phantom_resolution[config] if options["data"].startswith("phantom") else 1.0,
+        "patch_size": recipe.inference_size[config],
+        "training": {"command": command, "data": options["data"], "train_cases": split["train"],
+                     "validation_cases": split["validation"], "steps": state["step"], "checkpoint": which,
+                     "best_validation_psnr_db": round(float(state["best_psnr"]), 3), "seed": options["seed"],
+                     "batch_size": options["batch_size"]},
+        "metrics": metrics or {},
+    }
+    entry = export(checkpoint_path, fields, folder)
+    write_model_card(entry, folder)
+    return entry
+
+
+def write_model_card(entry: WeightsEntry, folder: str | Path | None = None) -> Path:
+    """A Markdown model card beside the weights: intended use, inputs, training, measured metrics, limits."""
+    training = entry.training
+    metric_lines = "\n".join(f"| {k} | {v} |" for k, v in entry.metrics.items()) or "| (not measured yet) | |"
+    text = f"""# {entry.model} ({entry.config}), {entry.anatomy}: {' + '.join(entry.inputs)} -> {' + '.join(entry.targets)}
+
+**Research use only.** Trained on the built-in physics phantom only; not validated on patient data; not
+for diagnosis or treatment decisions.
+
+## Intended use
+Demonstrating and testing MRISynthesis end to end, and as a starting point for fine-tuning on real data
+(`mri-synthesis train`). Expect it to fail on real scans until retrained on them.
+
+## Inputs and their preparation
+- Sequences, in channel order: {', '.join(entry.inputs)}; output: {', '.join(entry.targets)}.
+- Registered to the reference sequence (T1) and resampled to an isotropic {entry.voxel_size_mm:g} mm grid
+  (the pipeline does both).
+- Intensities: `{entry.normalization}` normalisation within the foreground (z-score, cut off at 5 SD,
+  scaled to [-1, 1]); the output is mapped back to the reference sequence's intensity scale.
+- Inference: {'3D patches of ' + 'x'.join(map(str, entry.patch_size)) + ' voxels, Gaussian-blended' if entry.patch_size else 'whole slices'}.
+
+## Training
+- Command: `{training.get('command', '')}`
+- Data: `{training.get('data')}` ({len(training.get('train_cases', []))} training and
+  {len(training.get('validation_cases', []))} validation subjects, subject-level split).
+- Steps: {training.get('steps')}; checkpoint: {training.get('checkpoint')}; best validation PSNR on
+  normalised patches: {training.get('best_validation_psnr_db')} dB.
+
+## Measured on held-out phantom subjects
+| metric | value |
+| --- | --- |
+{metric_lines}
+
+## Limits
+- Phantom anatomy and contrast only; real scanners, protocols, field strengths and pathologies differ.
+- Trained at {entry.voxel_size_mm:g} mm; small lesions below that scale are not reproduced.
+- File: `{entry.file}`, fp16, sha256 `{entry.sha256}`, {entry.size_bytes} bytes.
+"""
+    path = models_dir(folder) / f"{Path(entry.file).stem}.md"
+    path.write_text(text)
+    return path

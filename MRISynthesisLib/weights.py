@@ -1,0 +1,138 @@
+"""Bundled model weights: a JSON manifest, sha256-verified loading, export from training checkpoints.
+
+``Resources/Models/manifest.json`` lists one entry per weight file: model, configuration, inputs,
+targets, how inputs are prepared (normalisation, voxel size, patch or slice size), how it was trained
+(the exact command, data, steps) and what it measured on held-out phantom subjects. Each weight file is a
+plain fp16 ``state_dict`` (``torch.save``), loaded with ``torch.load(weights_only=True)`` after its sha256
+is checked, so a corrupt, truncated or swapped file is refused with its name, never half-loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import InputError
+
+MODELS_DIR = Path(__file__).resolve().parents[1] / "Resources" / "Models"
+MANIFEST = "manifest.json"
+#: environment variable naming another models folder (your own trained weights, or a test's)
+MODELS_DIR_VARIABLE = "MRISYNTHESIS_MODELS_DIR"
+
+
+def models_dir(folder: str | Path | None = None) -> Path:
+    """``folder`` if given, else $MRISYNTHESIS_MODELS_DIR if set, else the bundled Resources/Models."""
+    import os
+    return Path(folder or os.environ.get(MODELS_DIR_VARIABLE) or MODELS_DIR)
+
+
+@dataclass(frozen=True)
+class WeightsEntry:
+    """One bundled weight file and everything needed to use it correctly."""
+
+    file: str
+    model: str
+    config: str
+    anatomy: str
+    inputs: tuple[str, ...]
+    targets: tuple[str, ...]
+    normalization: str
+    voxel_size_mm: float
+    sha256: str
+    size_bytes: int
+    patch_size: tuple[int, ...] | None = None
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    build_overrides: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return Path(self.file).stem
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_manifest(folder: str | Path | None = None) -> list[WeightsEntry]:
+    path = models_dir(folder) / MANIFEST
+    if not path.exists():
+        return []
+    try:
+        raw = json.loads(path.read_text())
+        return [WeightsEntry(**{**e, "inputs": tuple(e["inputs"]), "targets": tuple(e["targets"]),
+                                "patch_size": tuple(e["patch_size"]) if e.get("patch_size") else None})
+                for e in raw["weights"]]
+    except (ValueError, KeyError, TypeError) as err:
+        raise InputError(f"{path}: not a valid weights manifest ({err})") from err
+
+
+def write_manifest(entries: list[WeightsEntry], folder: str | Path | None = None) -> Path:
+    path = models_dir(folder) / MANIFEST
+    path.write_text(json.dumps({"weights": [asdict(e) for e in entries]}, indent=1) + "\n")
+    return path
+
+
+def find(model: str, target: str | None = None, anatomy: str | None = None,
+         folder: str | Path | None = None) -> WeightsEntry:
+    """The bundled entry of ``model`` (for ``target`` and ``anatomy`` when given)."""
+    entries = [e for e in read_manifest(folder) if e.model == model and (target is None or target in e.targets)
+               and (anatomy is None or e.anatomy == anatomy)]
+    if not entries:
+        what = model + (f" -> {target}" if target else "") + (f" ({anatomy})" if anatomy else "")
+        bundled = ", ".join(f"{e.model}: {'+'.join(e.inputs)} -> {'+'.join(e.targets)}" for e in read_manifest(folder))
+        raise InputError(f"no bundled weights for {what}; bundled: {bundled or 'none'}")
+    return entries[0]
+
+
+def load_model(entry: WeightsEntry, folder: str | Path | None = None, device: str | torch.device = "cpu") -> nn.Module:
+    """Build the entry's generator and load its weights after checking the file's sha256."""
+    from .models import build
+
+    path = models_dir(folder) / entry.file
+    if not path.exists():
+        raise InputError(f"{path}: weight file missing (reinstall the extension or re-export it)")
+    actual = sha256_of(path)
+    if actual != entry.sha256:
+        raise InputError(f"{path}: sha256 {actual[:12]}… does not match the manifest's {entry.sha256[:12]}… "
+                         "(corrupt, truncated or replaced file)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for damaged archives
+        raise InputError(f"{path}: cannot be loaded as weights: {' '.join(str(err).split())[:200]}") from err
+    model = build(entry.model, entry.config, **entry.build_overrides)
+    try:
+        model.load_state_dict({k: v.float() for k, v in state.items()})
+    except RuntimeError as err:
+        raise InputError(f"{path}: weights do not fit {entry.model} ({entry.config}): "
+                         f"{' '.join(str(err).split())[:200]}") from err
+    return model.to(device).eval()
+
+
+def export(checkpoint_path: str | Path, entry_fields: dict[str, Any], folder: str | Path | None = None,
+           network: str = "generator") -> WeightsEntry:
+    """Write a training checkpoint's network as fp16 weights, add it to the manifest, return the entry."""
+    from .training import checkpoint
+
+    folder = models_dir(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = checkpoint.load(checkpoint_path)["recipe"]["networks"][network]
+    half = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
+    target = folder / entry_fields["file"]
+    tmp = target.with_name(f".partial-{target.name}")
+    torch.save(half, tmp)
+    tmp.replace(target)
+    entry = WeightsEntry(**{**entry_fields, "sha256": sha256_of(target), "size_bytes": target.stat().st_size})
+    others = [e for e in read_manifest(folder) if e.file != entry.file]
+    write_manifest(others + [entry], folder)
+    return entry

@@ -1,0 +1,121 @@
+"""Weights loading and the synthesis pipeline, on a small untrained U-Net cT1 bundled into a temp folder."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import hash_files
+from MRISynthesisLib.cli import main
+from MRISynthesisLib.errors import InputError
+from MRISynthesisLib.models import build
+from MRISynthesisLib.phantom.brain import sample_brain
+from MRISynthesisLib.pipeline import synthesize
+from MRISynthesisLib.volume import read_volume, write_volume
+from MRISynthesisLib.weights import WeightsEntry, find, load_model, sha256_of, write_manifest
+
+VOXEL = 4.0
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    """A models folder holding one fp16 U-Net cT1 (random weights) and its manifest."""
+    folder = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    model = build("unet-ct1", "lite")
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()},
+               folder / "unet-ct1-brain-lite.pt")
+    entry = WeightsEntry(file="unet-ct1-brain-lite.pt", model="unet-ct1", config="lite", anatomy="brain",
+                         inputs=("T1", "T2", "FLAIR"), targets=("T1ce",), normalization="zscore",
+                         voxel_size_mm=VOXEL, sha256=sha256_of(folder / "unet-ct1-brain-lite.pt"),
+                         size_bytes=(folder / "unet-ct1-brain-lite.pt").stat().st_size, patch_size=(32, 32, 32))
+    write_manifest([entry], folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def subject():
+    return sample_brain(3, resolution=3.0, n_lesions=1)  # on another grid than the model's 4 mm
+
+
+def test_weights_are_verified_before_loading(bundle, tmp_path):
+    entry = find("unet-ct1", "T1ce", folder=bundle)
+    model = load_model(entry, bundle)
+    assert not model.training and next(model.parameters()).dtype == torch.float32
+    with pytest.raises(InputError, match="no bundled weights for unet-ct1 -> T2"):
+        find("unet-ct1", "T2", folder=bundle)
+    broken = tmp_path / "models"
+    broken.mkdir()
+    data = (bundle / entry.file).read_bytes()
+    (broken / entry.file).write_bytes(data[: len(data) // 2])
+    write_manifest([entry], broken)
+    with pytest.raises(InputError, match="does not match the manifest"):
+        load_model(entry, broken)
+
+
+def test_synthesize_puts_the_target_on_the_reference_grid(bundle, subject):
+    inputs = {k: subject.sequences[k] for k in ("T1", "T2", "FLAIR")}
+    before = {k: v.array.copy() for k, v in inputs.items()}
+    fractions = []
+    result = synthesize(inputs, "T1ce", "unet-ct1", weights_folder=bundle, device="cpu", real=subject.sequences["T1ce"],
+                        progress=lambda f, m: fractions.append(f))
+    t1 = subject.sequences["T1"]
+    assert result.volume.spatial_shape == t1.spatial_shape and result.volume.spacing == t1.spacing
+    assert np.isfinite(result.volume.array).all()
+    assert set(result.registrations) == {"T2", "FLAIR"}
+    assert result.provenance["weights_sha256"] == find("unet-ct1", folder=bundle).sha256
+    assert "Research use only" in result.provenance["notice"]
+    assert result.metrics is not None and "ssim" in result.metrics["metrics"]
+    assert result.error_map.volume.spatial_shape == t1.spatial_shape
+    assert fractions[-1] == 1.0 and fractions == sorted(fractions)
+    for k, v in inputs.items():
+        np.testing.assert_array_equal(v.array, before[k])
+    # outside the head the output is air
+    assert (result.volume.array[0] == 0).mean() > 0.5
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d.pop("FLAIR"), "needs T1, T2, FLAIR; missing: FLAIR"),
+    (lambda d: d.update(PD=d["T1"]), "does not take PD"),
+])
+def test_wrong_inputs_are_named(bundle, subject, change, message):
+    inputs = {k: subject.sequences[k] for k in ("T1", "T2", "FLAIR")}
+    change(inputs)
+    with pytest.raises(InputError, match=message):
+        synthesize(inputs, "T1ce", "unet-ct1", weights_folder=bundle, device="cpu")
+
+
+def test_nan_input_and_wrong_target(bundle, subject):
+    inputs = {k: subject.sequences[k] for k in ("T1", "T2", "FLAIR")}
+    with pytest.raises(InputError, match="no bundled weights for unet-ct1 -> FLAIR"):
+        synthesize(inputs, "FLAIR", "unet-ct1", weights_folder=bundle, device="cpu")
+    array = inputs["T2"].array.copy()
+    array[2, 3, 4] = np.nan
+    inputs["T2"] = inputs["T2"].with_array(array)
+    with pytest.raises(InputError, match="T2: contains 1 NaN"):
+        synthesize(inputs, "T1ce", "unet-ct1", weights_folder=bundle, device="cpu")
+
+
+def test_synthesize_command(bundle, subject, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MRISYNTHESIS_MODELS_DIR", str(bundle))
+    files = {}
+    for name, suffix in (("T1", "t1n"), ("T2", "t2w"), ("FLAIR", "t2f"), ("T1ce", "t1c")):
+        files[name] = write_volume(subject.sequences[name], tmp_path / f"case-{suffix}.nii.gz")
+    before = hash_files(files.values())
+    args = ["synthesize", "--model", "unet-ct1", "--input", f"T1={files['T1']}", f"T2={files['T2']}",
+            f"FLAIR={files['FLAIR']}", "--target", "T1ce", "--device", "cpu", "--quiet"]
+    out = tmp_path / "synth-t1c.nii.gz"
+    assert main([*args, "--out", str(out), "--real", str(files["T1ce"]), "--error-map", str(tmp_path / "err.nii.gz")]) == 0
+    assert read_volume(out).spatial_shape == subject.sequences["T1"].spatial_shape
+    report = json.loads((tmp_path / "synth-t1c.json").read_text())
+    assert report["provenance"]["model"] == "unet-ct1" and "ssim" in report["metrics"]["metrics"]
+    assert (tmp_path / "err.nii.gz").exists()
+    capsys.readouterr()
+    assert main([*args, "--out", str(files["T2"])]) == 2  # an output equal to an input is refused
+    assert "would overwrite an input" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "missing" / "x.nii.gz")]) == 2
+    assert "output folder does not exist" in capsys.readouterr().err
+    assert hash_files(files.values()) == before
