@@ -92,8 +92,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_models(args: argparse.Namespace) -> int:
     from .models import size_table
+    from .weights import read_manifest
 
     rows = size_table()
+    bundled: dict[str, list[str]] = {}
+    for entry in read_manifest():
+        bundled.setdefault(entry.model, []).append(
+            f"{entry.file} ({entry.anatomy}: {'+'.join(entry.inputs)} -> {'+'.join(entry.targets)})")
+    for row in rows:
+        row["bundled_weights"] = bundled.get(row["name"], []) if row["config"] == "lite" else []
     if args.json:
         import json
         print(json.dumps(rows, indent=1))
@@ -102,16 +109,17 @@ def _cmd_models(args: argparse.Namespace) -> int:
     def paper(value: float | None, unit: str) -> str:
         return f"{value:g} {unit}" if value is not None else "-"
 
-    header = f"{'model':14s} {'config':6s} {'form':8s} {'input size':>16s} {'params':>9s} {'MACs':>10s}  {'paper':>18s}  inputs -> outputs"
+    header = f"{'model':14s} {'config':6s} {'form':12s} {'input size':>12s} {'params':>9s} {'MACs':>9s}  {'paper':>15s}  inputs -> outputs"
     print(header)
     print("-" * len(header))
     for row in rows:
         size = "x".join(str(n) for n in row["input_size"])
         theirs = f"{paper(row['paper_parameters_m'], 'M')}/{paper(row['paper_macs_g'], 'G')}" if row["config"] == "paper" else ""
-        print(f"{row['name']:14s} {row['config']:6s} {row['form']:8s} {size:>16s} {row['parameters_m']:8.2f}M "
-              f"{row['macs_g']:9.2f}G  {theirs:>18s}  {row['inputs']} -> {row['outputs']}")
+        print(f"{row['name']:14s} {row['config']:6s} {row['form']:12s} {size:>12s} {row['parameters_m']:8.2f}M "
+              f"{row['macs_g']:8.2f}G  {theirs:>15s}  {row['inputs']} -> {row['outputs']}")
     print("MACs per forward pass at the input size, batch 1 (PyTorch's flop counter, MAC = 2 FLOPs); "
-          "paper = the paper's parameters/MACs where it reports them. Bundled weights: none yet (issue #8).")
+          "paper = the paper's parameters/MACs where it reports them.")
+    print("Bundled weights: " + ("; ".join(w for ws in bundled.values() for w in ws) or "none"))
     return 0
 
 

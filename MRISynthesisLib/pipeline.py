@@ -24,7 +24,7 @@ version, time, "research use only").
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Mapping
@@ -93,6 +93,49 @@ def _work_grid(reference: Volume, voxel_mm: float) -> Volume:
     return Volume(np.zeros(tuple(size[::-1]), np.float32), (voxel_mm,) * 3, tuple(origin), reference.direction)
 
 
+@dataclass
+class Prepared:
+    """Inputs registered, on the model's work grid and normalised: what a predictor consumes."""
+
+    fixed: Volume  # the reference input: the grid and intensity scale of the output
+    reference: str
+    work: Volume  # the grid the model runs on
+    stacked: np.ndarray  # (channels, z, y, x) in the model's input order, normalised
+    mask: np.ndarray  # foreground on the work grid
+    scale: Normalization  # the reference's normalisation, inverted to express the output
+    registrations: dict[str, dict]
+
+
+def prepare(inputs: Mapping[str, Volume], order: tuple[str, ...], reference: str, register: str, voxel_size_mm: float,
+            progress: Progress | None = None) -> Prepared:
+    """Register every input onto the reference, move all to the work grid, normalise (steps 2-4)."""
+    fixed = inputs[reference]
+    aligned, registrations = {}, {}
+    for i, name in enumerate(order):
+        _tell(progress, 0.3 * i / len(order), f"registering {name} to {reference}")
+        if name == reference:
+            aligned[name] = fixed
+            continue
+        result = run_registration(fixed, inputs[name], register, name=name)
+        aligned[name] = result.registered
+        registrations[name] = result.summary()
+    work = _work_grid(fixed, voxel_size_mm)
+    on_work = {n: resample_to(v, work) if work is not fixed else v for n, v in aligned.items()}
+    mask = foreground_mask(np.mean([v.array for v in on_work.values()], axis=0))
+    norms = {n: Normalization.zscore(v.array, mask) for n, v in on_work.items()}
+    stacked = np.stack([norms[n].apply(on_work[n].array) for n in order])
+    scale = norms[reference] if reference in norms else Normalization.zscore(resample_to(fixed, work).array, mask)
+    return Prepared(fixed, reference, work, stacked, mask, scale, registrations)
+
+
+def finish(prepared: Prepared, predicted: np.ndarray) -> Volume:
+    """A normalised prediction on the work grid -> the reference's intensity scale and grid, head only."""
+    head = ndimage.binary_dilation(prepared.mask, iterations=2)
+    values = np.where(head, prepared.scale.invert(predicted), 0.0).astype(np.float32)
+    synth = prepared.work.with_array(values)
+    return resample_to(synth, prepared.fixed) if prepared.work is not prepared.fixed else synth
+
+
 def synthesize(inputs: Mapping[str, Volume], target: str, model: str = "unet-ct1", *, reference: str | None = None,
                register: str = "rigid", real: Volume | None = None, device: str = "auto", anatomy: str | None = None,
                progress: Progress | None = None, weights_folder: str | Path | None = None,
@@ -108,38 +151,16 @@ def synthesize(inputs: Mapping[str, Volume], target: str, model: str = "unet-ct1
         raise InputError(f"reference sequence {reference} is not among the inputs ({', '.join(inputs)})")
     torch_device = choose_device(device)
     net = load_model(entry, weights_folder, torch_device)
+    prepared = prepare(inputs, entry.inputs, reference, register, entry.voxel_size_mm, progress)
 
-    # 2. registration onto the reference
-    fixed = inputs[reference]
-    aligned, registrations = {}, {}
-    for i, name in enumerate(entry.inputs):
-        _tell(progress, 0.3 * i / len(entry.inputs), f"registering {name} to {reference}")
-        if name == reference:
-            aligned[name] = fixed
-            continue
-        result = run_registration(fixed, inputs[name], register, name=name)
-        aligned[name] = result.registered
-        registrations[name] = result.summary()
-
-    # 3-4. work grid, normalisation, prediction, back to the reference scale and grid
-    work = _work_grid(fixed, entry.voxel_size_mm)
-    on_work = {n: resample_to(v, work) if work is not fixed else v for n, v in aligned.items()}
-    mask = foreground_mask(np.mean([v.array for v in on_work.values()], axis=0))
-    norms = {n: Normalization.zscore(v.array, mask) for n, v in on_work.items()}
-    stacked = np.stack([norms[n].apply(on_work[n].array) for n in entry.inputs])
     predictor = getattr(net, "synthesize", net)
     stage = _stage(progress, 0.3, 0.95)
     if entry.patch_size and len(entry.patch_size) == 3:
-        predicted = predict_patches(predictor, stacked, patch_size=entry.patch_size, device=torch_device, progress=stage)
+        predicted = predict_patches(predictor, prepared.stacked, patch_size=entry.patch_size, device=torch_device,
+                                    progress=stage)
     else:
-        predicted = predict_slices(predictor, stacked, device=torch_device, progress=stage)
-    index = entry.targets.index(target)
-    synth_work = norms[reference if reference in norms else entry.inputs[0]].invert(predicted[index])
-    head = ndimage.binary_dilation(mask, iterations=2)
-    synth_work = np.where(head, synth_work, 0.0).astype(np.float32)
-    synth = work.with_array(synth_work)
-    if work is not fixed:
-        synth = resample_to(synth, fixed)
+        predicted = predict_slices(predictor, prepared.stacked, device=torch_device, progress=stage)
+    synth = finish(prepared, predicted[entry.targets.index(target)])
     _tell(progress, 0.97, "synthesis done")
 
     provenance = {
@@ -150,10 +171,11 @@ def synthesize(inputs: Mapping[str, Volume], target: str, model: str = "unet-ct1
         "package_version": __version__, "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "seconds": round(time.perf_counter() - started, 2), "notice": RESEARCH_USE_NOTICE,
     }
-    result = SynthesisResult(target, synth, provenance, registrations)
+    result = SynthesisResult(target, synth, provenance, prepared.registrations)
     if real is not None:
         _tell(progress, 0.98, f"comparing with the real {target}")
-        result.metrics, result.error_map, result.real = compare_to_real(synth, real, register=register, reference=fixed)
+        result.metrics, result.error_map, result.real = compare_to_real(synth, real, register=register,
+                                                                        reference=prepared.fixed)
     _tell(progress, 1.0, "done")
     return result
 
@@ -176,4 +198,8 @@ def compare_to_real(synth: Volume, real: Volume, *, register: str = "rigid",
     real_z = Normalization.zscore(real_on_grid.array, mask, clip=False).apply(real_on_grid.array)
     synth_z = Normalization.zscore(synth.array, mask, clip=False).apply(synth.array)
     metrics = evaluate(real_z, synth_z, mask=mask)
-    return metrics, error_map(synth.with_array(real_z), synth.with_array(synth_z), mask=mask), real_on_grid
+    errors = error_map(synth.with_array(real_z), synth.with_array(synth_z), mask=mask)
+    # outside the head the two images differ only by what the pipeline masked away: show no error there
+    head = ndimage.binary_dilation(mask, iterations=2)
+    errors = replace(errors, volume=errors.volume.with_array(np.where(head, errors.volume.array, 0.0)))
+    return metrics, errors, real_on_grid

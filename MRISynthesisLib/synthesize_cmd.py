@@ -78,6 +78,13 @@ def _headline(result: Mapping) -> dict[str, float]:
     return {k: float(result["metrics"][k]["volume"]) for k in ("ssim", "psnr", "nmse", "mae") if k in result["metrics"]}
 
 
+def _lesion_slice(labels) -> int:
+    """The axial slice through the lesions' centre (the phantom knows them), else the middle slice."""
+    import numpy as np
+    found = np.argwhere(labels > 0)
+    return int(found[:, 0].mean()) if len(found) else labels.shape[0] // 2
+
+
 def run_demo(out: str | Path, anatomy: str = "brain", model: str | None = None, device: str = "auto", seed: int = 7,
              say: Callable[[str], None] = print) -> dict:
     """A held-out phantom subject, misaligned as acquired, synthesized by every bundled model that can."""
@@ -122,6 +129,7 @@ def run_demo(out: str | Path, anatomy: str = "brain", model: str | None = None, 
         write_volume(result.error_map.volume, out / f"{stem}-error.nii.gz")
         write_comparison_png({s: resample_to(inputs[s], result.volume) for s in entry.inputs}, result.real,
                              result.volume, out / f"{stem}.png", error=result.error_map,
+                             slice_index=_lesion_slice(subject.labels.array),
                              title=f"{m}: {'+'.join(entry.inputs)} -> {target}")
         row = {"model": m, "target": target, "inputs": list(entry.inputs), "output": str(out / f"{stem}.nii.gz"),
                "seconds": result.provenance["seconds"], **_headline(result.metrics)}

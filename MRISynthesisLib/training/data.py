@@ -24,7 +24,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from ..errors import InputError
-from ..preprocess import Normalization, foreground_mask
+from ..preprocess import Normalization, foreground_mask, resample_to
 from ..sequences import SEGMENTATION, canonical, discover_case
 from ..volume import Volume, geometry_differences, read_volume
 
@@ -109,12 +109,17 @@ class CaseCache:
 
 
 class PhantomSource:
-    """Phantom subjects with seeds ``seeds``; ``sequences`` selects what each case keeps."""
+    """Phantom subjects with seeds ``seeds``; ``sequences`` selects what each case keeps.
+
+    Subjects are acquired as the demo's and the user's are (thick slices, head motion, bias, noise) and
+    then aligned onto the T1 grid with the phantom's *true* transforms: what a perfect registration
+    gives, without its cost, so the model learns from the thick-slice blur it will meet at inference.
+    """
 
     def __init__(self, anatomy: str, seeds: Sequence[int], *, sequences: Sequence[str], scheme: str,
                  resolution: float | None = None, snr: float | None = 40.0) -> None:
         self.anatomy, self.seeds, self.sequences, self.scheme = anatomy, list(seeds), list(sequences), scheme
-        self.options = {"misalign": False, "native_grids": False, "snr": snr}
+        self.options = {"snr": snr}
         if resolution is not None:
             self.options["resolution"] = resolution
 
@@ -129,8 +134,24 @@ class PhantomSource:
         missing = [s for s in self.sequences if s not in subject.sequences]
         if missing:
             raise InputError(f"the {self.anatomy} phantom has no {', '.join(missing)}")
-        return normalize_case(name, {s: subject.sequences[s] for s in self.sequences}, subject.labels, self.scheme,
+        return normalize_case(name, aligned_sequences(subject, self.sequences), subject.labels, self.scheme,
                               {"source": "phantom", "anatomy": self.anatomy, "seed": seed})
+
+
+def aligned_sequences(subject, names: Sequence[str]) -> dict[str, Volume]:
+    """A phantom subject's sequences moved onto its reference (T1) grid with the true transforms."""
+    reference = subject.sequences[subject.reference]
+    return {s: resample_to(subject.sequences[s], reference, transform=_affine(subject.transforms[s])) for s in names}
+
+
+def _affine(matrix) -> "sitk.AffineTransform":
+    """A 4x4 homogeneous matrix (LPS mm) as a SimpleITK transform."""
+    import SimpleITK as sitk
+    m = np.asarray(matrix, dtype=float)
+    transform = sitk.AffineTransform(3)
+    transform.SetMatrix(tuple(m[:3, :3].ravel()))
+    transform.SetTranslation(tuple(m[:3, 3]))
+    return transform
 
 
 class FolderSource:
