@@ -64,9 +64,10 @@ class ConvNormAct(nn.Sequential):
     def __init__(self, dims: int, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
                  norm_kind: str = "instance", act: str = "leaky", slope: float = 0.2, padding: int | None = None,
                  padding_mode: str = "zeros") -> None:
+        # a bias before any normalisation is cancelled by its mean subtraction: a dead parameter
         super().__init__(
             conv(dims, in_channels, out_channels, kernel_size, stride, padding, padding_mode,
-                 bias=norm_kind in ("none", "instance")),
+                 bias=norm_kind == "none"),
             norm(norm_kind, dims, out_channels),
             activation(act, slope),
         )
@@ -117,7 +118,7 @@ class UNetUp(nn.Module):
     def __init__(self, dims: int, in_channels: int, out_channels: int, norm_kind: str = "instance",
                  dropout: float = 0.0) -> None:
         super().__init__()
-        layers = [conv_transpose(dims, in_channels, out_channels, bias=norm_kind in ("none", "instance")),
+        layers = [conv_transpose(dims, in_channels, out_channels, bias=norm_kind == "none"),
                   norm(norm_kind, dims, out_channels), nn.ReLU()]
         if dropout:
             layers.append(_DROPOUT[dims](dropout))

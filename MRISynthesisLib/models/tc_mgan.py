@@ -184,23 +184,6 @@ def target_code(target: Target, batch: int, *, labels: Sequence[str] = TARGET_SE
     return F.one_hot(index, n).to(dtype)
 
 
-def _drop_cancelled_biases(module: nn.Module) -> None:
-    """Remove the bias of every convolution directly followed by instance or batch norm.
-
-    The normalisation subtracts the per-channel mean, which cancels such a bias exactly: it never changes
-    the output and its gradient is zero up to rounding (a dead parameter). pix2pix (and
-    :class:`.blocks.ConvNormAct` / :class:`.blocks.UNetUp` with ``instance``) keep it.
-    """
-    norms = (nn.modules.instancenorm._InstanceNorm, nn.modules.batchnorm._BatchNorm)
-    for seq in module.modules():
-        if isinstance(seq, nn.Sequential):
-            layers = list(seq)
-            for layer, following in zip(layers, layers[1:]):
-                if isinstance(layer, nn.modules.conv._ConvNd) and isinstance(following, norms) \
-                        and layer.bias is not None:
-                    layer.register_parameter("bias", None)
-
-
 def _tile(code: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """The label (B, n) spread over the image: (B, n, H, W), in ``like``'s dtype (§2.2: concatenated to x)."""
     return code.to(like.dtype)[:, :, None, None].expand(-1, -1, *like.shape[2:])
@@ -262,7 +245,6 @@ class TCMGANGenerator(nn.Module):
             self.up.append(blocks.UNetUp(2, previous, width, norm_kind=norm_kind, dropout=drop))
             previous = 2 * width
         self.last = nn.Sequential(blocks.conv_transpose(2, previous, out_channels), blocks.activation("tanh"))
-        _drop_cancelled_biases(self)
         self.reset_parameters(init_gain)
 
     @property
