@@ -57,8 +57,9 @@ def test_count_macs_of_a_known_layer():
 def test_models_command_prints_every_available_model(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
-    for model_spec in available():
-        assert out.count(model_spec.name) == 2  # lite and paper rows
+    for model_spec in available():  # lite and paper rows
+        assert sum(line.startswith(model_spec.name + " ") for line in out.splitlines()) == 2
+    assert out.splitlines()[-1].startswith("Bundled weights: ")
     assert main(["models", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == 2 * len(available())
