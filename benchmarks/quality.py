@@ -1,6 +1,6 @@
 """Quality of every bundled model on held-out phantom subjects, beside voxel-wise baselines.
 
-Run: python benchmarks/bench_quality.py [--anatomy brain] [--seeds 7 8 9 11 12]
+Run: python benchmarks/quality.py [--anatomy brain] [--seeds 7 8 9 11 12]
 Prints SSIM, PSNR (dB), NMSE and MAE (mean ± SD over subjects; inside the foreground, on z-scored
 intensities) for each model and for linear-regression and gradient-boosting baselines fitted on
 training-seed subjects, and writes benchmarks/results/<machine>-quality.json.
@@ -13,7 +13,7 @@ import json
 import platform
 from pathlib import Path
 
-from bench_phantom import machine
+from _machine import machine
 from MRISynthesisLib.quality import HEADLINE, HELD_OUT_SEEDS, evaluate_bundled
 
 

@@ -1,6 +1,6 @@
 """Model sizes and CPU forward time: parameters, MACs, and time per slice or patch, per configuration.
 
-Run: python benchmarks/bench_models.py [--repeats 3] [--paper-timing]
+Run: python benchmarks/models.py [--repeats 3] [--paper-timing]
 Prints a table and writes benchmarks/results/<machine>-models.json. Parameters and MACs are counted on
 the meta device at each configuration's input size (the papers' sizes for ``paper``). Time is one
 forward pass, batch 1, of the lite configuration on the CPU (and of the paper one with
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench_phantom import machine
+from _machine import machine
 from MRISynthesisLib.models import available, measure
 
 

@@ -1,6 +1,6 @@
 """Phantom generation speed: time per subject, and what each sequence adds to the anatomy alone.
 
-Run: python benchmarks/bench_phantom.py [--resolution 1.0] [--repeats 3]
+Run: python benchmarks/phantom.py [--resolution 1.0] [--repeats 3]
 Prints a table and writes benchmarks/results/<machine>-phantom.json. Per-sequence costs are reported as
 a ratio to the anatomy-only baseline measured in the same run (absolute seconds depend on the machine).
 """
@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 from MRISynthesisLib import __version__
-from MRISynthesisLib.phantom import brain, breast, sample
+from MRISynthesisLib.phantom import brain, sample
+
+from _machine import machine
 
 
 def _best_of(repeats: int, fn) -> float:
@@ -28,19 +28,6 @@ def _best_of(repeats: int, fn) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return float(np.min(times))
-
-
-def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "package": __version__,
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Registration overhead: our ``register`` against the bare antspyx calls on the same pair, in one run.
 
-Run: python benchmarks/bench_registration.py [--resolution 1.0] [--repeats 3] [--presets rigid syn]
+Run: python benchmarks/registration.py [--resolution 1.0] [--repeats 3] [--presets rigid syn]
 Prints a table (best of N, seconds, and the ratio ours / bare; the target is < 1.05) and writes
 benchmarks/results/<machine>-registration.json. The pair is a phantom subject's T1 (fixed) and T2
 (moving, thick slices, moved by a known rigid motion). Our wrapper adds the conversions, mutual
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench_phantom import machine
+from _machine import machine
 from MRISynthesisLib.phantom.brain import sample_brain
 from MRISynthesisLib.registration import _run_preset, register, to_ants
 
