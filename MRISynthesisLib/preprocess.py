@@ -17,7 +17,7 @@ Nothing here modifies its input; every function returns new arrays or Volumes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Sequence
 
 import numpy as np
 import SimpleITK as sitk

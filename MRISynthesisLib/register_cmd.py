@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 from .errors import InputError
 from .registration import PRESETS, register
-from .volume import SUPPORTED_SUFFIXES, read_volume, write_volume
+from .volume import SUPPORTED_SUFFIXES, output_folder, read_volume, write_volume
 
 
 def _stem(path: Path) -> str:
@@ -44,12 +44,7 @@ def run_register(fixed_path: str | Path, moving_paths: Sequence[str | Path], pre
         volume = read_volume(path).require_finite(str(path))
         volume.require_not_constant(str(path))
         movings.append(volume)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: exists and is not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise InputError(f"{out}: cannot create the output folder ({err.strerror})") from err
+    output_folder(out)
     inputs = [fixed_path, *moving_paths]
     summary = {"fixed": str(fixed_path), "preset": preset, "seed": seed, "moving": []}
     for path, stem, moving in zip(moving_paths, stems, movings):

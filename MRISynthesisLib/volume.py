@@ -317,6 +317,18 @@ def _read_frames(path: Path, n_frames: int) -> tuple[dict, ...]:
     return tuple(frames)
 
 
+def output_folder(path: str | Path) -> Path:
+    """Create (if needed) and return an output folder; a clear error if it is a file or cannot be made."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{path}: exists and is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(f"{path}: cannot create the output folder ({err.strerror})") from err
+    return path
+
+
 def refuse_overwrite(path: str | Path, protect: Sequence[str | Path]) -> None:
     """Raise when ``path`` is one of the ``protect``ed input files, whatever spelling or link reaches it.
 

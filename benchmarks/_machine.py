@@ -7,7 +7,21 @@ import platform
 from datetime import datetime, timezone
 from pathlib import Path
 
+import time
+
+import numpy as np
+
 from MRISynthesisLib import __version__
+
+
+def best_of(repeats: int, fn) -> float:
+    """The shortest of ``repeats`` wall times of ``fn()``, in seconds (the least disturbed run)."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.min(times))
 
 
 def machine() -> dict:

@@ -13,21 +13,10 @@ import platform
 import time
 from pathlib import Path
 
-import numpy as np
-
 from MRISynthesisLib import __version__
 from MRISynthesisLib.phantom import brain, sample
 
-from _machine import machine
-
-
-def _best_of(repeats: int, fn) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.min(times))
+from _machine import best_of, machine
 
 
 def main() -> None:
@@ -40,14 +29,14 @@ def main() -> None:
     sample("brain", 0, resolution=args.resolution, sequences=())
     cold = time.perf_counter() - start  # includes loading the MNI template once per process
     rows = []
-    anatomy = _best_of(args.repeats, lambda: sample("brain", 1, resolution=args.resolution, sequences=()))
+    anatomy = best_of(args.repeats, lambda: sample("brain", 1, resolution=args.resolution, sequences=()))
     rows.append(("brain anatomy only (baseline)", anatomy, 1.0))
     for seq in brain.BRAIN_SEQUENCES:
-        t = _best_of(args.repeats, lambda: sample("brain", 1, resolution=args.resolution, sequences=(seq,)))
+        t = best_of(args.repeats, lambda: sample("brain", 1, resolution=args.resolution, sequences=(seq,)))
         rows.append((f"brain + {seq}", t, t / anatomy))
-    full = _best_of(args.repeats, lambda: sample("brain", 1, resolution=args.resolution))
+    full = best_of(args.repeats, lambda: sample("brain", 1, resolution=args.resolution))
     rows.append(("brain subject, all sequences", full, full / anatomy))
-    breast_t = _best_of(args.repeats, lambda: sample("breast", 1))
+    breast_t = best_of(args.repeats, lambda: sample("breast", 1))
     rows.append(("breast subject, all sequences (1.25 mm)", breast_t, breast_t / anatomy))
 
     info = machine()

@@ -13,23 +13,11 @@ import argparse
 import json
 import platform
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
-
-from _machine import machine
+from _machine import best_of, machine
 from MRISynthesisLib.phantom.brain import sample_brain
 from MRISynthesisLib.registration import _run_preset, register, to_ants
-
-
-def _best(repeats: int, fn) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.min(times))
 
 
 def main() -> None:
@@ -49,8 +37,8 @@ def main() -> None:
     fixed_image, moving_image = to_ants(fixed), to_ants(moving)
     rows = []
     for preset in args.presets:
-        base = _best(args.repeats, lambda: bare(preset))
-        ours = _best(args.repeats, lambda: register(fixed, moving, preset, seed=1))
+        base = best_of(args.repeats, lambda: bare(preset))
+        ours = best_of(args.repeats, lambda: register(fixed, moving, preset, seed=1))
         rows.append({"preset": preset, "bare_s": base, "ours_s": ours, "ratio": ours / base})
 
     info = machine()

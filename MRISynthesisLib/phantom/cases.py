@@ -16,7 +16,7 @@ from typing import Iterator
 
 from ..errors import InputError
 from ..sequences import SEGMENTATION, SUFFIX_2023
-from ..volume import write_volume
+from ..volume import output_folder, write_volume
 from . import ANATOMIES, sample
 
 
@@ -56,13 +56,7 @@ def write_cases(anatomy: str, *, n: int = 1, seed: int = 0, out: str | Path, png
         raise InputError(f"--n must be at least 1, not {n}")
     if seed < 0:
         raise InputError(f"--seed must be non-negative, not {seed}")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: exists and is not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise InputError(f"{out}: cannot create the output folder ({err.strerror})") from err
+    out = output_folder(out)
     if resolution is not None:
         options["resolution"] = resolution
     from tqdm import tqdm

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+import SimpleITK as sitk
 
 from ..errors import InputError
 from ..preprocess import Normalization, foreground_mask, resample_to
@@ -144,9 +145,8 @@ def aligned_sequences(subject, names: Sequence[str]) -> dict[str, Volume]:
     return {s: resample_to(subject.sequences[s], reference, transform=_affine(subject.transforms[s])) for s in names}
 
 
-def _affine(matrix) -> "sitk.AffineTransform":
+def _affine(matrix) -> sitk.AffineTransform:
     """A 4x4 homogeneous matrix (LPS mm) as a SimpleITK transform."""
-    import SimpleITK as sitk
     m = np.asarray(matrix, dtype=float)
     transform = sitk.AffineTransform(3)
     transform.SetMatrix(tuple(m[:3, :3].ravel()))
