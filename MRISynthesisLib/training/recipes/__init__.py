@@ -12,6 +12,7 @@ from .base import Recipe
 
 _MODULES = {"unet-ct1": "unet_ct1", "important-net": "important_net", "seq2seq": "seq2seq",
             "tc-mgan": "tc_mgan", "mp-gan": "mp_gan"}
+NAMES = tuple(_MODULES)
 
 
 def recipe_for(name: str) -> type[Recipe]:
@@ -26,4 +27,4 @@ def recipe_for(name: str) -> type[Recipe]:
     return module.RECIPE
 
 
-__all__ = ["Recipe", "recipe_for"]
+__all__ = ["NAMES", "Recipe", "recipe_for"]
