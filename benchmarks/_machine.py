@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 from datetime import datetime, timezone
@@ -35,3 +36,13 @@ def machine() -> dict:
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "package": __version__,
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def write_results(name: str, payload: dict) -> Path:
+    """Write ``payload`` to benchmarks/results/<machine>-<name>.json and say where."""
+    folder = Path(__file__).parent / "results"
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{platform.node() or 'machine'}-{name}.json"
+    path.write_text(json.dumps(payload, indent=1))
+    print(f"written {path}")
+    return path

@@ -10,15 +10,12 @@ forward pass, batch 1, of the lite configuration on the CPU (and of the paper on
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from _machine import machine
+from _machine import machine, write_results
 from MRISynthesisLib.models import available, measure
 
 
@@ -65,11 +62,7 @@ def main() -> None:
         paper = (f"{r['paper_parameters_m']}/{r['paper_macs_g']}" if r["config"] == "paper" and r["paper_parameters_m"]
                  else "")
         print(f"{r['model']:14s} {r['config']:6s} {size:>12s} {r['parameters_m']:9.2f} {r['macs_g']:8.2f} {t:>10s} {paper:>12s}")
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    path = out / f"{platform.node() or 'machine'}-models.json"
-    path.write_text(json.dumps({"machine": info, "rows": rows}, indent=1))
-    print(f"written {path}")
+    write_results("models", {"machine": info, "rows": rows})
 
 
 if __name__ == "__main__":

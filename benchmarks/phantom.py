@@ -8,15 +8,12 @@ a ratio to the anatomy-only baseline measured in the same run (absolute seconds 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
-from pathlib import Path
 
 from MRISynthesisLib import __version__
 from MRISynthesisLib.phantom import brain, sample
 
-from _machine import best_of, machine
+from _machine import best_of, machine, write_results
 
 
 def main() -> None:
@@ -45,10 +42,8 @@ def main() -> None:
     print(f"{'what':44s} {'seconds':>8s} {'x anatomy':>10s}")
     for name, seconds, ratio in rows:
         print(f"{name:44s} {seconds:8.2f} {ratio:10.2f}")
-    out = Path(__file__).parent / "results" / f"{platform.node() or 'machine'}-phantom.json"
-    out.write_text(json.dumps({"machine": info, "resolution_mm": args.resolution, "first_call_s": cold,
-                               "rows": [{"what": n, "seconds": s, "ratio_to_anatomy": r} for n, s, r in rows]}, indent=1))
-    print(f"written {out}")
+    write_results("phantom", {"machine": info, "resolution_mm": args.resolution, "first_call_s": cold,
+                              "rows": [{"what": n, "seconds": s, "ratio_to_anatomy": r} for n, s, r in rows]})
 
 
 if __name__ == "__main__":

@@ -9,11 +9,8 @@ training-seed subjects, and writes benchmarks/results/<machine>-quality.json.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-from pathlib import Path
 
-from _machine import machine
+from _machine import machine, write_results
 from MRISynthesisLib.quality import HEADLINE, HELD_OUT_SEEDS, evaluate_bundled
 
 
@@ -30,11 +27,7 @@ def main() -> None:
         for method, stats in r["methods"].items():
             cells = " ".join(f"{stats[k]['mean']:8.3f} ± {stats[k]['sd']:5.3f}" for k in HEADLINE)
             print(f"{r['weights']:28s} {r['target']:6s} {method:14s} {cells}")
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    path = out / f"{platform.node() or 'machine'}-quality.json"
-    path.write_text(json.dumps({"machine": info, "results": results}, indent=1))
-    print(f"written {path}")
+    write_results("quality", {"machine": info, "results": results})
 
 
 if __name__ == "__main__":

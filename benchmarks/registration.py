@@ -10,12 +10,10 @@ information before and after, and keeping the transform files.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import tempfile
 from pathlib import Path
 
-from _machine import best_of, machine
+from _machine import best_of, machine, write_results
 from MRISynthesisLib.phantom.brain import sample_brain
 from MRISynthesisLib.registration import _run_preset, register, to_ants
 
@@ -48,11 +46,7 @@ def main() -> None:
     print(f"{'preset':8s} {'antspyx s':>10s} {'ours s':>8s} {'ours/antspyx':>13s}")
     for row in rows:
         print(f"{row['preset']:8s} {row['bare_s']:10.2f} {row['ours_s']:8.2f} {row['ratio']:13.3f}")
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    path = out / f"{platform.node() or 'machine'}-registration.json"
-    path.write_text(json.dumps({"machine": info, "resolution_mm": args.resolution, "rows": rows}, indent=1))
-    print(f"written {path}")
+    write_results("registration", {"machine": info, "resolution_mm": args.resolution, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -8,16 +8,13 @@ Uses two phantom subjects at the recipe's phantom resolution, cached in a tempor
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from _machine import machine
+from _machine import machine, write_results
 from MRISynthesisLib.errors import InputError
 from MRISynthesisLib.inference import choose_device
 from MRISynthesisLib.training.data import CaseCache, PhantomSource, load_cases
@@ -63,11 +60,7 @@ def main() -> None:
     print(f"{'model':14s} {'config':6s} {'batch':>5s} {'samples/s':>10s} {'data share':>11s}")
     for r in rows:
         print(f"{r['model']:14s} {r['config']:6s} {r['batch']:5d} {r['samples_per_s']:10.2f} {r['data_share']:10.1%}")
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    path = out / f"{platform.node() or 'machine'}-training.json"
-    path.write_text(json.dumps({"machine": info, "rows": rows}, indent=1))
-    print(f"written {path}")
+    write_results("training", {"machine": info, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -145,6 +145,13 @@ class ChannelAttention(nn.Module):
         return weights.view(*weights.shape, *([1] * len(spatial)))
 
 
+def require_positive(**values: int) -> None:
+    """Constructor check: every named size argument is at least 1, or a ValueError naming it."""
+    for name, value in values.items():
+        if int(value) < 1:
+            raise ValueError(f"`{name}` must be at least 1, not {value}")
+
+
 def require_input(x: torch.Tensor, *, channels: int, dims: int, min_size: int, multiple: int = 1,
                   name: str = "input") -> None:
     """A clear error for a wrong input before it reaches a layer that would fail with a shape trace."""

@@ -91,7 +91,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..sequences import canonical
-from .blocks import ConvNormAct, ResidualBlock, activation, conv, norm, require_input
+from .blocks import ConvNormAct, ResidualBlock, activation, conv, norm, require_input, require_positive
 from .spec import ModelSpec
 
 #: Index of each sequence in the one-hot target code. The first four are the paper's BraTS order.
@@ -109,12 +109,6 @@ _DISCRIMINATOR_CONFIGS: dict[str, dict] = {
     "paper": dict(in_channels=3, channels=(64, 128, 256, 512)),
     "lite": dict(in_channels=3, channels=(16, 32, 64, 64)),
 }
-
-
-def _check_positive(**values: int) -> None:
-    for name, value in values.items():
-        if int(value) < 1:
-            raise ValueError(f"`{name}` must be at least 1, not {value}")
 
 
 def _check_phases(phases: int) -> None:
@@ -199,7 +193,7 @@ class HyperConv(nn.Module):
             raise ValueError(f"`dims` must be 2 or 3, not {dims}")
         if padding_mode not in ("reflect", "zeros"):
             raise ValueError(f"`padding_mode` must be reflect or zeros, not {padding_mode!r}")
-        _check_positive(in_channels=in_channels, out_channels=out_channels, kernel_size=kernel_size,
+        require_positive(in_channels=in_channels, out_channels=out_channels, kernel_size=kernel_size,
                         code_length=code_length, bank_size=bank_size, stride=stride)
         self.dims, self.stride, self.padding_mode = dims, stride, padding_mode
         self.padding = (kernel_size - 1) // 2
@@ -265,7 +259,7 @@ class Encoder(nn.Module):
     def __init__(self, dims: int, in_channels: int, channels: Sequence[int] = (64, 128, 256), num_blocks: int = 6,
                  slope: float = 0.2) -> None:
         super().__init__()
-        _check_positive(in_channels=in_channels, channels=len(channels))
+        require_positive(in_channels=in_channels, channels=len(channels))
         layers: list[nn.Module] = [ConvNormAct(dims, in_channels, channels[0], 7, act="leaky", slope=slope,
                                                padding_mode="reflect")]
         for c_in, c_out in zip(channels[:-1], channels[1:]):
@@ -304,7 +298,7 @@ class ConvLSTM(nn.Module):
     def __init__(self, dims: int, in_channels: int, hidden_channels: int, num_layers: int = 3,
                  kernel_size: int = 3) -> None:
         super().__init__()
-        _check_positive(num_layers=num_layers, hidden_channels=hidden_channels)
+        require_positive(num_layers=num_layers, hidden_channels=hidden_channels)
         self.cells = nn.ModuleList(
             ConvLSTMCell(dims, in_channels if i == 0 else hidden_channels, hidden_channels, kernel_size)
             for i in range(num_layers))
@@ -392,7 +386,7 @@ class Seq2Seq(nn.Module):
         super().__init__()
         if dims not in (2, 3):
             raise ValueError(f"`dims` must be 2 or 3, not {dims}")
-        _check_positive(in_channels=in_channels, out_channels=out_channels, code_length=code_length,
+        require_positive(in_channels=in_channels, out_channels=out_channels, code_length=code_length,
                         bank_size=bank_size)
         if len(channels) < 1:
             raise ValueError("`channels` needs at least one width")

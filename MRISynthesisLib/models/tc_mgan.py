@@ -217,10 +217,8 @@ class TCMGANGenerator(nn.Module):
                  base_filters: int = 64, max_filters: int = 512, levels: int = 7, norm_kind: str = "instance",
                  dropout: float = 0.0, init_gain: float = 0.02) -> None:
         super().__init__()
-        for arg, value in (("in_channels", in_channels), ("out_channels", out_channels),
-                           ("base_filters", base_filters), ("max_filters", max_filters)):
-            if value < 1:
-                raise ValueError(f"`{arg}` must be at least 1, not {value}")
+        blocks.require_positive(in_channels=in_channels, out_channels=out_channels, base_filters=base_filters,
+                                max_filters=max_filters)
         if levels < 2:
             raise ValueError(f"`levels` must be at least 2, not {levels}")
         if len(labels) < 1:
@@ -353,10 +351,8 @@ class TCMGANCritic(nn.Module):
     def __init__(self, in_channels: int = 1, image_channels: int = 1, n_labels: int = 3, base_filters: int = 64,
                  levels: int = 5, image_size: int | tuple[int, int] = 128, slope: float = 0.01) -> None:
         super().__init__()
-        for arg, value in (("in_channels", in_channels), ("image_channels", image_channels),
-                           ("n_labels", n_labels), ("base_filters", base_filters), ("levels", levels)):
-            if value < 1:
-                raise ValueError(f"`{arg}` must be at least 1, not {value}")
+        blocks.require_positive(in_channels=in_channels, image_channels=image_channels, n_labels=n_labels,
+                                base_filters=base_filters, levels=levels)
         size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
         if len(size) != 2 or any(s % 2 ** levels or s < 2 ** levels for s in size):
             raise ValueError(f"`image_size` {image_size} must be a positive multiple of 2**levels = {2 ** levels} "
@@ -424,9 +420,7 @@ class TumourSegmenter(nn.Module):
         super().__init__()
         if len(channels) < 1 or any(c < 1 for c in channels):
             raise ValueError(f"`channels` needs at least one positive width, not {tuple(channels)}")
-        for arg, value in (("in_channels", in_channels), ("out_channels", out_channels)):
-            if value < 1:
-                raise ValueError(f"`{arg}` must be at least 1, not {value}")
+        blocks.require_positive(in_channels=in_channels, out_channels=out_channels)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.labels = tuple(labels)
         self.channels = tuple(channels)

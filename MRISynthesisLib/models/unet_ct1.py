@@ -95,12 +95,8 @@ class UNetCT1(nn.Module):
                  max_filters: int = 512, levels: int = 5, norm_kind: str = "batch", dropout: float = 0.5,
                  dropout_levels: int = 3, slope: float = 0.3, init: str = "normal") -> None:
         super().__init__()
-        for arg, value in (("in_channels", in_channels), ("out_channels", out_channels),
-                           ("base_filters", base_filters), ("max_filters", max_filters)):
-            if value < 1:
-                raise ValueError(f"`{arg}` must be at least 1, not {value}")
-        if levels < 1:
-            raise ValueError(f"`levels` must be at least 1, not {levels}")
+        blocks.require_positive(in_channels=in_channels, out_channels=out_channels, base_filters=base_filters,
+                                max_filters=max_filters, levels=levels)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"`dropout` must be in [0, 1), not {dropout}")
         if init not in ("normal", "xavier"):
