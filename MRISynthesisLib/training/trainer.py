@@ -22,7 +22,7 @@ import math
 import os
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -54,14 +54,28 @@ class TrainOptions:
     checkpoint_every: int = 25
     validation_fraction: float = 0.2
     validation_batches: int = 2
+    workers: int = 0
+    anatomy: str | None = None
     recipe_options: dict = field(default_factory=dict)
 
 
-def source_for(data: str, recipe_cls, config: str, seed: int):
-    """``phantom:brain[:N]``, ``phantom:breast[:N]`` (N subjects, seeds 1000*seed + 0..N-1) or a folder/manifest."""
+def anatomy_of(data: str, given: str | None, recipe_cls) -> str:
+    """The anatomy a run trains on: the phantom's (``phantom:breast``), else ``--anatomy``, else the recipe's."""
     if data.startswith("phantom:"):
         parts = data.split(":")
-        anatomy = parts[1] if len(parts) > 1 and parts[1] else recipe_cls.anatomy
+        phantom = parts[1] if len(parts) > 1 and parts[1] else recipe_cls.anatomy
+        if given and given != phantom:
+            raise InputError(f"--anatomy {given} contradicts --data {data}")
+        return phantom
+    return given or recipe_cls.anatomy
+
+
+def source_for(data: str, recipe_cls, config: str, seed: int, anatomy: str | None = None):
+    """``phantom:brain[:N]``, ``phantom:breast[:N]`` (N subjects, seeds 1000*seed + 0..N-1) or a folder/manifest."""
+    anatomy = anatomy_of(data, anatomy, recipe_cls)
+    sequences = recipe_cls.task_for(anatomy)[2]
+    if data.startswith("phantom:"):
+        parts = data.split(":")
         try:
             n = int(parts[2]) if len(parts) > 2 else DEFAULT_PHANTOM_SUBJECTS
         except ValueError as err:
@@ -70,9 +84,9 @@ def source_for(data: str, recipe_cls, config: str, seed: int):
             raise InputError(f"--data {data}: at least 2 subjects are needed (one for validation)")
         # training seeds start at 10000: the tests, the demo and held-out evaluation use lower seeds
         seeds = [10000 + 1000 * seed + i for i in range(n)]
-        return PhantomSource(anatomy, seeds, sequences=recipe_cls.sequences, scheme=recipe_cls.normalization,
+        return PhantomSource(anatomy, seeds, sequences=sequences, scheme=recipe_cls.normalization,
                              resolution=recipe_cls.phantom_resolution[config])
-    return FolderSource(data, sequences=recipe_cls.sequences, scheme=recipe_cls.normalization)
+    return FolderSource(data, sequences=sequences, scheme=recipe_cls.normalization)
 
 
 class _Stop:
@@ -174,9 +188,16 @@ def train(options: TrainOptions, *, progress: bool = True, say=print) -> dict:
     if device.type == "cuda" and world > 1:
         device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
     torch.manual_seed(options.seed)
+    anatomy = anatomy_of(options.data, options.anatomy, recipe_cls)
+    options = replace(options, anatomy=anatomy)
+    # the networks first: a missing perceptual backbone is reported before minutes of data preparation
+    recipe = recipe_cls(options.config, device, options.amp, anatomy=anatomy, **options.recipe_options)
+    if rank == 0:
+        for note in recipe.notes:
+            say(f"note: {note}")
     out = _prepare_run_folder(options, rank)
 
-    source = source_for(options.data, recipe_cls, options.config, options.seed)
+    source = source_for(options.data, recipe_cls, options.config, options.seed, anatomy)
     names = source.names()
     train_names, val_names = split_cases(names, options.validation_fraction, options.seed)
     cache = CaseCache(out / "cache")
@@ -187,7 +208,6 @@ def train(options: TrainOptions, *, progress: bool = True, say=print) -> dict:
         torch.distributed.barrier()
     train_cases, val_cases = load_cases(source, train_names, cache), load_cases(source, val_names, cache)
 
-    recipe = recipe_cls(options.config, device, options.amp, **options.recipe_options)
     batch_size = options.batch_size or recipe.batch_size[options.config]
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel

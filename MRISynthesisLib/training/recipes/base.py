@@ -22,6 +22,9 @@ class Recipe:
     targets: Sequence[str] = ()
     #: sequences every training case must have (inputs and targets)
     sequences: Sequence[str] = ()
+    #: per anatomy, (inputs, targets, sequences) when the recipe trains more than one task (IMPORTANT-Net
+    #: brain and breast, say); an anatomy missing here uses the class attributes above
+    tasks: dict[str, tuple[Sequence[str], Sequence[str], Sequence[str]]] = {}
     #: inference patch (3D) or slice size (2D) the exported weights are run with; None: whole slices
     inference_size: dict[str, tuple[int, ...] | None] = {"lite": None, "paper": None}
     #: intensity normalisation of the cases (``training.data.NORMALIZATIONS``)
@@ -33,12 +36,25 @@ class Recipe:
     #: default batch size and validation patience (in validations) per configuration
     batch_size: dict[str, int] = {"lite": 4, "paper": 16}
     patience: dict[str, int] = {"lite": 5, "paper": 20}
+    #: True when the recipe takes ``perceptual=`` (``training.losses.PERCEPTUAL_CHOICES``); the CLI's
+    #: ``--without-perceptual`` then passes ``perceptual="off"``
+    uses_perceptual: bool = False
 
-    def __init__(self, config: str, device: torch.device, amp: bool = False) -> None:
+    @classmethod
+    def task_for(cls, anatomy: str | None) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+        """(inputs, targets, sequences every case needs) when training on ``anatomy``."""
+        inputs, targets, sequences = cls.tasks.get(anatomy or cls.anatomy, (cls.inputs, cls.targets, cls.sequences))
+        return tuple(inputs), tuple(targets), tuple(sequences)
+
+    def __init__(self, config: str, device: torch.device, amp: bool = False, *, anatomy: str | None = None) -> None:
         self.config, self.device, self.amp = config, device, amp
+        self.anatomy = anatomy or type(self).anatomy
+        self.inputs, self.targets, self.sequences = self.task_for(self.anatomy)
         self.networks: dict[str, nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
+        #: what the user must know about this run (a term left out, say); the trainer prints them at start
+        self.notes: list[str] = []
 
     # --------------------------------------------------------------- to implement
     def make_batch(self, cases, rng: np.random.Generator, batch_size: int) -> dict[str, np.ndarray]:

@@ -32,8 +32,11 @@ class UNetCT1Recipe(Recipe):
     patch = {"lite": (64, 64, 64), "paper": (128, 128, 128)}
     inference_size = {"lite": (96, 96, 96), "paper": (160, 192, 160)}
 
-    def __init__(self, config: str, device: torch.device, amp: bool = False, loss: str = "mixed") -> None:
-        super().__init__(config, device, amp)
+    def __init__(self, config: str, device: torch.device, amp: bool = False, *, anatomy: str | None = None,
+                 loss: str = "mixed") -> None:
+        if (anatomy or "brain") != "brain":
+            raise InputError(f"U-Net cT1 is a brain model (T1 + T2 + FLAIR -> T1ce); it cannot train on {anatomy}")
+        super().__init__(config, device, amp, anatomy=anatomy)
         if loss not in LOSSES:
             raise InputError(f"unknown U-Net cT1 loss '{loss}'; use one of {', '.join(LOSSES)}")
         from monai.losses import SSIMLoss
