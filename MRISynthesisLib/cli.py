@@ -78,15 +78,39 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_line(args: argparse.Namespace) -> str:
+    """The command as the user typed it, for run records and model cards."""
+    import shlex
+
+    return "mri-synthesis " + shlex.join(args.argv)
+
+
+def _perceptual_option(model: str, without: bool) -> dict:
+    """``--without-perceptual`` for recipes with a perceptual term; for others it has nothing to leave out."""
+    from .training.recipes import recipe_for
+
+    return {"perceptual": "off"} if without and recipe_for(model).uses_perceptual else {}
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from .training.trainer import TrainOptions, train
 
     options = TrainOptions(model=args.model, out=args.out, config=args.config, data=args.data, steps=args.steps,
                            steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, seed=args.seed,
-                           device=args.device, amp=args.amp, resume=args.resume, checkpoint_every=args.checkpoint_every)
+                           device=args.device, amp=args.amp, resume=args.resume, checkpoint_every=args.checkpoint_every,
+                           workers=args.workers, anatomy=args.anatomy, command=_command_line(args),
+                           recipe_options=_perceptual_option(args.model, args.without_perceptual))
     summary = train(options, progress=not args.quiet)
     print(f"trained {summary['model']} ({summary['config']}) for {summary['steps']} steps; best validation PSNR "
           f"{summary['best_val_psnr']:.2f} dB; checkpoints in {summary['run_dir']}/checkpoints")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .training.export import export_run
+
+    entry = export_run(args.run, which=args.which, folder=args.out, overwrite=args.overwrite)
+    print(f"exported {entry.file} ({entry.size_bytes / 1e6:.1f} MB, sha256 {entry.sha256[:12]}…) to {args.out}")
     return 0
 
 
@@ -210,7 +234,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", action="store_true", help="mixed precision on CUDA")
     p.add_argument("--checkpoint-every", type=int, default=25)
+    p.add_argument("--workers", type=int, default=2, help="processes drawing the next batches (0: none)")
+    p.add_argument("--anatomy", choices=("brain", "breast"),
+                   help="for a folder of cases: which of the model's tasks to train (default: the model's)")
+    p.add_argument("--without-perceptual", action="store_true",
+                   help="train without the VGG19 perceptual term (when its ImageNet weights are not available)")
     p.add_argument("--quiet", action="store_true")
+
+    p = add("export", "export a training checkpoint as fp16 inference weights with a model card", _cmd_export)
+    p.add_argument("--run", required=True, help="a training run folder (mri-synthesis train --out)")
+    p.add_argument("--which", choices=("best", "last"), default="best")
+    p.add_argument("--out", required=True, help="models folder to add the weights, manifest entry and card to")
+    p.add_argument("--overwrite", action="store_true", help="replace an entry of the same name in --out")
 
     p = add("generate", "generate multiparametric lesion patches with the MP-GAN", _not_built("generate", 11))
     p.add_argument("--model", default="mp-gan")
@@ -229,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return int(args.handler(args) or 0)
     except InputError as err:

@@ -10,9 +10,14 @@ from ..weights import WeightsEntry, export, models_dir
 from .recipes import recipe_for
 
 
-def export_run(run_dir: str | Path, *, anatomy: str, which: str = "best", folder: str | Path | None = None,
-               command: str = "", metrics: dict | None = None) -> WeightsEntry:
-    """Export ``<run_dir>/checkpoints/<which>.pt`` as ``<model>-<anatomy>-<config>.pt`` with its card."""
+def export_run(run_dir: str | Path, *, anatomy: str | None = None, which: str = "best",
+               folder: str | Path | None = None, command: str = "", metrics: dict | None = None,
+               overwrite: bool = True) -> WeightsEntry:
+    """Export ``<run_dir>/checkpoints/<which>.pt`` as ``<model>-<anatomy>-<config>.pt`` with its card.
+
+    ``anatomy`` defaults to the run's (recorded in run.json); ``overwrite=False`` refuses to replace a
+    weight file of the same name in ``folder``.
+    """
     run_dir = Path(run_dir)
     run = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else None
     if run is None:
@@ -20,20 +25,29 @@ def export_run(run_dir: str | Path, *, anatomy: str, which: str = "best", folder
     recipe = recipe_for(run["model"])
     config = run["config"]
     options = run["options"]
+    anatomy = anatomy or options.get("anatomy") or recipe.anatomy
+    inputs, targets, _ = recipe.task_for(anatomy)
     checkpoint_path = run_dir / "checkpoints" / f"{which}.pt"
+    if not checkpoint_path.exists():
+        raise InputError(f"{checkpoint_path}: no such checkpoint (has the run saved one yet?)")
+    name = f"{run['model']}-{anatomy}-{config}.pt"
+    if not overwrite and (models_dir(folder) / name).exists():
+        raise InputError(f"{models_dir(folder) / name}: exists; pass --overwrite to replace it")
     from .checkpoint import load
     state = load(checkpoint_path)
     split = json.loads((run_dir / "split.json").read_text())
     fields = {
-        "file": f"{run['model']}-{anatomy}-{config}.pt", "model": run["model"], "config": config, "anatomy": anatomy,
-        "inputs": tuple(recipe.inputs), "targets": tuple(recipe.targets), "normalization": recipe.normalization,
+        "file": name, "model": run["model"], "config": config, "anatomy": anatomy,
+        "inputs": inputs, "targets": targets, "normalization": recipe.normalization,
         "voxel_size_mm": recipe.phantom_resolution[config] if options["data"].startswith("phantom") else 1.0,
         "patch_size": recipe.inference_size[config],
-        "training": {"command": command, "data": options["data"], "train_cases": split["train"],
+        "training": {"command": command or options.get("command", ""), "data": options["data"], "train_cases": split["train"],
                      "validation_cases": split["validation"], "steps": state["step"], "checkpoint": which,
                      "best_validation_psnr_db": round(float(state["best_psnr"]), 3), "seed": options["seed"],
                      "batch_size": options["batch_size"]},
         "metrics": metrics or {},
+        "build_overrides": {**recipe.build_overrides.get(config, {}),
+                            **{k: v for k, v in options.get("recipe_options", {}).items() if k in recipe.model_options}},
     }
     entry = export(checkpoint_path, fields, folder)
     write_model_card(entry, folder)

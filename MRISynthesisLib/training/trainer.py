@@ -56,6 +56,7 @@ class TrainOptions:
     validation_batches: int = 2
     workers: int = 0
     anatomy: str | None = None
+    command: str = ""  # the command line that started the run, for the model card
     recipe_options: dict = field(default_factory=dict)
 
 
@@ -144,6 +145,37 @@ def _prepare_run_folder(options: TrainOptions, rank: int) -> Path:
             run_file.write_text(json.dumps({"model": options.model, "config": options.config,
                                             "options": asdict(options), "version": __version__}, indent=1))
     return out
+
+
+class StepBatches(torch.utils.data.Dataset):
+    """Item ``s`` is the global batch of step ``s``: ``make_batch(cases, default_rng([seed, s]), size)``.
+
+    Batches depend only on the step, so ``--workers`` processes (a ``DataLoader``) can draw the next ones
+    while the model trains on this one, and the run stays exactly reproducible and resumable.
+    """
+
+    def __init__(self, make_batch, cases, seed: int, size: int) -> None:
+        self.make_batch, self.cases, self.seed, self.size = make_batch, cases, seed, size
+
+    def __len__(self) -> int:
+        return 2 ** 62
+
+    def __getitem__(self, step: int) -> dict:
+        return self.make_batch(self.cases, np.random.default_rng([self.seed, step]), self.size)
+
+
+def _keep_numpy(batch: dict) -> dict:
+    return batch
+
+
+def step_batches(recipe, cases, options: TrainOptions, size: int, start: int):
+    """The training batches from ``start`` on, drawn in ``options.workers`` worker processes (0: here)."""
+    if options.workers < 0:
+        raise InputError(f"--workers must be 0 or more, not {options.workers}")
+    loader = torch.utils.data.DataLoader(
+        StepBatches(recipe.make_batch, cases, options.seed, size), batch_size=None, sampler=range(start, options.steps),
+        num_workers=options.workers, collate_fn=_keep_numpy, prefetch_factor=2 if options.workers else None)
+    return iter(loader)
 
 
 def _validate(recipe, batches) -> dict[str, float]:
@@ -241,10 +273,10 @@ def train(options: TrainOptions, *, progress: bool = True, say=print) -> dict:
     step = start
     try:
         with _Stop() as stop:
+            batches = step_batches(recipe, train_cases, options, batch_size * world, start)
             while step < options.steps:
                 began = time.perf_counter()
-                rng = np.random.default_rng([options.seed, step])
-                global_batch = recipe.make_batch(train_cases, rng, batch_size * world)
+                global_batch = next(batches)
                 local = {k: v[rank * batch_size:(rank + 1) * batch_size] for k, v in global_batch.items()}
                 loaded = time.perf_counter()
                 losses = recipe.train_step(recipe.to_tensors(local))

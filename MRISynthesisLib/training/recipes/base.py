@@ -39,6 +39,12 @@ class Recipe:
     #: True when the recipe takes ``perceptual=`` (``training.losses.PERCEPTUAL_CHOICES``); the CLI's
     #: ``--without-perceptual`` then passes ``perceptual="off"``
     uses_perceptual: bool = False
+    #: per configuration, keyword overrides the generator is built with (``models.build(model, config,
+    #: **overrides)``); export records them in the manifest so inference builds the same network
+    build_overrides: dict[str, dict] = {}
+    #: recipe options that are also generator build arguments (``norm_kind``, say); export adds the values
+    #: a run was trained with to the manifest's build overrides
+    model_options: tuple[str, ...] = ()
 
     @classmethod
     def task_for(cls, anatomy: str | None) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:

@@ -4,7 +4,9 @@ Losses (``loss=``): ``l1``, ``l2``, ``ssim`` (1 - SSIM, 11^3 Gaussian window, MO
 ``masked`` (L1 restricted to the foreground plus L1 on the enhancement mask) and ``mixed``, the
 thesis's final choice (Eq. 4): L1 + (1 - SSIM) + L1 on the enhancement mask (cT1 - T1 > 0.3), weights 1.
 Adam, learning rate 2e-4, betas (0.5, 0.99); early stopping after 20 validations without improvement
-(``paper``; 5 for ``lite``, whose epochs are short). Patches: 64^3 (``lite``, on the 2 mm phantom) or
+(``paper``; 5 for ``lite``, whose epochs are short). ``norm_kind`` and ``dropout`` may replace the
+network's batch norm and dropout (both make a step depend on the batch split and the random stream, so
+multi-process equality tests use instance norm and no dropout). Patches: 64^3 (``lite``, on the 2 mm phantom) or
 128^3 (``paper``; the thesis trains on the whole 160 x 192 x 160 crop, which a CPU cannot).
 """
 
@@ -31,9 +33,10 @@ class UNetCT1Recipe(Recipe):
     batch_size = {"lite": 2, "paper": 1}
     patch = {"lite": (64, 64, 64), "paper": (128, 128, 128)}
     inference_size = {"lite": (96, 96, 96), "paper": (160, 192, 160)}
+    model_options = ("norm_kind", "dropout")
 
     def __init__(self, config: str, device: torch.device, amp: bool = False, *, anatomy: str | None = None,
-                 loss: str = "mixed") -> None:
+                 loss: str = "mixed", **model_options) -> None:
         if (anatomy or "brain") != "brain":
             raise InputError(f"U-Net cT1 is a brain model (T1 + T2 + FLAIR -> T1ce); it cannot train on {anatomy}")
         super().__init__(config, device, amp, anatomy=anatomy)
@@ -42,7 +45,10 @@ class UNetCT1Recipe(Recipe):
         from monai.losses import SSIMLoss
 
         self.loss = loss
-        self.networks["generator"] = build("unet-ct1", config).to(device)
+        unknown = set(model_options) - set(self.model_options)
+        if unknown:
+            raise InputError(f"unknown U-Net cT1 training options: {', '.join(sorted(unknown))}")
+        self.networks["generator"] = build("unet-ct1", config, **model_options).to(device)
         self.optimizers["generator"] = torch.optim.Adam(self.networks["generator"].parameters(), lr=2e-4,
                                                         betas=(0.5, 0.99))
         self.ssim = SSIMLoss(spatial_dims=3, data_range=2.0, win_size=11)

@@ -1,0 +1,103 @@
+"""How training runs: worker processes, several processes under torchrun, and export to bundled weights."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from MRISynthesisLib.cli import main
+from MRISynthesisLib.errors import InputError
+from MRISynthesisLib.training import checkpoint
+from MRISynthesisLib.training.trainer import TrainOptions, train
+from MRISynthesisLib.weights import load_model, read_manifest
+
+# instance norm, no dropout, plain L1: a step then depends only on the samples, not on how they are split
+SPLITTABLE = dict(model="unet-ct1", data="phantom:brain:3", steps_per_epoch=2, checkpoint_every=2,
+                  recipe_options={"norm_kind": "instance", "dropout": 0.0, "loss": "l1"})
+
+
+@pytest.fixture(scope="module")
+def cached_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("seed-run")
+    train(TrainOptions(out=str(out), steps=1, batch_size=1, **SPLITTABLE), progress=False)
+    return out
+
+
+def _fresh(folder: Path, cached: Path) -> Path:
+    folder.mkdir()
+    shutil.copytree(cached / "cache", folder / "cache")
+    return folder
+
+
+def _generator(run: Path) -> dict[str, torch.Tensor]:
+    return checkpoint.load(run / "checkpoints" / "last.pt")["recipe"]["networks"]["generator"]
+
+
+def test_worker_processes_draw_the_same_batches(tmp_path, cached_run):
+    here, workers = _fresh(tmp_path / "here", cached_run), _fresh(tmp_path / "workers", cached_run)
+    train(TrainOptions(out=str(here), steps=3, batch_size=1, workers=0, **SPLITTABLE), progress=False)
+    train(TrainOptions(out=str(workers), steps=3, batch_size=1, workers=2, **SPLITTABLE), progress=False)
+    a, b = _generator(here), _generator(workers)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(InputError, match="--workers must be 0 or more"):
+        train(TrainOptions(out=str(tmp_path / "bad"), steps=1, workers=-1, **SPLITTABLE), progress=False)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_gloo_processes_match_one_process_with_the_doubled_batch(tmp_path, cached_run):
+    one, two = _fresh(tmp_path / "one", cached_run), _fresh(tmp_path / "two", cached_run)
+    train(TrainOptions(out=str(one), steps=2, batch_size=2, **SPLITTABLE), progress=False)
+    options = json.dumps({**SPLITTABLE, "out": str(two), "steps": 2, "batch_size": 1})
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                           f"--master_port={_free_port()}", str(Path(__file__).with_name("ddp_train.py")), options],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    a, b = _generator(one), _generator(two)
+    for key in a:
+        if a[key].is_floating_point():
+            torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5, msg=key)
+    assert not any(torch.equal(a[k], checkpoint.load(cached_run / "checkpoints" / "last.pt")["recipe"]["networks"]
+                               ["generator"][k]) for k in a if k.endswith("weight"))  # both really trained
+
+
+def test_export_command_writes_weights_that_load(tmp_path, cached_run, capsys):
+    models = tmp_path / "models"
+    run = json.loads((cached_run / "run.json").read_text())
+    run["options"]["command"] = "mri-synthesis train --model unet-ct1 --steps 1"  # as the CLI records it
+    (cached_run / "run.json").write_text(json.dumps(run))
+    assert main(["export", "--run", str(cached_run), "--which", "last", "--out", str(models)]) == 0
+    entry, = read_manifest(models)
+    assert entry.file == "unet-ct1-brain-lite.pt" and entry.inputs == ("T1", "T2", "FLAIR")
+    assert entry.build_overrides == {"norm_kind": "instance", "dropout": 0.0}
+    assert entry.training["command"] == "mri-synthesis train --model unet-ct1 --steps 1"
+    net = load_model(entry, models)
+    trained = _generator(cached_run)
+    assert all(torch.allclose(v.float(), trained[k].float(), atol=1e-3, rtol=1e-2) for k, v in net.state_dict().items())
+    assert (models / "unet-ct1-brain-lite.md").read_text().count("Research use only") == 1
+    assert main(["export", "--run", str(cached_run), "--which", "last", "--out", str(models)]) == 2
+    assert "pass --overwrite" in capsys.readouterr().err
+    assert main(["export", "--run", str(tmp_path / "nothing"), "--out", str(models)]) == 2
+    assert "not a training run folder" in capsys.readouterr().err
+
+
+def test_train_command_records_itself_and_ignores_without_perceptual_where_there_is_no_such_term(tmp_path, cached_run):
+    run = _fresh(tmp_path / "run", cached_run)
+    argv = ["train", "--model", "unet-ct1", "--data", "phantom:brain:3", "--out", str(run), "--steps", "1",
+            "--batch-size", "1", "--workers", "0", "--without-perceptual", "--quiet"]
+    assert main(argv) == 0
+    recorded = json.loads((run / "run.json").read_text())["options"]
+    assert recorded["command"] == "mri-synthesis " + " ".join(argv) and recorded["recipe_options"] == {}
