@@ -174,7 +174,8 @@ def step_batches(recipe, cases, options: TrainOptions, size: int, start: int):
         raise InputError(f"--workers must be 0 or more, not {options.workers}")
     loader = torch.utils.data.DataLoader(
         StepBatches(recipe.make_batch, cases, options.seed, size), batch_size=None, sampler=range(start, options.steps),
-        num_workers=options.workers, collate_fn=_keep_numpy, prefetch_factor=2 if options.workers else None)
+        num_workers=options.workers, collate_fn=_keep_numpy, prefetch_factor=2 if options.workers else None,
+        generator=torch.Generator().manual_seed(options.seed))  # its own: the global stream drives dropout
     return iter(loader)
 
 
