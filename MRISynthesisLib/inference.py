@@ -87,21 +87,41 @@ def _check_input(volume: np.ndarray) -> np.ndarray:
     return volume
 
 
+def pad_to_multiple(volume: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[slice, slice]]:
+    """Pad the in-plane axes of (channels, z, y, x) up to a multiple of ``multiple`` (networks with k
+    stride-2 levels need 2^k), each channel with its own minimum (its background); returns the padded
+    array and the (y, x) slices that cut the original back out."""
+    height, width = volume.shape[-2:]
+    pad_y, pad_x = (-height) % multiple, (-width) % multiple
+    if not pad_y and not pad_x:
+        return volume, (slice(None), slice(None))
+    low = volume.reshape(volume.shape[0], -1).min(axis=1)
+    padded = np.empty(volume.shape[:2] + (height + pad_y, width + pad_x), np.float32)
+    padded[:] = low[:, None, None, None]
+    y0, x0 = pad_y // 2, pad_x // 2
+    padded[..., y0:y0 + height, x0:x0 + width] = volume
+    return padded, (slice(y0, y0 + height), slice(x0, x0 + width))
+
+
 def predict_slices(predictor: Predictor, volume: np.ndarray, *, context: int = 0, batch_size: int | None = None,
                    device: str | torch.device = "auto", amp: bool = True, widest_channels: int = 64,
-                   progress: Progress | None = None) -> np.ndarray:
+                   multiple: int = 1, progress: Progress | None = None) -> np.ndarray:
     """Apply a 2D (``context=0``) or 2.5D (``context=k``: 2k+1 slices per channel) predictor slice by slice.
 
     Args:
         predictor: (batch, channels x (2k+1), y, x) -> (batch, out_channels x (2k+1) or out_channels, y, x).
             A 2.5D output with 2k+1 slices per channel keeps its centre slice.
         volume: (channels, z, y, x), already normalised as the model expects.
+        multiple: slices are padded to a multiple of this in y and x (:func:`pad_to_multiple`) and the
+            prediction cut back.
     Returns:
         (out_channels, z, y, x) float32.
     """
-    volume = _check_input(volume)
+    if multiple < 1:
+        raise InputError(f"`multiple` must be at least 1, not {multiple}")
+    volume, inside = pad_to_multiple(_check_input(volume), multiple)
     device = device if isinstance(device, torch.device) else choose_device(device)
-    channels, depth, height, width = volume.shape
+    channels, depth, height, width = volume.shape  # padded
     window = 2 * context + 1
     batch = batch_size or batch_size_for(height * width * window, widest_channels, device)
     index = np.clip(np.arange(depth)[:, None] + np.arange(-context, context + 1)[None, :], 0, depth - 1)
@@ -122,7 +142,7 @@ def predict_slices(predictor: Predictor, volume: np.ndarray, *, context: int = 0
         output[:, start:stop] = result.transpose(1, 0, 2, 3)
         _report(progress, (b + 1) / n_batches, f"{stop}/{depth} slices")
     assert output is not None
-    return output
+    return np.ascontiguousarray(output[..., inside[0], inside[1]])
 
 
 def _windows_per_axis(size: int, patch: int, overlap: float) -> int:

@@ -36,6 +36,7 @@ from . import RESEARCH_USE_NOTICE, __version__
 from .errors import InputError
 from .inference import Cancelled, choose_device, predict_patches, predict_slices
 from .inputs import check_volume
+from .predictors import plan_for
 from .preprocess import Normalization, foreground_mask, resample_to
 from .registration import PRESETS, register as run_registration
 from .volume import Volume
@@ -106,8 +107,17 @@ class Prepared:
     registrations: dict[str, dict]
 
 
+def _normalization(scheme: str, array: np.ndarray, mask: np.ndarray) -> Normalization:
+    """The model's training normalisation (``zscore`` or ``percentile``, as ``training.data.normalize``)."""
+    if scheme == "zscore":
+        return Normalization.zscore(array, mask)
+    if scheme == "percentile":
+        return Normalization.percentile(array, mask, lower=0, upper=99, upper_factor=2.0)
+    raise InputError(f"unknown normalisation '{scheme}' in the weights manifest")
+
+
 def prepare(inputs: Mapping[str, Volume], order: tuple[str, ...], reference: str, register: str, voxel_size_mm: float,
-            progress: Progress | None = None) -> Prepared:
+            progress: Progress | None = None, normalization: str = "zscore") -> Prepared:
     """Register every input onto the reference, move all to the work grid, normalise (steps 2-4)."""
     fixed = inputs[reference]
     aligned, registrations = {}, {}
@@ -122,9 +132,10 @@ def prepare(inputs: Mapping[str, Volume], order: tuple[str, ...], reference: str
     work = _work_grid(fixed, voxel_size_mm)
     on_work = {n: resample_to(v, work) if work is not fixed else v for n, v in aligned.items()}
     mask = foreground_mask(np.mean([v.array for v in on_work.values()], axis=0))
-    norms = {n: Normalization.zscore(v.array, mask) for n, v in on_work.items()}
+    norms = {n: _normalization(normalization, v.array, mask) for n, v in on_work.items()}
     stacked = np.stack([norms[n].apply(on_work[n].array) for n in order])
-    scale = norms[reference] if reference in norms else Normalization.zscore(resample_to(fixed, work).array, mask)
+    scale = norms[reference] if reference in norms else \
+        _normalization(normalization, resample_to(fixed, work).array, mask)
     return Prepared(fixed, reference, work, stacked, mask, scale, registrations)
 
 
@@ -151,16 +162,17 @@ def synthesize(inputs: Mapping[str, Volume], target: str, model: str = "unet-ct1
         raise InputError(f"reference sequence {reference} is not among the inputs ({', '.join(inputs)})")
     torch_device = choose_device(device)
     net = load_model(entry, weights_folder, torch_device)
-    prepared = prepare(inputs, entry.inputs, reference, register, entry.voxel_size_mm, progress)
+    plan = plan_for(entry, net, target, tuple(inputs))
+    prepared = prepare(inputs, plan.order, reference, register, entry.voxel_size_mm, progress, entry.normalization)
 
-    predictor = getattr(net, "synthesize", net)
     stage = _stage(progress, 0.3, 0.95)
-    if entry.patch_size and len(entry.patch_size) == 3:
-        predicted = predict_patches(predictor, prepared.stacked, patch_size=entry.patch_size, device=torch_device,
+    if plan.patch_size:
+        predicted = predict_patches(plan.predictor, prepared.stacked, patch_size=plan.patch_size, device=torch_device,
                                     progress=stage)
     else:
-        predicted = predict_slices(predictor, prepared.stacked, device=torch_device, progress=stage)
-    synth = finish(prepared, predicted[entry.targets.index(target)])
+        predicted = predict_slices(plan.predictor, prepared.stacked, context=plan.context, multiple=plan.multiple,
+                                   device=torch_device, progress=stage)
+    synth = finish(prepared, predicted[plan.output])
     _tell(progress, 0.97, "synthesis done")
 
     provenance = {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -104,3 +106,29 @@ def test_cuda_autocast_close_to_cpu():
     cpu = predict_slices(model, volume, device="cpu")
     gpu = predict_slices(model.cuda(), volume, device="cuda", amp=True)
     np.testing.assert_allclose(gpu, cpu, atol=2e-2)
+
+
+def test_slices_are_padded_to_the_networks_multiple_and_cut_back():
+    volume = np.random.default_rng(0).normal(size=(2, 3, 37, 45)).astype(np.float32)
+    seen = []
+
+    def doubling(x):
+        seen.append(tuple(x.shape[-2:]))
+        return x[:, :1] * 2
+
+    out = predict_slices(doubling, volume, multiple=32, device="cpu")
+    assert seen and all(h % 32 == 0 and w % 32 == 0 for h, w in seen)
+    assert out.shape == (1, 3, 37, 45) and np.allclose(out[0], volume[0] * 2)
+    with pytest.raises(InputError, match="`multiple` must be at least 1"):
+        predict_slices(doubling, volume, multiple=0, device="cpu")
+
+
+def test_a_model_without_a_synthesis_plan_is_refused():
+    from MRISynthesisLib.predictors import plan_for
+    from MRISynthesisLib.weights import read_manifest
+
+    entry = read_manifest()[0]
+    with pytest.raises(InputError, match="mp-gan has no synthesis plan"):
+        plan_for(replace(entry, model="mp-gan"), None, entry.targets[0], entry.inputs)
+    with pytest.raises(InputError, match="cannot produce FLAIR"):
+        plan_for(entry, None, "FLAIR", entry.inputs)

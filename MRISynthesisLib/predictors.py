@@ -1,0 +1,58 @@
+"""How each bundled network runs over a whole volume: the adapter between models and the inference engine.
+
+The models differ in what a forward pass takes (one stacked tensor; a tensor plus a target code; slices
+whose size must be a multiple of 2^levels) and in whether they see 3D patches or 2D/2.5D slices. A
+:class:`Plan` captures that once per (weights entry, target), so the pipeline, the batch command and the
+ranking all run every model the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from .errors import InputError
+from .weights import WeightsEntry
+
+Predictor = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """``predictor`` maps a batch of inputs (channels in ``order``) to outputs whose channel ``output``
+    is the target; 3D patches of ``patch_size`` when set, else slices with ``context`` neighbours on each
+    side, padded in-plane to a multiple of ``multiple``."""
+
+    predictor: Predictor
+    order: tuple[str, ...]
+    output: int = 0
+    patch_size: tuple[int, ...] | None = None
+    context: int = 0
+    multiple: int = 1
+
+
+def _unet_ct1(entry: WeightsEntry, net: nn.Module, target: str, available: Sequence[str]) -> Plan:
+    return Plan(net, tuple(entry.inputs), entry.targets.index(target), patch_size=tuple(entry.patch_size))
+
+
+def _important_net(entry: WeightsEntry, net: nn.Module, target: str, available: Sequence[str]) -> Plan:
+    # five stride-2 levels in each reconstruction branch: slices must be multiples of 32
+    return Plan(net.synthesize, tuple(entry.inputs), entry.targets.index(target), multiple=32)
+
+
+_PLANS: dict[str, Callable[[WeightsEntry, nn.Module, str, Sequence[str]], Plan]] = {
+    "unet-ct1": _unet_ct1,
+    "important-net": _important_net,
+}
+
+
+def plan_for(entry: WeightsEntry, net: nn.Module, target: str, available: Sequence[str]) -> Plan:
+    """The plan to synthesize ``target`` with ``entry``'s network from the ``available`` sequences."""
+    if entry.model not in _PLANS:
+        raise InputError(f"{entry.model} has no synthesis plan (it is not a sequence-to-sequence model)")
+    if target not in entry.targets:
+        raise InputError(f"{entry.model} ({entry.key}) cannot produce {target}; it produces {', '.join(entry.targets)}")
+    return _PLANS[entry.model](entry, net, target, available)
