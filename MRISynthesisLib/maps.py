@@ -181,3 +181,34 @@ def write_comparison_png(inputs: Mapping[str, Image], real: Image, synth: Image,
         tmp.unlink(missing_ok=True)
         raise InputError(f"{path}: cannot be written: {err}") from err
     return path
+
+
+def write_heatmap_png(anatomy: np.ndarray, heat: np.ndarray, path: str | Path, *, title: str = "",
+                      slice_index: int | None = None) -> Path:
+    """A heatmap (an M_d map, say) over the grey anatomy on the axial slice where the heat is largest.
+
+    The heat is drawn with ``hot`` over the slice, transparent where it is below 5 % of its 99.5th
+    percentile so the anatomy stays readable.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    anatomy, heat = np.asarray(anatomy, np.float32), np.asarray(heat, np.float32)
+    if anatomy.shape != heat.shape or anatomy.ndim != 3:
+        raise InputError(f"heatmap and anatomy must be 3D volumes of one shape, not {anatomy.shape} and {heat.shape}")
+    z = _pick_slice(heat, slice_index)
+    top = float(np.percentile(heat, 99.5)) or 1.0
+    shown = np.ma.masked_less(heat[z], 0.05 * top)
+    fig = Figure(figsize=(4.2, 3.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    ax.imshow(anatomy[z], cmap="gray", vmin=_window(anatomy[z])[0], vmax=_window(anatomy[z])[1], origin="lower")
+    overlay = ax.imshow(shown, cmap="hot", vmin=0, vmax=top, alpha=0.7, origin="lower")
+    fig.colorbar(overlay, ax=ax, fraction=0.046, pad=0.04)
+    ax.set_title(f"{title} (slice {z})", fontsize=9)
+    ax.set_axis_off()
+    path = Path(path)
+    tmp = path.with_name(".partial-" + path.name)
+    fig.savefig(tmp, format="png", dpi=80)
+    tmp.replace(path)
+    return path

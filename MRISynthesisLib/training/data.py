@@ -77,7 +77,8 @@ def normalize_case(name: str, volumes: dict[str, Volume], labels: Volume | None,
         else:
             arrays[seq] = normalize(vol.array, mask, scheme)
     label_array = labels.array.astype(np.uint8) if labels is not None else np.zeros(mask.shape, np.uint8)
-    return Case(name, arrays, mask, label_array, meta or {})
+    grid = {"spacing": list(first.spacing), "origin": list(first.origin), "direction": list(first.direction)}
+    return Case(name, arrays, mask, label_array, {**(meta or {}), "grid": grid})
 
 
 class CaseCache:
@@ -157,8 +158,10 @@ def _affine(matrix) -> sitk.AffineTransform:
 class FolderSource:
     """Case folders under ``root`` (BraTS/breast naming) or the cases of a manifest CSV."""
 
-    def __init__(self, root: str | Path, *, sequences: Sequence[str], scheme: str) -> None:
+    def __init__(self, root: str | Path, *, sequences: Sequence[str], scheme: str, require_all: bool = True) -> None:
+        """``require_all=False`` (ranking): a case needs at least two of ``sequences`` and keeps those it has."""
         self.root, self.sequences, self.scheme = Path(root), [canonical(s) for s in sequences], scheme
+        self.require_all = require_all
         self.files = self._manifest(self.root) if self.root.is_file() else self._folders(self.root)
 
     def _folders(self, root: Path) -> dict[str, dict[str, Path]]:
@@ -188,7 +191,11 @@ class FolderSource:
     def _require(self, cases: dict[str, dict[str, Path]]) -> dict[str, dict[str, Path]]:
         for name, files in cases.items():
             missing = [s for s in self.sequences if s not in files]
-            if missing:
+            if not self.require_all:
+                if len(self.sequences) - len(missing) < 2:
+                    raise InputError(f"case {name}: has {len(self.sequences) - len(missing)} of "
+                                     f"{', '.join(self.sequences)}; at least two are needed")
+            elif missing:
                 raise InputError(f"case {name}: missing {', '.join(missing)} (the model needs "
                                  f"{', '.join(self.sequences)})")
         return cases
@@ -198,7 +205,7 @@ class FolderSource:
 
     def build(self, name: str) -> Case:
         files = self.files[name]
-        volumes = {s: read_volume(files[s]) for s in self.sequences}
+        volumes = {s: read_volume(files[s]) for s in self.sequences if s in files}
         labels = read_volume(files[SEGMENTATION]) if SEGMENTATION in files else None
         return normalize_case(name, volumes, labels, self.scheme, {"source": "folder", "files": {k: str(v) for k, v in files.items()}})
 
