@@ -71,14 +71,23 @@ def _tell(progress: Progress | None, fraction: float, message: str) -> None:
 
 
 def check_inputs(inputs: Mapping[str, Volume], entry: WeightsEntry, target: str) -> None:
+    """The model can make ``target`` from these inputs: all of its inputs (a fixed-input model), or any
+    non-empty subset of its sequences without the target (an any-to-any model such as Seq2Seq)."""
     if target not in entry.targets:
         raise InputError(f"{entry.model} ({entry.key}) cannot produce {target}; it produces {', '.join(entry.targets)}")
-    missing = [s for s in entry.inputs if s not in inputs]
-    if missing:
-        raise InputError(f"{entry.model} needs {', '.join(entry.inputs)}; missing: {', '.join(missing)}")
     extra = [s for s in inputs if s not in entry.inputs]
     if extra:
         raise InputError(f"{entry.model} does not take {', '.join(extra)}; it takes {', '.join(entry.inputs)}")
+    if set(entry.inputs) == set(entry.targets):
+        if target in inputs:
+            raise InputError(f"{target} is both an input and the target; give the real {target} for evaluation "
+                             "(--real) instead")
+        if not inputs:
+            raise InputError(f"{entry.model} needs at least one of {', '.join(s for s in entry.inputs if s != target)}")
+    else:
+        missing = [s for s in entry.inputs if s not in inputs]
+        if missing:
+            raise InputError(f"{entry.model} needs {', '.join(entry.inputs)}; missing: {', '.join(missing)}")
     for name, volume in inputs.items():
         check_volume(volume, name, name)
 

@@ -43,9 +43,32 @@ def _important_net(entry: WeightsEntry, net: nn.Module, target: str, available: 
     return Plan(net.synthesize, tuple(entry.inputs), entry.targets.index(target), multiple=32)
 
 
+def _seq2seq(entry: WeightsEntry, net: nn.Module, target: str, available: Sequence[str]) -> Plan:
+    """2.5D (three adjacent slices per sequence); several sources are fused along the model's time axis
+    (the encoder ConvLSTM averages them), one source is a plain (B, 3, H, W) stack. The target itself is
+    never an input: with every sequence present the model still predicts from the others."""
+    sources = tuple(s for s in entry.inputs if s in available and s != target)
+    if not sources:
+        raise InputError(f"seq2seq needs at least one sequence other than {target}; got {', '.join(available) or 'none'}")
+    n = len(sources)
+
+    def predictor(x: torch.Tensor) -> torch.Tensor:
+        if n == 1:
+            return net(x, target)
+        return net(x.reshape(x.shape[0], n, 3, *x.shape[-2:]), target).flatten(1, 2)
+    return Plan(predictor, sources, 0, context=1, multiple=net.factor)
+
+
+def _tc_mgan(entry: WeightsEntry, net: nn.Module, target: str, available: Sequence[str]) -> Plan:
+    """T2 slices and the target's modality label; slices padded to 2^levels of the pix2pix U-Net."""
+    return Plan(lambda x: net(x, target), tuple(entry.inputs), 0, multiple=net.multiple)
+
+
 _PLANS: dict[str, Callable[[WeightsEntry, nn.Module, str, Sequence[str]], Plan]] = {
     "unet-ct1": _unet_ct1,
     "important-net": _important_net,
+    "seq2seq": _seq2seq,
+    "tc-mgan": _tc_mgan,
 }
 
 

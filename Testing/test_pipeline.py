@@ -119,3 +119,51 @@ def test_synthesize_command(bundle, subject, tmp_path, monkeypatch, capsys):
     assert main([*args, "--out", str(tmp_path / "missing" / "x.nii.gz")]) == 2
     assert "output folder does not exist" in capsys.readouterr().err
     assert hash_files(files.values()) == before
+
+
+def _bundle_random(folder, model: str, inputs, targets, **fields):
+    """Bundle an untrained ``model`` (lite) into ``folder``'s manifest, beside what is there."""
+    from MRISynthesisLib.weights import read_manifest
+
+    torch.manual_seed(0)
+    net = build(model, "lite", **fields.get("build_overrides", {}))
+    file = f"{model}-brain-lite.pt"
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in net.state_dict().items()}, folder / file)
+    entry = WeightsEntry(file=file, model=model, config="lite", anatomy="brain", inputs=inputs, targets=targets,
+                         voxel_size_mm=VOXEL, sha256=sha256_of(folder / file), size_bytes=(folder / file).stat().st_size,
+                         **fields)
+    write_manifest([e for e in read_manifest(folder) if e.file != file] + [entry], folder)
+
+
+@pytest.fixture(scope="module")
+def slice_models(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("slice-models")
+    every = ("T1", "T1ce", "T2", "FLAIR")
+    _bundle_random(folder, "seq2seq", every, every, normalization="percentile")
+    _bundle_random(folder, "tc-mgan", ("T2",), ("FLAIR", "T1ce", "T1"), normalization="zscore",
+                   build_overrides={"levels": 4})
+    _bundle_random(folder, "important-net", ("T1", "T1ce", "FLAIR"), ("T2",), normalization="zscore")
+    return folder
+
+
+@pytest.mark.parametrize("model, given, target", [
+    ("seq2seq", ("T1", "T2"), "T1ce"),       # any subset of the other sequences
+    ("seq2seq", ("FLAIR",), "T1"),
+    ("tc-mgan", ("T2",), "T1ce"),
+    ("important-net", ("T1", "T1ce", "FLAIR"), "T2"),  # slices padded to multiples of 32
+])
+def test_slice_models_synthesize_on_the_reference_grid(slice_models, subject, model, given, target):
+    inputs = {k: subject.sequences[k] for k in given}
+    result = synthesize(inputs, target, model, reference=given[0], register="none", weights_folder=slice_models,
+                        device="cpu")
+    reference = subject.sequences[given[0]]
+    assert result.volume.spatial_shape == reference.spatial_shape and np.isfinite(result.volume.array).all()
+    assert result.volume.array.std() > 0
+
+
+def test_any_to_any_model_input_rules(slice_models, subject):
+    with pytest.raises(InputError, match="T1ce is both an input and the target"):
+        synthesize({k: subject.sequences[k] for k in ("T1", "T1ce")}, "T1ce", "seq2seq", weights_folder=slice_models)
+    with pytest.raises(InputError, match="does not take PD"):
+        synthesize({"T1": subject.sequences["T1"], "PD": subject.sequences["T1"]}, "T2", "seq2seq",
+                   weights_folder=slice_models)
