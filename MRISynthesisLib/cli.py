@@ -114,6 +114,18 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_rank(args: argparse.Namespace) -> int:
+    from .rank_cmd import run_rank
+
+    result = run_rank(args.data, args.model, args.out, anatomy=args.anatomy, device=args.device,
+                      bootstrap=args.bootstrap, progress=not args.quiet)
+    print(f"{'sequence':10} {'C_t':>7} {'rank':>4} {'C_d':>7} {'rank':>4}")
+    for row in result.table():
+        print(f"{row['sequence']:10} {row['C_t']:7.3f} {row['rank_t']:4d} {row['C_d']:7.3f} {row['rank_d']:4d}")
+    print(f"tables, charts and M_d maps in {args.out}")
+    return 0
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from .models import size_table
     from .weights import read_manifest
@@ -216,10 +228,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the numbers to this JSON file")
     p.add_argument("--data-range", type=float, help="intensity range for SSIM/PSNR (default: the real volume's max - min)")
 
-    p = add("rank", "rank sequences by totipotency and imaging differentiation", _not_built("rank", 9))
-    p.add_argument("--data", required=True)
-    p.add_argument("--model", required=True)
-    p.add_argument("--out", required=True)
+    p = add("rank", "rank sequences by totipotency and imaging differentiation", _cmd_rank)
+    p.add_argument("--data", required=True, help="phantom:brain[:N], phantom:breast[:N] (held-out seeds) or a folder")
+    p.add_argument("--model", default="seq2seq", help="an any-to-any model with bundled weights")
+    p.add_argument("--out", required=True, help="folder for the tables, charts, maps and cached predictions")
+    p.add_argument("--anatomy", choices=("brain", "breast"), help="which bundled weights, for a folder of cases")
+    p.add_argument("--bootstrap", type=int, default=1000, help="resamples over subjects for the intervals (0: none)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true")
 
     p = add("train", "train a model headless (torchrun for many GPUs)", _cmd_train)
     p.add_argument("--model", required=True, choices=MODEL_NAMES)

@@ -234,7 +234,6 @@ def test_version(capsys):
 
 
 @pytest.mark.parametrize("args", [
-    ["rank", "--data", "data", "--model", "seq2seq", "--out", "rank-out"],
     ["generate", "--class", "benign", "--n", "2", "--out", "gen-out"],
     ["evaluate-gan"],
     ["batch"],
@@ -277,7 +276,7 @@ def test_subprocess_error_has_no_traceback(tmp_path):
     before = hash_tree(tmp_path)
     for args, wanted in [(["check", "--input", *inputs], needles),
                          (["check", "--input", f"T2={nan_file}"], nan_needles),
-                         (["rank", "--data", "d", "--model", "seq2seq", "--out", "o"], ["not built yet"]),
+                         (["generate", "--class", "benign", "--n", "2", "--out", "o"], ["not built yet"]),
                          (["check"], ["--input"])]:
         proc = run_subprocess(*args, cwd=tmp_path)
         assert_one_error_line(proc.returncode, proc.stdout, proc.stderr, *wanted)

@@ -1,0 +1,233 @@
+"""``mri-synthesis rank``: rank sequences on a set of subjects and write the tables, charts and M_d maps.
+
+Subjects come from the phantom (held-out seeds, never trained on) or a folder of cases; each is prepared
+exactly as the model was trained (one grid, the manifest's normalisation), so the scores measure the
+model, not a registration. Every single-source translation is saved under ``<out>/predictions`` and reused
+when the command is run again (the slow part; a rerun with other bootstrap settings is instant).
+
+Outputs in ``--out``: ``ranking.csv`` and ``ranking.json`` (per sequence C_t, C_d, ranks and intervals,
+plus A, the raw metric matrices and the pair counts), ``ranking.png`` (C_t and C_d bars with intervals),
+``adjacency.png`` (A as a heat matrix), and per subject ``maps/<subject>/Md-<sequence>.nii.gz`` with a PNG
+heatmap over the anatomy: the imaging-differentiation map M_d(X_i) = mean over j != i of |X'_{j->i} - X_i|.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+
+from .errors import InputError
+from .quality import HELD_OUT_SEEDS
+from .ranking import PairScore, Ranking, rank, score_pair
+from .volume import Volume, output_folder, write_volume
+
+#: the phantom subjects ranked by default (never used in training)
+DEFAULT_PHANTOM_SUBJECTS = len(HELD_OUT_SEEDS)
+
+
+def source_for(data: str, entry, *, subjects: int | None = None):
+    """Subjects for ``--data``: ``phantom:brain[:N]``/``phantom:breast[:N]`` (held-out seeds) or a folder."""
+    from .training.data import FolderSource, PhantomSource
+
+    if data.startswith("phantom:"):
+        parts = data.split(":")
+        anatomy = parts[1] or entry.anatomy
+        if anatomy != entry.anatomy:
+            raise InputError(f"{entry.file} is a {entry.anatomy} model; it cannot rank {anatomy} subjects")
+        try:
+            n = int(parts[2]) if len(parts) > 2 else (subjects or DEFAULT_PHANTOM_SUBJECTS)
+        except ValueError as err:
+            raise InputError(f"--data {data}: the number of subjects must be an integer") from err
+        if n < 1:
+            raise InputError(f"--data {data}: at least one subject is needed")
+        seeds = list(HELD_OUT_SEEDS[:n]) + [100 + k for k in range(max(0, n - len(HELD_OUT_SEEDS)))]
+        return PhantomSource(anatomy, seeds, sequences=entry.inputs, scheme=entry.normalization,
+                             resolution=entry.voxel_size_mm)
+    return FolderSource(data, sequences=entry.inputs, scheme=entry.normalization, require_all=False)
+
+
+def translator(entry, net, device) -> Callable[[Mapping[str, np.ndarray], str, str], np.ndarray]:
+    """``translate(volumes, source, target)``: ``source`` alone -> ``target``, on normalised arrays."""
+    from .inference import predict_slices, predict_patches
+    from .predictors import plan_for
+
+    def translate(volumes: Mapping[str, np.ndarray], source: str, target: str) -> np.ndarray:
+        plan = plan_for(entry, net, target, (source,))
+        if plan.order != (source,):
+            raise InputError(f"{entry.model} needs {', '.join(plan.order)} together; ranking needs a model that "
+                             "translates every single sequence into every other (seq2seq)")
+        stacked = volumes[source][None]
+        if plan.patch_size:
+            return predict_patches(plan.predictor, stacked, patch_size=plan.patch_size, device=device)[plan.output]
+        return predict_slices(plan.predictor, stacked, context=plan.context, multiple=plan.multiple,
+                              device=device)[plan.output]
+    return translate
+
+
+def _cached(folder: Path, source: str, target: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
+    path = folder / f"{source}-to-{target}.npy"
+    if path.exists():
+        try:
+            return np.load(path)
+        except (OSError, ValueError):  # a damaged file from an interrupted run is recomputed
+            path.unlink()
+    array = compute().astype(np.float32)
+    tmp = path.with_name(f".partial-{path.name}")
+    with open(tmp, "wb") as handle:
+        np.save(handle, array)
+    tmp.replace(path)
+    return array
+
+
+def differentiation_maps(volumes: Mapping[str, np.ndarray], predictions: Mapping[tuple[str, str], np.ndarray],
+                         mask: np.ndarray) -> dict[str, np.ndarray]:
+    """Eq. 5 per sequence i: mean over sources j != i of |X'_{j->i} - X_i|, zero outside the foreground."""
+    maps = {}
+    for target, real in volumes.items():
+        errors = [np.abs(pred - real) for (src, tgt), pred in predictions.items() if tgt == target and src != target]
+        if errors:
+            maps[target] = np.where(mask, np.mean(errors, axis=0), 0.0).astype(np.float32)
+    return maps
+
+
+def run_rank(data: str, model: str, out: str | Path, *, anatomy: str | None = None, device: str = "auto",
+             bootstrap: int = 1000, lpips_backbone: str | None = "imagenet", progress: bool = True,
+             weights_folder: str | Path | None = None, say=print) -> Ranking:
+    """Rank the model's sequences on ``data`` and write every output to ``out``."""
+    from tqdm import tqdm
+
+    from .inference import choose_device
+    from .training.data import CaseCache, load_cases
+    from .weights import find, load_model
+
+    anatomy = anatomy or (data.split(":")[1] if data.startswith("phantom:") and data.count(":") >= 1 else None)
+    entry = find(model, None, anatomy or None, weights_folder)
+    if set(entry.inputs) != set(entry.targets):
+        raise InputError(f"{entry.model} maps {'+'.join(entry.inputs)} -> {'+'.join(entry.targets)}; ranking needs "
+                         "an any-to-any model (every sequence to every other), such as seq2seq")
+    out = output_folder(out)
+    source = source_for(data, entry)
+    torch_device = choose_device(device)
+    translate = translator(entry, load_model(entry, weights_folder, torch_device), torch_device)
+    lpips_backbone = _lpips_backbone(lpips_backbone, say)
+
+    names = source.names()
+    cases = load_cases(source, names, CaseCache(out / "cache"))
+    total = sum(len(c.volumes) * (len(c.volumes) - 1) for c in cases)
+    bar = tqdm(total=total, desc="rank: translating pairs", unit="pair", disable=not progress)
+    scores: list[PairScore] = []
+    for case in cases:
+        folder = out / "predictions" / case.name
+        folder.mkdir(parents=True, exist_ok=True)
+        predictions = {}
+        for src in case.volumes:
+            for tgt in case.volumes:
+                if src == tgt:
+                    continue
+                pred = _cached(folder, src, tgt, lambda s=src, t=tgt: translate(case.volumes, s, t))
+                predictions[(src, tgt)] = pred
+                scores.append(PairScore(case.name, src, tgt, **score_pair(case.volumes[tgt], pred, case.mask,
+                                                                          lpips_backbone=lpips_backbone)))
+                bar.update(1)
+        _write_maps(out / "maps" / case.name, case, differentiation_maps(case.volumes, predictions, case.mask))
+    bar.close()
+    result = rank(scores, entry.inputs, bootstrap=bootstrap)
+    write_outputs(result, out, scores)
+    for note in result.notes:
+        say(f"note: {note}")
+    return result
+
+
+def _lpips_backbone(requested: str | None, say) -> str | None:
+    """LPIPS only when its AlexNet trunk is on the machine (never downloaded); otherwise say so and skip it."""
+    if requested != "imagenet":
+        return requested
+    import torchvision.models
+
+    from .perceptual import missing_weights_message
+
+    message = missing_weights_message(torchvision.models.AlexNet_Weights.IMAGENET1K_V1, "AlexNet (LPIPS)",
+                                      allow_download=False)
+    if message:
+        say(f"note: LPIPS left out of A_ij: {message}")
+        return None
+    return requested
+
+
+def _write_maps(folder: Path, case, maps: Mapping[str, np.ndarray]) -> None:
+    from .maps import write_heatmap_png
+
+    folder.mkdir(parents=True, exist_ok=True)
+    grid = case.meta.get("grid", {})
+    for name, array in maps.items():
+        volume = Volume(array, tuple(grid.get("spacing", (1, 1, 1))), tuple(grid.get("origin", (0, 0, 0))),
+                        tuple(grid.get("direction", (1, 0, 0, 0, 1, 0, 0, 0, 1))))
+        write_volume(volume, folder / f"Md-{name}.nii.gz")
+        anatomy = case.volumes[name] if case.volumes[name].ndim == 3 else case.volumes[name].mean(0)
+        write_heatmap_png(anatomy, array, folder / f"Md-{name}.png", title=f"M_d({name}), {case.name}")
+
+
+def write_outputs(result: Ranking, out: Path, scores: list[PairScore]) -> None:
+    """ranking.csv/json, the pair scores, the bar chart with intervals and the heat matrix of A."""
+    table = result.table()
+    with (out / "ranking.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(table[0]))
+        writer.writeheader()
+        writer.writerows(table)
+    with (out / "pairs.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["subject", "source", "target", "psnr", "ssim", "lpips"])
+        writer.writeheader()
+        writer.writerows(vars(p) for p in scores)
+    (out / "ranking.json").write_text(json.dumps(result.to_dict(), indent=1))
+    _bar_chart(result, out / "ranking.png")
+    _heat_matrix(result, out / "adjacency.png")
+
+
+def _bar_chart(result: Ranking, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = np.arange(len(result.sequences))
+    fig, ax = plt.subplots(figsize=(1.6 * len(x) + 2, 3.4))
+    for offset, key, values, colour in ((-0.2, "C_t", result.totipotency, "tab:blue"),
+                                        (0.2, "C_d", result.differentiation, "tab:red")):
+        errors = None
+        if key in result.intervals:
+            low, high = result.intervals[key].T
+            errors = np.vstack([values - low, high - values]).clip(min=0)
+        ax.bar(x + offset, values, 0.4, yerr=errors, capsize=3, color=colour, label=key)
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_xticks(x, result.sequences)
+    ax.set_ylabel("degree centrality")
+    ax.set_title("totipotency C_t and imaging differentiation C_d" + ("" if "lpips" in result.terms else " (no LPIPS)"))
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _heat_matrix(result: Ranking, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1.1 * len(result.sequences) + 2, 1.1 * len(result.sequences) + 1))
+    image = ax.imshow(result.adjacency, cmap="viridis")
+    ax.set_xticks(range(len(result.sequences)), result.sequences)
+    ax.set_yticks(range(len(result.sequences)), result.sequences)
+    ax.set_xlabel("target j")
+    ax.set_ylabel("source i")
+    for i in range(len(result.sequences)):
+        for j in range(len(result.sequences)):
+            if np.isfinite(result.adjacency[i, j]):
+                ax.text(j, i, f"{result.adjacency[i, j]:.2f}", ha="center", va="center", color="white", fontsize=8)
+    fig.colorbar(image, ax=ax, label="A_ij")
+    ax.set_title("A_ij = nPSNR + nSSIM" + (" - nLPIPS" if "lpips" in result.terms else ""))
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

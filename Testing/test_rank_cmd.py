@@ -1,0 +1,93 @@
+"""``rank``: subjects translated pair by pair with an any-to-any model, outputs written, predictions reused."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from MRISynthesisLib.errors import InputError
+from MRISynthesisLib.models import build
+from MRISynthesisLib.rank_cmd import differentiation_maps, run_rank
+from MRISynthesisLib.volume import read_volume
+from MRISynthesisLib.weights import WeightsEntry, sha256_of, write_manifest
+
+EVERY = ("T1", "T1ce", "T2", "FLAIR")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """An untrained lite Seq2Seq at 4 mm and an untrained U-Net cT1 (not any-to-any)."""
+    folder = tmp_path_factory.mktemp("models")
+    entries = []
+    for model, inputs, targets, norm in (("seq2seq", EVERY, EVERY, "percentile"),
+                                         ("unet-ct1", ("T1", "T2", "FLAIR"), ("T1ce",), "zscore")):
+        torch.manual_seed(0)
+        file = f"{model}-brain-lite.pt"
+        torch.save({k: v.half() for k, v in build(model, "lite").state_dict().items()}, folder / file)
+        entries.append(WeightsEntry(file=file, model=model, config="lite", anatomy="brain", inputs=inputs,
+                                    targets=targets, normalization=norm, voxel_size_mm=4.0,
+                                    sha256=sha256_of(folder / file), size_bytes=(folder / file).stat().st_size,
+                                    patch_size=(32, 32, 32) if model == "unet-ct1" else None))
+    write_manifest(entries, folder)
+    return folder
+
+
+def test_rank_writes_tables_charts_and_maps_and_reuses_predictions(models, tmp_path, monkeypatch):
+    out = tmp_path / "rank"
+    notes = []
+    result = run_rank("phantom:brain:2", "seq2seq", out, device="cpu", bootstrap=20, lpips_backbone="random",
+                      progress=False, weights_folder=models, say=notes.append)
+    assert result.sequences == EVERY and result.terms == ("psnr", "ssim", "lpips")
+    assert (result.pair_counts[~np.eye(4, dtype=bool)] == 2).all()
+    for name in ("ranking.csv", "ranking.json", "pairs.csv", "ranking.png", "adjacency.png"):
+        assert (out / name).stat().st_size > 0, name
+    saved = json.loads((out / "ranking.json").read_text())
+    assert [row["sequence"] for row in saved["table"]] == list(EVERY) and "C_d_low" in saved["table"][0]
+    subject = sorted((out / "maps").iterdir())[0]
+    md = read_volume(subject / "Md-T1ce.nii.gz")
+    assert md.array.max() > 0 and (subject / "Md-T1ce.png").exists()
+    assert len(list((out / "predictions").rglob("*.npy"))) == 2 * 12
+
+    # a rerun translates nothing again
+    import MRISynthesisLib.rank_cmd as rank_cmd
+
+    def no_translation(*args, **kwargs):
+        raise AssertionError("a cached prediction was recomputed")
+    monkeypatch.setattr(rank_cmd, "translator", lambda *a: no_translation)
+    again = run_rank("phantom:brain:2", "seq2seq", out, device="cpu", bootstrap=0, lpips_backbone=None,
+                     progress=False, weights_folder=models, say=notes.append)
+    assert again.terms == ("psnr", "ssim") and any("LPIPS unavailable" in n for n in notes)
+
+
+def test_rank_refuses_a_model_that_is_not_any_to_any(models, tmp_path):
+    with pytest.raises(InputError, match="ranking needs an any-to-any model"):
+        run_rank("phantom:brain:2", "unet-ct1", tmp_path / "r", device="cpu", progress=False, weights_folder=models)
+    with pytest.raises(InputError, match="no bundled weights for tc-mgan"):
+        run_rank("phantom:brain:2", "tc-mgan", tmp_path / "r", device="cpu", progress=False, weights_folder=models)
+    with pytest.raises(InputError, match="cannot rank breast subjects"):
+        run_rank("phantom:breast:2", "seq2seq", tmp_path / "r", anatomy="brain", device="cpu", progress=False,
+                 weights_folder=models)
+
+
+def test_differentiation_map_is_the_mean_error_of_the_other_sources():
+    real = {"A": np.zeros((2, 2, 2)), "B": np.ones((2, 2, 2))}
+    predictions = {("B", "A"): np.full((2, 2, 2), 0.5), ("A", "B"): np.full((2, 2, 2), 3.0)}
+    mask = np.ones((2, 2, 2), bool)
+    mask[0] = False
+    maps = differentiation_maps(real, predictions, mask)
+    assert np.allclose(maps["A"][1], 0.5) and np.allclose(maps["B"][1], 2.0) and (maps["A"][0] == 0).all()
+
+
+def test_rank_command(models, tmp_path, monkeypatch, capsys):
+    from MRISynthesisLib.cli import main
+
+    monkeypatch.setenv("MRISYNTHESIS_MODELS_DIR", str(models))
+    assert main(["rank", "--data", "phantom:brain:2", "--model", "seq2seq", "--out", str(tmp_path / "r"),
+                 "--bootstrap", "0", "--device", "cpu", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert all(s in printed for s in EVERY) and "C_d" in printed
+    assert main(["rank", "--data", "phantom:brain:2", "--model", "unet-ct1", "--out", str(tmp_path / "u"), "--quiet"]) == 2
+    assert "any-to-any" in capsys.readouterr().err
