@@ -32,9 +32,10 @@ def check_perceptual_choice(choice: str) -> str:
 class VGG19Perceptual(nn.Module):
     """Weighted L1 distance between VGG19 feature maps of two images in [-1, 1].
 
-    ``layers``: which outputs are compared, as (layer class, weights): IMPORTANT-Net compares the five
-    max-pool outputs with weights 1/16 ... 1 (Eq. 5-6, the default); Seq2Seq's code compares the ReLU
-    outputs with equal weights. ``distance``: ``l1`` (IMPORTANT-Net) or ``mse`` (Seq2Seq's code).
+    ``after`` and ``weights``: the outputs of the first ``len(weights)`` layers of type ``after`` are
+    compared, each weighted: IMPORTANT-Net compares the five max-pool outputs with weights 1/16 ... 1
+    (Eq. 5-6, the default); Seq2Seq's code the first 13 ReLU outputs (up to relu5_1) with equal weights.
+    ``distance``: ``l1`` (IMPORTANT-Net) or ``mse`` (Seq2Seq's code).
     Every channel of a multi-channel image is compared on its own (replicated to RGB), then averaged.
     The network is frozen and kept out of checkpoints (it is rebuilt from torchvision's file).
     """
@@ -58,8 +59,9 @@ class VGG19Perceptual(nn.Module):
             torch.manual_seed(0)
             features = tvm.vgg19(weights=tvm.VGG19_Weights.IMAGENET1K_V1 if backbone == "imagenet" else None).features
         taps = [i for i, layer in enumerate(features) if isinstance(layer, after)]
-        if len(taps) != len(weights):
-            raise InputError(f"VGG19 has {len(taps)} {after.__name__} outputs but {len(weights)} weights were given")
+        if not 1 <= len(weights) <= len(taps):
+            raise InputError(f"VGG19 has {len(taps)} {after.__name__} outputs; {len(weights)} weights were given")
+        taps = taps[:len(weights)]
         self.features = features[:taps[-1] + 1].eval().requires_grad_(False)
         self.taps, self.weights, self.distance = taps, tuple(float(w) for w in weights), distance
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)

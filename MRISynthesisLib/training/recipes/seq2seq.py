@@ -1,0 +1,157 @@
+"""Seq2Seq training (paper section 3.4, Eq. 1-3): one generator translating any sequence into any other.
+
+Each step draws, for its whole batch (the generator takes one target code per batch), a source i and a
+target j != i of the case's sequences, from the step's generator (so runs are reproducible):
+
+* Eq. 1, reconstruction: lambda_r = 10 x L1 plus lambda_p = 0.01 x VGG19 perceptual, on X'_{i->j} and on
+  the self-reconstruction X'_{i->i} (the paper's double sum over the available sequences includes i = j;
+  one (i, j) per step is a stochastic estimate of it).
+* Eq. 2, adversarial: least squares, D_j(X_j) -> 1 and D_j(X'_{i->j}) -> 0 for the discriminator, D_j(X'_{i->j})
+  -> 1 for the generator, with the per-sequence PatchGAN of the model module (channel j is D_j). The paper
+  gives no weight for it; we use 1, and the discriminator has the generator's optimiser settings.
+* Eq. 3, cycle: X''_{i->j->i} = G(E(X'_{i->j}) | s_i) against X_i, L1. The paper gives no weight; the
+  authors' code uses 10, which we follow.
+
+The perceptual loss compares the first 13 ReLU outputs of VGG19 (up to relu5_1) by mean squared error with
+equal weights, as the authors' code does (it uses average pooling inside VGG; we keep torchvision's
+max pooling so the ImageNet weights mean what they were trained for). Without VGG19's ImageNet file
+training stops with a message, unless ``--without-perceptual`` (then the term is left out and the run
+says so). Adam 2e-4 (betas 0.5, 0.999: the pix2pix setting, the paper names only the rate), batch 1 as
+the paper; the rate decays polynomially (power 0.9, as the code) to 0 over ``decay_epochs`` epochs.
+Data: 2.5D stacks of three adjacent axial slices of every sequence, random in-plane crops of
+96 x 96 (``lite``, 2 mm phantom) or 192 x 192 (``paper``, the code's crop), intensities clipped to
+[0, 2 x p99] and mapped to [-1, 1] (``percentile``, the code's normalisation), random left-right flips.
+Brain only for now: the breast model's 4D DCE series needs phase-aware sampling.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...errors import InputError
+from ...models import build
+from ...models.seq2seq import build_discriminator
+from ..losses import VGG19Perceptual, check_perceptual_choice
+from ..sampling import random_slices
+from .base import Recipe
+
+BRAIN = ("T1", "T1ce", "T2", "FLAIR")
+LAMBDA_REC, LAMBDA_PERCEPTUAL, LAMBDA_CYCLE, LAMBDA_ADV = 10.0, 0.01, 10.0, 1.0
+PERCEPTUAL_RELUS = 13  # relu1_1 ... relu5_1
+
+
+class Seq2SeqRecipe(Recipe):
+    model = "seq2seq"
+    inputs = targets = sequences = BRAIN
+    normalization = "percentile"
+    batch_size = {"lite": 2, "paper": 1}
+    crop = {"lite": (96, 96), "paper": (192, 192)}
+    patience = {"lite": 10, "paper": 20}
+    uses_perceptual = True
+
+    def __init__(self, config: str, device: torch.device, amp: bool = False, *, anatomy: str | None = None,
+                 perceptual: str = "imagenet", adversarial: bool = True, decay_epochs: int | None = None) -> None:
+        if (anatomy or "brain") != "brain":
+            raise InputError("Seq2Seq training is built for the brain (T1, T1ce, T2, FLAIR) so far; the breast "
+                             "model's 4D DCE series is not supported by this recipe yet")
+        super().__init__(config, device, amp, anatomy=anatomy)
+        check_perceptual_choice(perceptual)
+        self.perceptual = None if perceptual == "off" else VGG19Perceptual(
+            perceptual, after=nn.ReLU, weights=(1.0,) * PERCEPTUAL_RELUS, distance="mse").to(device)
+        if perceptual == "off":
+            self.notes.append("training without the VGG19 perceptual term of Eq. 1 (--without-perceptual)")
+        self.adversarial = adversarial
+        generator = build("seq2seq", config).to(device)  # the BraTS four lead its code order
+        self.networks["generator"] = generator
+        self.optimizers["generator"] = torch.optim.Adam(generator.parameters(), lr=2e-4, betas=(0.5, 0.999))
+        if adversarial:
+            self.networks["discriminator"] = build_discriminator(config, sequences=BRAIN).to(device)
+            self.optimizers["discriminator"] = torch.optim.Adam(self.networks["discriminator"].parameters(), lr=2e-4,
+                                                                betas=(0.5, 0.999))
+        epochs = decay_epochs or {"lite": 40, "paper": 1000}[config]
+        if epochs < 1:
+            raise InputError(f"decay_epochs must be at least 1, not {epochs}")
+        for key, optimizer in self.optimizers.items():
+            self.schedulers[key] = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, lambda epoch, n=epochs: max(0.0, 1.0 - epoch / n) ** 0.9)
+
+    # ----------------------------------------------------------------- data
+    def make_batch(self, cases, rng: np.random.Generator, batch_size: int) -> dict[str, np.ndarray]:
+        batch = random_slices(cases, rng, batch_size, self.sequences, self.sequences[:1], self.crop[self.config],
+                              context=1, augment=False)
+        if rng.random() < 0.5:  # one flip for the batch keeps every pair of sequences aligned
+            for key in ("inputs", "mask", "labels"):
+                batch[key] = np.ascontiguousarray(batch[key][..., ::-1])
+        source = int(rng.integers(len(self.sequences)))
+        target = int(rng.integers(len(self.sequences) - 1))
+        target += target >= source
+        del batch["targets"]
+        batch["source"] = np.full(batch_size, source, np.int64)
+        batch["target"] = np.full(batch_size, target, np.int64)
+        return batch
+
+    def _stack(self, batch: dict[str, torch.Tensor], key: str) -> torch.Tensor:
+        """The 3-slice stack (B, 3, H, W) of the sequence named by ``batch[key]``."""
+        k = int(batch[key][0])
+        return batch["inputs"][:, 3 * k:3 * k + 3]
+
+    # ----------------------------------------------------------------- step
+    def _similarity(self, fake: torch.Tensor, real: torch.Tensor, name: str, terms: dict) -> torch.Tensor:
+        terms[f"{name}_l1"] = F.l1_loss(fake, real)
+        total = LAMBDA_REC * terms[f"{name}_l1"]
+        if self.perceptual is not None:
+            terms[f"{name}_perceptual"] = self.perceptual(fake, real)
+            total = total + LAMBDA_PERCEPTUAL * terms[f"{name}_perceptual"]
+        return total
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        generator = self.networks["generator"]
+        generator.train()
+        source, target = int(batch["source"][0]), int(batch["target"][0])
+        x_i, x_j = self._stack(batch, "source"), self._stack(batch, "target")
+        terms: dict[str, torch.Tensor] = {}
+
+        fake_j = generator(x_i, target)
+        total = self._similarity(fake_j, x_j, "translation", terms)
+        total = total + self._similarity(generator(x_i, source), x_i, "self", terms)
+        terms["cycle_l1"] = F.l1_loss(generator(fake_j, source), x_i)
+        total = total + LAMBDA_CYCLE * terms["cycle_l1"]
+        if self.adversarial:
+            discriminator = self.networks["discriminator"]
+            discriminator.requires_grad_(False)
+            score = discriminator(fake_j, target)
+            terms["adversarial"] = F.mse_loss(score, torch.ones_like(score))
+            total = total + LAMBDA_ADV * terms["adversarial"]
+        self.optimizers["generator"].zero_grad(set_to_none=True)
+        total.backward()
+        self.optimizers["generator"].step()
+        result = {"loss": float(total.detach()), **{k: float(v.detach()) for k, v in terms.items()}}
+        if self.adversarial:
+            result["discriminator"] = self._discriminator_step(x_j, fake_j.detach(), target)
+        return result
+
+    def _discriminator_step(self, real: torch.Tensor, fake: torch.Tensor, target: int) -> float:
+        discriminator = self.networks["discriminator"]
+        discriminator.requires_grad_(True)
+        discriminator.train()
+        real_score, fake_score = discriminator(real, target), discriminator(fake, target)
+        loss = 0.5 * (F.mse_loss(real_score, torch.ones_like(real_score))
+                      + F.mse_loss(fake_score, torch.zeros_like(fake_score)))
+        self.optimizers["discriminator"].zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizers["discriminator"].step()
+        return float(loss.detach())
+
+    def predict(self, batch: dict[str, torch.Tensor]):
+        generator = self.networks["generator"]
+        generator.eval()
+        with torch.no_grad():
+            fake = generator(self._stack(batch, "source"), int(batch["target"][0]))
+        # the centre slice of each 3-slice stack is the one inference keeps
+        return fake[:, 1:2], self._stack(batch, "target")[:, 1:2], batch["mask"]
+
+
+RECIPE = Seq2SeqRecipe
