@@ -1,0 +1,112 @@
+"""Multiparametric lesion patches from breast cases (Haarburger et al., section 2), for the MP-GAN.
+
+Following the paper: axial patches centred on the centre of mass of each benign and malignant lesion,
+and on random points inside the breast with no lesion within a ``size/2`` x ``size/2`` neighbourhood
+(``healthy``, "no findings"). Each patch has the MP-GAN's seven channels (``models.mp_gan.CHANNELS``:
+T2, T1 pre, T1 post 1-4 and the subtraction) from normalised [-1, 1] volumes, so it is what the
+generator learns to produce. Patches are stored as one compressed ``.npz`` per split (``patches``
+(N, 7, S, S) float32, ``classes`` (N,) int64 in ``models.mp_gan.CLASSES`` order).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+from scipy import ndimage
+
+from .errors import InputError
+from .models.mp_gan import CHANNELS, CLASSES, stack_channels
+
+#: breast phantom label -> MP-GAN class index (cysts, label 3, are not a class of the paper)
+LESION_CLASS = {1: CLASSES.index("benign"), 2: CLASSES.index("malignant")}
+
+
+def _crop(plane: np.ndarray, center: tuple[int, int], size: int) -> np.ndarray:
+    """A size x size window of the last two axes around ``center``, padded with -1 (background)."""
+    out = np.full(plane.shape[:-2] + (size, size), -1.0, np.float32)
+    y0, x0 = center[0] - size // 2, center[1] - size // 2
+    ys, xs = slice(max(y0, 0), min(y0 + size, plane.shape[-2])), slice(max(x0, 0), min(x0 + size, plane.shape[-1]))
+    out[..., ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0] = plane[..., ys, xs]
+    return out
+
+
+def _patch(t2: np.ndarray, dce: np.ndarray, z: int, center: tuple[int, int], size: int) -> np.ndarray:
+    return stack_channels(_crop(t2[z], center, size), _crop(dce[:, z], center, size))
+
+
+def extract_patches(volumes: Mapping[str, np.ndarray], labels: np.ndarray, mask: np.ndarray,
+                    rng: np.random.Generator, *, size: int = 64, healthy: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Lesion and healthy-tissue patches of one case.
+
+    Args:
+        volumes: ``T2`` (z, y, x) and ``DCE`` (t >= 5, z, y, x), normalised to [-1, 1], on one grid.
+        labels: lesion labels (1 benign, 2 malignant; others ignored).
+        mask: the breast (body) foreground, where healthy centres are drawn.
+        healthy: how many healthy patches to draw (fewer when the breast has no room for them).
+    Returns:
+        (patches (N, 7, size, size) float32, classes (N,) int64).
+    """
+    if "T2" not in volumes or "DCE" not in volumes:
+        raise InputError(f"patches need T2 and DCE; the case has {', '.join(volumes) or 'nothing'}")
+    t2, dce = np.asarray(volumes["T2"]), np.asarray(volumes["DCE"])
+    if t2.ndim != 3 or dce.ndim != 4 or dce.shape[1:] != t2.shape or dce.shape[0] < 5:
+        raise InputError(f"need T2 (z, y, x) and DCE (t >= 5, z, y, x) on one grid, not {t2.shape} and {dce.shape}")
+    if labels.shape != t2.shape or mask.shape != t2.shape:
+        raise InputError(f"labels {labels.shape} and mask {mask.shape} must match T2's grid {t2.shape}")
+    if size < 16 or size % 16:
+        raise InputError(f"patch size must be a positive multiple of 16, not {size}")
+    patches, classes = [], []
+    for label, class_index in LESION_CLASS.items():
+        components, count = ndimage.label(labels == label)
+        for k in range(1, count + 1):
+            cz, cy, cx = (int(round(c)) for c in ndimage.center_of_mass(components == k))
+            patches.append(_patch(t2, dce, cz, (cy, cx), size))
+            classes.append(class_index)
+    near_lesion = ndimage.maximum_filter(np.isin(labels, list(LESION_CLASS) + [3]), size=(1, size // 2, size // 2))
+    candidates = np.argwhere(mask & ~near_lesion)
+    for index in rng.choice(len(candidates), min(healthy, len(candidates)), replace=False) if len(candidates) else []:
+        z, y, x = candidates[index]
+        patches.append(_patch(t2, dce, int(z), (int(y), int(x)), size))
+        classes.append(CLASSES.index("healthy"))
+    if not patches:
+        return np.zeros((0, len(CHANNELS), size, size), np.float32), np.zeros(0, np.int64)
+    return np.stack(patches).astype(np.float32), np.asarray(classes, np.int64)
+
+
+def save_patches(path: str | Path, patches: np.ndarray, classes: np.ndarray) -> Path:
+    """One compressed file per split, written to a temporary name and renamed."""
+    patches, classes = np.asarray(patches, np.float32), np.asarray(classes, np.int64)
+    if patches.ndim != 4 or patches.shape[1] != len(CHANNELS) or len(classes) != len(patches):
+        raise InputError(f"patches must be (N, {len(CHANNELS)}, S, S) with N classes, not {patches.shape} and "
+                         f"{classes.shape}")
+    path = Path(path)
+    tmp = path.with_name(f".partial-{path.name}")
+    with open(tmp, "wb") as handle:
+        np.savez_compressed(handle, patches=patches, classes=classes, channels=np.array(CHANNELS),
+                            class_names=np.array(CLASSES))
+    tmp.replace(path)
+    return path
+
+
+def load_patches(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with np.load(path) as data:
+            if tuple(data["channels"]) != CHANNELS or tuple(data["class_names"]) != CLASSES:
+                raise InputError(f"{path}: patches of other channels or classes than the MP-GAN's")
+            return data["patches"], data["classes"]
+    except (OSError, KeyError, ValueError) as err:
+        raise InputError(f"{path}: not a patch file ({err})") from err
+
+
+def washout_fraction(patches: np.ndarray, *, centre: int = 4) -> float:
+    """Share of patches whose central enhancement falls after its peak (last post phase < 90 % of the
+    peak enhancement over pre): the kinetic signature of malignancy the phantom, and the paper, expect."""
+    if len(patches) == 0:
+        raise InputError("no patches to measure")
+    s = patches.shape[-1] // 2
+    curve = patches[:, 1:6, s - centre:s + centre, s - centre:s + centre].mean(axis=(2, 3))  # pre, post 1-4
+    enhancement = curve[:, 1:] - curve[:, :1]
+    peak = enhancement.max(axis=1)
+    return float(np.mean((peak > 0) & (enhancement[:, -1] < 0.9 * peak)))
