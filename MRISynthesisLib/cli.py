@@ -162,8 +162,9 @@ def _cmd_models(args: argparse.Namespace) -> int:
 def _cmd_phantom(args: argparse.Namespace) -> int:
     from .phantom.cases import write_cases
 
+    aligned = {"misalign": False, "native_grids": False} if args.registered else {}
     for folder in write_cases(args.anatomy, n=args.n, seed=args.seed, out=args.out, png=args.png,
-                              resolution=args.resolution, progress=not args.quiet):
+                              resolution=args.resolution, progress=not args.quiet, **aligned):
         print(folder)
     return 0
 
@@ -195,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--png", action="store_true", help="also write a PNG montage per subject")
     p.add_argument("--resolution", type=float, default=None,
                    help="voxel size in mm of the reference grid (default: 1 for brain, the breast default grid)")
+    p.add_argument("--registered", action="store_true",
+                   help="every sequence on the reference grid, without motion (as the BraTS releases are co-registered)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = add("check", "read and validate input sequences (shape, NaN/Inf, empty, grid)", _cmd_check)

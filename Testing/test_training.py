@@ -113,3 +113,15 @@ def test_train_command_errors(tmp_path, capsys):
     assert "at least 2 subjects" in capsys.readouterr().err
     assert main(["train", "--model", "unet-ct1", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "r")]) == 2
     assert "no such data folder" in capsys.readouterr().err
+
+
+def test_a_brats_layout_folder_from_the_phantom_command_trains(tmp_path):
+    cases = tmp_path / "cases"
+    assert main(["phantom", "--anatomy", "brain", "--n", "2", "--seed", "60", "--resolution", "4", "--registered",
+                 "--out", str(cases), "--quiet"]) == 0
+    assert (cases / "MRIS-BRAIN-00060" / "MRIS-BRAIN-00060-t1c.nii.gz").exists()
+    summary = train(TrainOptions(model="unet-ct1", out=str(tmp_path / "run"), data=str(cases), steps=2,
+                                 steps_per_epoch=2, checkpoint_every=2, batch_size=1), progress=False)
+    assert summary["steps"] == 2
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert sorted(split["train"] + split["validation"]) == ["MRIS-BRAIN-00060", "MRIS-BRAIN-00061"]
