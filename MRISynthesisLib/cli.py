@@ -126,6 +126,39 @@ def _cmd_rank(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate_models(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import replace
+    from pathlib import Path
+
+    from .quality import HEADLINE, HELD_OUT_SEEDS, evaluate_bundled, manifest_metrics
+    from .training.export import write_model_card
+    from .weights import read_manifest, write_manifest
+
+    seeds = tuple(args.seeds or HELD_OUT_SEEDS)
+    if any(s >= 10000 for s in seeds):
+        raise InputError("seeds of 10000 and above are training subjects; choose held-out seeds below 10000")
+    results = evaluate_bundled(args.anatomy, seeds, model=args.model, targets=tuple(args.target or ()))
+    if not results:
+        raise InputError("no bundled sequence-to-sequence model matches --anatomy/--model/--target")
+    print(f"{'weights':28s} {'target':6s} {'method':14s} " + " ".join(f"{k.upper():>15s}" for k in HEADLINE))
+    for r in results:
+        for method, stats in r["methods"].items():
+            cells = " ".join(f"{stats[k]['mean']:8.3f} ± {stats[k]['sd']:5.3f}" for k in HEADLINE)
+            print(f"{r['weights']:28s} {r['target']:6s} {method:14s} {cells}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    if args.update_manifest:
+        entries = read_manifest()
+        for k, entry in enumerate(entries):
+            mine = [r for r in results if r["weights"] == entry.file]
+            if mine:
+                entries[k] = replace(entry, metrics=manifest_metrics(mine, seeds))
+                write_model_card(entries[k])
+        write_manifest(entries)
+    return 0
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from .models import size_table
     from .weights import read_manifest
@@ -275,6 +308,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("evaluate-gan", "FID and 1-NN accuracy of generated patches", _not_built("evaluate-gan", 11))
     p = add("batch", "synthesize every missing sequence of a folder of cases", _not_built("batch", 13))
     p = add("compare", "compare models side by side on complete cases", _not_built("compare", 13))
+    p = add("evaluate-models", "bundled models on held-out phantom subjects beside voxel-wise baselines",
+            _cmd_evaluate_models)
+    p.add_argument("--anatomy", choices=ANATOMIES)
+    p.add_argument("--model", choices=MODEL_NAMES)
+    p.add_argument("--target", nargs="+", help="only these targets")
+    p.add_argument("--seeds", type=int, nargs="+", help="held-out phantom seeds (default 7 8 9 11 12)")
+    p.add_argument("--json", help="also write the results to this JSON file")
+    p.add_argument("--update-manifest", action="store_true",
+                   help="store the figures in the models folder's manifest and model cards")
+
     p = add("models", "list the models: inputs -> outputs, size, bundled weights", _cmd_models)
     p.add_argument("--json", action="store_true", help="print the table as JSON")
     return parser

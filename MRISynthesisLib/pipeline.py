@@ -116,7 +116,7 @@ class Prepared:
     registrations: dict[str, dict]
 
 
-def _normalization(scheme: str, array: np.ndarray, mask: np.ndarray) -> Normalization:
+def normalization_for(scheme: str, array: np.ndarray, mask: np.ndarray) -> Normalization:
     """The model's training normalisation (``zscore`` or ``percentile``, as ``training.data.normalize``)."""
     if scheme == "zscore":
         return Normalization.zscore(array, mask)
@@ -141,10 +141,10 @@ def prepare(inputs: Mapping[str, Volume], order: tuple[str, ...], reference: str
     work = _work_grid(fixed, voxel_size_mm)
     on_work = {n: resample_to(v, work) if work is not fixed else v for n, v in aligned.items()}
     mask = foreground_mask(np.mean([v.array for v in on_work.values()], axis=0))
-    norms = {n: _normalization(normalization, v.array, mask) for n, v in on_work.items()}
+    norms = {n: normalization_for(normalization, v.array, mask) for n, v in on_work.items()}
     stacked = np.stack([norms[n].apply(on_work[n].array) for n in order])
     scale = norms[reference] if reference in norms else \
-        _normalization(normalization, resample_to(fixed, work).array, mask)
+        normalization_for(normalization, resample_to(fixed, work).array, mask)
     return Prepared(fixed, reference, work, stacked, mask, scale, registrations)
 
 

@@ -72,6 +72,11 @@ _PLANS: dict[str, Callable[[WeightsEntry, nn.Module, str, Sequence[str]], Plan]]
 }
 
 
+def has_plan(model: str) -> bool:
+    """True for the sequence-to-sequence models (the MP-GAN generates patches; it has no plan)."""
+    return model in _PLANS
+
+
 def plan_for(entry: WeightsEntry, net: nn.Module, target: str, available: Sequence[str]) -> Plan:
     """The plan to synthesize ``target`` with ``entry``'s network from the ``available`` sequences."""
     if entry.model not in _PLANS:

@@ -19,8 +19,8 @@ import numpy as np
 
 from .inference import predict_patches, predict_slices
 from .phantom import sample
-from .pipeline import compare_to_real, finish, prepare
-from .preprocess import Normalization
+from .pipeline import normalization_for, compare_to_real, finish, prepare
+from .predictors import Plan, plan_for
 from .training.data import aligned_sequences
 from .weights import WeightsEntry, load_model, read_manifest
 
@@ -40,6 +40,16 @@ def _features(prepared, mask: np.ndarray) -> np.ndarray:
     return prepared.stacked[:, mask].T
 
 
+def sources_for(entry: WeightsEntry, target: str) -> tuple[str, ...]:
+    """The inputs evaluated for ``target``: all of a fixed-input model's, or every other sequence of an
+    any-to-any model (the most it can be given)."""
+    return tuple(s for s in entry.inputs if s != target)
+
+
+def _reference(sources: tuple[str, ...]) -> str:
+    return "T1" if "T1" in sources else sources[0]
+
+
 def fit_baselines(entry: WeightsEntry, target: str, seeds=BASELINE_TRAIN_SEEDS, voxels_per_subject: int = 40000,
                   random_state: int = 0) -> Baselines:
     """Fit both baselines on ``seeds`` (registered phantom subjects at the model's voxel size)."""
@@ -47,14 +57,15 @@ def fit_baselines(entry: WeightsEntry, target: str, seeds=BASELINE_TRAIN_SEEDS, 
     from sklearn.linear_model import LinearRegression
 
     rng = np.random.default_rng(random_state)
+    sources = sources_for(entry, target)
     xs, ys = [], []
     for seed in seeds:
         subject = sample(entry.anatomy, seed, resolution=entry.voxel_size_mm)
-        aligned = aligned_sequences(subject, (*entry.inputs, target))  # as the training cases are
-        prepared = prepare({s: aligned[s] for s in entry.inputs}, entry.inputs, entry.inputs[0], "none",
-                           entry.voxel_size_mm)
+        aligned = aligned_sequences(subject, (*sources, target))  # as the training cases are
+        prepared = prepare({s: aligned[s] for s in sources}, sources, _reference(sources), "none",
+                           entry.voxel_size_mm, normalization=entry.normalization)
         real = aligned[target].array
-        y = Normalization.zscore(real, prepared.mask).apply(real)[prepared.mask]
+        y = normalization_for(entry.normalization, real, prepared.mask).apply(real)[prepared.mask]
         x = _features(prepared, prepared.mask)
         pick = rng.choice(len(y), size=min(voxels_per_subject, len(y)), replace=False)
         xs.append(x[pick])
@@ -70,22 +81,25 @@ def _predict_baseline(regressor, prepared) -> np.ndarray:
     return out
 
 
+def _run_plan(plan: Plan, stacked: np.ndarray, device: str) -> np.ndarray:
+    if plan.patch_size:
+        return predict_patches(plan.predictor, stacked, patch_size=plan.patch_size, device=device)[plan.output]
+    return predict_slices(plan.predictor, stacked, context=plan.context, multiple=plan.multiple,
+                          device=device)[plan.output]
+
+
 def evaluate_entry(entry: WeightsEntry, target: str, seeds=HELD_OUT_SEEDS, *, device: str = "cpu",
                    say=print) -> dict:
     """Per method (model, linear, hgb): mean and SD over ``seeds`` of SSIM, PSNR, NMSE, MAE."""
+    sources = sources_for(entry, target)
     baselines = fit_baselines(entry, target)
-    net = load_model(entry, device=device)
-    predictor = getattr(net, "synthesize", net)
+    plan = plan_for(entry, load_model(entry, device=device), target, sources)
     scores: dict[str, list[dict]] = {entry.model: [], "linear": [], "hgb": []}
     for seed in seeds:
         subject = sample(entry.anatomy, seed, resolution=entry.voxel_size_mm)  # misaligned, own grids, as acquired
-        prepared = prepare({s: subject.sequences[s] for s in entry.inputs}, entry.inputs, "T1", "rigid",
-                           entry.voxel_size_mm)
-        if entry.patch_size and len(entry.patch_size) == 3:
-            predicted = predict_patches(predictor, prepared.stacked, patch_size=entry.patch_size, device=device)
-        else:
-            predicted = predict_slices(predictor, prepared.stacked, device=device)
-        outputs = {entry.model: predicted[entry.targets.index(target)],
+        prepared = prepare({s: subject.sequences[s] for s in sources}, plan.order, _reference(sources), "rigid",
+                           entry.voxel_size_mm, normalization=entry.normalization)
+        outputs = {entry.model: _run_plan(plan, prepared.stacked, device),
                    "linear": _predict_baseline(baselines.linear, prepared),
                    "hgb": _predict_baseline(baselines.hgb, prepared)}
         for method, values in outputs.items():
@@ -96,13 +110,45 @@ def evaluate_entry(entry: WeightsEntry, target: str, seeds=HELD_OUT_SEEDS, *, de
                      for k in HEADLINE} for method, rows in scores.items()}
 
 
-def evaluate_bundled(anatomy: str | None = None, seeds=HELD_OUT_SEEDS, say=print) -> list[dict]:
+def evaluate_bundled(anatomy: str | None = None, seeds=HELD_OUT_SEEDS, say=print, *, model: str | None = None,
+                     targets: tuple[str, ...] | None = None) -> list[dict]:
+    """Every bundled sequence-to-sequence model (optionally one ``model``, some ``targets``) on ``seeds``."""
+    from .predictors import has_plan
+
     results = []
     for entry in read_manifest():
-        if anatomy and entry.anatomy != anatomy:
+        if (anatomy and entry.anatomy != anatomy) or (model and entry.model != model) or not has_plan(entry.model):
             continue
         for target in entry.targets:
+            if targets and target not in targets:
+                continue
             say(f"{entry.model} ({entry.file}) -> {target} on held-out seeds {', '.join(map(str, seeds))}")
             results.append({"weights": entry.file, "model": entry.model, "target": target, "seeds": list(seeds),
                             "methods": evaluate_entry(entry, target, seeds, say=say)})
     return results
+
+
+def verdict(methods: dict, model: str) -> str:
+    """One honest sentence: does the model beat both baselines, by how much over linear regression."""
+    ours, linear, hgb = methods[model], methods["linear"], methods["hgb"]
+    higher = ("ssim", "psnr")
+    beats = [k for k in HEADLINE for base in (linear, hgb)
+             if (ours[k]["mean"] > base[k]["mean"]) == (k in higher)]
+    gain = ours["psnr"]["mean"] - linear["psnr"]["mean"]
+    both = len(beats) == 2 * len(HEADLINE)
+    return (f"{'beats both voxel-wise baselines on every metric' if both else 'does NOT beat both baselines on every metric'}; "
+            f"PSNR {gain:+.2f} dB over linear regression ({'meets' if gain >= 3 else 'short of'} the 3 dB target)")
+
+
+def manifest_metrics(results: list[dict], seeds=HELD_OUT_SEEDS) -> dict[str, str]:
+    """The manifest/model-card form of one weight file's results (one row per target and method)."""
+    metrics = {"held_out_seeds": ", ".join(map(str, seeds)),
+               "where": "inside the foreground, each volume z-scored by its own foreground statistics; "
+                        "registered with rigid"}
+    for result in results:
+        prefix = f"{result['target']}: " if len(results) > 1 else ""
+        for method, stats in result["methods"].items():
+            for k in HEADLINE:
+                metrics[f"{prefix}{method} {k.upper()}"] = f"{stats[k]['mean']:.3f} ± {stats[k]['sd']:.3f}"
+        metrics[f"{prefix}verdict"] = verdict(result["methods"], result["model"])
+    return metrics

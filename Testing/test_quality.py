@@ -1,0 +1,63 @@
+"""evaluate-models: bundled models on held-out phantom subjects beside voxel-wise baselines."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from MRISynthesisLib.cli import main
+from MRISynthesisLib.models import build
+from MRISynthesisLib.quality import manifest_metrics, sources_for, verdict
+from MRISynthesisLib.weights import WeightsEntry, read_manifest, sha256_of, write_manifest
+
+EVERY = ("T1", "T1ce", "T2", "FLAIR")
+
+
+@pytest.fixture()
+def models(tmp_path, monkeypatch):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    torch.manual_seed(0)
+    file = "seq2seq-brain-lite.pt"
+    torch.save({k: v.half() for k, v in build("seq2seq", "lite").state_dict().items()}, folder / file)
+    write_manifest([WeightsEntry(file=file, model="seq2seq", config="lite", anatomy="brain", inputs=EVERY,
+                                 targets=EVERY, normalization="percentile", voxel_size_mm=4.0,
+                                 sha256=sha256_of(folder / file), size_bytes=(folder / file).stat().st_size)], folder)
+    monkeypatch.setenv("MRISYNTHESIS_MODELS_DIR", str(folder))
+    return folder
+
+
+def test_evaluate_models_prints_the_model_beside_both_baselines_and_updates_the_manifest(models, tmp_path, capsys):
+    out = tmp_path / "q.json"
+    assert main(["evaluate-models", "--model", "seq2seq", "--target", "T1ce", "--seeds", "7",
+                 "--json", str(out), "--update-manifest"]) == 0
+    printed = capsys.readouterr().out
+    assert all(m in printed for m in ("seq2seq", "linear", "hgb"))
+    result, = json.loads(out.read_text())
+    assert result["target"] == "T1ce" and set(result["methods"]) == {"seq2seq", "linear", "hgb"}
+    entry, = read_manifest(models)
+    assert "verdict" in entry.metrics and entry.metrics["held_out_seeds"] == "7"
+    assert "seq2seq PSNR" in (models / "seq2seq-brain-lite.md").read_text()
+
+
+def test_evaluate_models_refuses_training_seeds_and_empty_selections(models, capsys):
+    assert main(["evaluate-models", "--seeds", "10001"]) == 2
+    assert "training subjects" in capsys.readouterr().err
+    assert main(["evaluate-models", "--model", "unet-ct1"]) == 2
+    assert "no bundled sequence-to-sequence model" in capsys.readouterr().err
+
+
+def test_any_to_any_models_are_evaluated_from_every_other_sequence_and_the_verdict_is_honest():
+    entry = WeightsEntry(file="x", model="seq2seq", config="lite", anatomy="brain", inputs=EVERY, targets=EVERY,
+                         normalization="percentile", voxel_size_mm=2.0, sha256="", size_bytes=0)
+    assert sources_for(entry, "T1ce") == ("T1", "T2", "FLAIR")
+    stats = lambda psnr, ssim: {"psnr": {"mean": psnr, "sd": 0}, "ssim": {"mean": ssim, "sd": 0},
+                                "nmse": {"mean": 1 / psnr, "sd": 0}, "mae": {"mean": 1 / psnr, "sd": 0}}
+    good = {"m": stats(25.0, 0.6), "linear": stats(20.0, 0.3), "hgb": stats(21.0, 0.35)}
+    assert verdict(good, "m").startswith("beats both") and "meets the 3 dB" in verdict(good, "m")
+    weak = {"m": stats(21.0, 0.6), "linear": stats(20.0, 0.3), "hgb": stats(21.5, 0.35)}
+    assert "does NOT beat" in verdict(weak, "m") and "short of" in verdict(weak, "m")
+    two = manifest_metrics([{"target": "T1", "model": "m", "methods": good}, {"target": "T2", "model": "m", "methods": weak}])
+    assert "T1: verdict" in two and "T2: m PSNR" in two
