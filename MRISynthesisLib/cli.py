@@ -159,6 +159,31 @@ def _cmd_evaluate_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from .generate_cmd import run_generate
+
+    if args.model != "mp-gan":
+        raise InputError(f"{args.model} is not a generator; only mp-gan generates patches de novo")
+    out = run_generate(args.lesion_class, args.n, args.out, variant=args.variant, seed=args.seed, nifti=args.nifti)
+    print(f"{args.n} {args.lesion_class} patches ({args.variant}) in {out}")
+    return 0
+
+
+def _cmd_evaluate_gan(args: argparse.Namespace) -> int:
+    from .generate_cmd import run_evaluate_gan
+
+    report = run_evaluate_gan(args.real, args.out, variant=args.variant, n=args.n, seed=args.seed, device=args.device)
+    print(f"{'class':10} {'real':>5} {'1-NN acc':>8} {'FID':>8} {'washout real':>12} {'washout gen':>11}")
+    for name, row in report["classes"].items():
+        fid_text = f"{row['fid']:8.2f}" if row["fid"] is not None else "     n/a"
+        print(f"{name:10} {row['real_patches']:5d} {row['one_nn_accuracy']:8.3f} {fid_text} "
+              f"{row['real_kinetics']['washout_fraction']:12.2f} {row['generated_kinetics']['washout_fraction']:11.2f}")
+    notes = {row["fid_note"] for row in report["classes"].values() if row["fid_note"]}
+    for note in notes:
+        print(f"note: FID unavailable: {note}")
+    return 0
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from .models import size_table
     from .weights import read_manifest
@@ -299,13 +324,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="models folder to add the weights, manifest entry and card to")
     p.add_argument("--overwrite", action="store_true", help="replace an entry of the same name in --out")
 
-    p = add("generate", "generate multiparametric lesion patches with the MP-GAN", _not_built("generate", 11))
-    p.add_argument("--model", default="mp-gan")
+    p = add("generate", "generate multiparametric lesion patches with the MP-GAN", _cmd_generate)
+    p.add_argument("--model", default="mp-gan", help="a generator (only mp-gan generates patches)")
+    p.add_argument("--variant", choices=("dcgan", "wgan"), default="dcgan")
     p.add_argument("--class", dest="lesion_class", choices=("benign", "malignant", "healthy"), required=True)
     p.add_argument("--n", type=int, required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--nifti", action="store_true", help="also write one NIfTI per channel (samples along z)")
 
-    p = add("evaluate-gan", "FID and 1-NN accuracy of generated patches", _not_built("evaluate-gan", 11))
+    p = add("evaluate-gan", "1-NN accuracy, FID and DCE kinetics of generated patches against real ones",
+            _cmd_evaluate_gan)
+    p.add_argument("--real", default="phantom:breast", help="a patch file (.npz) or phantom:breast[:N] (held out)")
+    p.add_argument("--variant", choices=("dcgan", "wgan"), default="dcgan")
+    p.add_argument("--n", type=int, default=200, help="generated patches per class (at least as many as real)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="folder for evaluate-gan.json")
+    p.add_argument("--device", default="cpu")
     p = add("batch", "synthesize every missing sequence of a folder of cases", _not_built("batch", 13))
     p = add("compare", "compare models side by side on complete cases", _not_built("compare", 13))
     p = add("evaluate-models", "bundled models on held-out phantom subjects beside voxel-wise baselines",

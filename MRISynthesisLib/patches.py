@@ -98,15 +98,3 @@ def load_patches(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
             return data["patches"], data["classes"]
     except (OSError, KeyError, ValueError) as err:
         raise InputError(f"{path}: not a patch file ({err})") from err
-
-
-def washout_fraction(patches: np.ndarray, *, centre: int = 4) -> float:
-    """Share of patches whose central enhancement falls after its peak (last post phase < 90 % of the
-    peak enhancement over pre): the kinetic signature of malignancy the phantom, and the paper, expect."""
-    if len(patches) == 0:
-        raise InputError("no patches to measure")
-    s = patches.shape[-1] // 2
-    curve = patches[:, 1:6, s - centre:s + centre, s - centre:s + centre].mean(axis=(2, 3))  # pre, post 1-4
-    enhancement = curve[:, 1:] - curve[:, :1]
-    peak = enhancement.max(axis=1)
-    return float(np.mean((peak > 0) & (enhancement[:, -1] < 0.9 * peak)))

@@ -8,7 +8,8 @@ import torch
 
 from MRISynthesisLib.errors import InputError
 from MRISynthesisLib.models.mp_gan import CHANNELS, CLASSES
-from MRISynthesisLib.patches import extract_patches, load_patches, save_patches, washout_fraction
+from MRISynthesisLib.gan_eval import dce_statistics
+from MRISynthesisLib.patches import extract_patches, load_patches, save_patches
 from MRISynthesisLib.training import checkpoint
 from MRISynthesisLib.training.data import CaseCache, PhantomSource, load_cases
 from MRISynthesisLib.training.recipes import recipe_for
@@ -40,7 +41,7 @@ def test_patches_have_the_models_channels_and_classes(cases, tmp_path):
     assert patches.shape[1:] == (len(CHANNELS), 32, 32) and patches.dtype == np.float32
     assert {CLASSES[k] for k in classes} == {"benign", "malignant", "healthy"}
     malignant, benign = patches[classes == 1], patches[classes == 0]
-    assert washout_fraction(malignant) > washout_fraction(benign)
+    assert dce_statistics(malignant).washout_fraction > dce_statistics(benign).washout_fraction
     path = save_patches(tmp_path / "train.npz", patches, classes)
     again, again_classes = load_patches(path)
     assert np.array_equal(again, patches) and np.array_equal(again_classes, classes)

@@ -30,7 +30,7 @@ def export_run(run_dir: str | Path, *, anatomy: str | None = None, which: str = 
     checkpoint_path = run_dir / "checkpoints" / f"{which}.pt"
     if not checkpoint_path.exists():
         raise InputError(f"{checkpoint_path}: no such checkpoint (has the run saved one yet?)")
-    name = f"{run['model']}-{anatomy}-{config}.pt"
+    name = recipe.file_stem(anatomy, config, options.get("recipe_options", {})) + ".pt"
     if not overwrite and (models_dir(folder) / name).exists():
         raise InputError(f"{models_dir(folder) / name}: exists; pass --overwrite to replace it")
     from .checkpoint import load

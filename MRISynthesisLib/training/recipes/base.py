@@ -47,6 +47,11 @@ class Recipe:
     model_options: tuple[str, ...] = ()
 
     @classmethod
+    def file_stem(cls, anatomy: str, config: str, recipe_options: dict) -> str:
+        """The exported weight file's name without ``.pt``."""
+        return f"{cls.model}-{anatomy}-{config}"
+
+    @classmethod
     def task_for(cls, anatomy: str | None) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
         """(inputs, targets, sequences every case needs) when training on ``anatomy``."""
         inputs, targets, sequences = cls.tasks.get(anatomy or cls.anatomy, (cls.inputs, cls.targets, cls.sequences))

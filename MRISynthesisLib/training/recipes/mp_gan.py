@@ -47,6 +47,11 @@ class MPGANRecipe(Recipe):
     model_options = ("variant",)
     build_overrides = {config: {"patch_size": size} for config, size in patch.items()}
 
+    @classmethod
+    def file_stem(cls, anatomy: str, config: str, recipe_options: dict) -> str:
+        """Both variants are bundled, so the name says which: ``mp-gan-breast-lite-dcgan``."""
+        return f"{cls.model}-{anatomy}-{config}-{recipe_options.get('variant', 'dcgan')}"
+
     def __init__(self, config: str, device: torch.device, amp: bool = False, *, anatomy: str | None = None,
                  variant: str = "dcgan", healthy_per_case: int = 24) -> None:
         if (anatomy or "breast") != "breast":

@@ -1,0 +1,145 @@
+"""``generate`` and ``evaluate-gan``: de novo multiparametric breast patches with the bundled MP-GAN.
+
+``generate`` writes ``patches.npz`` (``patches.load_patches`` reads it), optionally one NIfTI per channel
+(samples stacked along z), and ``sheet.png``: one row per sample (at most 16), one column per channel,
+and the sample's mean centre enhancement curve (T1 pre and post 1-4) beside it.
+
+``evaluate-gan`` compares generated patches of each class with real patches of held-out breast phantom
+subjects (or a patch file): 1-NN two-sample accuracy (always), FID (when its Inception weights are on
+the machine) and the DCE kinetics of each set (washout fraction, time to peak).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+from .models.mp_gan import CHANNELS, CLASSES, TRAINING
+
+#: held-out breast phantom seeds for real patches (training uses 10000 and above)
+REAL_SEEDS = tuple(range(200, 230))
+
+
+def find_generator(variant: str = "dcgan", weights_folder=None):
+    """The bundled MP-GAN entry of ``variant`` and its generator (sha256-checked)."""
+    from .weights import load_model, read_manifest
+
+    if variant not in TRAINING:
+        raise InputError(f"unknown MP-GAN variant '{variant}'; use one of {', '.join(TRAINING)}")
+    entries = [e for e in read_manifest(weights_folder)
+               if e.model == "mp-gan" and e.build_overrides.get("variant", "dcgan") == variant]
+    if not entries:
+        raise InputError(f"no bundled MP-GAN {variant} weights; train one with "
+                         f"`mri-synthesis train --model mp-gan --data phantom:breast:N` and export it")
+    return entries[0], load_model(entries[0], weights_folder)
+
+
+def generate(lesion_class: str, n: int, *, variant: str = "dcgan", seed: int = 0, weights_folder=None) -> np.ndarray:
+    """``n`` patches (n, 7, S, S) in [-1, 1] of ``lesion_class`` (benign, malignant or healthy)."""
+    if lesion_class not in CLASSES:
+        raise InputError(f"unknown class '{lesion_class}'; use one of {', '.join(CLASSES)}")
+    if int(n) < 1:
+        raise InputError(f"--n must be at least 1, not {n}")
+    _, generator = find_generator(variant, weights_folder)
+    return generator.sample(int(n), lesion_class, seed=seed).float().numpy()
+
+
+def write_sheet(patches: np.ndarray, path: Path, title: str, rows: int = 16) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .gan_eval import centre_curves
+
+    shown = patches[:rows]
+    curves = centre_curves(shown)
+    fig, axes = plt.subplots(len(shown), len(CHANNELS) + 1, figsize=(1.3 * (len(CHANNELS) + 1), 1.3 * len(shown)),
+                             squeeze=False)
+    for r, patch in enumerate(shown):
+        for c, name in enumerate(CHANNELS):
+            axes[r, c].imshow(patch[c], cmap="gray", vmin=-1, vmax=1)
+            axes[r, c].set_axis_off()
+            if r == 0:
+                axes[r, c].set_title(name, fontsize=7)
+        axes[r, -1].plot(range(5), curves[r], marker="o", markersize=2)
+        axes[r, -1].set_ylim(-1, 1)
+        axes[r, -1].set_xticks([])
+        axes[r, -1].tick_params(labelsize=5)
+    axes[0, -1].set_title("DCE curve", fontsize=7)
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def run_generate(lesion_class: str, n: int, out: str | Path, *, variant: str = "dcgan", seed: int = 0,
+                 nifti: bool = False, weights_folder=None) -> Path:
+    from .patches import save_patches
+    from .volume import Volume, output_folder, write_volume
+
+    patches = generate(lesion_class, n, variant=variant, seed=seed, weights_folder=weights_folder)
+    out = output_folder(out)
+    save_patches(out / "patches.npz", patches, np.full(len(patches), CLASSES.index(lesion_class)))
+    if nifti:
+        for c, name in enumerate(CHANNELS):
+            write_volume(Volume(np.ascontiguousarray(patches[:, c])), out / f"{lesion_class}-{name}.nii.gz")
+    write_sheet(patches, out / "sheet.png", f"MP-GAN {variant}, {lesion_class}, seed {seed} (research use only)")
+    return out
+
+
+def real_patches(data: str, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Real patches: a patch file, or ``phantom:breast[:N]`` held-out subjects (N, default 30)."""
+    from .patches import extract_patches, load_patches
+
+    if not data.startswith("phantom:"):
+        return load_patches(data)
+    parts = data.split(":")
+    if parts[1] != "breast":
+        raise InputError(f"--real {data}: real patches come from breast subjects (phantom:breast[:N])")
+    n = int(parts[2]) if len(parts) > 2 else len(REAL_SEEDS)
+    from .training.data import PhantomSource
+
+    from .training.recipes.mp_gan import MPGANRecipe
+    source = PhantomSource("breast", list(REAL_SEEDS[:n]) + list(range(300, 300 + max(0, n - len(REAL_SEEDS)))),
+                           sequences=("T2", "DCE"), scheme=MPGANRecipe.normalization,
+                           resolution=MPGANRecipe.phantom_resolution["lite" if size == 32 else "paper"])
+    pools = []
+    for k, name in enumerate(source.names()):
+        case = source.build(name)
+        pools.append(extract_patches(case.volumes, case.labels, case.mask, np.random.default_rng(k), size=size,
+                                     healthy=8))
+    return np.concatenate([p for p, _ in pools]), np.concatenate([c for _, c in pools])
+
+
+def run_evaluate_gan(real: str, out: str | Path | None, *, variant: str = "dcgan", n: int = 200, seed: int = 0,
+                     device: str = "cpu", weights_folder=None, say=print) -> dict:
+    """Per class: 1-NN accuracy, FID (or why not) and kinetics of generated against real patches."""
+    from .gan_eval import dce_statistics, fid, one_nn_accuracy
+
+    entry, _ = find_generator(variant, weights_folder)
+    size = int(entry.build_overrides.get("patch_size", 64))
+    patches, classes = real_patches(real, size)
+    report = {"weights": entry.file, "variant": variant, "real": real, "classes": {}}
+    for k, name in enumerate(CLASSES):
+        mine = patches[classes == k]
+        if len(mine) < 2:
+            say(f"{name}: {len(mine)} real patches, not enough to compare; skipped")
+            continue
+        fake = generate(name, max(n, len(mine)), variant=variant, seed=seed + k, weights_folder=weights_folder)
+        fid_result = fid(mine, fake, device=device)
+        report["classes"][name] = {
+            "real_patches": len(mine), "generated_patches": len(fake),
+            "one_nn_accuracy": one_nn_accuracy(mine, fake[:len(mine)]),
+            "fid": fid_result.value, "fid_note": fid_result.message,
+            "real_kinetics": dce_statistics(mine).to_dict(), "generated_kinetics": dce_statistics(fake).to_dict()}
+    if not report["classes"]:
+        raise InputError("no class has enough real patches to compare")
+    if out is not None:
+        from .volume import output_folder
+        folder = output_folder(out)
+        (folder / "evaluate-gan.json").write_text(json.dumps(report, indent=1))
+    return report

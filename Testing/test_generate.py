@@ -1,0 +1,109 @@
+"""MP-GAN generation and its evaluation: 1-NN two-sample accuracy, FID policy, DCE kinetics, the commands."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from MRISynthesisLib.cli import main
+from MRISynthesisLib.errors import InputError
+from MRISynthesisLib.gan_eval import dce_statistics, fid, fid_weights_path, one_nn_accuracy
+from MRISynthesisLib.generate_cmd import generate, run_evaluate_gan
+from MRISynthesisLib.models import build
+from MRISynthesisLib.patches import load_patches, save_patches
+from MRISynthesisLib.weights import WeightsEntry, sha256_of, write_manifest
+
+
+def test_one_nn_accuracy_is_a_half_for_one_set_and_near_one_for_different_sets():
+    rng = np.random.default_rng(0)
+    one = rng.normal(size=(400, 7, 8, 8)).astype(np.float32)
+    assert 0.4 < one_nn_accuracy(one[:200], one[200:]) < 0.6
+    assert one_nn_accuracy(one[:200], one[200:] + 3.0) > 0.95
+    with pytest.raises(InputError, match="at least 2 patches"):
+        one_nn_accuracy(one[:1], one[1:5])
+    with pytest.raises(InputError, match=r"\(N, 7, S, S\)"):
+        one_nn_accuracy(one[:, :3], one[:, :3])
+
+
+def _with_curve(curve, n=4, size=16):
+    patches = np.full((n, 7, size, size), -1.0, np.float32)
+    patches[:, 1:6] = np.asarray(curve, np.float32)[None, :, None, None]
+    return patches
+
+
+def test_dce_statistics_tell_washout_from_persistent_enhancement():
+    washing = dce_statistics(_with_curve([-0.5, 0.5, 0.3, 0.1, 0.0]))
+    rising = dce_statistics(_with_curve([-0.5, 0.0, 0.2, 0.3, 0.4]))
+    assert washing.washout_fraction == 1.0 and washing.mean_time_to_peak == 1.0
+    assert rising.washout_fraction == 0.0 and rising.mean_time_to_peak == 4.0
+
+
+def test_fid_is_unavailable_without_its_weights_and_computed_with_local_ones(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    rng = np.random.default_rng(1)
+    a, b = (rng.uniform(-1, 1, (6, 7, 32, 32)).astype(np.float32) for _ in range(2))
+    missing = fid(a, b)
+    assert not missing.available and "pt_inception-2015-12-05-6726825d.pth" in missing.message
+
+    # weights made here: pytorch-fid's own architecture with untrained parameters (values meaningless)
+    from pytorch_fid import inception
+    made, original = [], inception._inception_v3
+    with monkeypatch.context() as patch:
+        patch.setattr(inception, "_inception_v3", lambda *args, **kw: made.append(original(*args, **kw)) or made[-1])
+        patch.setattr(inception, "load_state_dict_from_url", lambda *args, **kw: made[-1].state_dict())
+        torch.manual_seed(0)
+        network = inception.fid_inception_v3()
+    fid_weights_path().parent.mkdir(parents=True)
+    torch.save(network.state_dict(), fid_weights_path())
+    same, different = fid(a, a), fid(a, b + 0.5)
+    assert same.available and abs(same.value) < 1e-3 and different.value > same.value
+
+
+@pytest.fixture()
+def models(tmp_path, monkeypatch):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    torch.manual_seed(0)
+    file = "mp-gan-breast-lite-dcgan.pt"
+    torch.save({k: v.half() if v.is_floating_point() else v
+                for k, v in build("mp-gan", "lite", patch_size=32).state_dict().items()}, folder / file)
+    write_manifest([WeightsEntry(file=file, model="mp-gan", config="lite", anatomy="breast", inputs=("T2", "DCE"),
+                                 targets=("T2", "DCE"), normalization="percentile", voxel_size_mm=1.5,
+                                 sha256=sha256_of(folder / file), size_bytes=(folder / file).stat().st_size,
+                                 build_overrides={"patch_size": 32, "variant": "dcgan"})], folder)
+    monkeypatch.setenv("MRISYNTHESIS_MODELS_DIR", str(folder))
+    return folder
+
+
+def test_generate_command_writes_patches_sheet_and_channels(models, tmp_path, capsys):
+    out = tmp_path / "gen"
+    assert main(["generate", "--class", "malignant", "--n", "5", "--out", str(out), "--seed", "3", "--nifti"]) == 0
+    patches, classes = load_patches(out / "patches.npz")
+    assert patches.shape == (5, 7, 32, 32) and (classes == 1).all()
+    assert (out / "sheet.png").stat().st_size > 0 and (out / "malignant-Sub.nii.gz").exists()
+    again = generate("malignant", 5, seed=3)
+    assert np.array_equal(again, patches)
+    assert not np.allclose(generate("benign", 5, seed=3), patches)  # the class conditions the output
+    assert main(["generate", "--model", "unet-ct1", "--class", "benign", "--n", "2", "--out", str(tmp_path / "x")]) == 2
+    assert "not a generator" in capsys.readouterr().err
+    assert main(["generate", "--class", "benign", "--n", "0", "--out", str(tmp_path / "y")]) == 2
+    assert "--n must be at least 1" in capsys.readouterr().err
+    assert main(["generate", "--variant", "wgan", "--class", "benign", "--n", "2", "--out", str(tmp_path / "z")]) == 2
+    assert "no bundled MP-GAN wgan weights" in capsys.readouterr().err
+
+
+def test_evaluate_gan_reports_each_class_from_a_patch_file(models, tmp_path, capsys):
+    real = np.concatenate([generate(c, 6, seed=50 + k) for k, c in enumerate(("benign", "malignant", "healthy"))])
+    save_patches(tmp_path / "real.npz", real, np.repeat([0, 1, 2], 6))
+    report = run_evaluate_gan(str(tmp_path / "real.npz"), tmp_path / "eval", n=6, say=lambda m: None)
+    assert set(report["classes"]) == {"benign", "malignant", "healthy"}
+    row = report["classes"]["benign"]
+    assert 0.0 <= row["one_nn_accuracy"] <= 1.0 and "washout_fraction" in row["generated_kinetics"]
+    if not fid_weights_path().exists():
+        assert row["fid"] is None and "pt_inception" in row["fid_note"]
+    assert json.loads((tmp_path / "eval" / "evaluate-gan.json").read_text())["variant"] == "dcgan"
+    assert main(["evaluate-gan", "--real", str(tmp_path / "real.npz"), "--n", "6"]) == 0
+    assert "1-NN" in capsys.readouterr().out
