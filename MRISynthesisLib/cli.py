@@ -184,6 +184,14 @@ def _cmd_evaluate_gan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_batch(args: argparse.Namespace) -> int:
+    from .batch import run_batch
+
+    results = run_batch(args.data, args.out, model=args.model, anatomy=args.anatomy, brasyn=args.brasyn,
+                        register=args.register, device=args.device, overwrite=args.overwrite, progress=not args.quiet)
+    return 2 if any(r.status == "failed" for r in results) else 0
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from .models import size_table
     from .weights import read_manifest
@@ -341,7 +349,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="folder for evaluate-gan.json")
     p.add_argument("--device", default="cpu")
-    p = add("batch", "synthesize every missing sequence of a folder of cases", _not_built("batch", 13))
+    p = add("batch", "synthesize every missing sequence of a folder of cases", _cmd_batch)
+    p.add_argument("--data", required=True, help="folder of case folders (BraTS 2021/2023 naming) or a manifest CSV")
+    p.add_argument("--out", required=True, help="output folder (not inside --data)")
+    p.add_argument("--model", default="best", help="a model name, or best: the best measured bundled model per target")
+    p.add_argument("--anatomy", choices=("brain",), default="brain")
+    p.add_argument("--brasyn", action="store_true", help="write exactly the BraSyn layout (only the missing files, flat)")
+    p.add_argument("--register", default="none", choices=("none", "rigid", "affine", "syn"),
+                   help="register inputs to the reference first (default none: BraTS cases are co-registered)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--overwrite", action="store_true", help="redo cases already written")
+    p.add_argument("--quiet", action="store_true")
     p = add("compare", "compare models side by side on complete cases", _not_built("compare", 13))
     p = add("evaluate-models", "bundled models on held-out phantom subjects beside voxel-wise baselines",
             _cmd_evaluate_models)

@@ -234,7 +234,6 @@ def test_version(capsys):
 
 
 @pytest.mark.parametrize("args", [
-    ["batch"],
     ["compare"],
 ], ids=lambda a: "-".join(a[:2]) if len(a) > 1 and not a[1].startswith("-") else a[0])
 def test_not_built_commands(tmp_path, monkeypatch, capsys, args):
@@ -274,7 +273,7 @@ def test_subprocess_error_has_no_traceback(tmp_path):
     before = hash_tree(tmp_path)
     for args, wanted in [(["check", "--input", *inputs], needles),
                          (["check", "--input", f"T2={nan_file}"], nan_needles),
-                         (["batch"], ["not built yet"]),
+                         (["compare"], ["not built yet"]),
                          (["check"], ["--input"])]:
         proc = run_subprocess(*args, cwd=tmp_path)
         assert_one_error_line(proc.returncode, proc.stdout, proc.stderr, *wanted)

@@ -1,0 +1,117 @@
+"""batch: every missing sequence of a BraTS-layout folder, the BraSyn layout, resuming, failures go on."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from conftest import hash_tree
+from MRISynthesisLib.batch import choose_model, output_name, run_batch
+from MRISynthesisLib.cli import main
+from MRISynthesisLib.errors import InputError
+from MRISynthesisLib.models import build
+from MRISynthesisLib.volume import read_volume
+from MRISynthesisLib.weights import WeightsEntry, sha256_of, write_manifest
+
+EVERY = ("T1", "T1ce", "T2", "FLAIR")
+
+
+def _entry(folder, model, inputs, targets, norm, psnr_key, psnr, **fields):
+    torch.manual_seed(0)
+    file = f"{model}-brain-lite.pt"
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in build(model, "lite").state_dict().items()},
+               folder / file)
+    return WeightsEntry(file=file, model=model, config="lite", anatomy="brain", inputs=inputs, targets=targets,
+                        normalization=norm, voxel_size_mm=4.0, sha256=sha256_of(folder / file),
+                        size_bytes=(folder / file).stat().st_size, metrics={psnr_key: f"{psnr} ± 0.5"}, **fields)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("models")
+    write_manifest([_entry(folder, "unet-ct1", ("T1", "T2", "FLAIR"), ("T1ce",), "zscore", "unet-ct1 PSNR", 22.0,
+                           patch_size=(32, 32, 32)),
+                    _entry(folder, "seq2seq", EVERY, EVERY, "percentile", "T1ce: seq2seq PSNR", 20.0)], folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cases")
+    assert main(["phantom", "--anatomy", "brain", "--n", "4", "--seed", "70", "--resolution", "4", "--registered",
+                 "--out", str(root), "--quiet"]) == 0
+    cases = sorted(p for p in root.iterdir() if p.is_dir())
+    (cases[0] / f"{cases[0].name}-t1c.nii.gz").unlink()                     # one missing: T1ce
+    for suffix in ("t1c", "t2f"):                                            # two missing: T1ce, FLAIR
+        (cases[1] / f"{cases[1].name}-{suffix}.nii.gz").unlink()
+    (cases[3] / f"{cases[3].name}-t1c.nii.gz").unlink()                     # missing T1ce, and
+    (cases[3] / f"{cases[3].name}-t2w.nii.gz").write_bytes(b"not an image")  # an unreadable input: the others go on
+    for case in cases:
+        (case / "truth.json").unlink(missing_ok=True)
+    return root
+
+
+def test_brasyn_layout_and_the_choice_of_models(models, dataset, tmp_path):
+    before = hash_tree(dataset)
+    out = tmp_path / "brasyn"
+    log = []
+    results = run_batch(dataset, out, brasyn=True, device="cpu", progress=False, weights_folder=models, say=log.append)
+    status = {r.case: r.status for r in results}
+    names = sorted(status)
+    assert [status[n] for n in names] == ["written", "written", "nothing to do", "failed"]
+    written = sorted(p.name for p in out.iterdir())
+    assert written == sorted([f"{names[0]}-t1c.nii.gz", f"{names[1]}-t1c.nii.gz", f"{names[1]}-t2f.nii.gz"])
+    sibling = read_volume(dataset / names[0] / f"{names[0]}-t1n.nii.gz")
+    made = read_volume(out / f"{names[0]}-t1c.nii.gz")
+    assert made.spatial_shape == sibling.spatial_shape and made.spacing == sibling.spacing
+    assert made.origin == sibling.origin and made.direction == sibling.direction
+    assert any("unet-ct1 (best measured" in line for line in log)           # 22 dB beats 20 dB
+    assert any(names[1] in line and "seq2seq" in line for line in log)       # the U-Net needs FLAIR
+    assert any("t2w" in line and "FAILED" in line for line in log)
+    assert hash_tree(dataset) == before                                      # inputs untouched
+
+    again = run_batch(dataset, out, brasyn=True, device="cpu", progress=False, weights_folder=models, say=log.append)
+    assert {r.case: r.status for r in again}[names[0]] == "skipped"
+
+
+def test_default_layout_writes_case_folders_with_provenance(models, dataset, tmp_path):
+    out = tmp_path / "out"
+    run_batch(dataset, out, model="seq2seq", device="cpu", progress=False, weights_folder=models, say=lambda m: None)
+    case = sorted(p.name for p in dataset.iterdir())[0]
+    assert (out / case / f"{case}-t1c.nii.gz").exists() and (out / case / f"{case}-t1c.json").exists()
+
+
+def test_bad_requests(models, dataset, tmp_path):
+    with pytest.raises(InputError, match="inside the input folder"):
+        run_batch(dataset, dataset / "results", weights_folder=models, progress=False)
+    with pytest.raises(InputError, match="no such data folder"):
+        run_batch(tmp_path / "nowhere", tmp_path / "o", weights_folder=models, progress=False)
+    with pytest.raises(InputError, match="no bundled model makes T1ce from nothing"):
+        choose_model("T1ce", set(), "brain", "best", models)
+    with pytest.raises(InputError, match="unet-ct1 cannot make T1ce"):
+        choose_model("T1ce", {"T1", "T2"}, "brain", "unet-ct1", models)
+    manifest = tmp_path / "cases.csv"
+    manifest.write_text("case,sequence,path\nA,T1,a.nii.gz\nA,t1n,b.nii.gz\n")
+    with pytest.raises(InputError, match="lists T1 twice"):
+        run_batch(manifest, tmp_path / "o", weights_folder=models, progress=False)
+
+
+def test_output_names_follow_the_siblings(tmp_path):
+    assert output_name("BraTS2021_00001", {"T1": tmp_path / "BraTS2021_00001_t1.nii.gz"}, "T1ce") == \
+        "BraTS2021_00001_t1ce.nii.gz"
+    assert output_name("BraTS-GLI-00001-000", {"T1": tmp_path / "BraTS-GLI-00001-000-t1n.nii.gz"}, "T1ce") == \
+        "BraTS-GLI-00001-000-t1c.nii.gz"
+
+
+def test_batch_command_exit_code_reports_failures(models, dataset, tmp_path, monkeypatch):
+    monkeypatch.setenv("MRISYNTHESIS_MODELS_DIR", str(models))
+    assert main(["batch", "--data", str(dataset), "--out", str(tmp_path / "b"), "--brasyn", "--device", "cpu",
+                 "--quiet"]) == 2  # one unreadable case
+    good = tmp_path / "good"
+    shutil.copytree(dataset, good, ignore=lambda d, names: [n for n in names if n.endswith("3")] if d == str(dataset) else [])
+    cases = sorted(p.name for p in good.iterdir())
+    assert len(cases) == 3
+    assert main(["batch", "--data", str(good), "--out", str(tmp_path / "g"), "--brasyn", "--device", "cpu",
+                 "--quiet"]) == 0
