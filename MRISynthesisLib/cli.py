@@ -13,7 +13,7 @@ import sys
 from typing import Callable, Sequence
 
 from . import __version__, RESEARCH_USE_NOTICE
-from .errors import InputError, NotBuiltError
+from .errors import InputError
 
 ANATOMIES = ("brain", "breast")
 TRANSFORMS = ("rigid", "affine", "syn")
@@ -25,12 +25,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
-
-
-def _not_built(command: str, issue: int) -> Callable[[argparse.Namespace], int]:
-    def handler(_: argparse.Namespace) -> int:
-        raise NotBuiltError(f"`{command}` is not built yet in version {__version__} (tracked in issue #{issue})")
-    return handler
 
 
 # --------------------------------------------------------------------- handlers
@@ -190,6 +184,18 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     results = run_batch(args.data, args.out, model=args.model, anatomy=args.anatomy, brasyn=args.brasyn,
                         register=args.register, device=args.device, overwrite=args.overwrite, progress=not args.quiet)
     return 2 if any(r.status == "failed" for r in results) else 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import HEADLINE, run_compare
+
+    report = run_compare(args.data, args.out, models=tuple(args.models or ()), anatomy=args.anatomy,
+                         register=args.register, device=args.device, progress=not args.quiet)
+    print(f"{'target':6} {'model':14} {'cases':>5} " + " ".join(f"{k.upper():>8}" for k in HEADLINE))
+    for m in report["means"]:
+        print(f"{m['target']:6} {m['model']:14} {m['cases']:5d} " + " ".join(f"{m[k]:8.3f}" for k in HEADLINE))
+    print(f"report: {args.out}/report.html")
+    return 0
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -360,7 +366,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--overwrite", action="store_true", help="redo cases already written")
     p.add_argument("--quiet", action="store_true")
-    p = add("compare", "compare models side by side on complete cases", _not_built("compare", 13))
+    p = add("compare", "compare models side by side on complete cases", _cmd_compare)
+    p.add_argument("--data", required=True, help="folder of complete cases (BraTS naming) or a manifest CSV")
+    p.add_argument("--out", required=True, help="folder for compare.csv, compare.json and report.html")
+    p.add_argument("--models", nargs="+", choices=MODEL_NAMES, help="only these models (default: every eligible one)")
+    p.add_argument("--anatomy", choices=("brain",), default="brain")
+    p.add_argument("--register", default="none", choices=("none", "rigid", "affine", "syn"))
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true")
     p = add("evaluate-models", "bundled models on held-out phantom subjects beside voxel-wise baselines",
             _cmd_evaluate_models)
     p.add_argument("--anatomy", choices=ANATOMIES)

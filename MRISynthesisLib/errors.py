@@ -11,6 +11,3 @@ from __future__ import annotations
 class InputError(ValueError):
     """Bad input or bad usage: a missing or unreadable file, a wrong shape, NaN voxels, an unknown name."""
 
-
-class NotBuiltError(InputError):
-    """A command of the contract that this version does not implement yet."""

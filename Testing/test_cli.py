@@ -233,17 +233,6 @@ def test_version(capsys):
     assert code == 0 and out.strip() == f"mri-synthesis {__version__}"
 
 
-@pytest.mark.parametrize("args", [
-    ["compare"],
-], ids=lambda a: "-".join(a[:2]) if len(a) > 1 and not a[1].startswith("-") else a[0])
-def test_not_built_commands(tmp_path, monkeypatch, capsys, args):
-    monkeypatch.chdir(tmp_path)
-    code, out, err = run_cli(capsys, *args)
-    assert_one_error_line(code, out, err, f"`{args[0]}` is not built yet", "issue #")
-    assert out == ""
-    assert list(tmp_path.iterdir()) == []  # no output folder or file created
-
-
 @pytest.mark.parametrize("args, needle", [
     ([], "required"),
     (["check"], "--input"),
@@ -273,7 +262,7 @@ def test_subprocess_error_has_no_traceback(tmp_path):
     before = hash_tree(tmp_path)
     for args, wanted in [(["check", "--input", *inputs], needles),
                          (["check", "--input", f"T2={nan_file}"], nan_needles),
-                         (["compare"], ["not built yet"]),
+                         (["compare", "--data", "missing-folder", "--out", "o"], ["no such data folder"]),
                          (["check"], ["--input"])]:
         proc = run_subprocess(*args, cwd=tmp_path)
         assert_one_error_line(proc.returncode, proc.stdout, proc.stderr, *wanted)

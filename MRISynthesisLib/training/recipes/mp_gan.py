@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from ...errors import InputError
 from ...models import build
-from ...models.mp_gan import CLASSES, TRAINING, build_critic, build_discriminator
+from ...models.mp_gan import TRAINING, build_critic, build_discriminator
 from ...patches import extract_patches
 from .base import Recipe
 
