@@ -22,7 +22,8 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from .batch import EXPECTED, eligible, list_cases
+from .batch import list_cases
+from .selection import EXPECTED, eligible
 from .errors import InputError
 from .sequences import SEGMENTATION
 from .volume import Volume, output_folder

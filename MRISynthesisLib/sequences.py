@@ -104,3 +104,37 @@ def discover_case(folder: str | Path, naming: Mapping[str, str] | None = None) -
     if not any(k != SEGMENTATION for k in found):
         raise InputError(f"{folder}: no sequence files in BraTS naming (<case>-t1n.nii.gz, <case>_t1ce.nii.gz, …)")
     return found
+
+
+_CONTRAST_WORDS = re.compile(r"(gad|gd|contrast|post|\+c|\bce\b|mprage.*post|t1c\b|t1ce|t1gd)")
+
+
+def guess_from_description(text: str) -> str | None:
+    """The sequence a file name, node name or DICOM series description most likely is, or None.
+
+    Used to pre-assign loaded volumes (the user can change it): BraTS suffixes (``…-t1c.nii.gz``,
+    ``…_flair``) first, then scanner wording ("AX T1 POST GAD", "T2 FLAIR", "DWI b1000", "ADC").
+    FLAIR is checked before T2 and contrast words before T1, the usual traps of naive matching.
+    """
+    lowered = text.strip().lower()
+    match = _IMAGE_RE.match(Path(lowered).name) if "." in lowered else None
+    stem = match["suffix"] if match else re.split(r"[-_ .]", lowered)[-1]
+    for naming in (BRATS_2023, BRATS_2021, BREAST):
+        if stem in naming and naming[stem] != SEGMENTATION:
+            return naming[stem]
+    words = re.sub(r"[-_.,;:()\[\]/]", " ", lowered)
+    if "flair" in words or re.search(r"\bt2f\b", words):
+        return "FLAIR"
+    if re.search(r"\badc\b|apparent diffusion", words):
+        return "ADC"
+    if re.search(r"\bdwi\b|diffusion|\bb\s?\d{3,4}\b|\btrace\b", words):
+        return "DWI"
+    if re.search(r"\bdce\b|dynamic|perfusion|\bdyn\b", words):
+        return "DCE"
+    if re.search(r"\bpd\b|proton density", words):
+        return "PD"
+    if re.search(r"t1|mprage|spgr|bravo", words):
+        return "T1ce" if _CONTRAST_WORDS.search(words) else "T1"
+    if re.search(r"\bt2\b|t2w|t2 weighted|tse t2", words):
+        return "T2"
+    return None

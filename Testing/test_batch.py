@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from conftest import hash_tree
-from MRISynthesisLib.batch import choose_model, output_name, run_batch
+from MRISynthesisLib.batch import output_name, run_batch
+from MRISynthesisLib.selection import choose_model, explain
 from MRISynthesisLib.cli import main
 from MRISynthesisLib.errors import InputError
 from MRISynthesisLib.models import build
@@ -115,3 +116,11 @@ def test_batch_command_exit_code_reports_failures(models, dataset, tmp_path, mon
     assert len(cases) == 3
     assert main(["batch", "--data", str(good), "--out", str(tmp_path / "g"), "--brasyn", "--device", "cpu",
                  "--quiet"]) == 0
+
+
+def test_explain_says_why_a_model_cannot_make_the_target(models):
+    reasons = dict(explain("T1ce", {"T1", "T2"}, "brain", models))
+    assert reasons["seq2seq-brain-lite.pt"] is None
+    assert reasons["unet-ct1-brain-lite.pt"] == "unet-ct1 needs FLAIR as well"
+    assert dict(explain("T2", {"T1", "T2", "FLAIR"}, "brain", models))["unet-ct1-brain-lite.pt"] == \
+        "unet-ct1 makes T1ce, not T2"

@@ -156,3 +156,14 @@ def test_discover_not_a_folder(tmp_path):
         with pytest.raises(InputError, match="not a folder") as err:
             discover_case(path)
         assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("BraTS-GLI-00001-000-t1c.nii.gz", "T1ce"), ("BraTS2021_00001_flair.nii.gz", "FLAIR"),
+    ("case-t2w", "T2"), ("AX T1 POST GAD", "T1ce"), ("Sag T1 MPRAGE", "T1"), ("T2 FLAIR AXIAL", "FLAIR"),
+    ("AX T2 TSE", "T2"), ("DWI b1000", "DWI"), ("ADC map", "ADC"), ("T1 VIBE dynamic", "DCE"),
+    ("localizer", None), ("MRIS-BREAST-00001-dce.nii.gz", "DCE"),
+])
+def test_guess_from_description(text, expected):
+    from MRISynthesisLib.sequences import guess_from_description
+    assert guess_from_description(text) == expected
