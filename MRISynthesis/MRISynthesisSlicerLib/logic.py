@@ -1,0 +1,108 @@
+"""Synthesis on MRML nodes: check the user's selection, run the library's pipeline, show the results.
+
+``SynthesisLogic(scene)`` is what the panel's Logic delegates to, what the headless ``batch.py`` runs
+and what the tests drive. Results land in a subject-hierarchy folder per run: the synthesized volume
+("<target> synthesized by <model>"), with a real target the colour error map (blue -> red colour table,
+window 0 .. the map's maximum, meant as a foreground overlay) and a metrics table. Every output node
+carries the provenance as ``MRISynthesis.*`` attributes, "research use only" among them. Input nodes
+are read (copied), never changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Callable, Mapping
+
+from MRISynthesisLib.errors import InputError
+
+from .nodes import (error_color_table, metrics_table, node_from_volume, place_in_folder, results_folder,
+                    set_provenance, volume_from_node)
+
+Progress = Callable[[float, str], "bool | None"]
+HEADLINE = ("ssim", "psnr", "nmse", "mae")
+
+
+@dataclass
+class RunNodes:
+    """The nodes one synthesis created."""
+
+    folder: int
+    synthesized: object
+    error_map: object | None = None
+    metrics: object | None = None
+    extra: list = field(default_factory=list)
+
+
+def check_selection(inputs: Mapping[str, object], target: str, real=None) -> None:
+    """The messages a user sees for a selection the pipeline cannot run (before any slow work)."""
+    chosen = {seq: node for seq, node in inputs.items() if node is not None}
+    if not chosen:
+        raise InputError("choose at least one input volume")
+    if target in chosen:
+        raise InputError(f"{target} is the target: it cannot also be an input (select the acquired {target} "
+                         "as the real target to evaluate the synthesis)")
+    seen: dict[str, str] = {}
+    for seq, node in chosen.items():
+        key = node.GetID()
+        if key in seen:
+            raise InputError(f"'{node.GetName()}' is selected for both {seen[key]} and {seq}; choose one volume "
+                             "per sequence")
+        seen[key] = seq
+        if not node.IsA("vtkMRMLScalarVolumeNode"):
+            raise InputError(f"'{node.GetName()}' ({seq}) is not a 3D scalar volume")
+        if node.GetImageData() is not None and node.GetImageData().GetNumberOfScalarComponents() != 1:
+            raise InputError(f"'{node.GetName()}' ({seq}) has {node.GetImageData().GetNumberOfScalarComponents()} "
+                             "components per voxel; a 3D single-component volume is needed (4D series such as "
+                             "DCE are not taken by the brain models)")
+    if real is not None and real.GetID() in seen:
+        raise InputError(f"'{real.GetName()}' is both an input ({seen[real.GetID()]}) and the real target")
+
+
+class SynthesisLogic:
+    def __init__(self, scene) -> None:
+        self.scene = scene
+
+    def synthesize(self, inputs: Mapping[str, object], target: str, model: str, *, reference: str | None = None,
+                   register: str = "rigid", device: str = "auto", real=None, progress: Progress | None = None,
+                   weights_folder=None) -> RunNodes:
+        """Run the pipeline in this process on the selected nodes and show the results."""
+        from MRISynthesisLib.pipeline import synthesize
+
+        check_selection(inputs, target, real)
+        chosen = {seq: node for seq, node in inputs.items() if node is not None}
+        volumes = {seq: volume_from_node(node) for seq, node in chosen.items()}
+        result = synthesize(volumes, target, model, reference=reference, register=register,
+                            real=volume_from_node(real) if real is not None else None, device=device,
+                            progress=progress, weights_folder=weights_folder,
+                            input_names={seq: f"node '{node.GetName()}'" for seq, node in chosen.items()})
+        reference_node = chosen.get(result.provenance["reference"])
+        error = (result.error_map.volume, result.error_map.max_error) if result.error_map is not None else None
+        metrics = result.metrics["metrics"] if result.metrics is not None else None
+        return self.show(target, model, result.volume, result.provenance, reference_node, metrics=metrics, error=error)
+
+    def show(self, target: str, model: str, synthesized, provenance: Mapping[str, object], reference_node=None, *,
+             metrics: Mapping[str, Mapping] | None = None, error=None) -> RunNodes:
+        """Nodes for a finished synthesis (in this process or read back from a worker process's files)."""
+        stamp = datetime.now().strftime("%H:%M:%S")
+        folder = results_folder(self.scene, f"MRISynthesis: {target} by {model} ({stamp})", reference_node)
+        synth = node_from_volume(self.scene, synthesized, f"{target} synthesized by {model}")
+        set_provenance(synth, provenance)
+        place_in_folder(self.scene, synth, folder)
+        run = RunNodes(folder, synth)
+        if error is not None:
+            volume, max_error = error
+            run.error_map = node_from_volume(self.scene, volume, f"{target} error map ({model})")
+            display = run.error_map.GetDisplayNode()
+            display.SetAndObserveColorNodeID(error_color_table(self.scene).GetID())
+            display.AutoWindowLevelOff()
+            display.SetWindowLevelMinMax(0.0, float(max_error))
+            set_provenance(run.error_map, {**provenance, "map": "|real - synthesized| (IMPORTANT-Net eq. 9)",
+                                           "max_error": max_error})
+            place_in_folder(self.scene, run.error_map, folder)
+        if metrics is not None:
+            rows = [{"metric": k.upper(), "value": float(metrics[k]["volume"])} for k in HEADLINE if k in metrics]
+            run.metrics = metrics_table(self.scene, f"{target} metrics ({model})", rows)
+            set_provenance(run.metrics, provenance)
+            place_in_folder(self.scene, run.metrics, folder)
+        return run

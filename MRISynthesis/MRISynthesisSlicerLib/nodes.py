@@ -1,0 +1,142 @@
+"""MRML volume nodes <-> MRISynthesisLib ``Volume``s, and the result nodes the panel shows.
+
+Geometry: a ``Volume`` is in ITK's LPS convention (origin and direction in LPS, spacing x, y, z, array
+z, y, x); a Slicer volume node maps voxel (i, j, k) to RAS. The two differ by a flip of the first two
+physical axes, ``RAS = diag(-1, -1, 1) LPS`` — forgetting it is the classic cause of mirrored overlays,
+so every conversion goes through :func:`ijk_to_ras` and its inverse and is tested on oblique,
+anisotropic grids. Arrays are copied both ways: nodes the user loaded are never changed.
+
+Needs only ``slicer`` (its MRML classes and ``slicer.util``), ``vtk`` and numpy: no Qt, so it runs in
+tests on PyPI's slicer-core and in headless Slicer.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+#: attribute names every output node carries
+PROVENANCE_PREFIX = "MRISynthesis."
+ERROR_COLOR_TABLE = "MRISynthesis error (blue to red)"
+
+
+def ijk_to_ras(volume) -> np.ndarray:
+    """The 4x4 voxel-index-to-RAS matrix of a ``Volume`` (index order i = x, j = y, k = z)."""
+    ijk_to_lps = np.eye(4)
+    ijk_to_lps[:3, :3] = volume.direction_matrix @ np.diag(volume.spacing)
+    ijk_to_lps[:3, 3] = volume.origin
+    return LPS_TO_RAS @ ijk_to_lps
+
+
+def _matrix(node) -> np.ndarray:
+    import vtk
+
+    m = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(m)
+    return np.array([[m.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def volume_from_node(node):
+    """A ``Volume`` with a copy of a scalar volume node's voxels and its geometry in LPS."""
+    import slicer
+
+    from MRISynthesisLib.errors import InputError
+    from MRISynthesisLib.volume import Volume
+
+    if node is None or not node.IsA("vtkMRMLScalarVolumeNode"):
+        raise InputError(f"{getattr(node, 'GetName', lambda: 'nothing')()}: not a scalar volume")
+    if node.GetImageData() is None:
+        raise InputError(f"{node.GetName()}: the volume has no voxels")
+    ijk_to_lps = LPS_TO_RAS @ _matrix(node)
+    spacing = np.linalg.norm(ijk_to_lps[:3, :3], axis=0)
+    direction = ijk_to_lps[:3, :3] / spacing
+    array = np.array(slicer.util.arrayFromVolume(node), dtype=np.float32, copy=True)
+    if array.ndim != 3:
+        raise InputError(f"{node.GetName()}: a 3D volume is needed, the node holds {array.ndim}D voxels")
+    return Volume(array, tuple(float(s) for s in spacing), tuple(float(o) for o in ijk_to_lps[:3, 3]),
+                  tuple(float(d) for d in direction.ravel()))
+
+
+def node_from_volume(scene, volume, name: str, node=None):
+    """A new (or the given) scalar volume node holding a copy of ``volume`` on its grid."""
+    import slicer
+    import vtk
+
+    node = node or scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+    slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(volume.array, dtype=np.float32))
+    matrix = vtk.vtkMatrix4x4()
+    for r, row in enumerate(ijk_to_ras(volume)):
+        for c, value in enumerate(row):
+            matrix.SetElement(r, c, float(value))
+    node.SetIJKToRASMatrix(matrix)
+    node.SetName(name)
+    if node.GetDisplayNode() is None:
+        node.CreateDefaultDisplayNodes()
+    return node
+
+
+def error_color_table(scene):
+    """The blue -> red colour table of IMPORTANT-Net's error map (matplotlib's jet), made once per scene."""
+    from matplotlib import colormaps
+
+    existing = scene.GetFirstNodeByName(ERROR_COLOR_TABLE)
+    if existing is not None:
+        return existing
+    table = scene.AddNewNodeByClass("vtkMRMLColorTableNode", ERROR_COLOR_TABLE)
+    table.SetTypeToUser()
+    table.SetNumberOfColors(256)
+    jet = colormaps["jet"]
+    for k in range(256):
+        r, g, b, _ = jet(k / 255)
+        table.SetColor(k, f"{k}", r, g, b, 1.0)
+    table.SetAttribute("Category", "MRISynthesis")
+    return table
+
+
+def set_provenance(node, provenance: Mapping[str, object]) -> None:
+    """Every provenance field as an ``MRISynthesis.<key>`` node attribute (strings)."""
+    for key, value in provenance.items():
+        node.SetAttribute(PROVENANCE_PREFIX + key, value if isinstance(value, str) else str(value))
+
+
+def results_folder(scene, name: str, under_node=None) -> int:
+    """A subject-hierarchy folder for one run, under the input's study when there is one."""
+    import slicer
+
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    parent = hierarchy.GetSceneItemID()
+    if under_node is not None:
+        item = hierarchy.GetItemByDataNode(under_node)
+        if item:
+            parent = hierarchy.GetItemParent(item) or parent
+    return hierarchy.CreateFolderItem(parent, name)
+
+
+def place_in_folder(scene, node, folder: int) -> None:
+    import slicer
+
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    item = hierarchy.GetItemByDataNode(node)
+    if item:
+        hierarchy.SetItemParent(item, folder)
+    else:  # without the application's subject-hierarchy logic (headless, tests) nodes are not added for us
+        hierarchy.CreateItem(folder, node)
+
+
+def metrics_table(scene, name: str, rows: list[dict]):
+    """A table node with one row per dict (columns from the first row; numbers stay numbers)."""
+    table = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
+    if not rows:
+        return table
+    columns = list(rows[0])
+    for key in columns:
+        column = table.AddColumn()
+        column.SetName(key)
+    for row in rows:
+        index = table.AddEmptyRow()
+        for c, key in enumerate(columns):
+            value = row.get(key)
+            table.SetCellText(index, c, "" if value is None else (f"{value:.4g}" if isinstance(value, float) else str(value)))
+    return table
