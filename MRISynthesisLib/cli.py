@@ -61,7 +61,8 @@ def _cmd_synthesize(args: argparse.Namespace) -> int:
     from .synthesize_cmd import run_synthesize
 
     run_synthesize(args.model, args.input, args.target, args.out, reference=args.reference, register=args.register,
-                   real=args.real, error_map_path=args.error_map, device=args.device, progress=not args.quiet)
+                   real=args.real, error_map_path=args.error_map, device=args.device,
+                   progress="lines" if args.progress_lines else not args.quiet)
     return 0
 
 
@@ -295,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--error-map", help="write the colour error map volume here (needs --real)")
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--progress-lines", action="store_true",
+                   help="report progress as 'PROGRESS <fraction> <message>' lines (for the Slicer panel)")
 
     p = add("evaluate", "image-quality metrics of a synthesized volume against the real one", _cmd_evaluate)
     p.add_argument("--real", required=True, help="the real (acquired) volume")

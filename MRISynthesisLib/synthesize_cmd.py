@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -17,6 +18,16 @@ from .weights import read_manifest
 #: What the demo would run, model by model; the ones without bundled weights are named as such.
 DEMO_PLAN = {"brain": [("unet-ct1", "T1ce"), ("seq2seq", "T1ce"), ("tc-mgan", "T1ce"), ("important-net", "T2")],
              "breast": [("important-net", "T2"), ("seq2seq", "T2")]}
+
+
+def progress_lines(line: Callable[[str], None] = print):
+    """Progress as machine-readable lines, ``PROGRESS <fraction> <message>``, flushed at once: what the
+    Slicer panel reads from its worker process to move its progress bar."""
+    def update(fraction: float, message: str) -> bool:
+        line(f"PROGRESS {fraction:.4f} {message}")
+        sys.stdout.flush()
+        return True
+    return None, update
 
 
 def _progress_bar(description: str):
@@ -34,7 +45,7 @@ def _progress_bar(description: str):
 
 def run_synthesize(model: str, input_items: list[str], target: str, out: str | Path, *, reference: str | None,
                    register: str, real: str | None, error_map_path: str | None, device: str,
-                   say: Callable[[str], None] = print, progress: bool = True) -> dict:
+                   say: Callable[[str], None] = print, progress: bool | str = True) -> dict:
     from .pipeline import synthesize
 
     target = canonical(target)
@@ -49,7 +60,8 @@ def run_synthesize(model: str, input_items: list[str], target: str, out: str | P
         raise InputError(f"{out.parent}: output folder does not exist")
     inputs = load_case(files)
     real_volume = read_volume(real) if real else None
-    bar, update = _progress_bar(f"{model} -> {target}") if progress else (None, None)
+    bar, update = (progress_lines() if progress == "lines" else
+                   _progress_bar(f"{model} -> {target}") if progress else (None, None))
     try:
         result = synthesize(inputs, target, model, reference=reference and canonical(reference), register=register,
                             real=real_volume, device=device, progress=update,

@@ -114,6 +114,11 @@ def test_synthesize_command(bundle, subject, tmp_path, monkeypatch, capsys):
     assert report["provenance"]["model"] == "unet-ct1" and "ssim" in report["metrics"]["metrics"]
     assert (tmp_path / "err.nii.gz").exists()
     capsys.readouterr()
+    lines_args = [a for a in args if a != "--quiet"] + ["--progress-lines", "--out", str(tmp_path / "again.nii.gz")]
+    assert main(lines_args) == 0
+    progress = [line.split(" ", 2) for line in capsys.readouterr().out.splitlines() if line.startswith("PROGRESS ")]
+    fractions = [float(p[1]) for p in progress]
+    assert len(progress) > 3 and fractions == sorted(fractions) and fractions[-1] == 1.0
     assert main([*args, "--out", str(files["T2"])]) == 2  # an output equal to an input is refused
     assert "would overwrite an input" in capsys.readouterr().err
     assert main([*args, "--out", str(tmp_path / "missing" / "x.nii.gz")]) == 2
