@@ -80,6 +80,14 @@ def _command_line(args: argparse.Namespace) -> str:
     return "mri-synthesis " + shlex.join(args.argv)
 
 
+def _variant_option(model: str, variant: str | None) -> dict:
+    if variant is None:
+        return {}
+    if model != "mp-gan":
+        raise InputError(f"--variant is for mp-gan; {model} has no variants")
+    return {"variant": variant}
+
+
 def _perceptual_option(model: str, without: bool) -> dict:
     """``--without-perceptual`` for recipes with a perceptual term; for others it has nothing to leave out."""
     from .training.recipes import recipe_for
@@ -94,7 +102,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                            steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, seed=args.seed,
                            device=args.device, amp=args.amp, resume=args.resume, checkpoint_every=args.checkpoint_every,
                            workers=args.workers, anatomy=args.anatomy, command=_command_line(args),
-                           recipe_options=_perceptual_option(args.model, args.without_perceptual))
+                           recipe_options={**_perceptual_option(args.model, args.without_perceptual),
+                                           **_variant_option(args.model, args.variant)})
     summary = train(options, progress=not args.quiet)
     print(f"trained {summary['model']} ({summary['config']}) for {summary['steps']} steps; best validation PSNR "
           f"{summary['best_val_psnr']:.2f} dB; checkpoints in {summary['run_dir']}/checkpoints")
@@ -331,6 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="processes drawing the next batches (0: none)")
     p.add_argument("--anatomy", choices=("brain", "breast"),
                    help="for a folder of cases: which of the model's tasks to train (default: the model's)")
+    p.add_argument("--variant", choices=("dcgan", "wgan"), help="mp-gan only: which GAN to train (default dcgan)")
     p.add_argument("--without-perceptual", action="store_true",
                    help="train without the VGG19 perceptual term (when its ImageNet weights are not available)")
     p.add_argument("--quiet", action="store_true")

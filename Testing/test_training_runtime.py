@@ -101,3 +101,9 @@ def test_train_command_records_itself_and_ignores_without_perceptual_where_there
     assert main(argv) == 0
     recorded = json.loads((run / "run.json").read_text())["options"]
     assert recorded["command"] == "mri-synthesis " + " ".join(argv) and recorded["recipe_options"] == {}
+
+
+def test_variant_flag_is_for_the_mp_gan_only(tmp_path, capsys):
+    assert main(["train", "--model", "unet-ct1", "--variant", "wgan", "--data", "phantom:brain:3", "--out",
+                 str(tmp_path / "r"), "--quiet"]) == 2
+    assert "--variant is for mp-gan" in capsys.readouterr().err
