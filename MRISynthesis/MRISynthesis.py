@@ -1,14 +1,18 @@
 """MRISynthesis: 3D Slicer module that synthesizes missing MRI sequences.
 
-This file is deliberately thin. All the work lives in the pure-Python package
-MRISynthesisLib (which never imports slicer or qt); this module only connects it
-to MRML and the GUI. Research use only.
+This file is deliberately thin: the GUI and its wiring. The work lives in the pure-Python package
+MRISynthesisLib (which never imports slicer or qt) and the MRML glue in MRISynthesisSlicerLib (no Qt;
+tested against a real MRML scene). Synthesis runs in a separate PythonSlicer process streaming
+progress lines, so the GUI never freezes and Cancel kills it. Research use only.
 """
 
 import importlib.util
+import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 
 import ctk
 import qt
@@ -75,9 +79,11 @@ class MRISynthesis(ScriptedLoadableModule):
             "and shows error maps and imaging-differentiation maps of the result.<br><br>"
             "<b>Research use only:</b> not a medical device, not for diagnosis or treatment "
             "decisions.<br><br>"
-            "The interactive panel arrives in a later release. The command line works now: "
-            "run <code>mri-synthesis --help</code> (or <code>python -m MRISynthesisLib --help</code>) "
-            "for the demo, registration, synthesis, evaluation and ranking commands.<br><br>"
+            "Choose the acquired volumes (or assign them by name), the target and a model; only models "
+            "that can make the target from your inputs are offered. Results appear in a subject-hierarchy "
+            "folder: the synthesized volume, with a real target a colour error map overlay and a metrics "
+            "table. The same work runs headless: <code>mri-synthesis --help</code> (or "
+            "<code>Slicer --no-main-window --python-script batch.py -- ...</code>).<br><br>"
             'See the <a href="https://github.com/mrisynthesis/SlicerMRISynthesis">project page</a> '
             "for documentation."
         )
@@ -102,21 +108,52 @@ class MRISynthesis(ScriptedLoadableModule):
 
 def aboutText(logic):
     """Text of the About section; names the problem when the library is missing."""
-    notBuilt = _(
-        "The MRI Synthesis panel is not built yet; it arrives in a later release. "
-        "Meanwhile use the command line: mri-synthesis --help.\n"
-        "Research use only: not for diagnosis or treatment decisions."
-    )
+    notice = _("Research use only: not for diagnosis or treatment decisions.")
     try:
         version = logic.libraryVersion()
     except ImportError as error:
         logging.error(f"MRISynthesis: {error}")
-        return notBuilt + "\n\n" + _(
+        return notice + "\n\n" + _(
             "Error: the Python package MRISynthesisLib could not be imported: {error}. "
             "Reinstall the MRISynthesis extension, or when loading the module from a source "
             "checkout keep the MRISynthesisLib folder next to the MRISynthesis folder."
         ).format(error=error)
-    return notBuilt + "\n\n" + _("MRISynthesisLib version: {version}").format(version=version)
+    return notice + "\n\n" + _("MRISynthesisLib version: {version}").format(version=version)
+
+
+try:  # Slicer >= 5.4: panel state in a parameter node, so a saved scene restores it
+    from slicer import vtkMRMLScalarVolumeNode
+    from slicer.parameterNodeWrapper import parameterNodeWrapper
+except ImportError:  # older Slicer (or stand-ins): the panel works without saved state
+    parameterNodeWrapper = None
+
+if parameterNodeWrapper is not None:
+
+    @parameterNodeWrapper
+    class MRISynthesisParameterNode:
+        """Names match the widgets' SlicerParameterName properties in the .ui file."""
+
+        t1: vtkMRMLScalarVolumeNode
+        t1ce: vtkMRMLScalarVolumeNode
+        t2: vtkMRMLScalarVolumeNode
+        flair: vtkMRMLScalarVolumeNode
+        real: vtkMRMLScalarVolumeNode
+        target: str = "T1ce"
+        model: str = ""
+        reference: str = "T1"
+        register: str = "rigid"
+        device: str = "auto"
+        errorOpacity: float = 0.5
+
+
+#: Python packages the library needs beyond what Slicer and its PyTorch extension ship
+#: (module name to import -> pip requirement)
+REQUIRED_PACKAGES = {
+    "ants": "antspyx>=0.4.2", "monai": "monai>=1.5", "nibabel": "nibabel>=5.1", "nilearn": "nilearn>=0.10.3",
+    "skimage": "scikit-image>=0.21", "sklearn": "scikit-learn>=1.3", "lpips": "lpips>=0.1.4",
+    "pytorch_fid": "pytorch-fid>=0.3", "tqdm": "tqdm>=4.60", "matplotlib": "matplotlib>=3.7",
+}
+SEQUENCE_SELECTORS = {"T1": "t1Selector", "T1ce": "t1ceSelector", "T2": "t2Selector", "FLAIR": "flairSelector"}
 
 
 #
@@ -125,28 +162,235 @@ def aboutText(logic):
 
 
 class MRISynthesisWidget(ScriptedLoadableModuleWidget):
-    """Module panel. For now only an 'About' section; the full panel comes later."""
+    """The panel (Resources/UI/MRISynthesis.ui): inputs, target, model, options, Synthesize/Cancel."""
 
     def __init__(self, parent=None):
         ScriptedLoadableModuleWidget.__init__(self, parent)
         self.logic = None
+        self.ui = None
+        self._parameterNode = None
         self.statusLabel = None
+        self.process = None
+        self.workFolder = None
+        self._request = None
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
         self.logic = MRISynthesisLogic()
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/MRISynthesis.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.statusLabel = self.ui.aboutLabel
+        self.ui.aboutLabel.setText(aboutText(self.logic))
+        for sequence in SEQUENCE_SELECTORS:
+            self.ui.targetComboBox.addItem(sequence)
+        self.ui.targetComboBox.currentText = "T1ce"
+        for preset in ("rigid", "affine", "syn", "none"):
+            self.ui.registerComboBox.addItem(preset)
+        for sequence in SEQUENCE_SELECTORS:
+            self.ui.referenceComboBox.addItem(sequence)
+        self.ui.deviceComboBox.addItem("auto")
+        self.ui.deviceComboBox.addItem("cpu")
+        gpu = self.logic.gpuName()
+        if gpu:
+            self.ui.deviceComboBox.addItem(f"cuda ({gpu})", "cuda")
+        for selector in [*SEQUENCE_SELECTORS.values(), "realSelector"]:
+            getattr(self.ui, selector).connect("currentNodeChanged(vtkMRMLNode*)", self.updateModels)
+        self.ui.targetComboBox.connect("currentIndexChanged(int)", self.updateModels)
+        self.ui.modelComboBox.connect("currentIndexChanged(int)", self.updateApply)
+        self.ui.autoAssignButton.connect("clicked(bool)", self.onAutoAssign)
+        self.ui.loadPhantomButton.connect("clicked(bool)", self.onLoadPhantom)
+        self.ui.applyButton.connect("clicked(bool)", self.onApplyOrCancel)
+        self.ui.errorOpacitySlider.connect("valueChanged(double)", self.onOpacity)
+        self.ui.rankButton.connect("clicked(bool)", self.onRank)
+        self.ui.compareButton.connect("clicked(bool)", self.onCompare)
+        self._parameterNode = None
+        if parameterNodeWrapper is not None:
+            self._parameterNode = MRISynthesisParameterNode(self.logic.getParameterNode())
+            self._parameterNode.connectGui(self.ui)
+        self.updateModels()
 
-        aboutCollapsibleButton = ctk.ctkCollapsibleButton()
-        aboutCollapsibleButton.text = _("About")
-        self.layout.addWidget(aboutCollapsibleButton)
-        aboutLayout = qt.QVBoxLayout(aboutCollapsibleButton)
+    def cleanup(self):
+        self.cancel()
+        if self._parameterNode is not None:
+            self._parameterNode.disconnectGui(self.ui)
 
-        self.statusLabel = qt.QLabel()
-        self.statusLabel.wordWrap = True
-        self.statusLabel.setText(aboutText(self.logic))
-        aboutLayout.addWidget(self.statusLabel)
+    # ------------------------------------------------------------------ selection
+    def selectedInputs(self):
+        return {seq: getattr(self.ui, name).currentNode() for seq, name in SEQUENCE_SELECTORS.items()
+                if getattr(self.ui, name).currentNode() is not None}
 
-        self.layout.addStretch(1)
+    def updateModels(self, *_):
+        target = self.ui.targetComboBox.currentText
+        present = {seq for seq in self.selectedInputs() if seq != target}
+        self.ui.modelComboBox.clear()
+        reasons = []
+        try:
+            choices = self.logic.modelChoices(target, present)
+        except ImportError as error:
+            self.ui.modelReasonLabel.setText(str(error))
+            choices = []
+        for file, model, reason in choices:
+            if reason is None:
+                self.ui.modelComboBox.addItem(model, file)
+            else:
+                reasons.append(reason)
+        self.ui.modelReasonLabel.setText("\n".join(reasons))
+        self.updateApply()
+
+    def updateApply(self, *_):
+        if self.process is not None:
+            return
+        ready = self.ui.modelComboBox.count > 0 and bool(self.selectedInputs())
+        self.ui.applyButton.enabled = ready
+        self.ui.applyButton.toolTip = "" if ready else _("Choose inputs and a target that a bundled model can make")
+
+    def onAutoAssign(self):
+        from MRISynthesisLib.sequences import guess_from_description
+
+        for node in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode"):
+            if node.IsA("vtkMRMLLabelMapVolumeNode"):
+                continue
+            text = node.GetAttribute("DICOM.SeriesDescription") or node.GetName()
+            sequence = guess_from_description(text)
+            if sequence in SEQUENCE_SELECTORS:
+                getattr(self.ui, SEQUENCE_SELECTORS[sequence]).setCurrentNode(node)
+
+    def onLoadPhantom(self):
+        with slicer.util.tryWithErrorDisplay(_("Could not simulate the phantom case."), waitCursor=True):
+            self.logic.ensureDependencies()
+            nodes = self.logic.loadPhantom()
+            for sequence, name in SEQUENCE_SELECTORS.items():
+                getattr(self.ui, name).setCurrentNode(nodes[sequence] if sequence != "T1ce" else None)
+            self.ui.realSelector.setCurrentNode(nodes["T1ce"])
+            self.ui.targetComboBox.currentText = "T1ce"
+            slicer.util.setSliceViewerLayers(background=nodes["T1"], fit=True)
+
+    # ------------------------------------------------------------------ running
+    def onApplyOrCancel(self):
+        if self.process is not None:
+            self.cancel()
+            self.ui.statusLabel.setText(_("Cancelled; nothing was added to the scene."))
+            return
+        try:
+            self.logic.ensureDependencies()
+            self.start()
+        except Exception as error:  # shown to the user, and in the log
+            logging.exception("MRISynthesis")
+            slicer.util.errorDisplay(_("Synthesis could not start: {error}").format(error=error))
+            self.finishRun()
+
+    def start(self):
+        from MRISynthesisSlicerLib.logic import check_selection, worker_command
+
+        target = self.ui.targetComboBox.currentText
+        inputs = self.selectedInputs()
+        real = self.ui.realSelector.currentNode()
+        check_selection(inputs, target, real)
+        self.workFolder = tempfile.mkdtemp(prefix="MRISynthesis-")
+        files = {}
+        for seq, node in inputs.items():
+            files[seq] = os.path.join(self.workFolder, f"{seq}.nrrd")
+            slicer.util.saveNode(node, files[seq])
+        realFile = None
+        if real is not None:
+            realFile = os.path.join(self.workFolder, "real.nrrd")
+            slicer.util.saveNode(real, realFile)
+        model = self.ui.modelComboBox.currentText
+        out = os.path.join(self.workFolder, "synthesized.nrrd")
+        errorFile = os.path.join(self.workFolder, "error.nrrd") if real is not None else None
+        reference = self.ui.referenceComboBox.currentText if self.ui.referenceComboBox.currentText in files else None
+        device = self.ui.deviceComboBox.currentData or self.ui.deviceComboBox.currentText
+        command = worker_command(shutil.which("PythonSlicer") or sys.executable, files, target, model, out,
+                                 reference=reference, register=self.ui.registerComboBox.currentText,
+                                 device=device, real=realFile, error_map=errorFile)
+        self._request = {"target": target, "model": model, "out": out, "error": errorFile,
+                         "reference": inputs.get(reference or "T1") or next(iter(inputs.values()))}
+        self.process = qt.QProcess()
+        self.process.setProcessChannelMode(qt.QProcess.MergedChannels)
+        self.process.connect("readyReadStandardOutput()", self.onOutput)
+        self.process.connect("finished(int)", self.onFinished)
+        self.output = []
+        self.ui.applyButton.text = _("Cancel")
+        self.ui.progressBar.value = 0
+        self.ui.statusLabel.setText(_("Starting..."))
+        self.process.start(command[0], command[1:])
+
+    def onOutput(self):
+        from MRISynthesisSlicerLib.logic import parse_progress
+
+        text = bytes(self.process.readAllStandardOutput().data()).decode(errors="replace")
+        for line in text.splitlines():
+            progress = parse_progress(line)
+            if progress is None:
+                self.output.append(line)
+                logging.info(f"MRISynthesis worker: {line}")
+                continue
+            self.ui.progressBar.value = int(100 * progress[0])
+            self.ui.statusLabel.setText(progress[1])
+
+    def onFinished(self, exitCode):
+        if self.process is None:
+            return
+        try:
+            if exitCode != 0:
+                errors = [line for line in self.output if line.startswith("error:")] or self.output[-5:]
+                slicer.util.errorDisplay(_("Synthesis failed:") + "\n" + "\n".join(errors))
+                self.ui.statusLabel.setText(_("Failed; see the message and the log."))
+                return
+            request = self._request
+            run = self.logic.showFiles(request["target"], request["model"], request["out"], request["error"],
+                                       request["reference"])
+            background = self.ui.realSelector.currentNode() or run.synthesized
+            slicer.util.setSliceViewerLayers(background=run.synthesized if run.error_map is None else background,
+                                             foreground=run.error_map,
+                                             foregroundOpacity=self.ui.errorOpacitySlider.value)
+            self.ui.statusLabel.setText(_("Done: {name}").format(name=run.synthesized.GetName()))
+            self.ui.progressBar.value = 100
+        except Exception as error:
+            logging.exception("MRISynthesis")
+            slicer.util.errorDisplay(_("Could not load the results: {error}").format(error=error))
+        finally:
+            self.finishRun()
+
+    def cancel(self):
+        if self.process is not None:
+            process, self.process = self.process, None
+            process.kill()
+            process.waitForFinished(3000)
+        self.finishRun()
+
+    def finishRun(self):
+        self.process = None
+        if self.workFolder:
+            shutil.rmtree(self.workFolder, ignore_errors=True)
+            self.workFolder = None
+        if self.ui is not None:
+            self.ui.applyButton.text = _("Synthesize")
+            self.updateApply()
+
+    def onOpacity(self, value):
+        slicer.util.setSliceViewerLayers(foregroundOpacity=value)
+
+    # ------------------------------------------------------------------ ranking and comparison
+    def onRank(self):
+        with slicer.util.tryWithErrorDisplay(_("Ranking failed."), waitCursor=True):
+            self.logic.ensureDependencies()
+            table, chart = self.logic.rankPhantom(self.ui.rankSubjectsSpinBox.value)
+            slicer.modules.plots.logic().ShowChartInLayout(chart)
+            slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(table.GetID())
+
+    def onCompare(self):
+        with slicer.util.tryWithErrorDisplay(_("Comparison failed."), waitCursor=True):
+            self.logic.ensureDependencies()
+            real = self.ui.realSelector.currentNode()
+            inputs = self.selectedInputs()
+            if real is not None:
+                inputs[self.ui.targetComboBox.currentText] = real
+            table, report = self.logic.compareModels(inputs)
+            slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(table.GetID())
+            qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(report))
 
 
 #
@@ -174,6 +418,88 @@ class MRISynthesisLogic(ScriptedLoadableModuleLogic):
             )
         return version
 
+    # dependencies
+    def missingPackages(self):
+        return [requirement for name, requirement in REQUIRED_PACKAGES.items()
+                if importlib.util.find_spec(name) is None]
+
+    def ensureDependencies(self):
+        """torch through the PyTorch extension, the rest with pip, after the user agrees (once)."""
+        if importlib.util.find_spec("torch") is None:
+            import PyTorchUtils
+
+            if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True) is None:
+                raise RuntimeError(_("PyTorch is required; install it from the PyTorch extension."))
+        missing = self.missingPackages()
+        if missing:
+            if not slicer.app.testingEnabled() and not slicer.util.confirmOkCancelDisplay(
+                    _("MRISynthesis needs these Python packages, which will be installed now:\n") + "\n".join(missing)):
+                raise RuntimeError(_("The required Python packages were not installed."))
+            slicer.util.pip_install(" ".join(missing))
+
+    def gpuName(self):
+        if importlib.util.find_spec("torch") is None:
+            return None
+        import torch
+
+        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+
+    # work
+    def modelChoices(self, target, present):
+        """[(weights file, model, None or why it cannot)] for the panel's model list."""
+        from MRISynthesisLib.selection import explain
+        from MRISynthesisLib.weights import read_manifest
+
+        models = {e.file: e.model for e in read_manifest()}
+        return [(file, models[file], reason) for file, reason in explain(target, set(present), "brain")]
+
+    def synthesize(self, inputs, target, model, **options):
+        """In this process (scripts, tests, the self-test); the panel uses a worker process instead."""
+        from MRISynthesisSlicerLib.logic import SynthesisLogic
+
+        return SynthesisLogic(slicer.mrmlScene).synthesize(inputs, target, model, **options)
+
+    def showFiles(self, target, model, out, errorFile, referenceNode):
+        """Nodes from a worker's output files (the volume, its JSON report, the error map)."""
+        from MRISynthesisLib.volume import read_volume
+        from MRISynthesisSlicerLib.logic import SynthesisLogic
+
+        report = json.loads(open(os.path.splitext(out)[0] + ".json").read())
+        error = None
+        if errorFile and os.path.exists(errorFile):
+            error = (read_volume(errorFile), report["error_map"]["max_error"])
+        metrics = report.get("metrics", {}).get("metrics")
+        return SynthesisLogic(slicer.mrmlScene).show(target, model, read_volume(out), report["provenance"],
+                                                     referenceNode, metrics=metrics, error=error)
+
+    def loadPhantom(self, seed=7):
+        from MRISynthesisSlicerLib.logic import load_phantom
+
+        return load_phantom(slicer.mrmlScene, seed)
+
+    def rankPhantom(self, subjects):
+        from MRISynthesisLib.rank_cmd import run_rank
+        from MRISynthesisSlicerLib.logic import show_ranking
+
+        out = tempfile.mkdtemp(prefix="MRISynthesis-rank-")
+        run_rank(f"phantom:brain:{subjects}", "seq2seq", out, progress=False)
+        return show_ranking(slicer.mrmlScene, json.loads(open(os.path.join(out, "ranking.json")).read()))
+
+    def compareModels(self, inputs):
+        """Every eligible model on the selected complete case: a metrics table node and the HTML report."""
+        from MRISynthesisLib.compare import run_compare
+        from MRISynthesisLib.sequences import SUFFIX_2023
+        from MRISynthesisSlicerLib.nodes import metrics_table
+
+        folder = tempfile.mkdtemp(prefix="MRISynthesis-compare-")
+        case = os.path.join(folder, "cases", "loaded")
+        os.makedirs(case)
+        for seq, node in inputs.items():
+            slicer.util.saveNode(node, os.path.join(case, f"loaded-{SUFFIX_2023[seq]}.nii.gz"))
+        report = run_compare(os.path.join(folder, "cases"), os.path.join(folder, "report"), progress=False)
+        return metrics_table(slicer.mrmlScene, "model comparison", report["rows"]), \
+            os.path.join(folder, "report", "report.html")
+
 
 #
 # MRISynthesisTest
@@ -181,7 +507,7 @@ class MRISynthesisLogic(ScriptedLoadableModuleLogic):
 
 
 class MRISynthesisTest(ScriptedLoadableModuleTest):
-    """Self-test, run from the module panel (developer mode) or by ctest."""
+    """Self-test, run from the module panel (developer mode) or by ctest: the whole path on the phantom."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -190,6 +516,7 @@ class MRISynthesisTest(ScriptedLoadableModuleTest):
         self.setUp()
         self.test_LibraryVersion()
         self.test_AboutText()
+        self.test_SynthesisOnPhantom()
 
     def test_LibraryVersion(self):
         self.delayDisplay("Checking that MRISynthesisLib is importable and has a version")
@@ -204,4 +531,16 @@ class MRISynthesisTest(ScriptedLoadableModuleTest):
         text = aboutText(logic)
         self.assertIn(logic.libraryVersion(), text)
         self.assertNotIn("Error", text)
+        self.delayDisplay("Test passed")
+
+    def test_SynthesisOnPhantom(self):
+        self.delayDisplay("Synthesizing T1ce of a phantom case with the bundled U-Net cT1")
+        logic = MRISynthesisLogic()
+        logic.ensureDependencies()
+        nodes = logic.loadPhantom(seed=7)
+        inputs = {seq: nodes[seq] for seq in ("T1", "T2", "FLAIR")}
+        run = logic.synthesize(inputs, "T1ce", "unet-ct1", real=nodes["T1ce"])
+        self.assertEqual(run.synthesized.GetName(), "T1ce synthesized by unet-ct1")
+        self.assertIsNotNone(run.error_map)
+        self.assertEqual(run.metrics.GetNumberOfRows(), 4)
         self.delayDisplay("Test passed")

@@ -107,3 +107,37 @@ def test_bad_selections_give_the_message_the_user_sees(scene, bundle):
         check_selection({"T1": a, "T2": b}, "T1ce", real=b)
     with pytest.raises(InputError, match="needs T1, T2, FLAIR; missing: FLAIR"):
         SynthesisLogic(scene).synthesize({"T1": a, "T2": b}, "T1ce", "unet-ct1", device="cpu", weights_folder=bundle)
+
+
+def test_worker_command_and_progress_lines():
+    from MRISynthesisSlicerLib.logic import parse_progress, worker_command
+
+    command = worker_command("PythonSlicer", {"T1": "/t/T1.nrrd", "T2": "/t/T2.nrrd"}, "T1ce", "seq2seq", "/t/out.nrrd",
+                             real="/t/real.nrrd", error_map="/t/err.nrrd", register="none")
+    assert command[:4] == ["PythonSlicer", "-m", "MRISynthesisLib", "synthesize"]
+    assert "T1=/t/T1.nrrd" in command and command[command.index("--error-map") + 1] == "/t/err.nrrd"
+    from MRISynthesisLib.cli import build_parser
+    parsed = build_parser().parse_args(command[3:])  # the library's own parser accepts it
+    assert parsed.progress_lines and parsed.register == "none"
+    assert parse_progress("PROGRESS 0.5000 registering T2 to T1\n") == (0.5, "registering T2 to T1")
+    assert parse_progress("wrote /t/out.nrrd") is None and parse_progress("PROGRESS x y") is None
+
+
+def test_ranking_becomes_a_table_and_a_bar_chart(scene):
+    from MRISynthesisSlicerLib.logic import show_ranking
+
+    ranking = {"table": [{"sequence": s, "C_t": 0.1 * k, "rank_t": k + 1, "C_d": -0.1 * k, "rank_d": 4 - k}
+                         for k, s in enumerate(("T1", "T1ce", "T2", "FLAIR"))], "notes": ["LPIPS unavailable"]}
+    table, chart = show_ranking(scene, ranking)
+    assert table.GetNumberOfRows() == 4 and table.GetCellText(1, 0) == "T1ce"
+    assert chart.GetNumberOfPlotSeriesNodes() == 2
+    assert chart.GetNthPlotSeriesNode(0).GetPlotType() == chart.GetNthPlotSeriesNode(0).PlotTypeBar
+
+
+def test_phantom_case_loads_as_nodes(scene):
+    from MRISynthesisSlicerLib.logic import load_phantom
+
+    nodes = load_phantom(scene, seed=9, resolution=4.0)
+    assert set(nodes) == {"T1", "T1ce", "T2", "FLAIR", "labels"}
+    assert nodes["labels"].IsA("vtkMRMLLabelMapVolumeNode") and slicer.util.arrayFromVolume(nodes["labels"]).max() > 0
+    assert nodes["T2"].GetName() == "phantom 9 T2"

@@ -106,3 +106,82 @@ class SynthesisLogic:
             set_provenance(run.metrics, provenance)
             place_in_folder(self.scene, run.metrics, folder)
         return run
+
+
+def worker_command(python: str, files: Mapping[str, str], target: str, model: str, out: str, *,
+                   reference: str | None = None, register: str = "rigid", device: str = "auto",
+                   real: str | None = None, error_map: str | None = None) -> list[str]:
+    """The ``mri-synthesis synthesize`` command the panel runs in a separate process (``PythonSlicer``), so
+    the GUI stays responsive; it reports ``PROGRESS`` lines and can be killed to cancel."""
+    command = [python, "-m", "MRISynthesisLib", "synthesize", "--model", model, "--target", target, "--out", out,
+               "--register", register, "--device", device, "--progress-lines",
+               "--input", *[f"{seq}={path}" for seq, path in files.items()]]
+    if reference:
+        command += ["--reference", reference]
+    if real:
+        command += ["--real", real]
+        if error_map:
+            command += ["--error-map", error_map]
+    return command
+
+
+def parse_progress(line: str) -> tuple[float, str] | None:
+    """(fraction, message) of a worker's ``PROGRESS <fraction> <message>`` line, else None."""
+    if not line.startswith("PROGRESS "):
+        return None
+    parts = line.rstrip("\n").split(" ", 2)
+    try:
+        return float(parts[1]), parts[2] if len(parts) > 2 else ""
+    except ValueError:
+        return None
+
+
+def load_phantom(scene, seed: int = 7, resolution: float = 2.0) -> dict[str, object]:
+    """A held-out brain phantom subject as nodes (T1, T1ce, T2, FLAIR, as acquired: own grids, motion)
+    and its tumour labels; what the panel's "Load a phantom case" button gives a new user."""
+    from MRISynthesisLib.phantom import sample
+
+    subject = sample("brain", seed, resolution=resolution)
+    nodes = {seq: node_from_volume(scene, subject.sequences[seq], f"phantom {seed} {seq}")
+             for seq in ("T1", "T1ce", "T2", "FLAIR")}
+    labels = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", f"phantom {seed} tumour labels")
+    node_from_volume(scene, subject.labels, f"phantom {seed} tumour labels", node=labels)
+    nodes["labels"] = labels
+    return nodes
+
+
+def show_ranking(scene, ranking: Mapping) -> tuple[object, object]:
+    """A table node (C_t, C_d, ranks and intervals per sequence) and a bar-chart plot node of C_t and C_d,
+    from ``rank_cmd``'s ``ranking.json`` content."""
+    rows = ranking["table"]
+    table = metrics_table(scene, "sequence ranking (Seq2Seq Eq. 4)", rows)
+    for note in ranking.get("notes", []):
+        table.SetAttribute("MRISynthesis.note", note)
+    chart = scene.AddNewNodeByClass("vtkMRMLPlotChartNode", "sequence ranking chart")
+    chart.SetTitle("totipotency C_t and imaging differentiation C_d")
+    chart.SetXAxisTitle("sequence")
+    chart.SetYAxisTitle("degree centrality")
+    numeric = scene.AddNewNodeByClass("vtkMRMLTableNode", "sequence ranking (numbers)")
+    import vtk
+
+    for name, values in (("index", [float(k) for k in range(len(rows))]), ("C_t", [r["C_t"] for r in rows]),
+                         ("C_d", [r["C_d"] for r in rows])):
+        array = vtk.vtkDoubleArray()
+        array.SetName(name)
+        for v in values:
+            array.InsertNextValue(float(v))
+        numeric.AddColumn(array)
+    labels = vtk.vtkStringArray()
+    labels.SetName("sequence")
+    for r in rows:
+        labels.InsertNextValue(r["sequence"])
+    numeric.AddColumn(labels)
+    for column in ("C_t", "C_d"):
+        series = scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", column)
+        series.SetAndObserveTableNodeID(numeric.GetID())
+        series.SetXColumnName("index")
+        series.SetYColumnName(column)
+        series.SetLabelColumnName("sequence")
+        series.SetPlotType(series.PlotTypeBar)
+        chart.AddAndObservePlotSeriesNodeID(series.GetID())
+    return table, chart

@@ -1,0 +1,65 @@
+"""Headless synthesis inside Slicer: the same arguments as ``mri-synthesis synthesize``.
+
+    Slicer --no-main-window --python-script <module folder>/batch.py -- \\
+        --model unet-ct1 --input T1=t1.nii.gz T2=t2.nii.gz FLAIR=flair.nii.gz --target T1ce --out t1ce.nii.gz \\
+        [--reference T1] [--register rigid] [--real t1ce-real.nii.gz --error-map err.nii.gz] [--device auto]
+
+Volumes are read with Slicer's readers (so anything Slicer opens works), turned into the library's
+volumes by the module's MRML logic, synthesized with the same pipeline as the CLI, and written with
+Slicer's writers; the JSON report beside the output is the CLI's. Exit code 2 and one ``error:`` line
+for bad input, as the CLI.
+"""
+
+import json
+import os
+import sys
+
+import slicer
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # a source checkout
+
+
+def main(argv):
+    from MRISynthesisLib.cli import build_parser
+    from MRISynthesisLib.errors import InputError
+    from MRISynthesisLib.metrics import to_json_safe
+    from MRISynthesisLib.sequences import canonical, parse_assignments
+    from MRISynthesisLib.volume import refuse_overwrite
+    from MRISynthesisSlicerLib.logic import SynthesisLogic
+
+    args = build_parser().parse_args(["synthesize", *argv])
+    try:
+        files = parse_assignments(args.input)
+        protected = [*files.values(), *([args.real] if args.real else [])]
+        refuse_overwrite(args.out, protected)
+        nodes = {}
+        for seq, path in files.items():
+            if not os.path.exists(path):
+                raise InputError(f"{path}: no such file")
+            nodes[seq] = slicer.util.loadVolume(str(path))
+        real = slicer.util.loadVolume(args.real) if args.real else None
+        run = SynthesisLogic(slicer.mrmlScene).synthesize(
+            nodes, canonical(args.target), args.model, reference=args.reference and canonical(args.reference),
+            register=args.register, device=args.device, real=real)
+        slicer.util.saveNode(run.synthesized, args.out)
+        report = {"output": args.out, "provenance": {k[len("MRISynthesis."):]: run.synthesized.GetAttribute(k)
+                                                     for k in run.synthesized.GetAttributeNames()
+                                                     if k.startswith("MRISynthesis.")}}
+        if run.error_map is not None and args.error_map:
+            slicer.util.saveNode(run.error_map, args.error_map)
+        if run.metrics is not None:
+            report["metrics"] = {run.metrics.GetCellText(r, 0): float(run.metrics.GetCellText(r, 1))
+                                 for r in range(run.metrics.GetNumberOfRows())}
+        with open(os.path.splitext(os.path.splitext(args.out)[0])[0] + ".json", "w") as handle:
+            json.dump(to_json_safe(report), handle, indent=1)
+        print(f"wrote {args.out}")
+        return 0
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    code = main(sys.argv[1:])
+    slicer.app.exit(code) if hasattr(slicer, "app") and slicer.app else sys.exit(code)
