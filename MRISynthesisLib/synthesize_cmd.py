@@ -126,24 +126,27 @@ def run_demo(out: str | Path, anatomy: str = "brain", model: str | None = None, 
     for seq, volume in subject.sequences.items():
         files[seq] = write_volume(volume, out / "inputs" / f"{name}-{SUFFIX_2023[seq]}.nii.gz")
     summary = {"subject": name, "seed": seed, "anatomy": anatomy, "results": []}
+    from .quality import sources_for
+
     for m, target in runnable:
         entry = bundled[(m, target)]
-        inputs = load_case({s: files[s] for s in entry.inputs})
+        sources = sources_for(entry, target)  # an any-to-any model gets every other sequence
+        inputs = load_case({s: files[s] for s in sources})
         real = read_volume(files[target])
         bar, update = _progress_bar(f"{m} -> {target}")
         try:
             result = synthesize(inputs, target, m, register="rigid", real=real, device=device, progress=update,
-                                anatomy=anatomy, input_names={s: str(files[s]) for s in entry.inputs})
+                                anatomy=anatomy, input_names={s: str(files[s]) for s in sources})
         finally:
             bar.close()
         stem = f"{m}-{target}"
         write_volume(result.volume, out / f"{stem}.nii.gz")
         write_volume(result.error_map.volume, out / f"{stem}-error.nii.gz")
-        write_comparison_png({s: resample_to(inputs[s], result.volume) for s in entry.inputs}, result.real,
+        write_comparison_png({s: resample_to(inputs[s], result.volume) for s in sources}, result.real,
                              result.volume, out / f"{stem}.png", error=result.error_map,
                              slice_index=_lesion_slice(subject.labels.array),
-                             title=f"{m}: {'+'.join(entry.inputs)} -> {target}")
-        row = {"model": m, "target": target, "inputs": list(entry.inputs), "output": str(out / f"{stem}.nii.gz"),
+                             title=f"{m}: {'+'.join(sources)} -> {target}")
+        row = {"model": m, "target": target, "inputs": list(sources), "output": str(out / f"{stem}.nii.gz"),
                "seconds": result.provenance["seconds"], **_headline(result.metrics)}
         summary["results"].append(row)
     (out / "metrics.json").write_text(json.dumps(to_json_safe(summary), indent=1, allow_nan=False))
