@@ -56,9 +56,26 @@ def export_run(run_dir: str | Path, *, anatomy: str | None = None, which: str = 
 
 def write_model_card(entry: WeightsEntry, folder: str | Path | None = None) -> Path:
     """A Markdown model card beside the weights: intended use, inputs, training, measured metrics, limits."""
+    from ..predictors import has_plan
+
     training = entry.training
+    if has_plan(entry.model):
+        title = f"{' + '.join(entry.inputs)} -> {' + '.join(entry.targets)}"
+        preparation = f"""- Sequences, in channel order: {', '.join(entry.inputs)}; output: {', '.join(entry.targets)}.
+- Registered to the reference sequence (T1) and resampled to an isotropic {entry.voxel_size_mm:g} mm grid
+  (the pipeline does both).
+- Intensities: `{entry.normalization}` normalisation within the foreground; the output is mapped back to
+  the reference sequence's intensity scale.
+- Inference: {'3D patches of ' + 'x'.join(map(str, entry.patch_size)) + ' voxels, Gaussian-blended' if entry.patch_size else 'whole slices'}."""
+    else:
+        size = entry.build_overrides.get("patch_size", 64)
+        title = f"de novo {size} x {size} multiparametric patches ({entry.build_overrides.get('variant', 'dcgan')})"
+        preparation = f"""- A generator: noise and a class (benign, malignant, healthy) in, a {size} x {size} patch out with seven
+  channels (T2, T1 pre, T1 post 1-4, subtraction post 1 - pre) in [-1, 1], as `mri-synthesis generate` writes.
+- Real patches it imitates: breast phantom cases at {entry.voxel_size_mm:g} mm, `{entry.normalization}` normalisation
+  (each series clipped to [0, 2 x p99] of the body and mapped to [-1, 1])."""
     metric_lines = "\n".join(f"| {k} | {v} |" for k, v in entry.metrics.items()) or "| (not measured yet) | |"
-    text = f"""# {entry.model} ({entry.config}), {entry.anatomy}: {' + '.join(entry.inputs)} -> {' + '.join(entry.targets)}
+    text = f"""# {entry.model} ({entry.config}), {entry.anatomy}: {title}
 
 **Research use only.** Trained on the built-in physics phantom only; not validated on patient data; not
 for diagnosis or treatment decisions.
@@ -68,12 +85,7 @@ Demonstrating and testing MRISynthesis end to end, and as a starting point for f
 (`mri-synthesis train`). Expect it to fail on real scans until retrained on them.
 
 ## Inputs and their preparation
-- Sequences, in channel order: {', '.join(entry.inputs)}; output: {', '.join(entry.targets)}.
-- Registered to the reference sequence (T1) and resampled to an isotropic {entry.voxel_size_mm:g} mm grid
-  (the pipeline does both).
-- Intensities: `{entry.normalization}` normalisation within the foreground (z-score, cut off at 5 SD,
-  scaled to [-1, 1]); the output is mapped back to the reference sequence's intensity scale.
-- Inference: {'3D patches of ' + 'x'.join(map(str, entry.patch_size)) + ' voxels, Gaussian-blended' if entry.patch_size else 'whole slices'}.
+{preparation}
 
 ## Training
 - Command: `{training.get('command', '')}`
@@ -90,7 +102,8 @@ Demonstrating and testing MRISynthesis end to end, and as a starting point for f
 ## Limits
 - Phantom anatomy and contrast only; real scanners, protocols, field strengths and pathologies differ.
 - Trained at {entry.voxel_size_mm:g} mm; small lesions below that scale are not reproduced.
-- File: `{entry.file}`, fp16, sha256 `{entry.sha256}`, {entry.size_bytes} bytes.
+{"- Trained without the paper's VGG19 perceptual term (its ImageNet weights cannot be had offline)." + chr(10)
+ if "--without-perceptual" in training.get("command", "") else ""}- File: `{entry.file}`, fp16, sha256 `{entry.sha256}`, {entry.size_bytes} bytes.
 """
     path = models_dir(folder) / f"{Path(entry.file).stem}.md"
     path.write_text(text)
