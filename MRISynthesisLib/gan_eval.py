@@ -9,8 +9,10 @@
   (``pt_inception-2015-12-05-6726825d.pth``) are never downloaded here: without the file the result is
   unavailable and names the file and the folder to put it in, never a number from random weights.
 * :func:`dce_statistics`: per patch, the mean enhancement curve of the patch centre; time to peak (the
-  post-contrast phase of maximum enhancement) and whether it washes out (last phase below 90 % of the
-  peak), summarised per set, to check that generated kinetics follow their class.
+  post-contrast phase of maximum enhancement) and whether it washes out (it enhances by at least
+  :data:`MIN_ENHANCEMENT` and its last phase falls below 90 % of the peak; without the threshold the
+  noise of unenhancing fat would "wash out" half the time), summarised per set, to check that generated
+  kinetics follow their class.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from .models.mp_gan import CHANNELS
 #: the channels the paper maps to R, G, B for the Inception network
 FID_CHANNELS = ("T2", "T1_pre", "T1_post1")
 FID_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
+#: the least peak enhancement (post - pre, on the [-1, 1] scale, i.e. 5 % of the range) that counts as enhancing
+MIN_ENHANCEMENT = 0.1
 
 
 def _flat(patches: np.ndarray, name: str) -> np.ndarray:
@@ -80,7 +84,7 @@ def dce_statistics(patches: np.ndarray) -> Kinetics:
     curves = centre_curves(patches)
     enhancement = curves[:, 1:] - curves[:, :1]
     peak = enhancement.max(axis=1)
-    washout = (peak > 0) & (enhancement[:, -1] < 0.9 * peak)
+    washout = (peak >= MIN_ENHANCEMENT) & (enhancement[:, -1] < 0.9 * peak)
     return Kinetics(len(patches), float(washout.mean()), float((enhancement.argmax(axis=1) + 1).mean()),
                     tuple(float(v) for v in curves.mean(axis=0)))
 
