@@ -139,7 +139,10 @@ def run_evaluate_gan(real: str, out: str | Path | None, *, variant: str = "dcgan
     if not report["classes"]:
         raise InputError("no class has enough real patches to compare")
     if out is not None:
+        from .patches import save_patches
         from .volume import output_folder
         folder = output_folder(out)
         (folder / "evaluate-gan.json").write_text(json.dumps(report, indent=1))
+        if real.startswith("phantom:"):  # reusable with --real for the next evaluation
+            save_patches(folder / "real-patches.npz", patches, classes)
     return report
