@@ -94,6 +94,20 @@ def differentiation_maps(volumes: Mapping[str, np.ndarray], predictions: Mapping
     return maps
 
 
+#: BraTS label of the enhancing tumour (the phantom writes BraTS labels)
+ENHANCING_LABEL = 3
+
+
+def enhancing_contrast(md: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> float | None:
+    """Mean of an M_d map inside the enhancing tumour over its mean in the rest of the foreground (the
+    issue's "normal brain": every foreground voxel without a tumour label); None without enhancing voxels."""
+    enhancing = labels == ENHANCING_LABEL
+    normal = mask & (labels == 0)
+    if not enhancing.any() or not normal.any():
+        return None
+    return float(md[enhancing].mean() / max(float(md[normal].mean()), 1e-12))
+
+
 def run_rank(data: str, model: str, out: str | Path, *, anatomy: str | None = None, device: str = "auto",
              bootstrap: int = 1000, lpips_backbone: str | None = "imagenet", progress: bool = True,
              weights_folder: str | Path | None = None, say=print) -> Ranking:
@@ -120,6 +134,7 @@ def run_rank(data: str, model: str, out: str | Path, *, anatomy: str | None = No
     total = sum(len(c.volumes) * (len(c.volumes) - 1) for c in cases)
     bar = tqdm(total=total, desc="rank: translating pairs", unit="pair", disable=not progress)
     scores: list[PairScore] = []
+    contrasts: dict[str, float] = {}
     for case in cases:
         folder = out / "predictions" / case.name
         folder.mkdir(parents=True, exist_ok=True)
@@ -133,9 +148,15 @@ def run_rank(data: str, model: str, out: str | Path, *, anatomy: str | None = No
                 scores.append(PairScore(case.name, src, tgt, **score_pair(case.volumes[tgt], pred, case.mask,
                                                                           lpips_backbone=lpips_backbone)))
                 bar.update(1)
-        _write_maps(out / "maps" / case.name, case, differentiation_maps(case.volumes, predictions, case.mask))
+        maps = differentiation_maps(case.volumes, predictions, case.mask)
+        _write_maps(out / "maps" / case.name, case, maps)
+        if "T1ce" in maps:
+            ratio = enhancing_contrast(maps["T1ce"], case.labels, case.mask)
+            if ratio is not None:
+                contrasts[case.name] = ratio
     bar.close()
     result = rank(scores, entry.inputs, bootstrap=bootstrap)
+    result.extra["md_t1ce_enhancing_over_normal"] = contrasts
     write_outputs(result, out, scores)
     for note in result.notes:
         say(f"note: {note}")

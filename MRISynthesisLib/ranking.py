@@ -56,6 +56,7 @@ class Ranking:
     terms: tuple[str, ...]
     intervals: dict[str, np.ndarray] = field(default_factory=dict)  # "C_t"/"C_d" -> (S, 2)
     notes: list[str] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)  # what a caller adds (M_d contrasts per subject, say)
 
     @property
     def rank_t(self) -> np.ndarray:
@@ -79,7 +80,7 @@ class Ranking:
     def to_dict(self) -> dict:
         def matrix(a: np.ndarray) -> list:
             return [[None if not math.isfinite(float(v)) else float(v) for v in row] for row in a]
-        return {"sequences": list(self.sequences), "terms": list(self.terms), "notes": self.notes,
+        return {"sequences": list(self.sequences), "terms": list(self.terms), "notes": self.notes, **self.extra,
                 "table": self.table(), "A": matrix(self.adjacency), "pair_counts": self.pair_counts.tolist(),
                 "raw": {k: matrix(v) for k, v in self.raw.items()},
                 "normalisation": "z-score of each metric over all (subject, source, target) rows; "

@@ -91,3 +91,15 @@ def test_rank_command(models, tmp_path, monkeypatch, capsys):
     assert all(s in printed for s in EVERY) and "C_d" in printed
     assert main(["rank", "--data", "phantom:brain:2", "--model", "unet-ct1", "--out", str(tmp_path / "u"), "--quiet"]) == 2
     assert "any-to-any" in capsys.readouterr().err
+
+
+def test_enhancing_contrast_of_an_md_map():
+    from MRISynthesisLib.rank_cmd import enhancing_contrast
+
+    labels = np.zeros((4, 4, 4), np.uint8)
+    labels[1, 1, 1] = 3
+    mask = np.ones((4, 4, 4), bool)
+    md = np.ones((4, 4, 4), np.float32)
+    md[1, 1, 1] = 6.0
+    assert enhancing_contrast(md, labels, mask) == pytest.approx(6.0)
+    assert enhancing_contrast(md, np.zeros_like(labels), mask) is None
