@@ -107,3 +107,32 @@ def test_variant_flag_is_for_the_mp_gan_only(tmp_path, capsys):
     assert main(["train", "--model", "unet-ct1", "--variant", "wgan", "--data", "phantom:brain:3", "--out",
                  str(tmp_path / "r"), "--quiet"]) == 2
     assert "--variant is for mp-gan" in capsys.readouterr().err
+
+
+def _train_process(run: Path, steps: int, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    return subprocess.Popen([sys.executable, "-m", "MRISynthesisLib.training", "--model", "unet-ct1", "--data",
+                             "phantom:brain:3", "--out", str(run), "--steps", str(steps), "--steps-per-epoch", "2",
+                             "--checkpoint-every", "1", "--batch-size", "1", "--workers", "0", "--quiet", *extra],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(tmp_path, cached_run):
+    import signal
+    import time
+
+    straight, killed = _fresh(tmp_path / "straight", cached_run), _fresh(tmp_path / "killed", cached_run)
+    assert _train_process(straight, 5).wait(timeout=600) == 0
+    process = _train_process(killed, 5)
+    last = killed / "checkpoints" / "last.pt"
+    deadline = time.time() + 600
+    while time.time() < deadline and process.poll() is None:
+        if last.exists() and checkpoint.load(last)["step"] >= 2:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)  # no handler runs: whatever is on disk is what a crash leaves
+    process.wait()
+    assert checkpoint.load(last)["step"] >= 2  # never a torn file
+    assert _train_process(killed, 5, "--resume").wait(timeout=600) == 0
+    a, b = _generator(straight), _generator(killed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
