@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
 import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -353,7 +354,9 @@ def write_volume(volume: Volume, path: str | Path, *, compress: bool = True, pro
     refuse_overwrite(path, protect)
     if not path.parent.exists():
         raise InputError(f"{path.parent}: output folder does not exist")
-    tmp = path.with_name(".partial-" + path.name)  # write then rename: no half-written file on failure
+    # write then rename: no half-written file on failure, and a name of its own per writer, so two
+    # processes writing one path at once never interleave inside one temporary file
+    tmp = path.with_name(f".partial-{os.getpid()}-{uuid.uuid4().hex[:8]}-{path.name}")
     try:
         sitk.WriteImage(volume.to_sitk(), str(tmp), useCompression=compress)
         tmp.replace(path)

@@ -420,3 +420,21 @@ def test_identity_default_geometry():
     vol = Volume(np.zeros((4, 5, 6)), spacing=(1.0, 1.0, 3.0))
     assert vol.shape == (4, 5, 6) and vol.size_xyz == (6, 5, 4)
     assert vol.direction == IDENTITY_DIRECTION and vol.origin == (0.0, 0.0, 0.0)
+
+
+def _write_many(args):
+    path, value = args
+    from MRISynthesisLib.volume import Volume, write_volume
+    for _ in range(4):
+        write_volume(Volume(np.full((20, 30, 40), value, np.float32)), path)
+
+
+def test_two_processes_writing_one_output_never_leave_a_corrupt_file(tmp_path):
+    import multiprocessing
+
+    path = tmp_path / "out.nii.gz"
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        pool.map(_write_many, [(path, 1.0), (path, 2.0)])
+    values = np.unique(read_volume(path).array)
+    assert len(values) == 1 and values[0] in (1.0, 2.0)  # one writer's whole file, never a mixture
+    assert [p.name for p in tmp_path.iterdir()] == ["out.nii.gz"]  # no temporary file left behind
