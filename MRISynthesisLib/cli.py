@@ -185,6 +185,17 @@ def _cmd_evaluate_gan(args: argparse.Namespace) -> int:
     notes = {row["fid_note"] for row in report["classes"].values() if row["fid_note"]}
     for note in notes:
         print(f"note: FID unavailable: {note}")
+    if args.update_manifest:
+        from dataclasses import replace
+
+        from .generate_cmd import manifest_metrics
+        from .training.export import write_model_card
+        from .weights import read_manifest, write_manifest
+
+        entries = [replace(e, metrics=manifest_metrics(report)) if e.file == report["weights"] else e
+                   for e in read_manifest()]
+        write_manifest(entries)
+        write_model_card(next(e for e in entries if e.file == report["weights"]))
     return 0
 
 
@@ -368,6 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="folder for evaluate-gan.json")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--update-manifest", action="store_true",
+                   help="store the figures in the models folder's manifest and the model card")
     p = add("batch", "synthesize every missing sequence of a folder of cases", _cmd_batch)
     p.add_argument("--data", required=True, help="folder of case folders (BraTS 2021/2023 naming) or a manifest CSV")
     p.add_argument("--out", required=True, help="output folder (not inside --data)")

@@ -146,3 +146,21 @@ def run_evaluate_gan(real: str, out: str | Path | None, *, variant: str = "dcgan
         if real.startswith("phantom:"):  # reusable with --real for the next evaluation
             save_patches(folder / "real-patches.npz", patches, classes)
     return report
+
+
+def manifest_metrics(report: dict) -> dict[str, str]:
+    """The manifest/model-card form of an ``evaluate-gan`` report, with the targets' verdicts."""
+    metrics = {"real patches": f"{report['real']} (held-out breast phantom subjects)" if report["real"].startswith(
+        "phantom:") else report["real"]}
+    for name, row in report["classes"].items():
+        real_w, gen_w = row["real_kinetics"]["washout_fraction"], row["generated_kinetics"]["washout_fraction"]
+        metrics[f"{name}: 1-NN accuracy"] = f"{row['one_nn_accuracy']:.3f} ({row['real_patches']} real vs as many generated)"
+        metrics[f"{name}: washout real / generated"] = f"{real_w:.2f} / {gen_w:.2f} ({100 * abs(gen_w - real_w):.0f} pp)"
+        metrics[f"{name}: FID"] = f"{row['fid']:.2f}" if row["fid"] is not None else "unavailable (Inception weights offline)"
+    accuracies = [row["one_nn_accuracy"] for row in report["classes"].values()]
+    gaps = [abs(row["generated_kinetics"]["washout_fraction"] - row["real_kinetics"]["washout_fraction"])
+            for name, row in report["classes"].items() if name in ("benign", "malignant")]
+    metrics["verdict"] = (f"1-NN accuracy {'below' if max(accuracies) < 0.8 else 'NOT below'} 0.8 for every class "
+                          f"(max {max(accuracies):.2f}); washout proportions of benign and malignant "
+                          f"{'within' if gaps and max(gaps) <= 0.15 else 'NOT within'} 15 pp of the real ones")
+    return metrics

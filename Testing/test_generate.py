@@ -107,3 +107,18 @@ def test_evaluate_gan_reports_each_class_from_a_patch_file(models, tmp_path, cap
     assert json.loads((tmp_path / "eval" / "evaluate-gan.json").read_text())["variant"] == "dcgan"
     assert main(["evaluate-gan", "--real", str(tmp_path / "real.npz"), "--n", "6"]) == 0
     assert "1-NN" in capsys.readouterr().out
+
+
+def test_manifest_figures_and_verdict_of_an_evaluation():
+    from MRISynthesisLib.generate_cmd import manifest_metrics
+
+    kinetics = lambda w: {"washout_fraction": w}
+    row = lambda acc, real_w, gen_w: {"one_nn_accuracy": acc, "real_patches": 10, "fid": None, "fid_note": "x",
+                                      "real_kinetics": kinetics(real_w), "generated_kinetics": kinetics(gen_w)}
+    good = {"real": "phantom:breast", "classes": {"benign": row(0.6, 0.0, 0.1), "malignant": row(0.7, 0.5, 0.4)}}
+    assert manifest_metrics(good)["verdict"].startswith("1-NN accuracy below 0.8") and \
+        "washout proportions of benign and malignant within 15 pp" in manifest_metrics(good)["verdict"]
+    bad = {"real": "x.npz", "classes": {"benign": row(0.9, 0.0, 0.3), "malignant": row(0.7, 0.5, 0.4)}}
+    figures = manifest_metrics(bad)
+    assert "NOT below" in figures["verdict"] and "NOT within" in figures["verdict"]
+    assert figures["benign: washout real / generated"] == "0.00 / 0.30 (30 pp)"
