@@ -19,7 +19,6 @@ go on; the summary at the end lists every failure and the command exits 2 if the
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Callable, Mapping
 
 from .errors import InputError
 from .selection import EXPECTED, choose_model
-from .sequences import BRATS_2021, SEGMENTATION, SUFFIX_2023, canonical, discover_case
+from .sequences import BRATS_2021, SEGMENTATION, SUFFIX_2023, discover_case, read_case_manifest
 
 _SUFFIX_2021 = {v: k for k, v in BRATS_2021.items()}
 
@@ -44,19 +43,7 @@ def list_cases(data: str | Path) -> dict[str, dict[str, Path]]:
     """{case: {sequence: file}} from case folders or a manifest CSV; duplicate case names are an error."""
     data = Path(data)
     if data.is_file():
-        cases: dict[str, dict[str, Path]] = {}
-        with data.open(newline="") as handle:
-            reader = csv.DictReader(handle)
-            if reader.fieldnames is None or not {"case", "sequence", "path"} <= set(reader.fieldnames):
-                raise InputError(f"{data}: a manifest needs the columns case,sequence,path")
-            for row in reader:
-                seq = SEGMENTATION if row["sequence"].strip().lower() == "seg" else canonical(row["sequence"])
-                files = cases.setdefault(row["case"], {})
-                if seq in files:
-                    raise InputError(f"{data}: case {row['case']} lists {seq} twice")
-                path = Path(row["path"])
-                files[seq] = path if path.is_absolute() else data.parent / path
-        return cases
+        return read_case_manifest(data)
     if not data.is_dir():
         raise InputError(f"{data}: no such data folder or manifest")
     folders = sorted(p for p in data.iterdir() if p.is_dir() and not p.name.startswith("."))

@@ -79,6 +79,29 @@ def parse_assignments(items: Iterable[str], *, option: str = "--input") -> dict[
     return result
 
 
+def read_case_manifest(path: str | Path) -> dict[str, dict[str, Path]]:
+    """{case: {sequence or 'seg': file}} from a CSV with the columns case,sequence,path (paths relative to
+    the CSV's folder unless absolute); a sequence listed twice for one case is an error."""
+    import csv
+
+    path = Path(path)
+    cases: dict[str, dict[str, Path]] = {}
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames is None or not {"case", "sequence", "path"} <= set(reader.fieldnames):
+            raise InputError(f"{path}: a manifest needs the columns case,sequence,path")
+        for row in reader:
+            seq = SEGMENTATION if row["sequence"].strip().lower() == "seg" else canonical(row["sequence"])
+            files = cases.setdefault(row["case"], {})
+            if seq in files:
+                raise InputError(f"{path}: case {row['case']} lists {seq} twice")
+            file = Path(row["path"])
+            files[seq] = file if file.is_absolute() else path.parent / file
+    if not cases:
+        raise InputError(f"{path}: the manifest lists no case")
+    return cases
+
+
 def discover_case(folder: str | Path, naming: Mapping[str, str] | None = None) -> dict[str, Path]:
     """Files of one case folder, as {canonical sequence or 'seg': path}.
 

@@ -66,3 +66,35 @@ def make_volume_fixture():
 @pytest.fixture(name="hash_files")
 def hash_files_fixture():
     return hash_files
+
+
+#: what the untrained bundles of the tests take and make (model -> inputs, targets, normalisation, extras)
+UNTRAINED = {
+    "unet-ct1": (("T1", "T2", "FLAIR"), ("T1ce",), "zscore", {"patch_size": (32, 32, 32)}),
+    "seq2seq": (("T1", "T1ce", "T2", "FLAIR"), ("T1", "T1ce", "T2", "FLAIR"), "percentile", {}),
+    "tc-mgan": (("T2",), ("FLAIR", "T1ce", "T1"), "zscore", {}),
+    "important-net": (("T1", "T1ce", "FLAIR"), ("T2",), "zscore", {}),
+}
+
+
+def bundle_untrained(folder, model: str, *, voxel_size_mm: float = 4.0, anatomy: str = "brain", **fields):
+    """Add an untrained lite ``model`` (seeded, fp16) and its manifest entry to the models ``folder``.
+
+    Tests run the real loading, checking and inference paths on it; its outputs mean nothing.
+    """
+    import torch
+
+    from MRISynthesisLib.models import build
+    from MRISynthesisLib.weights import WeightsEntry, read_manifest, sha256_of, write_manifest
+
+    inputs, targets, normalization, extras = UNTRAINED[model] if model in UNTRAINED else ((), (), "zscore", {})
+    fields = {"inputs": inputs, "targets": targets, "normalization": normalization, **extras, **fields}
+    folder = Path(folder)
+    torch.manual_seed(0)
+    net = build(model, "lite", **fields.get("build_overrides", {}))
+    file = fields.pop("file", f"{model}-{anatomy}-lite.pt")
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in net.state_dict().items()}, folder / file)
+    entry = WeightsEntry(file=file, model=model, config="lite", anatomy=anatomy, voxel_size_mm=voxel_size_mm,
+                         sha256=sha256_of(folder / file), size_bytes=(folder / file).stat().st_size, **fields)
+    write_manifest([e for e in read_manifest(folder) if e.file != file] + [entry], folder)
+    return entry

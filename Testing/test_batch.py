@@ -5,36 +5,22 @@ from __future__ import annotations
 import shutil
 
 import pytest
-import torch
 
-from conftest import hash_tree
+from conftest import bundle_untrained, hash_tree
 from MRISynthesisLib.batch import output_name, run_batch
 from MRISynthesisLib.selection import choose_model, explain
 from MRISynthesisLib.cli import main
 from MRISynthesisLib.errors import InputError
-from MRISynthesisLib.models import build
 from MRISynthesisLib.volume import read_volume
-from MRISynthesisLib.weights import WeightsEntry, sha256_of, write_manifest
 
 EVERY = ("T1", "T1ce", "T2", "FLAIR")
-
-
-def _entry(folder, model, inputs, targets, norm, psnr_key, psnr, **fields):
-    torch.manual_seed(0)
-    file = f"{model}-brain-lite.pt"
-    torch.save({k: v.half() if v.is_floating_point() else v for k, v in build(model, "lite").state_dict().items()},
-               folder / file)
-    return WeightsEntry(file=file, model=model, config="lite", anatomy="brain", inputs=inputs, targets=targets,
-                        normalization=norm, voxel_size_mm=4.0, sha256=sha256_of(folder / file),
-                        size_bytes=(folder / file).stat().st_size, metrics={psnr_key: f"{psnr} ± 0.5"}, **fields)
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     folder = tmp_path_factory.mktemp("models")
-    write_manifest([_entry(folder, "unet-ct1", ("T1", "T2", "FLAIR"), ("T1ce",), "zscore", "unet-ct1 PSNR", 22.0,
-                           patch_size=(32, 32, 32)),
-                    _entry(folder, "seq2seq", EVERY, EVERY, "percentile", "T1ce: seq2seq PSNR", 20.0)], folder)
+    bundle_untrained(folder, "unet-ct1", metrics={"unet-ct1 PSNR": "22.0 ± 0.5"})
+    bundle_untrained(folder, "seq2seq", metrics={"T1ce: seq2seq PSNR": "20.0 ± 0.5"})
     return folder
 
 

@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
+from conftest import bundle_untrained
 from MRISynthesisLib.cli import main
 from MRISynthesisLib.compare import run_compare, summarise
 from MRISynthesisLib.errors import InputError
-from MRISynthesisLib.models import build
-from MRISynthesisLib.weights import WeightsEntry, sha256_of, write_manifest
 
 EVERY = ("T1", "T1ce", "T2", "FLAIR")
 
@@ -19,16 +17,8 @@ EVERY = ("T1", "T1ce", "T2", "FLAIR")
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     folder = tmp_path_factory.mktemp("models")
-    entries = []
-    for model, inputs, targets, norm, patch in (("unet-ct1", ("T1", "T2", "FLAIR"), ("T1ce",), "zscore", (32, 32, 32)),
-                                                ("seq2seq", EVERY, EVERY, "percentile", None)):
-        torch.manual_seed(0)
-        file = f"{model}-brain-lite.pt"
-        torch.save({k: v.half() for k, v in build(model, "lite").state_dict().items()}, folder / file)
-        entries.append(WeightsEntry(file=file, model=model, config="lite", anatomy="brain", inputs=inputs,
-                                    targets=targets, normalization=norm, voxel_size_mm=4.0, patch_size=patch,
-                                    sha256=sha256_of(folder / file), size_bytes=(folder / file).stat().st_size))
-    write_manifest(entries, folder)
+    bundle_untrained(folder, "unet-ct1")
+    bundle_untrained(folder, "seq2seq")
     return folder
 
 

@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import bundle_untrained
 from MRISynthesisLib.cli import main
 from MRISynthesisLib.errors import InputError
 from MRISynthesisLib.gan_eval import dce_statistics, fid, fid_weights_path, one_nn_accuracy
 from MRISynthesisLib.generate_cmd import generate, run_evaluate_gan
-from MRISynthesisLib.models import build
 from MRISynthesisLib.patches import load_patches, save_patches
-from MRISynthesisLib.weights import WeightsEntry, sha256_of, write_manifest
 
 
 def test_one_nn_accuracy_is_a_half_for_one_set_and_near_one_for_different_sets():
@@ -66,14 +65,9 @@ def test_fid_is_unavailable_without_its_weights_and_computed_with_local_ones(tmp
 def models(tmp_path, monkeypatch):
     folder = tmp_path / "models"
     folder.mkdir()
-    torch.manual_seed(0)
-    file = "mp-gan-breast-lite-dcgan.pt"
-    torch.save({k: v.half() if v.is_floating_point() else v
-                for k, v in build("mp-gan", "lite", patch_size=32).state_dict().items()}, folder / file)
-    write_manifest([WeightsEntry(file=file, model="mp-gan", config="lite", anatomy="breast", inputs=("T2", "DCE"),
-                                 targets=("T2", "DCE"), normalization="percentile", voxel_size_mm=1.5,
-                                 sha256=sha256_of(folder / file), size_bytes=(folder / file).stat().st_size,
-                                 build_overrides={"patch_size": 32, "variant": "dcgan"})], folder)
+    bundle_untrained(folder, "mp-gan", anatomy="breast", file="mp-gan-breast-lite-dcgan.pt", inputs=("T2", "DCE"),
+                     targets=("T2", "DCE"), normalization="percentile", voxel_size_mm=1.5,
+                     build_overrides={"patch_size": 32, "variant": "dcgan"})
     monkeypatch.setenv("MRISYNTHESIS_MODELS_DIR", str(folder))
     return folder
 

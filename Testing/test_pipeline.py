@@ -8,14 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import hash_files
+from conftest import bundle_untrained, hash_files
 from MRISynthesisLib.cli import main
 from MRISynthesisLib.errors import InputError
-from MRISynthesisLib.models import build
 from MRISynthesisLib.phantom.brain import sample_brain
 from MRISynthesisLib.pipeline import synthesize
 from MRISynthesisLib.volume import read_volume, write_volume
-from MRISynthesisLib.weights import WeightsEntry, find, load_model, sha256_of, write_manifest
+from MRISynthesisLib.weights import find, load_model, write_manifest
 
 VOXEL = 4.0
 
@@ -24,15 +23,7 @@ VOXEL = 4.0
 def bundle(tmp_path_factory):
     """A models folder holding one fp16 U-Net cT1 (random weights) and its manifest."""
     folder = tmp_path_factory.mktemp("models")
-    torch.manual_seed(0)
-    model = build("unet-ct1", "lite")
-    torch.save({k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()},
-               folder / "unet-ct1-brain-lite.pt")
-    entry = WeightsEntry(file="unet-ct1-brain-lite.pt", model="unet-ct1", config="lite", anatomy="brain",
-                         inputs=("T1", "T2", "FLAIR"), targets=("T1ce",), normalization="zscore",
-                         voxel_size_mm=VOXEL, sha256=sha256_of(folder / "unet-ct1-brain-lite.pt"),
-                         size_bytes=(folder / "unet-ct1-brain-lite.pt").stat().st_size, patch_size=(32, 32, 32))
-    write_manifest([entry], folder)
+    bundle_untrained(folder, "unet-ct1", voxel_size_mm=VOXEL)
     return folder
 
 
@@ -126,28 +117,12 @@ def test_synthesize_command(bundle, subject, tmp_path, monkeypatch, capsys):
     assert hash_files(files.values()) == before
 
 
-def _bundle_random(folder, model: str, inputs, targets, **fields):
-    """Bundle an untrained ``model`` (lite) into ``folder``'s manifest, beside what is there."""
-    from MRISynthesisLib.weights import read_manifest
-
-    torch.manual_seed(0)
-    net = build(model, "lite", **fields.get("build_overrides", {}))
-    file = f"{model}-brain-lite.pt"
-    torch.save({k: v.half() if v.is_floating_point() else v for k, v in net.state_dict().items()}, folder / file)
-    entry = WeightsEntry(file=file, model=model, config="lite", anatomy="brain", inputs=inputs, targets=targets,
-                         voxel_size_mm=VOXEL, sha256=sha256_of(folder / file), size_bytes=(folder / file).stat().st_size,
-                         **fields)
-    write_manifest([e for e in read_manifest(folder) if e.file != file] + [entry], folder)
-
-
 @pytest.fixture(scope="module")
 def slice_models(tmp_path_factory):
     folder = tmp_path_factory.mktemp("slice-models")
-    every = ("T1", "T1ce", "T2", "FLAIR")
-    _bundle_random(folder, "seq2seq", every, every, normalization="percentile")
-    _bundle_random(folder, "tc-mgan", ("T2",), ("FLAIR", "T1ce", "T1"), normalization="zscore",
-                   build_overrides={"levels": 4})
-    _bundle_random(folder, "important-net", ("T1", "T1ce", "FLAIR"), ("T2",), normalization="zscore")
+    bundle_untrained(folder, "seq2seq", voxel_size_mm=VOXEL)
+    bundle_untrained(folder, "tc-mgan", voxel_size_mm=VOXEL, build_overrides={"levels": 4})
+    bundle_untrained(folder, "important-net", voxel_size_mm=VOXEL)
     return folder
 
 

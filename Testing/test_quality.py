@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
+from conftest import bundle_untrained
 from MRISynthesisLib.cli import main
-from MRISynthesisLib.models import build
 from MRISynthesisLib.quality import manifest_metrics, sources_for, verdict
-from MRISynthesisLib.weights import WeightsEntry, read_manifest, sha256_of, write_manifest
+from MRISynthesisLib.weights import WeightsEntry, read_manifest
 
 EVERY = ("T1", "T1ce", "T2", "FLAIR")
 
@@ -19,12 +18,7 @@ EVERY = ("T1", "T1ce", "T2", "FLAIR")
 def models(tmp_path, monkeypatch):
     folder = tmp_path / "models"
     folder.mkdir()
-    torch.manual_seed(0)
-    file = "seq2seq-brain-lite.pt"
-    torch.save({k: v.half() for k, v in build("seq2seq", "lite").state_dict().items()}, folder / file)
-    write_manifest([WeightsEntry(file=file, model="seq2seq", config="lite", anatomy="brain", inputs=EVERY,
-                                 targets=EVERY, normalization="percentile", voxel_size_mm=4.0,
-                                 sha256=sha256_of(folder / file), size_bytes=(folder / file).stat().st_size)], folder)
+    bundle_untrained(folder, "seq2seq")
     monkeypatch.setenv("MRISYNTHESIS_MODELS_DIR", str(folder))
     return folder
 

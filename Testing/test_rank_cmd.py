@@ -6,13 +6,11 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
+from conftest import bundle_untrained
 from MRISynthesisLib.errors import InputError
-from MRISynthesisLib.models import build
 from MRISynthesisLib.rank_cmd import differentiation_maps, run_rank
 from MRISynthesisLib.volume import read_volume
-from MRISynthesisLib.weights import WeightsEntry, sha256_of, write_manifest
 
 EVERY = ("T1", "T1ce", "T2", "FLAIR")
 
@@ -21,17 +19,8 @@ EVERY = ("T1", "T1ce", "T2", "FLAIR")
 def models(tmp_path_factory):
     """An untrained lite Seq2Seq at 4 mm and an untrained U-Net cT1 (not any-to-any)."""
     folder = tmp_path_factory.mktemp("models")
-    entries = []
-    for model, inputs, targets, norm in (("seq2seq", EVERY, EVERY, "percentile"),
-                                         ("unet-ct1", ("T1", "T2", "FLAIR"), ("T1ce",), "zscore")):
-        torch.manual_seed(0)
-        file = f"{model}-brain-lite.pt"
-        torch.save({k: v.half() for k, v in build(model, "lite").state_dict().items()}, folder / file)
-        entries.append(WeightsEntry(file=file, model=model, config="lite", anatomy="brain", inputs=inputs,
-                                    targets=targets, normalization=norm, voxel_size_mm=4.0,
-                                    sha256=sha256_of(folder / file), size_bytes=(folder / file).stat().st_size,
-                                    patch_size=(32, 32, 32) if model == "unet-ct1" else None))
-    write_manifest(entries, folder)
+    bundle_untrained(folder, "seq2seq")
+    bundle_untrained(folder, "unet-ct1")
     return folder
 
 

@@ -8,17 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 import slicer  # slicer-core: MRML and slicer.util, no application
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "MRISynthesis"))
 
-from conftest import OBLIQUE, make_volume  # noqa: E402
+from conftest import OBLIQUE, bundle_untrained, make_volume  # noqa: E402
 from MRISynthesisLib.errors import InputError  # noqa: E402
-from MRISynthesisLib.models import build  # noqa: E402
 from MRISynthesisLib.phantom.brain import sample_brain  # noqa: E402
-from MRISynthesisLib.weights import WeightsEntry, sha256_of, write_manifest  # noqa: E402
 from MRISynthesisSlicerLib.logic import SynthesisLogic, check_selection  # noqa: E402
 from MRISynthesisSlicerLib.nodes import ERROR_COLOR_TABLE, node_from_volume, volume_from_node  # noqa: E402
 
@@ -55,14 +52,7 @@ def test_lps_becomes_ras_in_the_node(scene):
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     folder = tmp_path_factory.mktemp("models")
-    torch.manual_seed(0)
-    torch.save({k: v.half() if v.is_floating_point() else v for k, v in build("unet-ct1", "lite").state_dict().items()},
-               folder / "unet-ct1-brain-lite.pt")
-    write_manifest([WeightsEntry(file="unet-ct1-brain-lite.pt", model="unet-ct1", config="lite", anatomy="brain",
-                                 inputs=("T1", "T2", "FLAIR"), targets=("T1ce",), normalization="zscore",
-                                 voxel_size_mm=4.0, sha256=sha256_of(folder / "unet-ct1-brain-lite.pt"),
-                                 size_bytes=(folder / "unet-ct1-brain-lite.pt").stat().st_size,
-                                 patch_size=(32, 32, 32))], folder)
+    bundle_untrained(folder, "unet-ct1")
     return folder
 
 

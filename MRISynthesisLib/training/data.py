@@ -14,7 +14,6 @@ processes read small arrays instead of NIfTI files or re-running the simulator.
 
 from __future__ import annotations
 
-import csv
 import json
 import zlib
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ import SimpleITK as sitk
 
 from ..errors import InputError
 from ..preprocess import Normalization, foreground_mask, resample_to
-from ..sequences import SEGMENTATION, canonical, discover_case
+from ..sequences import SEGMENTATION, canonical, discover_case, read_case_manifest
 from ..volume import Volume, geometry_differences, read_volume
 
 NORMALIZATIONS = ("zscore", "percentile")
@@ -175,18 +174,7 @@ class FolderSource:
         return self._require(cases)
 
     def _manifest(self, path: Path) -> dict[str, dict[str, Path]]:
-        cases: dict[str, dict[str, Path]] = {}
-        with path.open(newline="") as handle:
-            reader = csv.DictReader(handle)
-            if reader.fieldnames is None or not {"case", "sequence", "path"} <= set(reader.fieldnames):
-                raise InputError(f"{path}: a manifest needs the columns case,sequence,path")
-            for row in reader:
-                seq = SEGMENTATION if row["sequence"].strip().lower() == "seg" else canonical(row["sequence"])
-                file = Path(row["path"])
-                cases.setdefault(row["case"], {})[seq] = file if file.is_absolute() else path.parent / file
-        if not cases:
-            raise InputError(f"{path}: the manifest lists no case")
-        return self._require(cases)
+        return self._require(read_case_manifest(path))
 
     def _require(self, cases: dict[str, dict[str, Path]]) -> dict[str, dict[str, Path]]:
         for name, files in cases.items():
