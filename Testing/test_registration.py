@@ -83,8 +83,12 @@ def test_transforms_reapplied_to_labels_and_series(subject):
     moved = result.apply(series)
     assert moved.shape == (2,) + fixed.spatial_shape and moved.frames == series.frames
     np.testing.assert_allclose(moved.array[1], 2 * moved.array[0], rtol=1e-4, atol=1e-3)
-    # same transform as the registration output (ANTs resamples it in single precision: ~1e-4 relative)
-    np.testing.assert_allclose(moved.array[0], result.registered.array, rtol=1e-3, atol=1e-2)
+    # same transform as the registration output (ANTs resamples it in single precision: ~1e-4 relative);
+    # a voxel exactly on the moving image's field-of-view edge may fall in or out by rounding (seen in
+    # CI: 1 of 324,324), so only such edge voxels, where one side is 0 (outside), may differ
+    a, b = moved.array[0], result.registered.array
+    differ = np.abs(a - b) > 1e-2 + 1e-3 * np.abs(b)
+    assert differ.mean() < 1e-4 and ((a[differ] == 0) | (b[differ] == 0)).all()
 
 
 def test_seed_and_single_thread_repeat_exactly(tmp_path):
