@@ -13,8 +13,11 @@ case has (the manifest's figures; the choice is said in the log). Outputs:
   header of the case's reference sequence (the BraTS sequences of a case share one grid).
 
 The BraTS releases are co-registered, so inputs are not registered by default (``--register none``).
-A case already written is skipped unless ``--overwrite``; a case that fails is reported and the others
-go on; the summary at the end lists every failure and the command exits 2 if there was one.
+A case already written is skipped unless ``--overwrite``. A case whose missing sequences no model can
+make from what it has (two or more missing where the model needs more inputs) is skipped with the
+reason; it is not a failure, since nothing is wrong with it. A case that fails (an unreadable file, a
+case name used by two folders) is reported and the others go on; the summary at the end lists the
+failures and the reasoned skips, and the command exits 2 if there was a failure.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from .errors import InputError
-from .selection import EXPECTED, choose_model
-from .sequences import BRATS_2021, SEGMENTATION, SUFFIX_2023, discover_case, read_case_manifest
+from .selection import EXPECTED, choose_model, explain
+from .sequences import BRATS_2021, SEGMENTATION, SUFFIX_2023, case_of_file, discover_case, read_case_manifest
 
 _SUFFIX_2021 = {v: k for k, v in BRATS_2021.items()}
 
@@ -40,7 +43,12 @@ class CaseResult:
 
 
 def list_cases(data: str | Path) -> dict[str, dict[str, Path]]:
-    """{case: {sequence: file}} from case folders or a manifest CSV; duplicate case names are an error."""
+    """{case: {sequence: file}} from case folders or a manifest CSV.
+
+    A case that cannot be read is kept as ``{"error": reason}`` so that it is reported and the others go
+    on. Two folders whose files carry the same case name (a copied case, say) are both marked: their
+    outputs would land on one file in the flat BraSyn folder, and which one is right cannot be guessed.
+    """
     data = Path(data)
     if data.is_file():
         return read_case_manifest(data)
@@ -55,12 +63,33 @@ def list_cases(data: str | Path) -> dict[str, dict[str, Path]]:
             cases[folder.name] = discover_case(folder)
         except InputError as err:  # reported per case later, the others go on
             cases[folder.name] = {"error": str(err)}  # type: ignore[dict-item]
+    _mark_duplicate_case_names(cases)
     return cases
+
+
+def case_name(folder: str, files: Mapping[str, Path]) -> str:
+    """The case name the files themselves carry (``BraTS-GLI-00001-000`` of ``…-t1n.nii.gz``), which the
+    BraSyn output must repeat; the folder's name when the files do not agree on one."""
+    names = {case for p in files.values() if (case := case_of_file(p))}
+    return names.pop() if len(names) == 1 else folder
+
+
+def _mark_duplicate_case_names(cases: dict[str, dict]) -> None:
+    owners: dict[str, list[str]] = {}
+    for folder, files in cases.items():
+        if "error" not in files:
+            owners.setdefault(case_name(folder, files), []).append(folder)
+    for name, folders in owners.items():
+        for folder in folders if len(folders) > 1 else ():
+            cases[folder] = {"error": f"duplicate case name {name} in folders {', '.join(folders)}; "
+                                      "keep one (their outputs would overwrite each other)"}
 
 
 def output_name(case: str, files: Mapping[str, Path], target: str) -> str:
     """The missing file's name in the case's own naming: BraTS 2021 (``<case>_t1ce.nii.gz``) when its
-    files put ``_`` after the case name, else BraTS 2023 (``<case>-t1c.nii.gz``)."""
+    files put ``_`` after the case name, else BraTS 2023 (``<case>-t1c.nii.gz``); ``<case>`` is the name
+    the sibling files carry, which may differ from the folder's."""
+    case = case_name(case, files)
     names = [Path(p).name for k, p in files.items() if k != SEGMENTATION]
     if names and all(n.startswith(f"{case}_") for n in names):
         return f"{case}_{_SUFFIX_2021[target]}.nii.gz"
@@ -75,15 +104,108 @@ def _inside(child: Path, parent: Path) -> bool:
         return False
 
 
+ALREADY_WRITTEN = "already written (--overwrite to redo)"
+
+
+def _target_path(out: Path, case: str, files: Mapping[str, Path], target: str, brasyn: bool) -> Path:
+    if brasyn:
+        return out / output_name(case, files, target)
+    return out / case / f"{case}-{SUFFIX_2023[target]}.nii.gz"
+
+
+def _why_none_can(err: InputError, target: str, present: set[str], anatomy: str, weights_folder) -> str:
+    """choose_model's refusal plus what each model that makes ``target`` would still need."""
+    needs = [reason for _, reason in explain(target, present, anatomy, weights_folder) if reason and "needs" in reason]
+    return f"{err}" + (f" ({'; '.join(needs)})" if needs else "")
+
+
+def plan_case(case: str, files: Mapping[str, Path], out: Path, *, anatomy: str, model: str, brasyn: bool,
+              weights_folder=None) -> tuple[dict[str, tuple[Path, object, str]], list[str]]:
+    """({target: (output path, weights entry, why this model)} for every missing sequence some model can
+    make from what the case has, [one reason per missing sequence that no model can make])."""
+    present = {k for k in files if k != SEGMENTATION}
+    plan, reasons = {}, []
+    for target in (s for s in EXPECTED[anatomy] if s not in present):
+        try:
+            entry, why = choose_model(target, present, anatomy, model, weights_folder)
+        except InputError as err:
+            reasons.append(_why_none_can(err, target, present, anatomy, weights_folder))
+            continue
+        plan[target] = (_target_path(out, case, files, target, brasyn), entry, why)
+    return plan, reasons
+
+
+def synthesize_case(case: str, files: Mapping[str, Path], plan: Mapping[str, tuple[Path, object, str]], *,
+                    anatomy: str, brasyn: bool, register: str, device: str, weights_folder=None,
+                    say: Callable[[str], None] = print) -> list[str]:
+    """Write every planned target of one case; returns the files written."""
+    from .inputs import load_case
+    from .pipeline import synthesize
+    from .volume import output_folder, write_volume
+
+    present = {k: v for k, v in files.items() if k != SEGMENTATION}
+    inputs = load_case(present)
+    written = []
+    for target, (path, entry, why) in plan.items():
+        usable = {k: v for k, v in inputs.items() if k in entry.inputs and k != target}
+        result = synthesize(usable, target, entry.model, anatomy=anatomy, register=register, device=device,
+                            weights_folder=weights_folder, input_names={k: str(files[k]) for k in usable})
+        if not brasyn:
+            output_folder(path.parent)
+        write_volume(result.volume, path, protect=list(files.values()))
+        if not brasyn:
+            path.with_name(path.name.split(".")[0] + ".json").write_text(
+                json.dumps({"provenance": result.provenance, "model_choice": why}, indent=1))
+        written.append(str(path))
+        say(f"{case}: {target} by {why} -> {path.name}")
+    return written
+
+
+def process_case(case: str, files: Mapping[str, Path], out: Path, *, anatomy: str, model: str, brasyn: bool,
+                 register: str, device: str, overwrite: bool, weights_folder=None,
+                 say: Callable[[str], None] = print) -> CaseResult:
+    """One case, start to end; a problem with it becomes a "failed" result, never an exception."""
+    try:
+        if "error" in files:
+            raise InputError(str(files["error"]))
+        if all(s in files for s in EXPECTED[anatomy]):
+            say(f"{case}: nothing to do (all of {', '.join(EXPECTED[anatomy])} present)")
+            return CaseResult(case, "nothing to do", "no sequence is missing")
+        plan, reasons = plan_case(case, files, out, anatomy=anatomy, model=model, brasyn=brasyn,
+                                  weights_folder=weights_folder)
+        if not plan:
+            say(f"{case}: skipped: {'; '.join(reasons)}")
+            return CaseResult(case, "skipped", "; ".join(reasons))
+        paths = [str(path) for path, _, _ in plan.values()]
+        if not overwrite and all(Path(p).exists() for p in paths):
+            say(f"{case}: already written, skipped")
+            return CaseResult(case, "skipped", ALREADY_WRITTEN, paths)
+        written = synthesize_case(case, files, plan, anatomy=anatomy, brasyn=brasyn, register=register,
+                                  device=device, weights_folder=weights_folder, say=say)
+        for reason in reasons:
+            say(f"{case}: not synthesized: {reason}")
+        return CaseResult(case, "written", "; ".join(reasons), written)
+    except InputError as err:
+        say(f"{case}: FAILED: {err}")
+        return CaseResult(case, "failed", str(err))
+
+
+def summarise(results: list[CaseResult], say: Callable[[str], None] = print) -> None:
+    """Counts per status, then every failure and every case skipped for a reason other than being done."""
+    counts = {s: sum(r.status == s for r in results) for s in ("written", "skipped", "nothing to do", "failed")}
+    say("summary: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    for r in results:
+        if r.status == "failed" or (r.status == "skipped" and r.detail != ALREADY_WRITTEN):
+            say(f"  {r.status} {r.case}: {r.detail}")
+
+
 def run_batch(data: str | Path, out: str | Path, *, model: str = "best", anatomy: str = "brain", brasyn: bool = False,
               register: str = "none", device: str = "auto", overwrite: bool = False, progress: bool = True,
               weights_folder=None, say: Callable[[str], None] = print) -> list[CaseResult]:
     """Synthesize every case's missing sequences; returns one result per case (never stops at a failure)."""
     from tqdm import tqdm
 
-    from .inputs import load_case
-    from .pipeline import synthesize
-    from .volume import output_folder, write_volume
+    from .volume import output_folder
 
     if anatomy not in EXPECTED:
         raise InputError(f"batch knows the expected sequences of {', '.join(EXPECTED)} cases, not {anatomy}")
@@ -92,47 +214,8 @@ def run_batch(data: str | Path, out: str | Path, *, model: str = "best", anatomy
         raise InputError(f"{out_path}: the output folder is inside the input folder {data_path}; choose another")
     cases = list_cases(data_path)
     out_path = output_folder(out_path)
-    results = []
-    for case, files in tqdm(cases.items(), desc="batch", unit="case", disable=not progress):
-        try:
-            if "error" in files:
-                raise InputError(str(files["error"]))
-            present = {k for k in files if k != SEGMENTATION}
-            missing = [s for s in EXPECTED[anatomy] if s not in present]
-            if not missing:
-                results.append(CaseResult(case, "nothing to do", "no sequence is missing"))
-                say(f"{case}: nothing to do (all of {', '.join(EXPECTED[anatomy])} present)")
-                continue
-            targets = {t: (out_path / output_name(case, files, t)) if brasyn else
-                       (out_path / case / f"{case}-{SUFFIX_2023[t]}.nii.gz") for t in missing}
-            if not overwrite and all(p.exists() for p in targets.values()):
-                results.append(CaseResult(case, "skipped", "already written (--overwrite to redo)",
-                                          [str(p) for p in targets.values()]))
-                say(f"{case}: already written, skipped")
-                continue
-            inputs = load_case({k: v for k, v in files.items() if k in present})
-            written = []
-            for target, path in targets.items():
-                entry, why = choose_model(target, present, anatomy, model, weights_folder)
-                usable = {k: v for k, v in inputs.items() if k in entry.inputs and k != target}
-                result = synthesize(usable, target, entry.model, anatomy=anatomy, register=register, device=device,
-                                    weights_folder=weights_folder,
-                                    input_names={k: str(files[k]) for k in usable})
-                if not brasyn:
-                    output_folder(path.parent)
-                write_volume(result.volume, path, protect=list(files.values()))
-                if not brasyn:
-                    path.with_name(path.name.split(".")[0] + ".json").write_text(
-                        json.dumps({"provenance": result.provenance, "model_choice": why}, indent=1))
-                written.append(str(path))
-                say(f"{case}: {target} by {why} -> {path.name}")
-            results.append(CaseResult(case, "written", "", written))
-        except InputError as err:
-            results.append(CaseResult(case, "failed", str(err)))
-            say(f"{case}: FAILED: {err}")
-    failed = [r for r in results if r.status == "failed"]
-    counts = {s: sum(r.status == s for r in results) for s in ("written", "skipped", "nothing to do", "failed")}
-    say("summary: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
-    for r in failed:
-        say(f"  failed {r.case}: {r.detail}")
+    results = [process_case(case, files, out_path, anatomy=anatomy, model=model, brasyn=brasyn, register=register,
+                            device=device, overwrite=overwrite, weights_folder=weights_folder, say=say)
+               for case, files in tqdm(cases.items(), desc="batch", unit="case", disable=not progress)]
+    summarise(results, say)
     return results

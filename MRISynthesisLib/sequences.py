@@ -91,7 +91,10 @@ def read_case_manifest(path: str | Path) -> dict[str, dict[str, Path]]:
         if reader.fieldnames is None or not {"case", "sequence", "path"} <= set(reader.fieldnames):
             raise InputError(f"{path}: a manifest needs the columns case,sequence,path")
         for row in reader:
-            seq = SEGMENTATION if row["sequence"].strip().lower() == "seg" else canonical(row["sequence"])
+            try:
+                seq = SEGMENTATION if row["sequence"].strip().lower() == "seg" else canonical(row["sequence"])
+            except InputError as err:
+                raise InputError(f"{path}: case {row['case']}: {err}") from err
             files = cases.setdefault(row["case"], {})
             if seq in files:
                 raise InputError(f"{path}: case {row['case']} lists {seq} twice")
@@ -100,6 +103,12 @@ def read_case_manifest(path: str | Path) -> dict[str, dict[str, Path]]:
     if not cases:
         raise InputError(f"{path}: the manifest lists no case")
     return cases
+
+
+def case_of_file(path: str | Path) -> str | None:
+    """The case name a BraTS-style file name carries (``BraTS-GLI-00001-000`` of ``…-t1n.nii.gz``)."""
+    match = _IMAGE_RE.match(Path(path).name)
+    return match["case"] if match else None
 
 
 def discover_case(folder: str | Path, naming: Mapping[str, str] | None = None) -> dict[str, Path]:

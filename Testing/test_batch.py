@@ -85,11 +85,44 @@ def test_bad_requests(models, dataset, tmp_path):
         run_batch(manifest, tmp_path / "o", weights_folder=models, progress=False)
 
 
+def test_a_case_no_model_can_complete_is_skipped_with_the_reason(models, dataset, tmp_path):
+    """Asked for the U-Net (T1+T2+FLAIR -> T1ce), the case missing T1ce and FLAIR cannot be done: that is
+    said, with what the model lacks, and it is a skip, not a failure (the exit code stays clean for it)."""
+    log = []
+    results = {r.case: r for r in run_batch(dataset, tmp_path / "u", model="unet-ct1", brasyn=True, device="cpu",
+                                             progress=False, weights_folder=models, say=log.append)}
+    names = sorted(results)
+    assert results[names[0]].status == "written"
+    assert results[names[1]].status == "skipped" and "unet-ct1 cannot make T1ce" in results[names[1]].detail
+    assert "unet-ct1 cannot make FLAIR" in results[names[1]].detail
+    assert sorted(p.name for p in (tmp_path / "u").iterdir()) == [f"{names[0]}-t1c.nii.gz"]
+    assert any(line.startswith(f"  skipped {names[1]}") for line in log)    # in the summary
+
+
+def test_duplicate_case_names_fail_both_folders_and_the_rest_goes_on(models, dataset, tmp_path):
+    """A case copied into a second folder would write the same flat BraSyn file twice: both copies are
+    reported, neither is guessed at, the other cases still run."""
+    data = tmp_path / "data"
+    shutil.copytree(dataset, data)
+    first = sorted(p.name for p in dataset.iterdir())[0]
+    shutil.copytree(data / first, data / "zz-copy")
+    log = []
+    results = {r.case: r for r in run_batch(data, tmp_path / "d", model="seq2seq", brasyn=True, device="cpu",
+                                             progress=False, weights_folder=models, say=log.append)}
+    assert results[first].status == results["zz-copy"].status == "failed"
+    assert f"duplicate case name {first}" in results["zz-copy"].detail
+    assert sorted(r.status for r in results.values()) == ["failed", "failed", "failed", "nothing to do", "written"]
+
+
 def test_output_names_follow_the_siblings(tmp_path):
     assert output_name("BraTS2021_00001", {"T1": tmp_path / "BraTS2021_00001_t1.nii.gz"}, "T1ce") == \
         "BraTS2021_00001_t1ce.nii.gz"
     assert output_name("BraTS-GLI-00001-000", {"T1": tmp_path / "BraTS-GLI-00001-000-t1n.nii.gz"}, "T1ce") == \
         "BraTS-GLI-00001-000-t1c.nii.gz"
+    # the name the files carry wins over the folder's: BraSyn matches outputs to cases by it
+    assert output_name("folder-7", {"T1": tmp_path / "BraTS-GLI-00007-000-t1n.nii.gz",
+                                    "T2": tmp_path / "BraTS-GLI-00007-000-t2w.nii.gz"}, "FLAIR") == \
+        "BraTS-GLI-00007-000-t2f.nii.gz"
 
 
 def test_batch_command_exit_code_reports_failures(models, dataset, tmp_path, monkeypatch):

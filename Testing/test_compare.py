@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -66,3 +70,54 @@ def test_nothing_complete_is_an_error(models, tmp_path):
     (case / f"{case.name}-t1c.nii.gz").unlink()
     with pytest.raises(InputError, match="no complete case"):
         run_compare(root, tmp_path / "o", device="cpu", weights_folder=models, progress=False, say=lambda m: None)
+
+
+def _compare_and_table_for_one_held_out_subject(folder: str) -> None:
+    """Child-process half of the next test: prints {"compare": row, "table": model's means} as JSON.
+
+    Run in a fresh process because ANTs' registration is repeatable only when single-threaded and
+    seeded from its first use in a process on (ITK reads its thread count once)."""
+    from ants.config import set_ants_deterministic
+    from sklearn.dummy import DummyRegressor
+
+    from MRISynthesisLib import quality
+    from MRISynthesisLib.weights import read_manifest
+
+    set_ants_deterministic(True, 1)
+    folder = Path(folder)
+    seed = quality.HELD_OUT_SEEDS[0]
+    assert main(["phantom", "--anatomy", "brain", "--n", "1", "--seed", str(seed), "--resolution", "4",
+                 "--out", str(folder / "cases"), "--quiet"]) == 0
+    report = run_compare(folder / "cases", folder / "cmp", models=("unet-ct1",), register="rigid", device="cpu",
+                         progress=False, say=lambda m: None)
+    constant = DummyRegressor().fit([[0.0]], [0.0])
+    quality.fit_baselines = lambda entry, target: quality.Baselines(constant, constant)
+    table = quality.evaluate_entry(read_manifest()[0], "T1ce", seeds=(seed,), say=lambda m: None)["unet-ct1"]
+    print(json.dumps({"compare": report["rows"][0], "table": {k: v["mean"] for k, v in table.items()}}))
+
+
+def test_compare_reproduces_the_quality_table_for_the_same_subject_and_model(tmp_path):
+    """The weights issue's table (``evaluate-models``) scores a model on held-out phantom subjects as
+    acquired (each sequence on its own grid, registered rigidly). ``compare`` on the same subject written
+    to disk, with ``--register rigid``, must give the model's same four numbers: one metric code path,
+    not two. The table's voxel-wise baselines are not what is checked, so they are replaced by constant
+    predictors to keep the test short. Registration is made repeatable in a child process (single
+    thread, fixed seed): otherwise two runs of the table itself differ by up to ~0.15 dB. What remains
+    is the NIfTI round trip of the subject (float32 on disk): ~1e-4 dB, hence the tolerances; skipping
+    the registration of the real target alone moves PSNR by ~0.8 dB."""
+    models = tmp_path / "models"
+    models.mkdir()
+    bundle_untrained(models, "unet-ct1")
+    testing = Path(__file__).parent
+    env = {**os.environ, "MRISYNTHESIS_MODELS_DIR": str(models), "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": "1",
+           "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(testing), str(testing.parent)])}
+    child = subprocess.run([sys.executable, "-c", "import test_compare as t; "
+                            f"t._compare_and_table_for_one_held_out_subject({str(tmp_path)!r})"],
+                           env=env, capture_output=True, text=True, timeout=300)
+    assert child.returncode == 0, child.stderr[-3000:]
+    numbers = json.loads(child.stdout.strip().splitlines()[-1])
+    row, table = numbers["compare"], numbers["table"]
+    assert row["model"] == "unet-ct1" and row["target"] == "T1ce"
+    assert row["psnr"] == pytest.approx(table["psnr"], abs=0.01)
+    for metric in ("ssim", "nmse", "mae"):
+        assert row[metric] == pytest.approx(table[metric], rel=1e-3), metric
