@@ -104,6 +104,33 @@ class MRISynthesis(ScriptedLoadableModule):
             "Image Synthesis using Generative Adversarial Networks</i>.</li>"
             "</ul>"
         )
+        # the phantoms join the Sample Data module once every module is loaded
+        slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+def registerSampleData():
+    """Add the brain and breast phantoms to the Sample Data module (simulated on click, nothing is
+    downloaded). Where Sample Data is absent the module still loads; the log says why there are none."""
+    try:
+        import SampleData
+
+        from MRISynthesisSlicerLib.sampledata import register
+    except ImportError as error:
+        logging.warning(f"MRISynthesis: phantoms not added to Sample Data: {error}")
+        return []
+    icons = os.path.join(os.path.dirname(os.path.abspath(__file__)), "Resources", "Icons")
+    return register(SampleData, icons, loadSampleCase)
+
+
+def loadSampleCase(anatomy, seed):
+    """What a phantom's Sample Data button does: install what is missing (after asking), simulate, show."""
+    nodes = None
+    with slicer.util.tryWithErrorDisplay(_("Could not simulate the phantom case."), waitCursor=True):
+        logic = MRISynthesisLogic()
+        logic.ensureDependencies()
+        nodes = logic.loadPhantom(seed, anatomy=anatomy)
+        slicer.util.setSliceViewerLayers(background=nodes["T1"], fit=True)
+    return nodes
 
 
 def aboutText(logic):
@@ -472,10 +499,10 @@ class MRISynthesisLogic(ScriptedLoadableModuleLogic):
         return SynthesisLogic(slicer.mrmlScene).show(target, model, read_volume(out), report["provenance"],
                                                      referenceNode, metrics=metrics, error=error)
 
-    def loadPhantom(self, seed=7):
+    def loadPhantom(self, seed=7, anatomy="brain"):
         from MRISynthesisSlicerLib.logic import load_phantom
 
-        return load_phantom(slicer.mrmlScene, seed)
+        return load_phantom(slicer.mrmlScene, seed, anatomy=anatomy)
 
     def rankPhantom(self, subjects):
         from MRISynthesisLib.rank_cmd import run_rank
@@ -516,6 +543,7 @@ class MRISynthesisTest(ScriptedLoadableModuleTest):
         self.setUp()
         self.test_LibraryVersion()
         self.test_AboutText()
+        self.test_SampleData()
         self.test_SynthesisOnPhantom()
 
     def test_LibraryVersion(self):
@@ -531,6 +559,18 @@ class MRISynthesisTest(ScriptedLoadableModuleTest):
         text = aboutText(logic)
         self.assertIn(logic.libraryVersion(), text)
         self.assertNotIn("Error", text)
+        self.delayDisplay("Test passed")
+
+    def test_SampleData(self):
+        self.delayDisplay("Loading the breast phantom through its Sample Data button")
+        import SampleData
+
+        source = SampleData.SampleDataLogic().sourceForSampleName("MRISynthesisBreastPhantom")
+        self.assertIsNotNone(source, "the phantoms are not registered with Sample Data")
+        self.assertTrue(os.path.isfile(source.thumbnailFileName))
+        nodes = source.customDownloader(source)
+        self.assertEqual(nodes["DCE"].GetNumberOfDataNodes(), 6)
+        self.assertEqual(nodes["T1"].GetName(), "phantom 4 T1")
         self.delayDisplay("Test passed")
 
     def test_SynthesisOnPhantom(self):

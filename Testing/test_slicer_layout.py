@@ -259,7 +259,13 @@ _STUBS = {
         class _Scene:
             def Clear(self, *args):
                 pass
+        class _App:
+            def __init__(self):
+                self.connections = []
+            def connect(self, signal, slot):
+                self.connections.append((signal, slot))
         mrmlScene = _Scene()
+        app = _App()
     """,
     "slicer/ScriptedLoadableModule.py": """
         import unittest

@@ -17,7 +17,7 @@ from typing import Callable, Mapping
 from MRISynthesisLib.errors import InputError
 
 from .nodes import (error_color_table, metrics_table, node_from_volume, place_in_folder, results_folder,
-                    set_provenance, volume_from_node)
+                    series_node, set_provenance, volume_from_node)
 
 Progress = Callable[[float, str], "bool | None"]
 HEADLINE = ("ssim", "psnr", "nmse", "mae")
@@ -136,17 +136,29 @@ def parse_progress(line: str) -> tuple[float, str] | None:
         return None
 
 
-def load_phantom(scene, seed: int = 7, resolution: float = 2.0) -> dict[str, object]:
-    """A held-out brain phantom subject as nodes (T1, T1ce, T2, FLAIR, as acquired: own grids, motion)
-    and its tumour labels; what the panel's "Load a phantom case" button gives a new user."""
+#: what each phantom case holds as nodes, and what its label map is called
+PHANTOM_CASES = {"brain": (("T1", "T1ce", "T2", "FLAIR"), "tumour labels"),
+                 "breast": (("T1", "DCE", "DWI", "ADC", "T2"), "lesion labels")}
+
+
+def load_phantom(scene, seed: int = 7, resolution: float = 2.0, anatomy: str = "brain") -> dict[str, object]:
+    """A held-out phantom subject as nodes, as acquired (own grids, motion), and its labels; what the panel's
+    "Load a phantom case" button and the Sample Data buttons give a new user. Brain: T1, T1ce, T2, FLAIR and
+    the tumour labels. Breast: T1, ADC, T2, and DCE and DWI as sequence nodes (a browser's proxy volume
+    shows them), and the lesion labels."""
+    from MRISynthesisLib.errors import InputError
     from MRISynthesisLib.phantom import sample
 
-    subject = sample("brain", seed, resolution=resolution)
-    nodes = {seq: node_from_volume(scene, subject.sequences[seq], f"phantom {seed} {seq}")
-             for seq in ("T1", "T1ce", "T2", "FLAIR")}
-    labels = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", f"phantom {seed} tumour labels")
-    node_from_volume(scene, subject.labels, f"phantom {seed} tumour labels", node=labels)
-    nodes["labels"] = labels
+    if anatomy not in PHANTOM_CASES:
+        raise InputError(f"unknown phantom anatomy '{anatomy}'; choose {' or '.join(PHANTOM_CASES)}")
+    sequences, label_name = PHANTOM_CASES[anatomy]
+    subject = sample(anatomy, seed, resolution=resolution)
+    nodes = {}
+    for seq in sequences:
+        volume, name = subject.sequences[seq], f"phantom {seed} {seq}"
+        nodes[seq] = series_node(scene, volume, name)[0] if volume.is_series else node_from_volume(scene, volume, name)
+    labels = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", f"phantom {seed} {label_name}")
+    nodes["labels"] = node_from_volume(scene, subject.labels, f"phantom {seed} {label_name}", node=labels)
     return nodes
 
 

@@ -30,16 +30,36 @@ def ijk_to_ras(volume) -> np.ndarray:
     return LPS_TO_RAS @ ijk_to_lps
 
 
-def _matrix(node) -> np.ndarray:
-    import vtk
-
-    m = vtk.vtkMatrix4x4()
-    node.GetIJKToRASMatrix(m)
+def _numpy(m) -> np.ndarray:
     return np.array([[m.GetElement(r, c) for c in range(4)] for r in range(4)])
 
 
+def _matrix(node) -> np.ndarray:
+    """The node's voxel-index-to-world-RAS matrix: where the views show its voxels.
+
+    A parent transform (a user's manual alignment, a registration result not hardened) is part of it;
+    ignoring it would place inputs, and the result, elsewhere than the user sees them.
+    """
+    import slicer
+    import vtk
+
+    from MRISynthesisLib.errors import InputError
+
+    m = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(m)
+    parent = node.GetParentTransformNode()
+    if parent is None:
+        return _numpy(m)
+    if not parent.IsTransformToWorldLinear():
+        raise InputError(f"'{node.GetName()}' is under the non-linear transform '{parent.GetName()}'; harden it "
+                         "(Data module: right-click, Harden transform) before synthesis")
+    to_world = vtk.vtkMatrix4x4()
+    slicer.vtkMRMLTransformNode.GetMatrixTransformBetweenNodes(parent, None, to_world)
+    return _numpy(to_world) @ _numpy(m)
+
+
 def volume_from_node(node):
-    """A ``Volume`` with a copy of a scalar volume node's voxels and its geometry in LPS."""
+    """A ``Volume`` with a copy of a scalar volume node's voxels and its world geometry in LPS."""
     import slicer
 
     from MRISynthesisLib.errors import InputError
@@ -59,22 +79,74 @@ def volume_from_node(node):
                   tuple(float(d) for d in direction.ravel()))
 
 
-def node_from_volume(scene, volume, name: str, node=None):
-    """A new (or the given) scalar volume node holding a copy of ``volume`` on its grid."""
+def _fill(node, volume) -> None:
+    """Copy a 3D ``volume``'s voxels and geometry into ``node`` (which may be outside any scene)."""
     import slicer
     import vtk
 
-    node = node or scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
     slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(volume.array, dtype=np.float32))
     matrix = vtk.vtkMatrix4x4()
     for r, row in enumerate(ijk_to_ras(volume)):
         for c, value in enumerate(row):
             matrix.SetElement(r, c, float(value))
     node.SetIJKToRASMatrix(matrix)
+
+
+def node_from_volume(scene, volume, name: str, node=None):
+    """A new (or the given) scalar volume node holding a copy of ``volume`` on its grid."""
+    node = node or scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+    _fill(node, volume)
     node.SetName(name)
     if node.GetDisplayNode() is None:
         node.CreateDefaultDisplayNodes()
     return node
+
+
+#: how a series' per-frame metadata key becomes a Slicer sequence index (name, unit)
+FRAME_INDEX = {"time_min": ("time", "min"), "b_value": ("b-value", "s/mm2")}
+
+
+def _sequences_logic(scene):
+    """The application's Sequences logic; without the application (tests), a private one on ``scene``."""
+    import slicer
+
+    try:
+        return slicer.modules.sequences.logic()
+    except AttributeError:
+        logic = slicer.vtkSlicerSequencesLogic()
+        logic.SetMRMLScene(scene)
+        return logic
+
+
+def series_node(scene, volume, name: str):
+    """A 4D series (DCE phases, DWI b-values) as Slicer shows one: a sequence node with one scalar volume
+    per frame, indexed by the frame's time or b-value, and a browser whose proxy volume (named ``name``)
+    the views display and the user can step through. Returns (sequence, browser, proxy)."""
+    import slicer
+
+    key = next(iter(volume.frames[0]), None) if volume.frames else None
+    index_name, unit = FRAME_INDEX.get(key, ("frame", ""))
+    sequence = scene.AddNewNodeByClass("vtkMRMLSequenceNode", name)
+    sequence.SetIndexName(index_name)
+    sequence.SetIndexUnit(unit)
+    sequence.SetIndexType(sequence.NumericIndex)
+    for k in range(volume.shape[0]):
+        frame = slicer.vtkMRMLScalarVolumeNode()
+        _fill(frame, volume.frame(k))
+        value = volume.frames[k][key] if key is not None else k
+        sequence.SetDataNodeAtValue(frame, f"{float(value):g}")
+    logic = _sequences_logic(scene)
+    browser = scene.AddNewNodeByClass("vtkMRMLSequenceBrowserNode", f"{name} browser")
+    # "Primary" in newer Slicer, "Master" up to now
+    set_primary = (getattr(browser, "SetAndObservePrimarySequenceNodeID", None)
+                   or browser.SetAndObserveMasterSequenceNodeID)
+    set_primary(sequence.GetID())
+    logic.UpdateProxyNodesFromSequences(browser)
+    proxy = browser.GetProxyNode(sequence)
+    proxy.SetName(name)
+    if proxy.GetDisplayNode() is None:
+        proxy.CreateDefaultDisplayNodes()
+    return sequence, browser, proxy
 
 
 def error_color_table(scene):
