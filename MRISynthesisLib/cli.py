@@ -204,7 +204,10 @@ def _cmd_batch(args: argparse.Namespace) -> int:
 
     results = run_batch(args.data, args.out, model=args.model, anatomy=args.anatomy, brasyn=args.brasyn,
                         register=args.register, device=args.device, overwrite=args.overwrite, progress=not args.quiet)
-    return 2 if any(r.status == "failed" for r in results) else 0
+    failed = [r for r in results if r.status == "failed"]
+    if failed:  # the contract's one error line; each failure is also in the log above
+        raise InputError(f"{len(failed)} of {len(results)} cases failed; {failed[0].case}: {failed[0].detail}")
+    return 0
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:

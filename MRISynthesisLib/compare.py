@@ -26,7 +26,7 @@ from .batch import list_cases
 from .selection import EXPECTED, eligible
 from .errors import InputError
 from .sequences import SEGMENTATION
-from .volume import Volume, output_folder
+from .volume import Volume, discard_if_failed, output_folder, refuse_inside
 
 HEADLINE = ("ssim", "psnr", "nmse", "mae")
 
@@ -162,16 +162,23 @@ def write_report(out: Path, rows: list[dict], means: list[dict], best: dict, mon
 def run_compare(data: str | Path, out: str | Path, *, models: tuple[str, ...] | None = None, anatomy: str = "brain",
                 register: str = "none", device: str = "auto", weights_folder=None, progress: bool = True,
                 say: Callable[[str], None] = print) -> dict:
+    refuse_inside(out, data)
+    cases = list_cases(data)
+    with discard_if_failed(out):  # refused for its data: no empty report folder left behind
+        return _compare_cases(cases, output_folder(out), models=models, anatomy=anatomy, register=register,
+                              device=device, weights_folder=weights_folder, progress=progress, say=say)
+
+
+def _compare_cases(cases: Mapping[str, Mapping[str, Path]], out: Path, *, models, anatomy: str, register: str,
+                   device: str, weights_folder, progress: bool, say: Callable[[str], None]) -> dict:
     from tqdm import tqdm
 
     from .inputs import load_case
     from .volume import read_volume
 
-    cases = list_cases(data)
-    out = output_folder(out)
     use_lpips, lpips_note = lpips_available()
     notes = [] if use_lpips else [f"LPIPS unavailable: {lpips_note}"]
-    rows, montages = [], []
+    rows, montages, failures = [], [], []
     for case, files in tqdm(cases.items(), desc="compare", unit="case", disable=not progress):
         if "error" in files:
             say(f"{case}: skipped: {files['error']}")
@@ -187,11 +194,13 @@ def run_compare(data: str | Path, out: str | Path, *, models: tuple[str, ...] | 
                                              device=device, weights_folder=weights_folder, lpips=use_lpips)
         except InputError as err:
             say(f"{case}: FAILED: {err}")
+            failures.append(f"{case}: {err}")
             continue
         rows += case_rows
         montages += [(case, target, _montage_png(case, target, shown)) for target, shown in images.items()]
     if not rows:
-        raise InputError("no complete case could be compared (every case missing a sequence or failing)")
+        raise InputError("no complete case could be compared (every case missing a sequence or failing)" +
+                         (f"; {failures[0]}" if failures else ""))
     means, best = summarise(rows)
     with (out / "compare.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))

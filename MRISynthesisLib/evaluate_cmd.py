@@ -32,7 +32,7 @@ def _fmt(value: float, spec: str) -> str:
 
 
 def _read(path: Path) -> Volume:
-    return read_volume(path).require_3d(str(path)).require_finite(str(path))
+    return read_volume(path).require_3d(str(path)).require_extent(str(path)).require_finite(str(path))
 
 
 def format_table(result: dict[str, Any]) -> list[str]:

@@ -20,15 +20,15 @@ SERIES_SEQUENCES = {"DWI", "DCE"}
 def check_volume(volume: Volume, sequence: str, where: str) -> Volume:
     """Shape, finiteness and content checks for one sequence; returns the volume unchanged."""
     if sequence in SERIES_SEQUENCES:
-        if not volume.is_series:
-            raise InputError(f"{where}: {sequence} must be a 4D series (t, z, y, x), but it is 3D")
+        if not volume.is_series or volume.shape[0] < 2:
+            raise InputError(f"{where}: {sequence} must be a 4D series (t, z, y, x) of 2 frames or more, but it "
+                             "holds one 3D frame")
     else:
         volume.require_3d(where)
-    if min(volume.spatial_shape) < 2:
-        raise InputError(f"{where}: image of size {volume.size_xyz} is not a 3D volume "
-                         "(at least 2 voxels along every axis are needed)")
-    volume.require_finite(where)
-    volume.require_not_constant(where)
+    volume.require_extent(where).require_finite(where).require_not_constant(where)
+    if float(volume.array.max()) <= 0:  # no foreground to normalise: a phase, difference or sign-flipped image
+        raise InputError(f"{where}: every voxel is negative or zero (range [{float(volume.array.min()):g}, "
+                         f"{float(volume.array.max()):g}]); {sequence} must be a magnitude image")
     return volume
 
 

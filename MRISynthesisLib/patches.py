@@ -10,6 +10,8 @@ generator learns to produce. Patches are stored as one compressed ``.npz`` per s
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Mapping
 
@@ -18,6 +20,7 @@ from scipy import ndimage
 
 from .errors import InputError
 from .models.mp_gan import CHANNELS, CLASSES, stack_channels
+from .volume import non_finite
 
 #: breast phantom label -> MP-GAN class index (cysts, label 3, are not a class of the paper)
 LESION_CLASS = {1: CLASSES.index("benign"), 2: CLASSES.index("malignant")}
@@ -91,10 +94,22 @@ def save_patches(path: str | Path, patches: np.ndarray, classes: np.ndarray) -> 
 
 
 def load_patches(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """A patch file as ``save_patches`` writes it; a missing, damaged or foreign file, or non-finite values,
+    are refused with the reason (they would silently skew the 1-NN accuracy and FID)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    if path.is_file() and path.stat().st_size == 0:
+        raise InputError(f"{path}: file is empty")
     try:
         with np.load(path) as data:
-            if tuple(data["channels"]) != CHANNELS or tuple(data["class_names"]) != CLASSES:
-                raise InputError(f"{path}: patches of other channels or classes than the MP-GAN's")
-            return data["patches"], data["classes"]
-    except (OSError, KeyError, ValueError) as err:
-        raise InputError(f"{path}: not a patch file ({err})") from err
+            names = tuple(data["channels"]), tuple(data["class_names"])
+            patches, classes = data["patches"], data["classes"]
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        raise InputError(f"{path}: not a patch file (corrupt or truncated?): {' '.join(str(err).split())[:200]}") from err
+    if names != (CHANNELS, CLASSES):
+        raise InputError(f"{path}: patches of other channels or classes than the MP-GAN's")
+    bad = non_finite(patches)
+    if bad:
+        raise InputError(f"{path}: contains {bad} value(s)")
+    return patches, classes

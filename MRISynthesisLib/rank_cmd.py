@@ -23,7 +23,7 @@ import numpy as np
 from .errors import InputError
 from .quality import HELD_OUT_SEEDS
 from .ranking import PairScore, Ranking, rank, score_pair
-from .volume import Volume, output_folder, write_volume
+from .volume import Volume, discard_if_failed, output_folder, refuse_inside, write_volume
 
 #: the phantom subjects ranked by default (never used in training)
 DEFAULT_PHANTOM_SUBJECTS = len(HELD_OUT_SEEDS)
@@ -123,14 +123,16 @@ def run_rank(data: str, model: str, out: str | Path, *, anatomy: str | None = No
     if set(entry.inputs) != set(entry.targets):
         raise InputError(f"{entry.model} maps {'+'.join(entry.inputs)} -> {'+'.join(entry.targets)}; ranking needs "
                          "an any-to-any model (every sequence to every other), such as seq2seq")
-    out = output_folder(out)
+    refuse_inside(out, data)
     source = source_for(data, entry)
     torch_device = choose_device(device)
     translate = translator(entry, load_model(entry, weights_folder, torch_device), torch_device)
     lpips_backbone = _lpips_backbone(lpips_backbone, say)
 
     names = source.names()
-    cases = load_cases(source, names, CaseCache(out / "cache"))
+    with discard_if_failed(out):  # a case refused while caching leaves no new output folder
+        out = output_folder(out)
+        cases = load_cases(source, names, CaseCache(out / "cache"))
     total = sum(len(c.volumes) * (len(c.volumes) - 1) for c in cases)
     bar = tqdm(total=total, desc="rank: translating pairs", unit="pair", disable=not progress)
     scores: list[PairScore] = []

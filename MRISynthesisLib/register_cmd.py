@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 from .errors import InputError
 from .registration import PRESETS, register
-from .volume import SUPPORTED_SUFFIXES, output_folder, read_volume, write_volume
+from .volume import SUPPORTED_SUFFIXES, Volume, output_folder, read_volume, refuse_overwrite, write_volume
 
 
 def _stem(path: Path) -> str:
@@ -25,6 +25,11 @@ def _stem(path: Path) -> str:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return path.stem
+
+
+def _checked(volume: Volume, path: Path) -> Volume:
+    """What registration needs of a 3D volume or a series, whatever its intensities (mutual information)."""
+    return volume.require_extent(str(path)).require_finite(str(path)).require_not_constant(str(path))
 
 
 def run_register(fixed_path: str | Path, moving_paths: Sequence[str | Path], preset: str, out: str | Path, *,
@@ -37,15 +42,12 @@ def run_register(fixed_path: str | Path, moving_paths: Sequence[str | Path], pre
     stems = [_stem(p) for p in moving_paths]
     if len(set(stems)) != len(stems):
         raise InputError("two moving files share a name; their outputs would overwrite each other")
-    fixed = read_volume(fixed_path).require_3d(str(fixed_path)).require_finite(str(fixed_path))
-    fixed.require_not_constant(str(fixed_path))
-    movings = []
-    for path in moving_paths:
-        volume = read_volume(path).require_finite(str(path))
-        volume.require_not_constant(str(path))
-        movings.append(volume)
-    output_folder(out)
+    fixed = _checked(read_volume(fixed_path).require_3d(str(fixed_path)), fixed_path)
+    movings = [_checked(read_volume(path), path) for path in moving_paths]
     inputs = [fixed_path, *moving_paths]
+    for stem in stems:  # before any work: the transforms written first would be left behind
+        refuse_overwrite(out / f"{stem}-registered.nii.gz", inputs)
+    output_folder(out)
     summary = {"fixed": str(fixed_path), "preset": preset, "seed": seed, "moving": []}
     for path, stem, moving in zip(moving_paths, stems, movings):
         representative = moving.frame(0) if moving.is_series else moving

@@ -9,7 +9,7 @@ from typing import Callable, Mapping
 
 from . import RESEARCH_USE_NOTICE
 from .errors import InputError
-from .inputs import load_case
+from .inputs import check_volume, load_case
 from .metrics import to_json_safe
 from .sequences import SUFFIX_2023, canonical, parse_assignments
 from .volume import read_volume, refuse_overwrite, write_volume
@@ -59,7 +59,7 @@ def run_synthesize(model: str, input_items: list[str], target: str, out: str | P
     if not out.parent.exists():
         raise InputError(f"{out.parent}: output folder does not exist")
     inputs = load_case(files)
-    real_volume = read_volume(real) if real else None
+    real_volume = check_volume(read_volume(real), target, str(real)) if real else None
     bar, update = (progress_lines() if progress == "lines" else
                    _progress_bar(f"{model} -> {target}") if progress else (None, None))
     try:

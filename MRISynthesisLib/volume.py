@@ -25,9 +25,10 @@ import shutil
 import tempfile
 import uuid
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -163,17 +164,32 @@ class Volume:
             raise InputError(f"{name}: expected a 3D volume, but it is a 4D series of {self.shape[0]} frames")
         return self
 
+    def require_extent(self, name: str = "volume") -> "Volume":
+        """At least 2 voxels along every axis: a slice or a single voxel is no volume to register or synthesize."""
+        if min(self.spatial_shape) < 2:
+            raise InputError(f"{name}: image of size {self.size_xyz} is not a 3D volume "
+                             "(at least 2 voxels along every axis are needed)")
+        return self
+
     def require_finite(self, name: str = "volume") -> "Volume":
-        bad = ~np.isfinite(self.array)
-        if bad.any():
-            kinds = [k for k, m in (("NaN", np.isnan(self.array)), ("Inf", np.isinf(self.array))) if m.any()]
-            raise InputError(f"{name}: contains {int(bad.sum())} {'/'.join(kinds)} voxel(s)")
+        bad = non_finite(self.array)
+        if bad:
+            raise InputError(f"{name}: contains {bad} voxel(s)")
         return self
 
     def require_not_constant(self, name: str = "volume") -> "Volume":
         if float(np.ptp(self.array)) == 0.0:
             raise InputError(f"{name}: every voxel has the same value ({float(self.array.flat[0])}); it holds no image")
         return self
+
+
+def non_finite(array: np.ndarray) -> str:
+    """How many values are NaN or Inf, as "2 NaN/Inf"; empty when every value is finite."""
+    bad = ~np.isfinite(array)
+    if not bad.any():
+        return ""
+    kinds = [k for k, m in (("NaN", np.isnan(array)), ("Inf", np.isinf(array))) if m.any()]
+    return f"{int(bad.sum())} {'/'.join(kinds)}"
 
 
 # --------------------------------------------------------------------- geometry comparison
@@ -328,6 +344,27 @@ def output_folder(path: str | Path) -> Path:
     except OSError as err:
         raise InputError(f"{path}: cannot create the output folder ({err.strerror})") from err
     return path
+
+
+@contextmanager
+def discard_if_failed(path: str | Path) -> Iterator[Path]:
+    """Remove the output folder ``path`` again if the work inside fails and this call is what created it,
+    so a refused command leaves nothing behind; a folder that existed before is left as it was."""
+    path = Path(path)
+    created = next((p for p in reversed([path, *path.parents]) if not p.exists()), None)
+    try:
+        yield path
+    except BaseException:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+
+
+def refuse_inside(out: str | Path, data: str | Path) -> None:
+    """Raise when the output folder ``out`` is ``data`` or inside it: the next run would read it as a case."""
+    out, data = Path(out).resolve(), Path(data).resolve()
+    if data.is_dir() and (out == data or data in out.parents):
+        raise InputError(f"{out}: the output folder is inside the input folder {data}; choose another")
 
 
 def refuse_overwrite(path: str | Path, protect: Sequence[str | Path]) -> None:

@@ -124,8 +124,9 @@ def export(checkpoint_path: str | Path, entry_fields: dict[str, Any], folder: st
     """Write a training checkpoint's network as fp16 weights, add it to the manifest, return the entry."""
     from .training import checkpoint
 
-    folder = models_dir(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    from .volume import output_folder
+
+    folder = output_folder(models_dir(folder))
     state = checkpoint.load(checkpoint_path)["recipe"]["networks"][network]
     half = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
     target = folder / entry_fields["file"]

@@ -24,6 +24,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError
+from ..inputs import check_volume
 from ..preprocess import Normalization, foreground_mask, resample_to
 from ..sequences import SEGMENTATION, canonical, discover_case, read_case_manifest
 from ..volume import Volume, geometry_differences, read_volume
@@ -60,10 +61,12 @@ def normalize_case(name: str, volumes: dict[str, Volume], labels: Volume | None,
                    meta: dict | None = None) -> Case:
     """Check one grid, build the foreground mask from all 3D sequences, normalise each sequence."""
     first_name, first = next(iter(volumes.items()))
+    files = (meta or {}).get("files", {})
     for seq, vol in volumes.items():
         diffs = geometry_differences(first, vol)
         if diffs:
-            raise InputError(f"case {name}: {seq} is not on the grid of {first_name} ({'; '.join(diffs)}); "
+            where = f"{seq} ({files[seq]})" if seq in files else seq
+            raise InputError(f"case {name}: {where} is not on the grid of {first_name} ({'; '.join(diffs)}); "
                              "register the case first (mri-synthesis register)")
         vol.require_finite(f"case {name}, {seq}")
     stack = np.mean([v.array if not v.is_series else v.array.mean(0) for v in volumes.values()], axis=0)
@@ -193,7 +196,7 @@ class FolderSource:
 
     def build(self, name: str) -> Case:
         files = self.files[name]
-        volumes = {s: read_volume(files[s]) for s in self.sequences if s in files}
+        volumes = {s: check_volume(read_volume(files[s]), s, str(files[s])) for s in self.sequences if s in files}
         labels = read_volume(files[SEGMENTATION]) if SEGMENTATION in files else None
         return normalize_case(name, volumes, labels, self.scheme, {"source": "folder", "files": {k: str(v) for k, v in files.items()}})
 

@@ -22,6 +22,7 @@ import math
 import os
 import signal
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -31,6 +32,7 @@ import torch
 from .. import __version__
 from ..errors import InputError
 from ..inference import choose_device
+from ..volume import discard_if_failed, output_folder, refuse_inside
 from . import checkpoint
 from .data import CaseCache, FolderSource, PhantomSource, load_cases, split_cases
 from .recipes import recipe_for
@@ -139,7 +141,7 @@ def _prepare_run_folder(options: TrainOptions, rank: int) -> Path:
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder")
     if rank == 0:
-        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+        output_folder(out / "checkpoints")
         (out / "validation").mkdir(exist_ok=True)
         if not run_file.exists():
             run_file.write_text(json.dumps({"model": options.model, "config": options.config,
@@ -228,15 +230,17 @@ def train(options: TrainOptions, *, progress: bool = True, say=print) -> dict:
     if rank == 0:
         for note in recipe.notes:
             say(f"note: {note}")
-    out = _prepare_run_folder(options, rank)
-
-    source = source_for(options.data, recipe_cls, options.config, options.seed, anatomy)
-    names = source.names()
-    train_names, val_names = split_cases(names, options.validation_fraction, options.seed)
-    cache = CaseCache(out / "cache")
-    if rank == 0:
-        (out / "split.json").write_text(json.dumps({"train": train_names, "validation": val_names}, indent=1))
-        load_cases(source, names, cache)  # build the cache once, before other ranks read it
+    refuse_inside(options.out, options.data)
+    # a run refused for its data (an unreadable case, NaN voxels) leaves no run folder behind
+    with discard_if_failed(options.out) if rank == 0 else nullcontext():
+        out = _prepare_run_folder(options, rank)
+        source = source_for(options.data, recipe_cls, options.config, options.seed, anatomy)
+        names = source.names()
+        train_names, val_names = split_cases(names, options.validation_fraction, options.seed)
+        cache = CaseCache(out / "cache")
+        if rank == 0:
+            (out / "split.json").write_text(json.dumps({"train": train_names, "validation": val_names}, indent=1))
+            load_cases(source, names, cache)  # build the cache once, before other ranks read it
     if world > 1:
         torch.distributed.barrier()
     train_cases, val_cases = load_cases(source, train_names, cache), load_cases(source, val_names, cache)
