@@ -103,6 +103,18 @@ def _work_grid(reference: Volume, voxel_mm: float) -> Volume:
     return Volume(np.zeros(tuple(size[::-1]), np.float32), (voxel_mm,) * 3, tuple(origin), reference.direction)
 
 
+def _require_overlap(aligned: Volume, name: str, reference: str, register: str) -> Volume:
+    """``aligned`` (a volume moved onto the reference grid), unless none of it landed there.
+
+    Then its header places it elsewhere than the reference (another patient position, a wrong origin),
+    and every later step would fail on an empty image with a message that does not say why.
+    """
+    if np.ptp(aligned.array) == 0:
+        raise InputError(f"{name} does not overlap the field of view of {reference} (registration: {register}); "
+                         "their headers place them apart: register them, or check their origins and orientations")
+    return aligned
+
+
 @dataclass
 class Prepared:
     """Inputs registered, on the model's work grid and normalised: what a predictor consumes."""
@@ -136,7 +148,7 @@ def prepare(inputs: Mapping[str, Volume], order: tuple[str, ...], reference: str
             aligned[name] = fixed
             continue
         result = run_registration(fixed, inputs[name], register, name=name)
-        aligned[name] = result.registered
+        aligned[name] = _require_overlap(result.registered, name, reference, register)
         registrations[name] = result.summary()
     work = _work_grid(fixed, voxel_size_mm)
     on_work = {n: resample_to(v, work) if work is not fixed else v for n, v in aligned.items()}
@@ -214,7 +226,7 @@ def compare_to_real(synth: Volume, real: Volume, *, register: str = "rigid",
     check_volume(real, "real target", "real target")
     if reference is not None and register != "none":
         real = run_registration(reference, real, register, name="real").registered
-    real_on_grid = resample_to(real, synth)
+    real_on_grid = _require_overlap(resample_to(real, synth), "the real target", "the synthesized volume", register)
     mask = foreground_mask(real_on_grid)
     real_z = Normalization.zscore(real_on_grid.array, mask, clip=False).apply(real_on_grid.array)
     synth_z = Normalization.zscore(synth.array, mask, clip=False).apply(synth.array)

@@ -99,12 +99,15 @@ def mutual_information(fixed: Volume, moving_on_fixed_grid: Volume, shrink: int 
     Computed on the grid shrunk ``shrink`` times per axis by averaging (SimpleITK's BinShrink): the
     full-resolution metric costs ~10 % of a rigid registration at 1 mm, the shrunk one under 2 %, and
     the before/after comparison it serves is unchanged. ANTs reports the metric's value, which is the
-    negated MI; we return MI itself.
+    negated MI; we return MI itself. A constant image (a moving volume wholly outside the fixed field of
+    view) shares no information with any other: 0, where ANTs would fail building its histogram.
     """
     def shrunk(volume: Volume) -> Volume:
         if shrink <= 1 or min(volume.spatial_shape) < 4 * shrink:
             return volume
         return Volume.from_sitk(sitk.BinShrink(volume.to_sitk(), [shrink] * 3))
+    if np.ptp(fixed.array) == 0 or np.ptp(moving_on_fixed_grid.array) == 0:
+        return 0.0
     return -float(_ants().image_mutual_information(to_ants(shrunk(fixed)), to_ants(shrunk(moving_on_fixed_grid))))
 
 

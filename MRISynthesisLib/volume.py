@@ -72,8 +72,9 @@ class Volume:
         direction = tuple(float(v) for v in np.asarray(self.direction, dtype=float).ravel())
         if len(direction) != 9:
             raise InputError(f"`direction` must be a 3x3 matrix, not {len(direction)} values")
-        if abs(abs(np.linalg.det(np.reshape(direction, (3, 3)))) - 1.0) > 1e-3:
-            raise InputError("`direction` must be an orthonormal 3x3 matrix (|det| = 1)")
+        matrix = np.reshape(direction, (3, 3))  # |det| = 1 alone lets scaled or sheared axes through
+        if not np.allclose(matrix @ matrix.T, np.eye(3), rtol=0, atol=1e-3):
+            raise InputError("`direction` must be an orthonormal 3x3 matrix (unit, perpendicular axes)")
         object.__setattr__(self, "direction", direction)
         frames = tuple(dict(f) for f in self.frames)
         if array.ndim == 4 and frames and len(frames) != array.shape[0]:

@@ -15,6 +15,8 @@ from datetime import datetime
 from typing import Callable, Mapping
 
 from MRISynthesisLib.errors import InputError
+from MRISynthesisLib.inputs import check_volume
+from MRISynthesisLib.sequences import canonical
 
 from .nodes import (error_color_table, metrics_table, node_from_volume, place_in_folder, results_folder,
                     series_node, set_provenance, volume_from_node)
@@ -32,6 +34,29 @@ class RunNodes:
     error_map: object | None = None
     metrics: object | None = None
     extra: list = field(default_factory=list)
+
+
+#: node classes that hold a series in their voxel components (MultiVolume, DWI, vector volumes)
+SERIES_NODES = ("vtkMRMLMultiVolumeNode", "vtkMRMLDiffusionWeightedVolumeNode", "vtkMRMLTensorVolumeNode")
+
+
+def canonical_selection(inputs: Mapping[str, object], target: str) -> tuple[dict[str, object], str]:
+    """The selection under canonical sequence names (``t1c`` is T1ce), an unknown name refused by name."""
+    chosen: dict[str, object] = {}
+    for seq, node in inputs.items():
+        if node is None:
+            continue
+        name = canonical(seq)
+        if name in chosen:
+            raise InputError(f"two volumes are selected for {name}: '{chosen[name].GetName()}' and '{node.GetName()}'")
+        chosen[name] = node
+    return chosen, canonical(target)
+
+
+def checked_volume(node, seq: str):
+    """The node's Volume after the checks every model needs (finite, not constant, 3D, magnitudes), so a
+    bad node is named before any slow work."""
+    return check_volume(volume_from_node(node), seq, f"'{node.GetName()}' ({seq})")
 
 
 def check_selection(inputs: Mapping[str, object], target: str, real=None) -> None:
@@ -55,6 +80,9 @@ def check_selection(inputs: Mapping[str, object], target: str, real=None) -> Non
             raise InputError(f"'{node.GetName()}' ({seq}) has {node.GetImageData().GetNumberOfScalarComponents()} "
                              "components per voxel; a 3D single-component volume is needed (4D series such as "
                              "DCE are not taken by the brain models)")
+        if any(node.IsA(kind) for kind in SERIES_NODES):  # even of one frame: it is not the 3D image asked for
+            raise InputError(f"'{node.GetName()}' ({seq}) is a 4D series ({node.GetClassName()}); a 3D scalar "
+                             "volume is needed (choose one frame of it as its own volume)")
     if real is not None and real.GetID() in seen:
         raise InputError(f"'{real.GetName()}' is both an input ({seen[real.GetID()]}) and the real target")
 
@@ -69,11 +97,11 @@ class SynthesisLogic:
         """Run the pipeline in this process on the selected nodes and show the results."""
         from MRISynthesisLib.pipeline import synthesize
 
-        check_selection(inputs, target, real)
-        chosen = {seq: node for seq, node in inputs.items() if node is not None}
-        volumes = {seq: volume_from_node(node) for seq, node in chosen.items()}
+        chosen, target = canonical_selection(inputs, target)
+        check_selection(chosen, target, real)
+        volumes = {seq: checked_volume(node, seq) for seq, node in chosen.items()}
         result = synthesize(volumes, target, model, reference=reference, register=register,
-                            real=volume_from_node(real) if real is not None else None, device=device,
+                            real=checked_volume(real, target) if real is not None else None, device=device,
                             progress=progress, weights_folder=weights_folder,
                             input_names={seq: f"node '{node.GetName()}'" for seq, node in chosen.items()})
         reference_node = chosen.get(result.provenance["reference"])

@@ -75,8 +75,11 @@ def volume_from_node(node):
     array = np.array(slicer.util.arrayFromVolume(node), dtype=np.float32, copy=True)
     if array.ndim != 3:
         raise InputError(f"{node.GetName()}: a 3D volume is needed, the node holds {array.ndim}D voxels")
-    return Volume(array, tuple(float(s) for s in spacing), tuple(float(o) for o in ijk_to_lps[:3, 3]),
-                  tuple(float(d) for d in direction.ravel()))
+    try:
+        return Volume(array, tuple(float(s) for s in spacing), tuple(float(o) for o in ijk_to_lps[:3, 3]),
+                      tuple(float(d) for d in direction.ravel()))
+    except InputError as err:  # e.g. a shearing parent transform: its voxel axes are no longer perpendicular
+        raise InputError(f"{node.GetName()}: its geometry in the scene is not a volume's: {err}") from err
 
 
 def _fill(node, volume) -> None:
