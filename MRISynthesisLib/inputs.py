@@ -32,6 +32,25 @@ def check_volume(volume: Volume, sequence: str, where: str) -> Volume:
     return volume
 
 
+def frame_index(sequence: str, n_frames: int, frames: Mapping[str, int], model: str) -> int:
+    """Which frame of a 4D ``sequence`` a 3D model sees (``frames`` from its recipe or manifest entry)."""
+    if sequence not in frames:
+        raise InputError(f"{sequence} is a 4D series; {model} knows which frame to use only for "
+                         f"{', '.join(frames) or 'no series'}")
+    index = frames[sequence]
+    if not -n_frames <= index < n_frames:
+        raise InputError(f"{sequence} has {n_frames} frame(s); {model} needs frame {index} "
+                         f"({'the last' if index == -1 else f'number {index}, counting from 0'})")
+    return index
+
+
+def model_frames(volumes: Mapping[str, Volume], frames: Mapping[str, int], model: str) -> dict[str, Volume]:
+    """The 3D volumes a model sees: each 4D series reduced to the frame it was trained on (the highest
+    b-value of a DWI, a DCE's first post-contrast phase, ...), 3D volumes as they are."""
+    return {name: volume.frame(frame_index(name, volume.shape[0], frames, model)) if volume.is_series else volume
+            for name, volume in volumes.items()}
+
+
 def load_case(files: Mapping[str, str | Path], *, same_grid: bool = False) -> dict[str, Volume]:
     """Read and check {sequence: file}; with ``same_grid``, all must share the first one's grid."""
     if not files:

@@ -3,7 +3,8 @@
 Steps, each with the reason it is there:
 
 1. **Check** the inputs against the bundled model's needs (missing or extra sequences, 3D, finite, not
-   constant), before any slow work.
+   constant), before any slow work. A 4D series (DWI, DCE) is reduced to the frame the model was
+   trained on (the manifest entry's ``frames``).
 2. **Register** every input onto the reference sequence (T1 by default) with the chosen preset and
    resample it onto the reference grid: the models need voxel-aligned inputs.
 3. **Work grid**: the model was trained at one voxel size (in its manifest entry); inputs on another
@@ -35,7 +36,7 @@ from scipy import ndimage
 from . import RESEARCH_USE_NOTICE, __version__
 from .errors import InputError
 from .inference import Cancelled, choose_device, predict_patches, predict_slices
-from .inputs import check_volume
+from .inputs import check_volume, model_frames
 from .predictors import plan_for
 from .preprocess import Normalization, foreground_mask, resample_to
 from .registration import PRESETS, register as run_registration
@@ -176,8 +177,9 @@ def synthesize(inputs: Mapping[str, Volume], target: str, model: str = "unet-ct1
     started = time.perf_counter()
     if register not in PRESETS:
         raise InputError(f"unknown registration preset '{register}'; use one of {', '.join(PRESETS)}")
-    entry = find(model, target, anatomy, weights_folder)
+    entry = find(model, target, anatomy, weights_folder, available=tuple(inputs))
     check_inputs(inputs, entry, target)
+    inputs = model_frames(inputs, entry.frames, entry.model)
     reference = reference or ("T1" if "T1" in inputs else next(iter(inputs)))
     if reference not in inputs:
         raise InputError(f"reference sequence {reference} is not among the inputs ({', '.join(inputs)})")

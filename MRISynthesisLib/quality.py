@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .inference import predict_patches, predict_slices
+from .inputs import model_frames
 from .phantom import sample
 from .pipeline import normalization_for, compare_to_real, finish, prepare
 from .predictors import Plan, plan_for
@@ -46,6 +47,11 @@ def sources_for(entry: WeightsEntry, target: str) -> tuple[str, ...]:
     return tuple(s for s in entry.inputs if s != target)
 
 
+def _model_view(entry: WeightsEntry, volumes, sources: tuple[str, ...]) -> dict:
+    """The model's inputs as the pipeline gives them: 4D series reduced to the frames it was trained on."""
+    return model_frames({s: volumes[s] for s in sources}, entry.frames, entry.model)
+
+
 def _reference(sources: tuple[str, ...]) -> str:
     return "T1" if "T1" in sources else sources[0]
 
@@ -62,7 +68,7 @@ def fit_baselines(entry: WeightsEntry, target: str, seeds=BASELINE_TRAIN_SEEDS, 
     for seed in seeds:
         subject = sample(entry.anatomy, seed, resolution=entry.voxel_size_mm)
         aligned = aligned_sequences(subject, (*sources, target))  # as the training cases are
-        prepared = prepare({s: aligned[s] for s in sources}, sources, _reference(sources), "none",
+        prepared = prepare(_model_view(entry, aligned, sources), sources, _reference(sources), "none",
                            entry.voxel_size_mm, normalization=entry.normalization)
         real = aligned[target].array
         y = normalization_for(entry.normalization, real, prepared.mask).apply(real)[prepared.mask]
@@ -97,7 +103,7 @@ def evaluate_entry(entry: WeightsEntry, target: str, seeds=HELD_OUT_SEEDS, *, de
     scores: dict[str, list[dict]] = {entry.model: [], "linear": [], "hgb": []}
     for seed in seeds:
         subject = sample(entry.anatomy, seed, resolution=entry.voxel_size_mm)  # misaligned, own grids, as acquired
-        prepared = prepare({s: subject.sequences[s] for s in sources}, plan.order, _reference(sources), "rigid",
+        prepared = prepare(_model_view(entry, subject.sequences, sources), plan.order, _reference(sources), "rigid",
                            entry.voxel_size_mm, normalization=entry.normalization)
         outputs = {entry.model: _run_plan(plan, prepared.stacked, device),
                    "linear": _predict_baseline(baselines.linear, prepared),

@@ -9,7 +9,7 @@ from typing import Callable, Mapping
 
 from . import RESEARCH_USE_NOTICE
 from .errors import InputError
-from .inputs import check_volume, load_case
+from .inputs import check_volume, load_case, model_frames
 from .metrics import to_json_safe
 from .sequences import SUFFIX_2023, canonical, parse_assignments
 from .volume import read_volume, refuse_overwrite, write_volume
@@ -142,7 +142,8 @@ def run_demo(out: str | Path, anatomy: str = "brain", model: str | None = None, 
         stem = f"{m}-{target}"
         write_volume(result.volume, out / f"{stem}.nii.gz")
         write_volume(result.error_map.volume, out / f"{stem}-error.nii.gz")
-        write_comparison_png({s: resample_to(inputs[s], result.volume) for s in sources}, result.real,
+        shown = model_frames(inputs, entry.frames, m)  # a 4D series as the frame the model saw
+        write_comparison_png({s: resample_to(shown[s], result.volume) for s in sources}, result.real,
                              result.volume, out / f"{stem}.png", error=result.error_map,
                              slice_index=_lesion_slice(subject.labels.array),
                              title=f"{m}: {'+'.join(sources)} -> {target}")

@@ -50,6 +50,8 @@ class WeightsEntry:
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     build_overrides: dict[str, Any] = field(default_factory=dict)
+    #: the frame of each 4D input series the network sees (``inputs.model_frames``); empty: 3D inputs only
+    frames: dict[str, int] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -84,10 +86,14 @@ def write_manifest(entries: list[WeightsEntry], folder: str | Path | None = None
 
 
 def find(model: str, target: str | None = None, anatomy: str | None = None,
-         folder: str | Path | None = None) -> WeightsEntry:
-    """The bundled entry of ``model`` (for ``target`` and ``anatomy`` when given)."""
+         folder: str | Path | None = None, available: tuple[str, ...] = ()) -> WeightsEntry:
+    """The bundled entry of ``model`` (for ``target`` and ``anatomy`` when given). When several fit
+    (IMPORTANT-Net's brain and breast weights both make T2), the one that takes the ``available``
+    sequences wins: the inputs tell the anatomy when the caller does not."""
     entries = [e for e in read_manifest(folder) if e.model == model and (target is None or target in e.targets)
                and (anatomy is None or e.anatomy == anatomy)]
+    if len(entries) > 1 and available:
+        entries.sort(key=lambda e: -len(set(available) & set(e.inputs)))
     if not entries:
         what = model + (f" -> {target}" if target else "") + (f" ({anatomy})" if anatomy else "")
         bundled = ", ".join(f"{e.model}: {'+'.join(e.inputs)} -> {'+'.join(e.targets)}" for e in read_manifest(folder))

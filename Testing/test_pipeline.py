@@ -147,3 +147,50 @@ def test_any_to_any_model_input_rules(slice_models, subject):
     with pytest.raises(InputError, match="does not take PD"):
         synthesize({"T1": subject.sequences["T1"], "PD": subject.sequences["T1"]}, "T2", "seq2seq",
                    weights_folder=slice_models)
+
+
+@pytest.fixture(scope="module")
+def breast_models(tmp_path_factory):
+    """IMPORTANT-Net's brain and breast weights side by side, both making T2 (the breast one from 4D series)."""
+    folder = tmp_path_factory.mktemp("breast-models")
+    bundle_untrained(folder, "important-net", voxel_size_mm=VOXEL)
+    bundle_untrained(folder, "important-net", voxel_size_mm=VOXEL, anatomy="breast", inputs=("T1", "DWI", "DCE"),
+                     frames={"DWI": -1, "DCE": 1})
+    return folder
+
+
+@pytest.fixture(scope="module")
+def breast():
+    from MRISynthesisLib.phantom.breast import sample_breast
+    return sample_breast(2, resolution=3.0)
+
+
+def test_breast_series_are_reduced_to_the_frames_the_model_saw(breast_models, breast, monkeypatch):
+    """DWI and DCE come as 4D series; the pipeline feeds the frames named in the manifest entry (DWI's
+    last b-value, DCE's first post-contrast phase), picks the breast weights from the inputs alone, and
+    leaves the caller's series untouched."""
+    import MRISynthesisLib.pipeline as pipeline
+
+    inputs = {k: breast.sequences[k] for k in ("T1", "DWI", "DCE")}
+    before = {k: v.array.copy() for k, v in inputs.items()}
+    seen = {}
+    real_prepare = pipeline.prepare
+
+    def spy(volumes, *args, **kwargs):
+        seen.update(volumes)
+        return real_prepare(volumes, *args, **kwargs)
+    monkeypatch.setattr(pipeline, "prepare", spy)
+    result = synthesize(inputs, "T2", "important-net", register="none", weights_folder=breast_models, device="cpu")
+    assert np.array_equal(seen["DWI"].array, inputs["DWI"].array[-1])
+    assert np.array_equal(seen["DCE"].array, inputs["DCE"].array[1])
+    assert result.provenance["weights"] == "important-net-breast-lite.pt"
+    assert result.volume.spatial_shape == inputs["T1"].spatial_shape and result.volume.array.std() > 0
+    assert all(np.array_equal(before[k], inputs[k].array) for k in inputs)
+
+
+def test_breast_series_without_the_needed_frame_is_refused(breast_models, breast):
+    one_phase = breast.sequences["DCE"].with_array(breast.sequences["DCE"].array[:1],
+                                                   frames=breast.sequences["DCE"].frames[:1])
+    inputs = {"T1": breast.sequences["T1"], "DWI": breast.sequences["DWI"], "DCE": one_phase}
+    with pytest.raises(InputError, match="DCE must be a 4D series"):
+        synthesize(inputs, "T2", "important-net", register="none", weights_folder=breast_models, device="cpu")

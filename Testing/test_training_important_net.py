@@ -59,7 +59,7 @@ def test_breast_task_sees_one_frame_of_each_series(tmp_path_factory):
 def test_select_frames_refuses_what_it_cannot_reduce():
     with pytest.raises(InputError, match="ADC is a 4D series"):
         select_frames({"ADC": np.zeros((2, 3, 4, 5))})
-    with pytest.raises(InputError, match="DCE has 1 frames"):
+    with pytest.raises(InputError, match="DCE has 1 frame"):
         select_frames({"DCE": np.zeros((1, 3, 4, 5))})
     with pytest.raises(InputError, match="must be 3D or a 4D series"):
         select_frames({"T1": np.zeros((4, 5))})

@@ -41,6 +41,7 @@ def export_run(run_dir: str | Path, *, anatomy: str | None = None, which: str = 
         "inputs": inputs, "targets": targets, "normalization": recipe.normalization,
         "voxel_size_mm": recipe.phantom_resolution[config] if options["data"].startswith("phantom") else 1.0,
         "patch_size": recipe.inference_size[config],
+        "frames": {k: v for k, v in recipe.frames.items() if k in inputs},
         "training": {"command": command or options.get("command", ""), "data": options["data"], "train_cases": split["train"],
                      "validation_cases": split["validation"], "steps": state["step"], "checkpoint": which,
                      "best_validation_psnr_db": round(float(state["best_psnr"]), 3), "seed": options["seed"],

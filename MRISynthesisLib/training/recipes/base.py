@@ -27,6 +27,9 @@ class Recipe:
     tasks: dict[str, tuple[Sequence[str], Sequence[str], Sequence[str]]] = {}
     #: inference patch (3D) or slice size (2D) the exported weights are run with; None: whole slices
     inference_size: dict[str, tuple[int, ...] | None] = {"lite": None, "paper": None}
+    #: which frame of each 4D input series a 2D/3D generator sees ({"DCE": 1}, say); export writes the
+    #: ones among the task's inputs into the manifest, so inference picks the same frame
+    frames: dict[str, int] = {}
     #: intensity normalisation of the cases (``training.data.NORMALIZATIONS``)
     normalization: str = "zscore"
     #: phantom anatomy the recipe trains on by default

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import InputError
+from ...inputs import frame_index
 from ...models import build
 from ...models.important_net import build_discriminator
 from ..data import Case
@@ -43,16 +44,12 @@ LAMBDA_L1, LAMBDA_RECONSTRUCTION, LAMBDA_PERCEPTUAL = 100.0, 25.0, 200.0
 
 
 def select_frames(volumes: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The 3D arrays the model sees: 4D series reduced to the frame of :data:`FRAMES`, 3D ones as they are."""
+    """The 3D arrays the model sees: 4D series reduced to the frame of :data:`FRAMES`, 3D ones as they are
+    (the pipeline makes the same choice on volumes, from the manifest entry's ``frames``)."""
     out = {}
     for name, array in volumes.items():
         if array.ndim == 4:
-            if name not in FRAMES:
-                raise InputError(f"{name} is a 4D series; IMPORTANT-Net knows which frame to use only for "
-                                 f"{', '.join(FRAMES)}")
-            if array.shape[0] <= max(FRAMES[name], -FRAMES[name] - 1):
-                raise InputError(f"{name} has {array.shape[0]} frames; frame {FRAMES[name]} is needed")
-            array = array[FRAMES[name]]
+            array = array[frame_index(name, array.shape[0], FRAMES, "IMPORTANT-Net")]
         elif array.ndim != 3:
             raise InputError(f"{name} must be 3D or a 4D series, not {array.ndim}D")
         out[name] = array
@@ -70,6 +67,7 @@ class ImportantNetRecipe(Recipe):
     patience = {"lite": 10, "paper": 20}
     size = {"lite": (128, 128), "paper": (224, 224)}
     uses_perceptual = True
+    frames = FRAMES
 
     def __init__(self, config: str, device: torch.device, amp: bool = False, *, anatomy: str | None = None,
                  perceptual: str = "imagenet") -> None:
