@@ -62,13 +62,64 @@ def autocast(device: torch.device, enabled: bool = True):
     return torch.autocast("cuda", dtype=dtype)
 
 
+def _read_int(path: str) -> int | None:
+    try:
+        text = open(path).read().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _proc_kib(path: str, key: str) -> int | None:
+    """A ``key: N kB`` line of a /proc file, in bytes (None where /proc does not exist)."""
+    try:
+        for line in open(path):
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def cpu_headroom_bytes() -> int | None:
+    """How much more memory this process may take: the least of what the system has available
+    (``MemAvailable``), what the address-space limit (``ulimit -v``) leaves above the current virtual
+    size, and what a cgroup memory limit (v2 ``memory.max``, v1 ``memory.limit_in_bytes``) leaves above
+    its usage. None where none of these can be read (not Linux)."""
+    import resource
+
+    room = []
+    available = _proc_kib("/proc/meminfo", "MemAvailable")
+    if available is not None:
+        room.append(available)
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    virtual = _proc_kib("/proc/self/status", "VmSize")
+    if soft != resource.RLIM_INFINITY and virtual is not None:
+        room.append(soft - virtual)
+    for limit, usage in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                         ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        cap, used = _read_int(limit), _read_int(usage)
+        if cap is not None and used is not None and cap < 1 << 60:
+            room.append(cap - used)
+    return max(min(room), 0) if room else None
+
+
+def cpu_budget_bytes() -> int:
+    """The CPU activation budget: 1 GiB, or a quarter of the headroom when less is left (the rest of
+    the pipeline, the allocator's slack and the output still need theirs), so a memory-limited run
+    tiles finer instead of failing."""
+    headroom = cpu_headroom_bytes()
+    return CPU_BUDGET_BYTES if headroom is None else min(CPU_BUDGET_BYTES, headroom // 4)
+
+
 def batch_size_for(sample_voxels: int, widest_channels: int, device: torch.device, *, limit: int = 64) -> int:
-    """How many samples fit the memory budget: free GPU memory / 2 on CUDA, 1 GiB on the CPU."""
+    """How many samples fit the memory budget: free GPU memory / 2 on CUDA, :func:`cpu_budget_bytes` on
+    the CPU; at least one."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         budget = free // 2
     else:
-        budget = CPU_BUDGET_BYTES
+        budget = cpu_budget_bytes()
     per_sample = max(sample_voxels * widest_channels * _BYTES_PER_VOXEL_CHANNEL, 1)
     return int(max(1, min(limit, budget // per_sample)))
 
@@ -145,6 +196,21 @@ def predict_slices(predictor: Predictor, volume: np.ndarray, *, context: int = 0
     return np.ascontiguousarray(output[..., inside[0], inside[1]])
 
 
+def fitting_patch(patch_size: tuple[int, ...], widest_channels: int, device: torch.device,
+                  multiple: int) -> tuple[int, ...]:
+    """``patch_size``, or a smaller one that fits the memory budget: the largest axis shrinks by
+    ``multiple`` at a time, never below twice ``multiple`` (the smallest a fully convolutional network
+    with that down-sampling still sees context in)."""
+    budget = cpu_budget_bytes() if device.type != "cuda" else torch.cuda.mem_get_info(device)[0] // 2
+    patch = list(patch_size)
+    while int(np.prod(patch)) * widest_channels * _BYTES_PER_VOXEL_CHANNEL > budget:
+        axis = int(np.argmax(patch))
+        if patch[axis] - multiple < 2 * multiple:
+            break
+        patch[axis] -= multiple
+    return tuple(patch)
+
+
 def _windows_per_axis(size: int, patch: int, overlap: float) -> int:
     if size <= patch:
         return 1
@@ -154,10 +220,12 @@ def _windows_per_axis(size: int, patch: int, overlap: float) -> int:
 
 def predict_patches(predictor: Predictor, volume: np.ndarray, *, patch_size: Sequence[int], overlap: float = 0.5,
                     batch_size: int | None = None, device: str | torch.device = "auto", amp: bool = True,
-                    widest_channels: int = 32, progress: Progress | None = None) -> np.ndarray:
+                    widest_channels: int = 32, multiple: int = 1, progress: Progress | None = None) -> np.ndarray:
     """Apply a 3D predictor over overlapping patches blended with Gaussian weights (MONAI).
 
-    Volumes smaller than a patch are padded; the output has the input's spatial shape.
+    Volumes smaller than a patch are padded; the output has the input's spatial shape. With
+    ``multiple`` > 1 (the network's down-sampling factor) and no ``batch_size``, a patch too big for
+    the memory budget is made smaller (:func:`fitting_patch`) rather than run out of memory.
     """
     from monai.inferers import sliding_window_inference
 
@@ -168,6 +236,8 @@ def predict_patches(predictor: Predictor, volume: np.ndarray, *, patch_size: Seq
         raise InputError(f"patch size must be 3 positive integers, not {patch_size}")
     if not 0 <= overlap < 1:
         raise InputError(f"overlap must be in [0, 1), not {overlap}")
+    if batch_size is None and multiple > 1:
+        patch_size = fitting_patch(patch_size, widest_channels, device, multiple)
     batch = batch_size or batch_size_for(int(np.prod(patch_size)), widest_channels, device, limit=8)
     total = int(np.prod([_windows_per_axis(s, p, overlap) for s, p in zip(volume.shape[1:], patch_size)]))
     n_batches = math.ceil(total / batch)

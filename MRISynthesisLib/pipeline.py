@@ -35,9 +35,9 @@ from scipy import ndimage
 
 from . import RESEARCH_USE_NOTICE, __version__
 from .errors import InputError
-from .inference import Cancelled, choose_device, predict_patches, predict_slices
+from .inference import Cancelled, choose_device
 from .inputs import check_volume, model_frames
-from .predictors import plan_for
+from .predictors import plan_for, run_plan
 from .preprocess import Normalization, foreground_mask, resample_to
 from .registration import PRESETS, register as run_registration
 from .volume import Volume
@@ -188,14 +188,8 @@ def synthesize(inputs: Mapping[str, Volume], target: str, model: str = "unet-ct1
     plan = plan_for(entry, net, target, tuple(inputs))
     prepared = prepare(inputs, plan.order, reference, register, entry.voxel_size_mm, progress, entry.normalization)
 
-    stage = _stage(progress, 0.3, 0.95)
-    if plan.patch_size:
-        predicted = predict_patches(plan.predictor, prepared.stacked, patch_size=plan.patch_size, device=torch_device,
-                                    progress=stage)
-    else:
-        predicted = predict_slices(plan.predictor, prepared.stacked, context=plan.context, multiple=plan.multiple,
-                                   device=torch_device, progress=stage)
-    synth = finish(prepared, predicted[plan.output])
+    predicted = run_plan(plan, prepared.stacked, torch_device, _stage(progress, 0.3, 0.95))
+    synth = finish(prepared, predicted)
     _tell(progress, 0.97, "synthesis done")
 
     provenance = {

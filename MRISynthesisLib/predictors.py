@@ -11,10 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
 from .errors import InputError
+from .inference import Progress, predict_patches, predict_slices
 from .weights import WeightsEntry
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]
@@ -23,8 +25,9 @@ Predictor = Callable[[torch.Tensor], torch.Tensor]
 @dataclass(frozen=True)
 class Plan:
     """``predictor`` maps a batch of inputs (channels in ``order``) to outputs whose channel ``output``
-    is the target; 3D patches of ``patch_size`` when set, else slices with ``context`` neighbours on each
-    side, padded in-plane to a multiple of ``multiple``."""
+    is the target; 3D patches of ``patch_size`` when set (each axis a multiple of ``multiple``, which
+    lets the engine shrink patches under memory pressure), else slices with ``context`` neighbours on
+    each side, padded in-plane to a multiple of ``multiple``."""
 
     predictor: Predictor
     order: tuple[str, ...]
@@ -35,7 +38,8 @@ class Plan:
 
 
 def _unet_ct1(entry: WeightsEntry, net: nn.Module, target: str, available: Sequence[str]) -> Plan:
-    return Plan(net, tuple(entry.inputs), entry.targets.index(target), patch_size=tuple(entry.patch_size))
+    return Plan(net, tuple(entry.inputs), entry.targets.index(target), patch_size=tuple(entry.patch_size),
+                multiple=net.multiple)
 
 
 def _important_net(entry: WeightsEntry, net: nn.Module, target: str, available: Sequence[str]) -> Plan:
@@ -84,3 +88,14 @@ def plan_for(entry: WeightsEntry, net: nn.Module, target: str, available: Sequen
     if target not in entry.targets:
         raise InputError(f"{entry.model} ({entry.key}) cannot produce {target}; it produces {', '.join(entry.targets)}")
     return _PLANS[entry.model](entry, net, target, available)
+
+
+def run_plan(plan: Plan, stacked: np.ndarray, device, progress: Progress | None = None) -> np.ndarray:
+    """The target channel predicted over a whole normalised (channels, z, y, x) volume, as ``plan`` says."""
+    if plan.patch_size:
+        predicted = predict_patches(plan.predictor, stacked, patch_size=plan.patch_size, multiple=plan.multiple,
+                                    device=device, progress=progress)
+    else:
+        predicted = predict_slices(plan.predictor, stacked, context=plan.context, multiple=plan.multiple,
+                                   device=device, progress=progress)
+    return predicted[plan.output]

@@ -17,11 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .inference import predict_patches, predict_slices
 from .inputs import model_frames
 from .phantom import sample
 from .pipeline import normalization_for, compare_to_real, finish, prepare
-from .predictors import Plan, plan_for
+from .predictors import plan_for, run_plan
 from .training.data import aligned_sequences
 from .weights import WeightsEntry, load_model, read_manifest
 
@@ -87,13 +86,6 @@ def _predict_baseline(regressor, prepared) -> np.ndarray:
     return out
 
 
-def _run_plan(plan: Plan, stacked: np.ndarray, device: str) -> np.ndarray:
-    if plan.patch_size:
-        return predict_patches(plan.predictor, stacked, patch_size=plan.patch_size, device=device)[plan.output]
-    return predict_slices(plan.predictor, stacked, context=plan.context, multiple=plan.multiple,
-                          device=device)[plan.output]
-
-
 def evaluate_entry(entry: WeightsEntry, target: str, seeds=HELD_OUT_SEEDS, *, device: str = "cpu",
                    say=print) -> dict:
     """Per method (model, linear, hgb): mean and SD over ``seeds`` of SSIM, PSNR, NMSE, MAE."""
@@ -105,7 +97,7 @@ def evaluate_entry(entry: WeightsEntry, target: str, seeds=HELD_OUT_SEEDS, *, de
         subject = sample(entry.anatomy, seed, resolution=entry.voxel_size_mm)  # misaligned, own grids, as acquired
         prepared = prepare(_model_view(entry, subject.sequences, sources), plan.order, _reference(sources), "rigid",
                            entry.voxel_size_mm, normalization=entry.normalization)
-        outputs = {entry.model: _run_plan(plan, prepared.stacked, device),
+        outputs = {entry.model: run_plan(plan, prepared.stacked, device),
                    "linear": _predict_baseline(baselines.linear, prepared),
                    "hgb": _predict_baseline(baselines.hgb, prepared)}
         for method, values in outputs.items():

@@ -52,19 +52,14 @@ def source_for(data: str, entry, *, subjects: int | None = None):
 
 def translator(entry, net, device) -> Callable[[Mapping[str, np.ndarray], str, str], np.ndarray]:
     """``translate(volumes, source, target)``: ``source`` alone -> ``target``, on normalised arrays."""
-    from .inference import predict_slices, predict_patches
-    from .predictors import plan_for
+    from .predictors import plan_for, run_plan
 
     def translate(volumes: Mapping[str, np.ndarray], source: str, target: str) -> np.ndarray:
         plan = plan_for(entry, net, target, (source,))
         if plan.order != (source,):
             raise InputError(f"{entry.model} needs {', '.join(plan.order)} together; ranking needs a model that "
                              "translates every single sequence into every other (seq2seq)")
-        stacked = volumes[source][None]
-        if plan.patch_size:
-            return predict_patches(plan.predictor, stacked, patch_size=plan.patch_size, device=device)[plan.output]
-        return predict_slices(plan.predictor, stacked, context=plan.context, multiple=plan.multiple,
-                              device=device)[plan.output]
+        return run_plan(plan, volumes[source][None], device)
     return translate
 
 

@@ -132,3 +132,59 @@ def test_a_model_without_a_synthesis_plan_is_refused():
         plan_for(replace(entry, model="mp-gan"), None, entry.targets[0], entry.inputs)
     with pytest.raises(InputError, match="cannot produce FLAIR"):
         plan_for(entry, None, "FLAIR", entry.inputs)
+
+
+def test_cpu_budget_follows_the_memory_left(monkeypatch):
+    """Plenty of memory: the 1 GiB budget; little: a quarter of it; unknown: the 1 GiB budget."""
+    from MRISynthesisLib import inference
+
+    monkeypatch.setattr(inference, "cpu_headroom_bytes", lambda: 64 << 30)
+    assert inference.cpu_budget_bytes() == inference.CPU_BUDGET_BYTES
+    monkeypatch.setattr(inference, "cpu_headroom_bytes", lambda: 400 << 20)
+    assert inference.cpu_budget_bytes() == 100 << 20
+    monkeypatch.setattr(inference, "cpu_headroom_bytes", lambda: None)
+    assert inference.cpu_budget_bytes() == inference.CPU_BUDGET_BYTES
+
+
+def test_headroom_sees_an_address_space_limit():
+    """Under ``ulimit -v`` (RLIMIT_AS) the headroom is what the limit leaves above the process's size."""
+    import subprocess
+    import sys
+
+    code = ("import resource, sys\n"
+            "from MRISynthesisLib.inference import _proc_kib, cpu_headroom_bytes\n"
+            "size = _proc_kib('/proc/self/status', 'VmSize')\n"
+            "resource.setrlimit(resource.RLIMIT_AS, (size + (300 << 20), resource.RLIM_INFINITY))\n"
+            "print(cpu_headroom_bytes())\n")
+    if not __import__("os").path.exists("/proc/self/status"):
+        pytest.skip("no /proc: the address-space headroom is read on Linux only")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert 250 << 20 < int(done.stdout.split()[-1]) <= 300 << 20
+
+
+def test_patches_shrink_to_fit_and_give_the_same_volume(monkeypatch):
+    """With too little memory for one 96^3 patch the engine takes smaller patches (multiples of the
+    network's factor, never under twice it) instead of failing; a voxel-wise network gives the same
+    volume whatever the tiling."""
+    from MRISynthesisLib import inference
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(inference, "cpu_budget_bytes", lambda: 1 << 40)
+    assert inference.fitting_patch((96, 96, 96), 32, cpu, 32) == (96, 96, 96)
+    monkeypatch.setattr(inference, "cpu_budget_bytes", lambda: 64 ** 3 * 32 * 12)
+    assert inference.fitting_patch((96, 96, 96), 32, cpu, 32) == (64, 64, 64)
+    monkeypatch.setattr(inference, "cpu_budget_bytes", lambda: 1)
+    assert inference.fitting_patch((96, 96, 96), 32, cpu, 32) == (64, 64, 64)  # the floor, not zero
+
+    torch.manual_seed(0)
+    model = nn.Conv3d(2, 1, 1)
+    volume = _volume((2, 70, 80, 75))
+    monkeypatch.setattr(inference, "cpu_budget_bytes", lambda: 1 << 40)
+    whole = predict_patches(model, volume, patch_size=(96, 96, 96), multiple=16, device="cpu")
+    monkeypatch.setattr(inference, "cpu_budget_bytes", lambda: 40 ** 3 * 32 * 12)
+    seen = []
+    tiled = predict_patches(lambda x: seen.append(tuple(x.shape[2:])) or model(x), volume, patch_size=(96, 96, 96),
+                            multiple=16, device="cpu")
+    assert seen and max(max(s) for s in seen) <= 48
+    np.testing.assert_allclose(tiled, whole, atol=1e-5)

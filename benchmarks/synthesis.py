@@ -32,21 +32,31 @@ def _inputs(size: tuple[int, int, int], names) -> dict:
     x, y, z = size
     rng = np.random.default_rng(0)
     grid = np.indices((z // 8 + 1, y // 8 + 1, x // 8 + 1)).astype(np.float32)
+    # one float32 ellipsoid for all sequences: the inputs should not cost more memory than the synthesis
+    zz, yy, xx = (np.linspace(-1, 1, n, dtype=np.float32) / 0.9 for n in (z, y, x))
+    inside = zz[:, None, None] ** 2 + yy[None, :, None] ** 2 + xx[None, None, :] ** 2 < 1
     volumes = {}
     for k, name in enumerate(names):
         coarse = rng.uniform(200, 1200, grid.shape[1:]).astype(np.float32)
         array = ndimage.zoom(coarse, (z / coarse.shape[0], y / coarse.shape[1], x / coarse.shape[2]), order=1)
-        zz, yy, xx = np.ogrid[:z, :y, :x]
-        inside = ((zz - z / 2) / (0.45 * z)) ** 2 + ((yy - y / 2) / (0.45 * y)) ** 2 + ((xx - x / 2) / (0.45 * x)) ** 2 < 1
-        volumes[name] = Volume(np.where(inside, array, 0).astype(np.float32), (1.0, 1.0, 1.0))
+        array[~inside] = 0
+        volumes[name] = Volume(array, (1.0, 1.0, 1.0))
     return volumes
 
 
-def _one(model_file: str, size: str, device: str, register: str) -> dict:
-    """Child process: one synthesis with stage timings and this process's peak memory."""
+def _limit_address_space(gib: float | None) -> None:
+    """``ulimit -v`` for this (child) process, set before torch is imported so the limit binds it all."""
+    if gib:
+        limit = int(gib * 2**30)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def _one(model_file: str, size: str, device: str, register: str, fixed_budget: bool = False) -> dict:
+    """Child process: one synthesis with stage timings, the batches and patches it chose, and this
+    process's peak memory."""
     import torch
 
-    from MRISynthesisLib import inference, pipeline
+    from MRISynthesisLib import inference, pipeline, predictors
     from MRISynthesisLib.weights import read_manifest
 
     entry = next(e for e in read_manifest() if e.file == model_file)
@@ -63,9 +73,22 @@ def _one(model_file: str, size: str, device: str, register: str) -> dict:
                 spent[name] += time.perf_counter() - start
         return wrapper
 
-    pipeline.predict_patches = timed("network", inference.predict_patches)
-    pipeline.predict_slices = timed("network", inference.predict_slices)
+    predictors.predict_patches = timed("network", inference.predict_patches)
+    predictors.predict_slices = timed("network", inference.predict_slices)
     pipeline.run_registration = timed("registration", pipeline.run_registration)
+    chosen = {"batch": [], "patch": []}
+    choose_batch, choose_patch = inference.batch_size_for, inference.fitting_patch
+
+    def record_batch(*args, **kwargs):
+        chosen["batch"].append(choose_batch(*args, **kwargs))
+        return chosen["batch"][-1]
+
+    def record_patch(*args, **kwargs):
+        chosen["patch"].append(list(choose_patch(*args, **kwargs)))
+        return tuple(chosen["patch"][-1])
+    inference.batch_size_for, inference.fitting_patch = record_batch, record_patch
+    if fixed_budget:  # the baseline: the engine's 1 GiB budget whatever memory is left
+        inference.cpu_budget_bytes = lambda: inference.CPU_BUDGET_BYTES
     start = time.perf_counter()
     pipeline.synthesize(inputs, entry.targets[0], entry.model, anatomy=entry.anatomy, register=register, device=device)
     total = time.perf_counter() - start
@@ -74,7 +97,8 @@ def _one(model_file: str, size: str, device: str, register: str) -> dict:
             "registration_s": spent["registration"], "network_s": spent["network"],
             "rest_s": total - spent["network"] - spent["registration"],
             "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "peak_gpu_gib": peak_gpu,
-            "ratio_total_over_network": total / max(spent["network"], 1e-9)}
+            "ratio_total_over_network": total / max(spent["network"], 1e-9),
+            "batch_sizes": sorted(set(chosen["batch"])), "patch": chosen["patch"][0] if chosen["patch"] else None}
 
 
 def main() -> None:
@@ -83,10 +107,17 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--register", default="none", choices=("none", "rigid", "affine", "syn"))
     parser.add_argument("--models", nargs="*", help="weight files (default: every bundled one with a synthesis plan)")
+    parser.add_argument("--address-space-gib", type=float,
+                        help="run each synthesis under this address-space limit (ulimit -v): the engine must "
+                             "tile finer (smaller batches and patches) instead of failing")
+    parser.add_argument("--fixed-budget", action="store_true",
+                        help="baseline: ignore the memory left and use the 1 GiB CPU budget (what a memory-blind "
+                             "engine would do)")
     parser.add_argument("--one", nargs=2, metavar=("FILE", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(_one(args.one[0], args.one[1], args.device, args.register)))
+        _limit_address_space(args.address_space_gib)
+        print(json.dumps(_one(args.one[0], args.one[1], args.device, args.register, args.fixed_budget)))
         return
 
     from MRISynthesisLib.predictors import _PLANS
@@ -94,12 +125,16 @@ def main() -> None:
 
     files = args.models or [e.file for e in read_manifest() if e.model in _PLANS]
     rows = []
+    if args.address_space_gib:
+        print(f"address space limited to {args.address_space_gib:g} GiB per synthesis (ulimit -v)")
     print(f"{'weights':34} {'size':>12} {'total s':>8} {'reg %':>6} {'net %':>6} {'rest %':>6} {'RSS GiB':>8} "
-          f"{'total/net':>9}")
+          f"{'total/net':>9} {'batch':>6} {'patch':>10}")
     for file in files:
         for size in args.sizes:
+            limit = ["--address-space-gib", str(args.address_space_gib)] if args.address_space_gib else []
+            limit += ["--fixed-budget"] if args.fixed_budget else []
             done = subprocess.run([sys.executable, __file__, "--one", file, size, "--device", args.device,
-                                   "--register", args.register], capture_output=True, text=True)
+                                   "--register", args.register, *limit], capture_output=True, text=True)
             if done.returncode != 0:
                 print(f"{file:34} {size:>12} failed: {done.stderr.strip().splitlines()[-1:]}")
                 rows.append({"model": file, "size": size, "error": done.stderr[-2000:]})
@@ -108,8 +143,11 @@ def main() -> None:
             rows.append(row)
             share = {k: 100 * row[f"{k}_s"] / row["total_s"] for k in ("registration", "network", "rest")}
             print(f"{file:34} {size:>12} {row['total_s']:8.1f} {share['registration']:6.1f} {share['network']:6.1f} "
-                  f"{share['rest']:6.1f} {row['peak_rss_gib']:8.2f} {row['ratio_total_over_network']:9.2f}")
-    write_results("synthesis", {"machine": machine(), "rows": rows})
+                  f"{share['rest']:6.1f} {row['peak_rss_gib']:8.2f} {row['ratio_total_over_network']:9.2f} "
+                  f"{','.join(map(str, row['batch_sizes'])):>6} {'x'.join(map(str, row['patch'] or ['-'])):>10}")
+    name = "synthesis" + (f"-limit-{args.address_space_gib:g}gib" if args.address_space_gib else "") + \
+        ("-fixed-budget" if args.fixed_budget else "")
+    write_results(name, {"machine": machine(), "address_space_gib": args.address_space_gib, "rows": rows})
 
 
 if __name__ == "__main__":
