@@ -20,6 +20,7 @@ import numpy as np
 from .inputs import model_frames
 from .phantom import sample
 from .pipeline import normalization_for, compare_to_real, finish, prepare
+from .preprocess import resample_to
 from .predictors import plan_for, run_plan
 from .training.data import aligned_sequences
 from .weights import WeightsEntry, load_model, read_manifest
@@ -69,7 +70,7 @@ def fit_baselines(entry: WeightsEntry, target: str, seeds=BASELINE_TRAIN_SEEDS, 
         aligned = aligned_sequences(subject, (*sources, target))  # as the training cases are
         prepared = prepare(_model_view(entry, aligned, sources), sources, _reference(sources), "none",
                            entry.voxel_size_mm, normalization=entry.normalization)
-        real = aligned[target].array
+        real = resample_to(aligned[target], prepared.work).array  # the work grid: the reference's may differ
         y = normalization_for(entry.normalization, real, prepared.mask).apply(real)[prepared.mask]
         x = _features(prepared, prepared.mask)
         pick = rng.choice(len(y), size=min(voxels_per_subject, len(y)), replace=False)
@@ -87,10 +88,10 @@ def _predict_baseline(regressor, prepared) -> np.ndarray:
 
 
 def evaluate_entry(entry: WeightsEntry, target: str, seeds=HELD_OUT_SEEDS, *, device: str = "cpu",
-                   say=print) -> dict:
+                   baseline_seeds=BASELINE_TRAIN_SEEDS, say=print) -> dict:
     """Per method (model, linear, hgb): mean and SD over ``seeds`` of SSIM, PSNR, NMSE, MAE."""
     sources = sources_for(entry, target)
-    baselines = fit_baselines(entry, target)
+    baselines = fit_baselines(entry, target, baseline_seeds)
     plan = plan_for(entry, load_model(entry, device=device), target, sources)
     scores: dict[str, list[dict]] = {entry.model: [], "linear": [], "hgb": []}
     for seed in seeds:

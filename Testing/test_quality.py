@@ -55,3 +55,18 @@ def test_any_to_any_models_are_evaluated_from_every_other_sequence_and_the_verdi
     assert "does NOT beat" in verdict(weak, "m") and "short of" in verdict(weak, "m")
     two = manifest_metrics([{"target": "T1", "model": "m", "methods": good}, {"target": "T2", "model": "m", "methods": weak}])
     assert "T1: verdict" in two and "T2: m PSNR" in two
+
+
+def test_breast_model_from_4d_series_is_evaluated_on_the_work_grid(tmp_path, monkeypatch):
+    """The breast phantom's reference (T1) grid is not the model's isotropic work grid, and its DWI and
+    DCE are 4D: the baselines and the model must both see the frames the model takes, on the work grid."""
+    from MRISynthesisLib import quality
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    entry = bundle_untrained(folder, "important-net", anatomy="breast", inputs=("T1", "DWI", "DCE"),
+                             frames={"DWI": -1, "DCE": 1})
+    monkeypatch.setenv("MRISYNTHESIS_MODELS_DIR", str(folder))
+    methods = quality.evaluate_entry(entry, "T2", seeds=(7,), baseline_seeds=(10000,), say=lambda m: None)
+    assert set(methods) == {"important-net", "linear", "hgb"}
+    assert all(abs(m["psnr"]["mean"]) < 100 for m in methods.values())

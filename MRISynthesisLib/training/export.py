@@ -67,6 +67,14 @@ def _read_record(path: Path, keys: tuple[str, ...]) -> dict:
     return record
 
 
+def _frames_line(frames: dict[str, int]) -> str:
+    """The model card's line on 4D inputs: which frame of each series the network sees."""
+    if not frames:
+        return ""
+    said = ", ".join(f"{name} frame {'-1 (the last)' if index == -1 else index}" for name, index in frames.items())
+    return f"\n- 4D series: the network sees one frame of each ({said}, counting from 0); the pipeline picks it."
+
+
 def write_model_card(entry: WeightsEntry, folder: str | Path | None = None) -> Path:
     """A Markdown model card beside the weights: intended use, inputs, training, measured metrics, limits."""
     from ..predictors import has_plan
@@ -79,7 +87,7 @@ def write_model_card(entry: WeightsEntry, folder: str | Path | None = None) -> P
   (the pipeline does both).
 - Intensities: `{entry.normalization}` normalisation within the foreground; the output is mapped back to
   the reference sequence's intensity scale.
-- Inference: {'3D patches of ' + 'x'.join(map(str, entry.patch_size)) + ' voxels, Gaussian-blended' if entry.patch_size else 'whole slices'}."""
+- Inference: {'3D patches of ' + 'x'.join(map(str, entry.patch_size)) + ' voxels, Gaussian-blended' if entry.patch_size else 'whole slices'}.{_frames_line(entry.frames)}"""
     else:
         size = entry.build_overrides.get("patch_size", 64)
         title = f"de novo {size} x {size} multiparametric patches ({entry.build_overrides.get('variant', 'dcgan')})"
