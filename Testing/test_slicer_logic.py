@@ -84,6 +84,26 @@ def test_synthesis_from_nodes_makes_named_coloured_attributed_nodes_in_a_folder(
     assert fractions[-1] == 1.0
 
 
+def test_synthesis_from_nodes_equals_the_command_line_on_the_same_files(scene, bundle, tmp_path, monkeypatch):
+    """What headless ``batch.py`` relies on: the Logic on nodes loaded from files gives the voxels that
+    ``mri-synthesis synthesize`` writes for the same files (one pipeline, exact geometry both ways)."""
+    from MRISynthesisLib.cli import main
+    from MRISynthesisLib.volume import read_volume, write_volume
+
+    subject = sample_brain(6, resolution=4.0, n_lesions=1)
+    files = {s: write_volume(subject.sequences[s], tmp_path / f"{s}.nii.gz") for s in ("T1", "T2", "FLAIR")}
+    monkeypatch.setenv("MRISYNTHESIS_MODELS_DIR", str(bundle))
+    out = tmp_path / "cli.nii.gz"
+    assert main(["synthesize", "--model", "unet-ct1", "--input", *(f"{s}={p}" for s, p in files.items()),
+                 "--target", "T1ce", "--out", str(out), "--register", "none", "--device", "cpu", "--quiet"]) == 0
+    nodes = {s: node_from_volume(scene, read_volume(p), f"file {s}") for s, p in files.items()}
+    run = SynthesisLogic(scene).synthesize(nodes, "T1ce", "unet-ct1", register="none", device="cpu",
+                                           weights_folder=bundle)
+    from_cli, from_logic = read_volume(out), volume_from_node(run.synthesized)
+    np.testing.assert_allclose(from_logic.array, from_cli.array, atol=1e-4)
+    np.testing.assert_allclose(from_logic.index_to_physical(), from_cli.index_to_physical(), atol=1e-4)
+
+
 def test_bad_selections_give_the_message_the_user_sees(scene, bundle):
     volume = make_volume((8, 8, 8), seed=1)
     a, b = node_from_volume(scene, volume, "a"), node_from_volume(scene, volume, "b")
