@@ -46,7 +46,10 @@ def _rotation(q, reflect: bool) -> np.ndarray:
     r = np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
                   [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
                   [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
-    return r @ np.diag([1.0, 1.0, -1.0 if reflect else 1.0])
+    r = r @ np.diag([1.0, 1.0, -1.0 if reflect else 1.0])
+    # components like 1e-306 (squares of hypothesis's tiny floats) are not what any header holds, and
+    # ITK's matrix inverse turns them into NaN: read them as the exact zeros they stand for
+    return np.where(np.abs(r) < 1e-12, 0.0, r)
 
 
 def _signed_permutation(order, signs) -> np.ndarray:
