@@ -21,6 +21,19 @@ from .models.mp_gan import CHANNELS, CLASSES, TRAINING
 
 #: held-out breast phantom seeds for real patches (training uses 10000 and above)
 REAL_SEEDS = tuple(range(200, 230))
+#: the first training seed (``training.trainer.source_for``); held-out seeds stay below it
+FIRST_TRAINING_SEED = 10000
+
+
+def held_out_seeds(n: int) -> list[int]:
+    """The ``n`` breast phantom seeds of ``--real phantom:breast:N``: 200-229, then 300 on; never a training seed."""
+    if n < 1:
+        raise InputError(f"--real phantom:breast:{n}: at least one held-out subject is needed")
+    seeds = list(REAL_SEEDS[:n]) + list(range(300, 300 + max(0, n - len(REAL_SEEDS))))
+    if seeds[-1] >= FIRST_TRAINING_SEED:
+        raise InputError(f"--real phantom:breast:{n}: so many subjects would reach the training seeds "
+                         f"({FIRST_TRAINING_SEED} on); use at most {FIRST_TRAINING_SEED - 300 + len(REAL_SEEDS)}")
+    return seeds
 
 
 def find_generator(variant: str = "dcgan", weights_folder=None):
@@ -100,12 +113,14 @@ def real_patches(data: str, size: int) -> tuple[np.ndarray, np.ndarray]:
     parts = data.split(":")
     if parts[1] != "breast":
         raise InputError(f"--real {data}: real patches come from breast subjects (phantom:breast[:N])")
-    n = int(parts[2]) if len(parts) > 2 else len(REAL_SEEDS)
+    try:
+        n = int(parts[2]) if len(parts) > 2 else len(REAL_SEEDS)
+    except ValueError as err:
+        raise InputError(f"--real {data}: the number of subjects must be an integer") from err
     from .training.data import PhantomSource
 
     from .training.recipes.mp_gan import MPGANRecipe
-    source = PhantomSource("breast", list(REAL_SEEDS[:n]) + list(range(300, 300 + max(0, n - len(REAL_SEEDS)))),
-                           sequences=("T2", "DCE"), scheme=MPGANRecipe.normalization,
+    source = PhantomSource("breast", held_out_seeds(n), sequences=("T2", "DCE"), scheme=MPGANRecipe.normalization,
                            resolution=MPGANRecipe.phantom_resolution["lite" if size == 32 else "paper"])
     pools = []
     for k, name in enumerate(source.names()):
@@ -124,6 +139,11 @@ def run_evaluate_gan(real: str, out: str | Path | None, *, variant: str = "dcgan
     size = int(entry.build_overrides.get("patch_size", 64))
     patches, classes = real_patches(real, size)
     report = {"weights": entry.file, "variant": variant, "real": real, "classes": {}}
+    if not real.startswith("phantom:"):
+        from .patches import patch_source
+        origin = patch_source(real)  # a file evaluate-gan wrote from held-out subjects says which
+        if origin is not None:
+            report.update(real=origin, real_file=str(real))
     for k, name in enumerate(CLASSES):
         mine = patches[classes == k]
         if len(mine) < 2:
@@ -144,7 +164,7 @@ def run_evaluate_gan(real: str, out: str | Path | None, *, variant: str = "dcgan
         folder = output_folder(out)
         (folder / "evaluate-gan.json").write_text(json.dumps(report, indent=1))
         if real.startswith("phantom:"):  # reusable with --real for the next evaluation
-            save_patches(folder / "real-patches.npz", patches, classes)
+            save_patches(folder / "real-patches.npz", patches, classes, source=real)
     return report
 
 

@@ -2,7 +2,19 @@
 
 Following the paper: axial patches centred on the centre of mass of each benign and malignant lesion,
 and on random points inside the breast with no lesion within a ``size/2`` x ``size/2`` neighbourhood
-(``healthy``, "no findings"). Each patch has the MP-GAN's seven channels (``models.mp_gan.CHANNELS``:
+(``healthy``, "no findings"). Where the paper is vague, our choices:
+
+* An *individual lesion* is a connected lesion mask after closing gaps of up to :data:`MERGE_VOXELS`
+  voxels (26-connectivity). A spiculated mass resampled to the training grid falls apart into pieces
+  (the breast phantom's malignant masses into 2-6 face-connected ones); counting each piece as a lesion
+  centred patches on spicule tips and gave one malignant subject up to six patches, most of them off
+  the enhancing mass. The patch is centred on the centre of mass of the whole lesion.
+* ``per_lesion="centre"`` (default, used for evaluation): one patch per lesion, on the axial slice of
+  its centre of mass, so real patches of a set are independent samples, as a two-sample test needs.
+  ``per_lesion="slices"`` (training): one patch per axial slice whose lesion cross-section is at least
+  half the lesion's largest, each centred on that slice's centre of mass. The paper's Table 1 has 2.4
+  (benign) and 3.3 (malignant) patches per lesion, i.e. several axial slices of each lesion on its
+  32-slice grid; on our thinner slices the central half-area slices cover about the same extent. Each patch has the MP-GAN's seven channels (``models.mp_gan.CHANNELS``:
 T2, T1 pre, T1 post 1-4 and the subtraction) from normalised [-1, 1] volumes, so it is what the
 generator learns to produce. Patches are stored as one compressed ``.npz`` per split (``patches``
 (N, 7, S, S) float32, ``classes`` (N,) int64 in ``models.mp_gan.CLASSES`` order).
@@ -24,6 +36,30 @@ from .volume import non_finite
 
 #: breast phantom label -> MP-GAN class index (cysts, label 3, are not a class of the paper)
 LESION_CLASS = {1: CLASSES.index("benign"), 2: CLASSES.index("malignant")}
+#: pieces of one label closer than this (voxels, after dilation) count as one lesion
+MERGE_VOXELS = 2
+PER_LESION = ("centre", "slices")
+
+
+def lesions(labels: np.ndarray, label: int) -> list[np.ndarray]:
+    """The voxel masks of the individual lesions of ``label``: pieces within :data:`MERGE_VOXELS` merged."""
+    mask = labels == label
+    if not mask.any():
+        return []
+    grown = ndimage.binary_dilation(mask, structure=ndimage.generate_binary_structure(3, 3), iterations=MERGE_VOXELS)
+    groups, count = ndimage.label(grown, structure=np.ones((3, 3, 3)))
+    return [mask & (groups == k) for k in range(1, count + 1)]
+
+
+def _lesion_centres(lesion: np.ndarray, per_lesion: str) -> list[tuple[int, int, int]]:
+    if per_lesion == "centre":
+        return [tuple(int(round(c)) for c in ndimage.center_of_mass(lesion))]
+    area = lesion.sum(axis=(1, 2))
+    centres = []
+    for z in np.flatnonzero(area >= 0.5 * area.max()):
+        cy, cx = ndimage.center_of_mass(lesion[z])
+        centres.append((int(z), int(round(cy)), int(round(cx))))
+    return centres
 
 
 def _crop(plane: np.ndarray, center: tuple[int, int], size: int) -> np.ndarray:
@@ -40,7 +76,8 @@ def _patch(t2: np.ndarray, dce: np.ndarray, z: int, center: tuple[int, int], siz
 
 
 def extract_patches(volumes: Mapping[str, np.ndarray], labels: np.ndarray, mask: np.ndarray,
-                    rng: np.random.Generator, *, size: int = 64, healthy: int = 8) -> tuple[np.ndarray, np.ndarray]:
+                    rng: np.random.Generator, *, size: int = 64, healthy: int = 8,
+                    per_lesion: str = "centre") -> tuple[np.ndarray, np.ndarray]:
     """Lesion and healthy-tissue patches of one case.
 
     Args:
@@ -48,6 +85,7 @@ def extract_patches(volumes: Mapping[str, np.ndarray], labels: np.ndarray, mask:
         labels: lesion labels (1 benign, 2 malignant; others ignored).
         mask: the breast (body) foreground, where healthy centres are drawn.
         healthy: how many healthy patches to draw (fewer when the breast has no room for them).
+        per_lesion: ``centre`` (one patch per lesion) or ``slices`` (its central axial slices), see above.
     Returns:
         (patches (N, 7, size, size) float32, classes (N,) int64).
     """
@@ -60,13 +98,14 @@ def extract_patches(volumes: Mapping[str, np.ndarray], labels: np.ndarray, mask:
         raise InputError(f"labels {labels.shape} and mask {mask.shape} must match T2's grid {t2.shape}")
     if size < 16 or size % 16:
         raise InputError(f"patch size must be a positive multiple of 16, not {size}")
+    if per_lesion not in PER_LESION:
+        raise InputError(f"per_lesion must be one of {', '.join(PER_LESION)}, not {per_lesion!r}")
     patches, classes = [], []
     for label, class_index in LESION_CLASS.items():
-        components, count = ndimage.label(labels == label)
-        for k in range(1, count + 1):
-            cz, cy, cx = (int(round(c)) for c in ndimage.center_of_mass(components == k))
-            patches.append(_patch(t2, dce, cz, (cy, cx), size))
-            classes.append(class_index)
+        for lesion in lesions(labels, label):
+            for cz, cy, cx in _lesion_centres(lesion, per_lesion):
+                patches.append(_patch(t2, dce, cz, (cy, cx), size))
+                classes.append(class_index)
     near_lesion = ndimage.maximum_filter(np.isin(labels, list(LESION_CLASS) + [3]), size=(1, size // 2, size // 2))
     candidates = np.argwhere(mask & ~near_lesion)
     for index in rng.choice(len(candidates), min(healthy, len(candidates)), replace=False) if len(candidates) else []:
@@ -78,8 +117,9 @@ def extract_patches(volumes: Mapping[str, np.ndarray], labels: np.ndarray, mask:
     return np.stack(patches).astype(np.float32), np.asarray(classes, np.int64)
 
 
-def save_patches(path: str | Path, patches: np.ndarray, classes: np.ndarray) -> Path:
-    """One compressed file per split, written to a temporary name and renamed."""
+def save_patches(path: str | Path, patches: np.ndarray, classes: np.ndarray, source: str | None = None) -> Path:
+    """One compressed file per split, written to a temporary name and renamed; ``source`` (say
+    ``phantom:breast:150``) is stored beside the patches and read back by :func:`patch_source`."""
     patches, classes = np.asarray(patches, np.float32), np.asarray(classes, np.int64)
     if patches.ndim != 4 or patches.shape[1] != len(CHANNELS) or len(classes) != len(patches):
         raise InputError(f"patches must be (N, {len(CHANNELS)}, S, S) with N classes, not {patches.shape} and "
@@ -88,7 +128,7 @@ def save_patches(path: str | Path, patches: np.ndarray, classes: np.ndarray) -> 
     tmp = path.with_name(f".partial-{path.name}")
     with open(tmp, "wb") as handle:
         np.savez_compressed(handle, patches=patches, classes=classes, channels=np.array(CHANNELS),
-                            class_names=np.array(CLASSES))
+                            class_names=np.array(CLASSES), **({"source": np.array(source)} if source else {}))
     tmp.replace(path)
     return path
 
@@ -113,3 +153,12 @@ def load_patches(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if bad:
         raise InputError(f"{path}: contains {bad} value(s)")
     return patches, classes
+
+
+def patch_source(path: str | Path) -> str | None:
+    """Where a patch file's patches came from, when :func:`save_patches` was told (else None)."""
+    try:
+        with np.load(path) as data:
+            return str(data["source"]) if "source" in data.files else None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error):
+        return None

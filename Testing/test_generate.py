@@ -116,3 +116,30 @@ def test_manifest_figures_and_verdict_of_an_evaluation():
     figures = manifest_metrics(bad)
     assert "NOT below" in figures["verdict"] and "NOT within" in figures["verdict"]
     assert figures["benign: washout real / generated"] == "0.00 / 0.30 (30 pp)"
+
+
+def test_held_out_real_subjects_never_overlap_the_training_seeds():
+    from MRISynthesisLib.generate_cmd import held_out_seeds
+    from MRISynthesisLib.training.recipes import recipe_for
+    from MRISynthesisLib.training.trainer import source_for
+
+    seeds = held_out_seeds(400)
+    assert len(seeds) == len(set(seeds)) == 400 and seeds[:30] == list(range(200, 230))
+    training = source_for("phantom:breast:400", recipe_for("mp-gan"), "lite", 0).seeds
+    assert not set(seeds) & set(training)
+    with pytest.raises(InputError, match="training seeds"):
+        held_out_seeds(9800)
+    with pytest.raises(InputError, match="integer"):
+        run_evaluate_gan("phantom:breast:many", None)
+
+
+def test_a_real_patch_file_written_from_phantom_subjects_keeps_their_name(models, tmp_path):
+    from MRISynthesisLib.patches import patch_source
+
+    rng = np.random.default_rng(0)
+    patches = rng.uniform(-1, 1, (6, 7, 32, 32)).astype(np.float32)
+    path = save_patches(tmp_path / "real.npz", patches, np.array([0, 0, 1, 1, 2, 2]), source="phantom:breast:150")
+    assert patch_source(path) == "phantom:breast:150"
+    assert patch_source(save_patches(tmp_path / "plain.npz", patches, np.zeros(6, np.int64))) is None
+    report = run_evaluate_gan(str(path), None, n=4)
+    assert report["real"] == "phantom:breast:150" and report["real_file"] == str(path)

@@ -48,8 +48,51 @@ def test_patches_have_the_models_channels_and_classes(cases, tmp_path):
     with pytest.raises(InputError, match="need T2"):
         extract_patches({"T2": cases[0].volumes["T2"], "DCE": cases[0].volumes["T2"]}, cases[0].labels,
                         cases[0].mask, rng)
-    with pytest.raises(InputError, match="not a patch file"):
+    with pytest.raises(InputError, match="file not found"):
         load_patches(tmp_path / "missing.npz")
+
+
+def _synthetic_case(lesion_slices):
+    """T2 and a DCE series (all -1 but the lesion, which enhances), and labels from ``lesion_slices``:
+    {z: [(label, y0, y1, x0, x1), ...]}."""
+    shape = (12, 64, 64)
+    labels = np.zeros(shape, np.uint8)
+    for z, boxes in lesion_slices.items():
+        for label, y0, y1, x0, x1 in boxes:
+            labels[z, y0:y1, x0:x1] = label
+    dce = np.full((5,) + shape, -1.0, np.float32)
+    dce[1:, labels > 0] = 0.5
+    return {"T2": np.zeros(shape, np.float32), "DCE": dce}, labels, np.ones(shape, bool)
+
+
+def test_a_lesion_in_pieces_is_one_lesion_centred_on_its_centre_of_mass():
+    # a malignant mass whose spicule fell off on resampling (a one-voxel gap) and a benign lesion far away
+    volumes, labels, mask = _synthetic_case({5: [(2, 20, 30, 20, 30), (2, 31, 33, 20, 30), (1, 50, 54, 50, 54)],
+                                             6: [(2, 20, 29, 20, 29)]})
+    patches, classes = extract_patches(volumes, labels, mask, np.random.default_rng(0), size=32, healthy=0)
+    assert sorted(classes.tolist()) == [0, 1]
+    malignant = patches[classes == 1][0]
+    # the patch centre (16, 16) is the mass's centre of mass: enhancing (post1 > -1) around it
+    assert malignant[2, 14:18, 14:18].min() > 0
+    assert len(extract_patches(volumes, labels, mask, np.random.default_rng(0), size=32, healthy=0,
+                               per_lesion="slices")[0]) == 3  # two slices of the mass, one of the benign lesion
+    with pytest.raises(InputError, match="per_lesion"):
+        extract_patches(volumes, labels, mask, np.random.default_rng(0), size=32, per_lesion="all")
+
+
+def test_training_keeps_only_the_patches_and_draws_the_same_batches(cases):
+    recipe = recipe_for("mp-gan")("lite", CPU)
+    full = recipe.make_batch(cases, np.random.default_rng(3), 12)
+    slim = recipe_for("mp-gan")("lite", CPU)
+    prepared = [slim.prepare_case(c) for c in cases]
+    assert all(not c.volumes and c.labels.size == 0 for c in prepared)
+    again = slim.make_batch(prepared, np.random.default_rng(3), 12)
+    assert all(np.array_equal(full[k], again[k]) for k in full)
+    # lesions give several central slices each, and every class is drawn about as often
+    _, classes = recipe._pool(cases[0])
+    assert (classes != CLASSES.index("healthy")).sum() >= 2
+    drawn = recipe.make_batch(cases, np.random.default_rng(4), 300)["labels"]
+    assert np.bincount(drawn, minlength=3).min() > 70
 
 
 @pytest.mark.parametrize("variant, adversary_steps", [("dcgan", 1), ("wgan", 5)])

@@ -201,16 +201,24 @@ class FolderSource:
         return normalize_case(name, volumes, labels, self.scheme, {"source": "folder", "files": {k: str(v) for k, v in files.items()}})
 
 
-def load_cases(source, names: Iterable[str], cache: CaseCache) -> list[Case]:
-    """Cases from the cache, building (and caching) the missing ones."""
+def load_cases(source, names: Iterable[str], cache: CaseCache, prepare=None) -> list[Case]:
+    """Cases from the cache, building (and caching) the missing ones; ``prepare(case)``, when given,
+    replaces each case as soon as it is loaded (so only one full case is in memory at a time)."""
     cases = []
     for name in names:
         case = cache.load(name)
         if case is None:
             case = source.build(name)
             cache.save(case)
-        cases.append(case)
+        cases.append(prepare(case) if prepare is not None else case)
     return cases
+
+
+def build_cache(source, names: Iterable[str], cache: CaseCache) -> None:
+    """Build and cache the cases not yet cached, keeping none of them in memory."""
+    for name in names:
+        if not cache.path(name).exists():
+            cache.save(source.build(name))
 
 
 def split_cases(names: Sequence[str], validation_fraction: float, seed: int) -> tuple[list[str], list[str]]:

@@ -34,7 +34,7 @@ from ..errors import InputError
 from ..inference import choose_device
 from ..volume import discard_if_failed, output_folder, refuse_inside
 from . import checkpoint
-from .data import CaseCache, FolderSource, PhantomSource, load_cases, split_cases
+from .data import CaseCache, FolderSource, PhantomSource, build_cache, load_cases, split_cases
 from .recipes import recipe_for
 
 DEFAULT_PHANTOM_SUBJECTS = 12
@@ -240,10 +240,11 @@ def train(options: TrainOptions, *, progress: bool = True, say=print) -> dict:
         cache = CaseCache(out / "cache")
         if rank == 0:
             (out / "split.json").write_text(json.dumps({"train": train_names, "validation": val_names}, indent=1))
-            load_cases(source, names, cache)  # build the cache once, before other ranks read it
+            build_cache(source, names, cache)  # build the cache once, before other ranks read it
     if world > 1:
         torch.distributed.barrier()
-    train_cases, val_cases = load_cases(source, train_names, cache), load_cases(source, val_names, cache)
+    train_cases = load_cases(source, train_names, cache, recipe.prepare_case)
+    val_cases = load_cases(source, val_names, cache, recipe.prepare_case)
 
     batch_size = options.batch_size or recipe.batch_size[options.config]
     if world > 1:

@@ -102,6 +102,11 @@ class Recipe:
         for key, value in state["schedulers"].items():
             self.schedulers[key].load_state_dict(value)
 
+    def prepare_case(self, case):
+        """What the trainer keeps of each loaded case (the case itself here); a recipe that needs only
+        part of it (the MP-GAN: its patches) returns less, so that many cases fit in memory."""
+        return case
+
     def end_of_epoch(self) -> None:
         """Called once per epoch (a fixed number of steps): steps the schedulers."""
         for scheduler in self.schedulers.values():

@@ -6,11 +6,17 @@ DCGAN paper's settings, which section 3.1 adopts), one discriminator step per ge
 penalty as unstable), RMSProp 5e-5 and five critic steps per generator step (section 3.2, from Arjovsky
 et al.). Settings live in ``models.mp_gan.TRAINING``; batch 64 in the paper, 16 in ``lite``.
 
-Data: the patches of :mod:`MRISynthesisLib.patches` (lesion centres and healthy breast), drawn with equal
+Data: the patches of :mod:`MRISynthesisLib.patches` (each lesion's central axial slices,
+``per_lesion="slices"``, as the paper's 2-3 patches per lesion; healthy breast), drawn with equal
 probability per class present (the paper trains one GAN per class; one conditional GAN sees the rare
-lesion classes as often as healthy tissue), random flips. Each case's patches are extracted once, with
-a generator seeded from the case name, so every process and every resume sees the same pool. Patches of
-32 x 32 on the 1.5 mm phantom (``lite``: 48 mm, about the paper's 64 x 64 at 0.7 mm) or 64 x 64 (``paper``).
+lesion classes as often as healthy tissue). Augmentation: the paper names none beyond its overlapping
+patches; we add random left-right flips only (the two breasts are mirror images, so a flipped patch is
+one the data could hold) and no vertical flips or rotations (skin and chest wall have a fixed
+anterior-posterior side in axial patches). Each case's patches are extracted once, with a generator
+seeded from the case name, so every process and every resume sees the same pool; the trainer keeps only
+those patches (:meth:`prepare_case`), not the case's volumes, so hundreds of subjects fit in memory.
+Patches of 32 x 32 on the 1.5 mm phantom (``lite``: 48 mm, about the paper's 64 x 64 at 0.7 mm) or
+64 x 64 (``paper``).
 
 Validation: a GAN has no paired target, so :meth:`predict` returns generated patches for the batch's
 classes (fixed noise) beside the real ones; the trainer's PSNR/SSIM on them is only a sanity signal.
@@ -27,8 +33,9 @@ import torch.nn.functional as F
 
 from ...errors import InputError
 from ...models import build
-from ...models.mp_gan import TRAINING, build_critic, build_discriminator
+from ...models.mp_gan import CLASSES, TRAINING, build_critic, build_discriminator
 from ...patches import extract_patches
+from ..data import Case
 from .base import Recipe
 
 VARIANTS = tuple(TRAINING)
@@ -78,18 +85,36 @@ class MPGANRecipe(Recipe):
         if case.name not in self._pools:
             rng = np.random.default_rng(zlib.crc32(case.name.encode()))
             self._pools[case.name] = extract_patches(case.volumes, case.labels, case.mask, rng,
-                                                     size=self.patch[self.config], healthy=self.healthy_per_case)
+                                                     size=self.patch[self.config], healthy=self.healthy_per_case,
+                                                     per_lesion="slices")
         return self._pools[case.name]
 
+    def prepare_case(self, case: Case) -> Case:
+        """The case reduced to its name: its patches are extracted now and kept here (a breast case's
+        volumes are ~30 MB, its patches ~1 MB)."""
+        self._pool(case)
+        empty = np.zeros((0, 0, 0))
+        return Case(case.name, {}, empty.astype(bool), empty.astype(np.uint8), case.meta)
+
+    def _joined(self, cases) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        """All patches of ``cases``, their classes and the indices of each class, built once per case list
+        (concatenating every case's pool at every step cost more than the step itself)."""
+        key = tuple(c.name for c in cases)
+        if getattr(self, "_joined_key", None) != key:
+            pools = [self._pool(c) for c in cases]
+            patches = np.concatenate([p for p, _ in pools])
+            classes = np.concatenate([c for _, c in pools])
+            self._joined_key = key
+            self._joined_value = patches, classes, [np.flatnonzero(classes == k) for k in range(len(CLASSES))]
+        return self._joined_value
+
     def make_batch(self, cases, rng: np.random.Generator, batch_size: int) -> dict[str, np.ndarray]:
-        pools = [self._pool(c) for c in cases]
-        patches = np.concatenate([p for p, _ in pools])
-        classes = np.concatenate([c for _, c in pools])
+        patches, classes, by_class = self._joined(cases)
         present = np.unique(classes)
         if len(present) == 0:
             raise InputError("the training cases give no patches (no breast foreground?)")
         drawn = present[rng.integers(len(present), size=batch_size)]
-        chosen = np.array([rng.choice(np.flatnonzero(classes == c)) for c in drawn])
+        chosen = np.array([rng.choice(by_class[c]) for c in drawn])
         x = patches[chosen].copy()
         flip = rng.random(batch_size) < 0.5
         x[flip] = x[flip][..., ::-1]
