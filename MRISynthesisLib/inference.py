@@ -112,14 +112,17 @@ def cpu_budget_bytes() -> int:
     return CPU_BUDGET_BYTES if headroom is None else min(CPU_BUDGET_BYTES, headroom // 4)
 
 
+def memory_budget(device: torch.device) -> int:
+    """Bytes of activations one batch may take: free GPU memory / 2 on CUDA, :func:`cpu_budget_bytes` on the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0] // 2
+    return cpu_budget_bytes()
+
+
 def batch_size_for(sample_voxels: int, widest_channels: int, device: torch.device, *, limit: int = 64) -> int:
     """How many samples fit the memory budget: free GPU memory / 2 on CUDA, :func:`cpu_budget_bytes` on
     the CPU; at least one."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        budget = free // 2
-    else:
-        budget = cpu_budget_bytes()
+    budget = memory_budget(device)
     per_sample = max(sample_voxels * widest_channels * _BYTES_PER_VOXEL_CHANNEL, 1)
     return int(max(1, min(limit, budget // per_sample)))
 
@@ -201,7 +204,7 @@ def fitting_patch(patch_size: tuple[int, ...], widest_channels: int, device: tor
     """``patch_size``, or a smaller one that fits the memory budget: the largest axis shrinks by
     ``multiple`` at a time, never below twice ``multiple`` (the smallest a fully convolutional network
     with that down-sampling still sees context in)."""
-    budget = cpu_budget_bytes() if device.type != "cuda" else torch.cuda.mem_get_info(device)[0] // 2
+    budget = memory_budget(device)
     patch = list(patch_size)
     while int(np.prod(patch)) * widest_channels * _BYTES_PER_VOXEL_CHANNEL > budget:
         axis = int(np.argmax(patch))
