@@ -96,14 +96,6 @@ def output_name(case: str, files: Mapping[str, Path], target: str) -> str:
     return f"{case}-{SUFFIX_2023[target]}.nii.gz"
 
 
-def _inside(child: Path, parent: Path) -> bool:
-    try:
-        child.resolve().relative_to(parent.resolve())
-        return True
-    except ValueError:
-        return False
-
-
 ALREADY_WRITTEN = "already written (--overwrite to redo)"
 
 
@@ -205,13 +197,12 @@ def run_batch(data: str | Path, out: str | Path, *, model: str = "best", anatomy
     """Synthesize every case's missing sequences; returns one result per case (never stops at a failure)."""
     from tqdm import tqdm
 
-    from .volume import output_folder
+    from .volume import output_folder, refuse_inside
 
     if anatomy not in EXPECTED:
         raise InputError(f"batch knows the expected sequences of {', '.join(EXPECTED)} cases, not {anatomy}")
     data_path, out_path = Path(data), Path(out)
-    if data_path.is_dir() and _inside(out_path, data_path):
-        raise InputError(f"{out_path}: the output folder is inside the input folder {data_path}; choose another")
+    refuse_inside(out_path, data_path)
     cases = list_cases(data_path)
     out_path = output_folder(out_path)
     results = [process_case(case, files, out_path, anatomy=anatomy, model=model, brasyn=brasyn, register=register,
