@@ -104,8 +104,9 @@ def run_generate(lesion_class: str, n: int, out: str | Path, *, variant: str = "
     return out
 
 
-def real_patches(data: str, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Real patches: a patch file, or ``phantom:breast[:N]`` held-out subjects (N, default 30)."""
+def real_patches(data: str, size: int, foreground: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Real patches: a patch file, or ``phantom:breast[:N]`` held-out subjects (N, default 30), normalised
+    within ``foreground`` (the generator's, from its manifest entry; the recipe's when None)."""
     from .patches import extract_patches, load_patches
 
     if not data.startswith("phantom:"):
@@ -121,7 +122,8 @@ def real_patches(data: str, size: int) -> tuple[np.ndarray, np.ndarray]:
 
     from .training.recipes.mp_gan import MPGANRecipe
     source = PhantomSource("breast", held_out_seeds(n), sequences=("T2", "DCE"), scheme=MPGANRecipe.normalization,
-                           resolution=MPGANRecipe.phantom_resolution["lite" if size == 32 else "paper"])
+                           resolution=MPGANRecipe.phantom_resolution["lite" if size == 32 else "paper"],
+                           foreground=foreground or MPGANRecipe.foreground)
     pools = []
     for k, name in enumerate(source.names()):
         case = source.build(name)
@@ -137,7 +139,7 @@ def run_evaluate_gan(real: str, out: str | Path | None, *, variant: str = "dcgan
 
     entry, _ = find_generator(variant, weights_folder)
     size = int(entry.build_overrides.get("patch_size", 64))
-    patches, classes = real_patches(real, size)
+    patches, classes = real_patches(real, size, entry.foreground)
     report = {"weights": entry.file, "variant": variant, "real": real, "classes": {}}
     if not real.startswith("phantom:"):
         from .patches import patch_source

@@ -124,9 +124,10 @@ class Prepared:
     reference: str
     work: Volume  # the grid the model runs on
     stacked: np.ndarray  # (channels, z, y, x) in the model's input order, normalised
-    mask: np.ndarray  # foreground on the work grid
+    mask: np.ndarray  # foreground on the work grid, by the model's method: where it was normalised
     scale: Normalization  # the reference's normalisation, inverted to express the output
     registrations: dict[str, dict]
+    body: np.ndarray  # tissue against air on the work grid: outside it the output is zero
 
 
 def normalization_for(scheme: str, array: np.ndarray, mask: np.ndarray) -> Normalization:
@@ -139,8 +140,12 @@ def normalization_for(scheme: str, array: np.ndarray, mask: np.ndarray) -> Norma
 
 
 def prepare(inputs: Mapping[str, Volume], order: tuple[str, ...], reference: str, register: str, voxel_size_mm: float,
-            progress: Progress | None = None, normalization: str = "zscore") -> Prepared:
-    """Register every input onto the reference, move all to the work grid, normalise (steps 2-4)."""
+            progress: Progress | None = None, normalization: str = "zscore", foreground: str = "body") -> Prepared:
+    """Register every input onto the reference, move all to the work grid, normalise (steps 2-4).
+
+    ``foreground`` is the mask the normalisation's statistics come from, as the model was trained;
+    the output is blanked outside the body (tissue against air) whatever the model's method.
+    """
     fixed = inputs[reference]
     aligned, registrations = {}, {}
     for i, name in enumerate(order):
@@ -153,17 +158,19 @@ def prepare(inputs: Mapping[str, Volume], order: tuple[str, ...], reference: str
         registrations[name] = result.summary()
     work = _work_grid(fixed, voxel_size_mm)
     on_work = {n: resample_to(v, work) if work is not fixed else v for n, v in aligned.items()}
-    mask = foreground_mask(np.mean([v.array for v in on_work.values()], axis=0))
+    mean_image = np.mean([v.array for v in on_work.values()], axis=0)
+    mask = foreground_mask(mean_image, method=foreground)
+    body = mask if foreground == "body" else foreground_mask(mean_image)
     norms = {n: normalization_for(normalization, v.array, mask) for n, v in on_work.items()}
     stacked = np.stack([norms[n].apply(on_work[n].array) for n in order])
     scale = norms[reference] if reference in norms else \
         normalization_for(normalization, resample_to(fixed, work).array, mask)
-    return Prepared(fixed, reference, work, stacked, mask, scale, registrations)
+    return Prepared(fixed, reference, work, stacked, mask, scale, registrations, body)
 
 
 def finish(prepared: Prepared, predicted: np.ndarray) -> Volume:
-    """A normalised prediction on the work grid -> the reference's intensity scale and grid, head only."""
-    head = ndimage.binary_dilation(prepared.mask, iterations=2)
+    """A normalised prediction on the work grid -> the reference's intensity scale and grid, body only."""
+    head = ndimage.binary_dilation(prepared.body, iterations=2)
     values = np.where(head, prepared.scale.invert(predicted), 0.0).astype(np.float32)
     synth = prepared.work.with_array(values)
     return resample_to(synth, prepared.fixed) if prepared.work is not prepared.fixed else synth
@@ -186,7 +193,8 @@ def synthesize(inputs: Mapping[str, Volume], target: str, model: str = "unet-ct1
     torch_device = choose_device(device)
     net = load_model(entry, weights_folder, torch_device)
     plan = plan_for(entry, net, target, tuple(inputs))
-    prepared = prepare(inputs, plan.order, reference, register, entry.voxel_size_mm, progress, entry.normalization)
+    prepared = prepare(inputs, plan.order, reference, register, entry.voxel_size_mm, progress, entry.normalization,
+                       entry.foreground)
 
     predicted = run_plan(plan, prepared.stacked, torch_device, _stage(progress, 0.3, 0.95))
     synth = finish(prepared, predicted)

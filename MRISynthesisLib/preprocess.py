@@ -9,7 +9,8 @@
   ``zscore`` (U-Net cT1 paper, section 2.2: z-score within the foreground, a cut-off, scaled to [-1, 1])
   and ``percentile`` (min-max between two percentiles; Seq2Seq's code clips to [0, 2 x p99] and maps
   to [-1, 1]).
-* :func:`foreground_mask` finds the head or body with Otsu's threshold (scikit-image).
+* :func:`foreground_mask` finds the head or body: tissue against air with the triangle threshold
+  (scikit-image), or the older Otsu split the first bundled brain weights were normalised with.
 
 Nothing here modifies its input; every function returns new arrays or Volumes.
 """
@@ -22,7 +23,7 @@ from typing import Sequence
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
-from skimage.filters import threshold_otsu
+from skimage.filters import threshold_otsu, threshold_triangle
 
 from .errors import InputError
 from .volume import Volume
@@ -202,8 +203,24 @@ def _foreground_values(array: np.ndarray, mask: np.ndarray | None) -> np.ndarray
 
 
 # --------------------------------------------------------------------- foreground
-def foreground_mask(volume: Volume | np.ndarray, *, fill_holes: bool = True, largest_component: bool = True) -> np.ndarray:
-    """Boolean head/body mask: Otsu threshold, holes filled, largest connected component kept."""
+#: foreground methods: ``body`` separates tissue from air (every sequence, brain and breast alike);
+#: ``otsu`` is the bright-tissue split that the first bundled brain weights were normalised with
+FOREGROUND_METHODS = ("body", "otsu")
+
+
+def foreground_mask(volume: Volume | np.ndarray, *, method: str = "body", fill_holes: bool = True,
+                    largest_component: bool = True) -> np.ndarray:
+    """Boolean head/body mask: a threshold, the largest connected component kept, holes filled.
+
+    ``body`` uses the triangle threshold, made for histograms with one dominant background peak: it cuts
+    at the foot of the air peak, so dark tissue (fat-suppressed T2 breasts, CSF on T1, bone) stays
+    inside. Otsu instead splits the tissue histogram itself: on breast T2 it kept the thorax and lost
+    both breasts (Dice 0.29 against the phantom's true body, triangle 0.92; brain T1 0.91 against 0.99).
+    ``otsu`` is kept because a model's normalisation is part of its training contract: weights record
+    the method they were trained with (``WeightsEntry.foreground``).
+    """
+    if method not in FOREGROUND_METHODS:
+        raise InputError(f"unknown foreground method '{method}'; use one of {', '.join(FOREGROUND_METHODS)}")
     array = volume.array if isinstance(volume, Volume) else np.asarray(volume)
     if array.ndim == 4:
         array = array.mean(axis=0)
@@ -211,7 +228,10 @@ def foreground_mask(volume: Volume | np.ndarray, *, fill_holes: bool = True, lar
         raise InputError("cannot compute a foreground mask on an image with NaN or Inf voxels")
     if np.ptp(array) == 0:
         raise InputError("cannot compute a foreground mask: the image is constant")
-    mask = array > threshold_otsu(array)
+    threshold = threshold_triangle(array) if method == "body" else threshold_otsu(array)
+    mask = array > threshold
+    if not mask.any():  # the triangle can sit on the top bin of a two-valued image
+        mask = array > array.min()
     if largest_component:
         labels, n = ndimage.label(mask)
         if n > 1:

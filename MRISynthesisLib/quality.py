@@ -69,7 +69,7 @@ def fit_baselines(entry: WeightsEntry, target: str, seeds=BASELINE_TRAIN_SEEDS, 
         subject = sample(entry.anatomy, seed, resolution=entry.voxel_size_mm)
         aligned = aligned_sequences(subject, (*sources, target))  # as the training cases are
         prepared = prepare(_model_view(entry, aligned, sources), sources, _reference(sources), "none",
-                           entry.voxel_size_mm, normalization=entry.normalization)
+                           entry.voxel_size_mm, normalization=entry.normalization, foreground=entry.foreground)
         real = resample_to(aligned[target], prepared.work).array  # the work grid: the reference's may differ
         y = normalization_for(entry.normalization, real, prepared.mask).apply(real)[prepared.mask]
         x = _features(prepared, prepared.mask)
@@ -97,7 +97,7 @@ def evaluate_entry(entry: WeightsEntry, target: str, seeds=HELD_OUT_SEEDS, *, de
     for seed in seeds:
         subject = sample(entry.anatomy, seed, resolution=entry.voxel_size_mm)  # misaligned, own grids, as acquired
         prepared = prepare(_model_view(entry, subject.sequences, sources), plan.order, _reference(sources), "rigid",
-                           entry.voxel_size_mm, normalization=entry.normalization)
+                           entry.voxel_size_mm, normalization=entry.normalization, foreground=entry.foreground)
         outputs = {entry.model: run_plan(plan, prepared.stacked, device),
                    "linear": _predict_baseline(baselines.linear, prepared),
                    "hgb": _predict_baseline(baselines.hgb, prepared)}

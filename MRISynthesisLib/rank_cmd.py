@@ -46,8 +46,9 @@ def source_for(data: str, entry, *, subjects: int | None = None):
             raise InputError(f"--data {data}: at least one subject is needed")
         seeds = list(HELD_OUT_SEEDS[:n]) + [100 + k for k in range(max(0, n - len(HELD_OUT_SEEDS)))]
         return PhantomSource(anatomy, seeds, sequences=entry.inputs, scheme=entry.normalization,
-                             resolution=entry.voxel_size_mm)
-    return FolderSource(data, sequences=entry.inputs, scheme=entry.normalization, require_all=False)
+                             resolution=entry.voxel_size_mm, foreground=entry.foreground)
+    return FolderSource(data, sequences=entry.inputs, scheme=entry.normalization, require_all=False,
+                        foreground=entry.foreground)
 
 
 def translator(entry, net, device) -> Callable[[Mapping[str, np.ndarray], str, str], np.ndarray]:

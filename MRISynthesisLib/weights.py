@@ -52,6 +52,9 @@ class WeightsEntry:
     build_overrides: dict[str, Any] = field(default_factory=dict)
     #: the frame of each 4D input series the network sees (``inputs.model_frames``); empty: 3D inputs only
     frames: dict[str, int] = field(default_factory=dict)
+    #: the foreground mask the intensities were normalised within (``preprocess.FOREGROUND_METHODS``);
+    #: manifests written before the field existed were all trained with ``otsu``
+    foreground: str = "otsu"
 
     @property
     def key(self) -> str:

@@ -194,3 +194,27 @@ def test_breast_series_without_the_needed_frame_is_refused(breast_models, breast
     inputs = {"T1": breast.sequences["T1"], "DWI": breast.sequences["DWI"], "DCE": one_phase}
     with pytest.raises(InputError, match="DCE must be a 4D series"):
         synthesize(inputs, "T2", "important-net", register="none", weights_folder=breast_models, device="cpu")
+
+
+def test_normalisation_mask_follows_the_weights_and_the_output_is_cut_at_the_body(breast):
+    """Weights record the foreground they were normalised within; blanking always uses the body."""
+    from MRISynthesisLib.pipeline import prepare
+
+    inputs = {k: breast.sequences[k] for k in ("T1", "T2")}
+    otsu = prepare(inputs, ("T1", "T2"), "T1", "none", 4.0, foreground="otsu")
+    body = prepare(inputs, ("T1", "T2"), "T1", "none", 4.0, foreground="body")
+    np.testing.assert_array_equal(otsu.body, body.mask)
+    assert body.mask.sum() > 1.5 * otsu.mask.sum()  # Otsu loses the breasts
+    assert not np.allclose(otsu.stacked, body.stacked)  # the statistics come from different voxels
+
+
+def test_a_manifest_without_foreground_reads_as_otsu(tmp_path):
+    """Manifests written before the field existed were all normalised within Otsu's mask."""
+    from MRISynthesisLib.weights import read_manifest
+
+    entry = {"file": "m.pt", "model": "unet-ct1", "config": "lite", "anatomy": "brain", "inputs": ["T1"],
+             "targets": ["T1ce"], "normalization": "zscore", "voxel_size_mm": 2.0, "sha256": "0" * 64, "size_bytes": 1}
+    (tmp_path / "manifest.json").write_text(json.dumps({"weights": [entry]}))
+    assert read_manifest(tmp_path)[0].foreground == "otsu"
+    (tmp_path / "manifest.json").write_text(json.dumps({"weights": [{**entry, "foreground": "body"}]}))
+    assert read_manifest(tmp_path)[0].foreground == "body"

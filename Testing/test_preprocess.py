@@ -383,6 +383,31 @@ def test_foreground_mask_of_series_uses_mean():
     assert _dice(foreground_mask(series), sphere) > 0.95
 
 
+def test_body_mask_keeps_dark_tissue_that_otsu_drops():
+    """Air, dark tissue (fat-suppressed breast) and a small bright organ: the body is the two tissues."""
+    rng = np.random.default_rng(3)
+    zz, yy, xx = np.mgrid[:32, :48, :48]
+    body = (yy - 24) ** 2 + (xx - 24) ** 2 <= 20**2
+    organ = body & ((yy - 24) ** 2 + (xx - 24) ** 2 <= 8**2)
+    image = np.where(organ, 900.0, np.where(body, 180.0, 0.0)) + np.abs(rng.normal(0, 15, body.shape))
+    assert _dice(foreground_mask(image), body) > 0.97
+    assert _dice(foreground_mask(image, method="otsu"), body) < 0.5  # Otsu splits tissue from tissue
+    with pytest.raises(InputError, match="unknown foreground method 'air'"):
+        foreground_mask(image, method="air")
+
+
+def test_body_masks_of_breast_t1_and_t2_agree():
+    """The failure that made breast subjects unscorable: T1 and T2 masks of one subject must overlap."""
+    from MRISynthesisLib import phantom
+    from MRISynthesisLib.training.data import aligned_sequences
+
+    subject = phantom.sample("breast", 8, resolution=3.0)
+    aligned = aligned_sequences(subject, ("T1", "T2"))
+    truth = sum(f.array for f in subject.fractions.values()) > 0.5
+    t1, t2 = foreground_mask(aligned["T1"]), foreground_mask(aligned["T2"])
+    assert _dice(t1, t2) > 0.85 and _dice(t2, truth) > 0.85
+
+
 @pytest.mark.parametrize("value, message", [(None, "constant"), (np.nan, "NaN"), (np.inf, "Inf")])
 def test_foreground_mask_errors(value, message):
     array = np.full((6, 7, 8), 5.0, np.float32)

@@ -83,6 +83,7 @@ def test_export_command_writes_weights_that_load(tmp_path, cached_run, capsys):
     entry, = read_manifest(models)
     assert entry.file == "unet-ct1-brain-lite.pt" and entry.inputs == ("T1", "T2", "FLAIR")
     assert entry.build_overrides == {"norm_kind": "instance", "dropout": 0.0}
+    assert entry.foreground == "body"  # what the run's cases were normalised within
     assert entry.training["command"] == "mri-synthesis train --model unet-ct1 --steps 1"
     net = load_model(entry, models)
     trained = _generator(cached_run)

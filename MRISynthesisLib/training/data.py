@@ -58,7 +58,7 @@ def normalize(array: np.ndarray, mask: np.ndarray, scheme: str) -> np.ndarray:
 
 
 def normalize_case(name: str, volumes: dict[str, Volume], labels: Volume | None, scheme: str,
-                   meta: dict | None = None) -> Case:
+                   meta: dict | None = None, foreground: str = "body") -> Case:
     """Check one grid, build the foreground mask from all 3D sequences, normalise each sequence."""
     first_name, first = next(iter(volumes.items()))
     files = (meta or {}).get("files", {})
@@ -70,7 +70,7 @@ def normalize_case(name: str, volumes: dict[str, Volume], labels: Volume | None,
                              "register the case first (mri-synthesis register)")
         vol.require_finite(f"case {name}, {seq}")
     stack = np.mean([v.array if not v.is_series else v.array.mean(0) for v in volumes.values()], axis=0)
-    mask = foreground_mask(stack)
+    mask = foreground_mask(stack, method=foreground)
     arrays = {}
     for seq, vol in volumes.items():
         if vol.is_series:  # one normalisation for all frames keeps the enhancement curve's shape
@@ -121,8 +121,9 @@ class PhantomSource:
     """
 
     def __init__(self, anatomy: str, seeds: Sequence[int], *, sequences: Sequence[str], scheme: str,
-                 resolution: float | None = None, snr: float | None = 40.0) -> None:
+                 resolution: float | None = None, snr: float | None = 40.0, foreground: str = "body") -> None:
         self.anatomy, self.seeds, self.sequences, self.scheme = anatomy, list(seeds), list(sequences), scheme
+        self.foreground = foreground
         self.options = {"snr": snr}
         if resolution is not None:
             self.options["resolution"] = resolution
@@ -139,7 +140,7 @@ class PhantomSource:
         if missing:
             raise InputError(f"the {self.anatomy} phantom has no {', '.join(missing)}")
         return normalize_case(name, aligned_sequences(subject, self.sequences), subject.labels, self.scheme,
-                              {"source": "phantom", "anatomy": self.anatomy, "seed": seed})
+                              {"source": "phantom", "anatomy": self.anatomy, "seed": seed}, self.foreground)
 
 
 def aligned_sequences(subject, names: Sequence[str]) -> dict[str, Volume]:
@@ -160,9 +161,11 @@ def _affine(matrix) -> sitk.AffineTransform:
 class FolderSource:
     """Case folders under ``root`` (BraTS/breast naming) or the cases of a manifest CSV."""
 
-    def __init__(self, root: str | Path, *, sequences: Sequence[str], scheme: str, require_all: bool = True) -> None:
+    def __init__(self, root: str | Path, *, sequences: Sequence[str], scheme: str, require_all: bool = True,
+                 foreground: str = "body") -> None:
         """``require_all=False`` (ranking): a case needs at least two of ``sequences`` and keeps those it has."""
         self.root, self.sequences, self.scheme = Path(root), [canonical(s) for s in sequences], scheme
+        self.foreground = foreground
         self.require_all = require_all
         self.files = self._manifest(self.root) if self.root.is_file() else self._folders(self.root)
 
@@ -198,7 +201,8 @@ class FolderSource:
         files = self.files[name]
         volumes = {s: check_volume(read_volume(files[s]), s, str(files[s])) for s in self.sequences if s in files}
         labels = read_volume(files[SEGMENTATION]) if SEGMENTATION in files else None
-        return normalize_case(name, volumes, labels, self.scheme, {"source": "folder", "files": {k: str(v) for k, v in files.items()}})
+        return normalize_case(name, volumes, labels, self.scheme,
+                              {"source": "folder", "files": {k: str(v) for k, v in files.items()}}, self.foreground)
 
 
 def load_cases(source, names: Iterable[str], cache: CaseCache, prepare=None) -> list[Case]:

@@ -10,6 +10,10 @@ from ..weights import WeightsEntry, export, models_dir
 from .recipes import recipe_for
 
 
+#: how a model card describes the foreground its intensities were normalised within
+_FOREGROUND_WORDS = {"body": "tissue against air, triangle threshold",
+                     "otsu": "Otsu's bright-tissue split, which misses dark tissue such as fat-suppressed breast"}
+
 def export_run(run_dir: str | Path, *, anatomy: str | None = None, which: str = "best",
                folder: str | Path | None = None, command: str = "", metrics: dict | None = None,
                overwrite: bool = True) -> WeightsEntry:
@@ -39,6 +43,7 @@ def export_run(run_dir: str | Path, *, anatomy: str | None = None, which: str = 
     fields = {
         "file": name, "model": run["model"], "config": config, "anatomy": anatomy,
         "inputs": inputs, "targets": targets, "normalization": recipe.normalization,
+        "foreground": recipe.foreground,
         "voxel_size_mm": recipe.phantom_resolution[config] if options["data"].startswith("phantom") else 1.0,
         "patch_size": recipe.inference_size[config],
         "frames": {k: v for k, v in recipe.frames.items() if k in inputs},
@@ -85,8 +90,8 @@ def write_model_card(entry: WeightsEntry, folder: str | Path | None = None) -> P
         preparation = f"""- Sequences, in channel order: {', '.join(entry.inputs)}; output: {', '.join(entry.targets)}.
 - Registered to the reference sequence (T1) and resampled to an isotropic {entry.voxel_size_mm:g} mm grid
   (the pipeline does both).
-- Intensities: `{entry.normalization}` normalisation within the foreground; the output is mapped back to
-  the reference sequence's intensity scale.
+- Intensities: `{entry.normalization}` normalisation within the `{entry.foreground}` foreground mask
+  ({_FOREGROUND_WORDS[entry.foreground]}); the output is mapped back to the reference sequence's intensity scale.
 - Inference: {'3D patches of ' + 'x'.join(map(str, entry.patch_size)) + ' voxels, Gaussian-blended' if entry.patch_size else 'whole slices'}.{_frames_line(entry.frames)}"""
     else:
         size = entry.build_overrides.get("patch_size", 64)
@@ -94,7 +99,8 @@ def write_model_card(entry: WeightsEntry, folder: str | Path | None = None) -> P
         preparation = f"""- A generator: noise and a class (benign, malignant, healthy) in, a {size} x {size} patch out with seven
   channels (T2, T1 pre, T1 post 1-4, subtraction post 1 - pre) in [-1, 1], as `mri-synthesis generate` writes.
 - Real patches it imitates: breast phantom cases at {entry.voxel_size_mm:g} mm, `{entry.normalization}` normalisation
-  (each series clipped to [0, 2 x p99] of the body and mapped to [-1, 1])."""
+  (each series clipped to [0, 2 x p99] within the `{entry.foreground}` foreground mask, {_FOREGROUND_WORDS[entry.foreground]},
+  and mapped to [-1, 1])."""
     metric_lines = "\n".join(f"| {k} | {v} |" for k, v in entry.metrics.items()) or "| (not measured yet) | |"
     text = f"""# {entry.model} ({entry.config}), {entry.anatomy}: {title}
 

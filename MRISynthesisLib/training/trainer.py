@@ -88,8 +88,8 @@ def source_for(data: str, recipe_cls, config: str, seed: int, anatomy: str | Non
         # training seeds start at 10000: the tests, the demo and held-out evaluation use lower seeds
         seeds = [10000 + 1000 * seed + i for i in range(n)]
         return PhantomSource(anatomy, seeds, sequences=sequences, scheme=recipe_cls.normalization,
-                             resolution=recipe_cls.phantom_resolution[config])
-    return FolderSource(data, sequences=sequences, scheme=recipe_cls.normalization)
+                             resolution=recipe_cls.phantom_resolution[config], foreground=recipe_cls.foreground)
+    return FolderSource(data, sequences=sequences, scheme=recipe_cls.normalization, foreground=recipe_cls.foreground)
 
 
 class _Stop:

@@ -32,6 +32,8 @@ class Recipe:
     frames: dict[str, int] = {}
     #: intensity normalisation of the cases (``training.data.NORMALIZATIONS``)
     normalization: str = "zscore"
+    #: the foreground the normalisation's statistics come from (``preprocess.FOREGROUND_METHODS``)
+    foreground: str = "body"
     #: phantom anatomy the recipe trains on by default
     anatomy: str = "brain"
     #: phantom resolution (mm) per configuration when training on the phantom
