@@ -318,6 +318,21 @@ def cmd_export(tmp, what):
     return ["export", "--run", run, "--out", tmp / "exported"], needles
 
 
+def cmd_resume(tmp, what):
+    """``train --resume`` into a run folder whose run.json or last checkpoint is damaged."""
+    run = write_run(tmp / "run")
+    (run / "checkpoints" / "best.pt").rename(run / "checkpoints" / "last.pt")
+    kind, _, target = what.partition(" ")
+    if target == "run.json":
+        _damage(run / "run.json", kind) if kind != "text" else (run / "run.json").write_text("model: unet-ct1\n")
+        needles = ["run.json", "empty" if kind == "empty" else "not valid JSON"]
+    else:
+        _damage(run / "checkpoints" / "last.pt", kind)
+        needles = ["last.pt", "corrupt or truncated"]
+    return ["train", "--model", "unet-ct1", "--data", "phantom:brain:2", "--out", run, "--resume", "--steps", "2",
+            "--workers", "0", "--quiet"], needles
+
+
 # --------------------------------------------------------------------- evaluate-gan: a real patch file
 def write_patches(path: Path, change=None) -> Path:
     patches = np.random.default_rng(4).uniform(-1, 1, (6, 7, 32, 32)).astype(np.float32)
@@ -369,6 +384,8 @@ CASES = [
     *(pytest.param(lambda tmp, w=w: cmd_export(tmp, w), id=f"export-{w.replace(' ', '-')}")
       for w in ("missing run", "empty run.json", "text run.json", "truncated run.json", "empty checkpoint",
                 "truncated checkpoint", "text checkpoint")),
+    *(pytest.param(lambda tmp, w=w: cmd_resume(tmp, w), id=f"train-resume-{w.replace(' ', '-')}")
+      for w in ("empty run.json", "text run.json", "truncated run.json", "truncated checkpoint", "text checkpoint")),
     *(pytest.param(lambda tmp, w=w: cmd_evaluate_gan(tmp, w), id=f"evaluate-gan-{w}")
       for w in ("missing", "empty", "truncated", "text", "nan", "inf", "2d")),
 ]

@@ -9,6 +9,7 @@ loaded with ``weights_only=True``: plain containers and tensors only, no arbitra
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from pathlib import Path
@@ -56,3 +57,15 @@ def load(path: str | Path) -> dict:
     except Exception as err:  # torch raises several types for damaged archives
         raise InputError(f"{path}: cannot be loaded as a checkpoint (corrupt or truncated?): "
                          f"{' '.join(str(err).split())[:200]}") from err
+
+
+def read_record(path: Path, keys: tuple[str, ...]) -> dict:
+    """One of the JSON files ``train`` writes into a run folder; an empty, damaged or foreign one is named."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as err:  # UnicodeDecodeError is a ValueError
+        reason = "the file is empty" if path.exists() and path.stat().st_size == 0 else " ".join(str(err).split())[:200]
+        raise InputError(f"{path}: not valid JSON ({reason})") from err
+    if not isinstance(record, dict) or not set(keys) <= set(record):
+        raise InputError(f"{path}: not a record of a training run (needs {', '.join(keys)})")
+    return record

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..weights import WeightsEntry, export, models_dir
+from .checkpoint import read_record
 from .recipes import recipe_for
 
 
@@ -25,7 +26,7 @@ def export_run(run_dir: str | Path, *, anatomy: str | None = None, which: str = 
     run_dir = Path(run_dir)
     if not (run_dir / "run.json").exists():
         raise InputError(f"{run_dir}: not a training run folder (no run.json)")
-    run = _read_record(run_dir / "run.json", ("model", "config", "options"))
+    run = read_record(run_dir / "run.json", ("model", "config", "options"))
     recipe = recipe_for(run["model"])
     config = run["config"]
     options = run["options"]
@@ -39,7 +40,7 @@ def export_run(run_dir: str | Path, *, anatomy: str | None = None, which: str = 
         raise InputError(f"{models_dir(folder) / name}: exists; pass --overwrite to replace it")
     from .checkpoint import load
     state = load(checkpoint_path)
-    split = _read_record(run_dir / "split.json", ("train", "validation"))
+    split = read_record(run_dir / "split.json", ("train", "validation"))
     fields = {
         "file": name, "model": run["model"], "config": config, "anatomy": anatomy,
         "inputs": inputs, "targets": targets, "normalization": recipe.normalization,
@@ -58,18 +59,6 @@ def export_run(run_dir: str | Path, *, anatomy: str | None = None, which: str = 
     entry = export(checkpoint_path, fields, folder)
     write_model_card(entry, folder)
     return entry
-
-
-def _read_record(path: Path, keys: tuple[str, ...]) -> dict:
-    """One of the JSON files ``train`` writes into a run folder; an empty, damaged or foreign one is named."""
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError) as err:  # UnicodeDecodeError is a ValueError
-        reason = "the file is empty" if path.exists() and path.stat().st_size == 0 else " ".join(str(err).split())[:200]
-        raise InputError(f"{path}: not valid JSON ({reason})") from err
-    if not isinstance(record, dict) or not set(keys) <= set(record):
-        raise InputError(f"{path}: not a record of a training run (needs {', '.join(keys)})")
-    return record
 
 
 def _frames_line(frames: dict[str, int]) -> str:

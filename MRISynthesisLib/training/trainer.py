@@ -130,7 +130,7 @@ def _prepare_run_folder(options: TrainOptions, rank: int) -> Path:
     out = Path(options.out)
     run_file = out / "run.json"
     if run_file.exists():
-        previous = json.loads(run_file.read_text())
+        previous = checkpoint.read_record(run_file, ("model", "config"))
         if previous.get("model") != options.model or previous.get("config") != options.config:
             raise InputError(f"{out}: holds a run of {previous.get('model')} ({previous.get('config')}); "
                              f"use another folder for {options.model} ({options.config})")
@@ -234,6 +234,8 @@ def train(options: TrainOptions, *, progress: bool = True, say=print) -> dict:
     # a run refused for its data (an unreadable case, NaN voxels) leaves no run folder behind
     with discard_if_failed(options.out) if rank == 0 else nullcontext():
         out = _prepare_run_folder(options, rank)
+        # a damaged checkpoint is named before the data are prepared or split.json is rewritten
+        resumed = checkpoint.load(out / "checkpoints" / "last.pt") if options.resume else None
         source = source_for(options.data, recipe_cls, options.config, options.seed, anatomy)
         names = source.names()
         train_names, val_names = split_cases(names, options.validation_fraction, options.seed)
@@ -255,8 +257,8 @@ def train(options: TrainOptions, *, progress: bool = True, say=print) -> dict:
 
     start, best, stale = 0, -math.inf, 0
     last = out / "checkpoints" / "last.pt"
-    if options.resume:
-        state = checkpoint.load(last)
+    if resumed is not None:
+        state = resumed
         if state.get("model") != options.model:
             raise InputError(f"{last}: is a checkpoint of {state.get('model')}, not {options.model}")
         recipe.load_state_dict(state["recipe"])
