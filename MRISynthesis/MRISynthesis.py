@@ -164,6 +164,8 @@ if parameterNodeWrapper is not None:
         t1ce: vtkMRMLScalarVolumeNode
         t2: vtkMRMLScalarVolumeNode
         flair: vtkMRMLScalarVolumeNode
+        dwi: vtkMRMLScalarVolumeNode
+        dce: vtkMRMLScalarVolumeNode
         real: vtkMRMLScalarVolumeNode
         target: str = "T1ce"
         model: str = ""
@@ -180,7 +182,10 @@ REQUIRED_PACKAGES = {
     "skimage": "scikit-image>=0.21", "sklearn": "scikit-learn>=1.3", "lpips": "lpips>=0.1.4",
     "pytorch_fid": "pytorch-fid>=0.3", "tqdm": "tqdm>=4.60", "matplotlib": "matplotlib>=3.7",
 }
-SEQUENCE_SELECTORS = {"T1": "t1Selector", "T1ce": "t1ceSelector", "T2": "t2Selector", "FLAIR": "flairSelector"}
+SEQUENCE_SELECTORS = {"T1": "t1Selector", "T1ce": "t1ceSelector", "T2": "t2Selector", "FLAIR": "flairSelector",
+                      "DWI": "dwiSelector", "DCE": "dceSelector"}
+#: what a model can make and a reference can be: the 3D sequences (DWI and DCE are 4D inputs only)
+TARGETS = ("T1", "T1ce", "T2", "FLAIR")
 
 
 #
@@ -210,12 +215,12 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.statusLabel = self.ui.aboutLabel
         self.ui.aboutLabel.setText(aboutText(self.logic))
-        for sequence in SEQUENCE_SELECTORS:
+        for sequence in TARGETS:
             self.ui.targetComboBox.addItem(sequence)
         self.ui.targetComboBox.currentText = "T1ce"
         for preset in ("rigid", "affine", "syn", "none"):
             self.ui.registerComboBox.addItem(preset)
-        for sequence in SEQUENCE_SELECTORS:
+        for sequence in TARGETS:
             self.ui.referenceComboBox.addItem(sequence)
         self.ui.deviceComboBox.addItem("auto")
         self.ui.deviceComboBox.addItem("cpu")
@@ -289,7 +294,7 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
             self.logic.ensureDependencies()
             nodes = self.logic.loadPhantom()
             for sequence, name in SEQUENCE_SELECTORS.items():
-                getattr(self.ui, name).setCurrentNode(nodes[sequence] if sequence != "T1ce" else None)
+                getattr(self.ui, name).setCurrentNode(nodes.get(sequence) if sequence != "T1ce" else None)
             self.ui.realSelector.setCurrentNode(nodes["T1ce"])
             self.ui.targetComboBox.currentText = "T1ce"
             slicer.util.setSliceViewerLayers(background=nodes["T1"], fit=True)
@@ -309,21 +314,15 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
             self.finishRun()
 
     def start(self):
-        from MRISynthesisSlicerLib.logic import check_selection, worker_command
+        from MRISynthesisSlicerLib.logic import check_selection, worker_command, write_inputs
 
         target = self.ui.targetComboBox.currentText
         inputs = self.selectedInputs()
         real = self.ui.realSelector.currentNode()
         check_selection(inputs, target, real)
         self.workFolder = tempfile.mkdtemp(prefix="MRISynthesis-")
-        files = {}
-        for seq, node in inputs.items():
-            files[seq] = os.path.join(self.workFolder, f"{seq}.nrrd")
-            slicer.util.saveNode(node, files[seq])
-        realFile = None
-        if real is not None:
-            realFile = os.path.join(self.workFolder, "real.nrrd")
-            slicer.util.saveNode(real, realFile)
+        # as the views show them (parent transforms applied), DCE/DWI sequences as 4D files
+        files, realFile = write_inputs(inputs, self.workFolder, real, target)
         model = self.ui.modelComboBox.currentText
         out = os.path.join(self.workFolder, "synthesized.nrrd")
         errorFile = os.path.join(self.workFolder, "error.nrrd") if real is not None else None
@@ -516,13 +515,13 @@ class MRISynthesisLogic(ScriptedLoadableModuleLogic):
         """Every eligible model on the selected complete case: a metrics table node and the HTML report."""
         from MRISynthesisLib.compare import run_compare
         from MRISynthesisLib.sequences import SUFFIX_2023
+        from MRISynthesisSlicerLib.logic import write_inputs
         from MRISynthesisSlicerLib.nodes import metrics_table
 
         folder = tempfile.mkdtemp(prefix="MRISynthesis-compare-")
         case = os.path.join(folder, "cases", "loaded")
         os.makedirs(case)
-        for seq, node in inputs.items():
-            slicer.util.saveNode(node, os.path.join(case, f"loaded-{SUFFIX_2023[seq]}.nii.gz"))
+        write_inputs(inputs, case, file_name=lambda seq: f"loaded-{SUFFIX_2023[seq]}.nii.gz")
         report = run_compare(os.path.join(folder, "cases"), os.path.join(folder, "report"), progress=False)
         return metrics_table(slicer.mrmlScene, "model comparison", report["rows"]), \
             os.path.join(folder, "report", "report.html")

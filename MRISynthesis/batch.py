@@ -23,10 +23,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 def main(argv):
     from MRISynthesisLib.cli import build_parser
     from MRISynthesisLib.errors import InputError
+    from MRISynthesisLib.inputs import SERIES_SEQUENCES
     from MRISynthesisLib.metrics import to_json_safe
     from MRISynthesisLib.sequences import canonical, parse_assignments
-    from MRISynthesisLib.volume import refuse_overwrite
+    from MRISynthesisLib.volume import read_volume, refuse_overwrite
     from MRISynthesisSlicerLib.logic import SynthesisLogic
+    from MRISynthesisSlicerLib.nodes import series_node
 
     args = build_parser().parse_args(["synthesize", *argv])
     try:
@@ -37,7 +39,10 @@ def main(argv):
         for seq, path in files.items():
             if not os.path.exists(path):
                 raise InputError(f"{path}: no such file")
-            nodes[seq] = slicer.util.loadVolume(str(path))
+            if canonical(seq) in SERIES_SEQUENCES:  # 4D: the library's reader keeps the frames' JSON sidecar
+                nodes[seq] = series_node(slicer.mrmlScene, read_volume(path), os.path.basename(path))[0]
+            else:
+                nodes[seq] = slicer.util.loadVolume(str(path))
         real = slicer.util.loadVolume(args.real) if args.real else None
         run = SynthesisLogic(slicer.mrmlScene).synthesize(
             nodes, canonical(args.target), args.model, reference=args.reference and canonical(args.reference),

@@ -151,3 +151,105 @@ def test_phantom_case_loads_as_nodes(scene):
     assert set(nodes) == {"T1", "T1ce", "T2", "FLAIR", "labels"}
     assert nodes["labels"].IsA("vtkMRMLLabelMapVolumeNode") and slicer.util.arrayFromVolume(nodes["labels"]).max() > 0
     assert nodes["T2"].GetName() == "phantom 9 T2"
+
+
+# --------------------------------------------------------------------- breast: 4D series as sequence nodes
+@pytest.fixture(scope="module")
+def breast_bundle(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("breast-models")
+    bundle_untrained(folder, "important-net", anatomy="breast", inputs=("T1", "DWI", "DCE"),
+                     frames={"DWI": -1, "DCE": 1})
+    return folder
+
+
+def test_series_come_back_from_sequence_nodes_and_their_proxies_frame_by_frame(scene):
+    from MRISynthesisSlicerLib.logic import load_phantom
+    from MRISynthesisSlicerLib.nodes import sequence_behind, series_from_node
+    from MRISynthesisLib.phantom import sample
+
+    nodes = load_phantom(scene, seed=4, resolution=4.0, anatomy="breast")
+    truth = sample("breast", 4, resolution=4.0)
+    for seq, key in (("DCE", "time_min"), ("DWI", "b_value")):
+        expected = truth.sequences[seq]
+        for node in (nodes[seq], _proxy_of(scene, nodes[seq])):
+            got = series_from_node(node)
+            assert got.shape == expected.shape
+            np.testing.assert_allclose(got.array, expected.array, rtol=1e-6)
+            np.testing.assert_allclose(got.origin, expected.origin, atol=1e-6)
+            np.testing.assert_allclose(got.direction, expected.direction, atol=1e-9)
+            assert [f[key] for f in got.frames] == pytest.approx([f[key] for f in expected.frames], abs=1e-3)
+        assert sequence_behind(_proxy_of(scene, nodes[seq])) is nodes[seq]
+        assert sequence_behind(nodes["T1"]) is None
+
+
+def _proxy_of(scene, sequence):
+    for k in range(scene.GetNumberOfNodesByClass("vtkMRMLSequenceBrowserNode")):
+        browser = scene.GetNthNodeByClass(k, "vtkMRMLSequenceBrowserNode")
+        proxy = browser.GetProxyNode(sequence)
+        if proxy is not None:
+            return proxy
+    raise AssertionError("no proxy")
+
+
+def test_breast_synthesis_from_sequence_nodes_equals_the_pipeline_on_the_series(scene, breast_bundle):
+    """DCE and DWI chosen as the sequence (or the volume its browser shows) give what the library gives on
+    the 4D series; the input nodes are not changed."""
+    from MRISynthesisLib.phantom import sample
+    from MRISynthesisLib.pipeline import synthesize
+    from MRISynthesisSlicerLib.logic import load_phantom
+
+    nodes = load_phantom(scene, seed=4, resolution=4.0, anatomy="breast")
+    before = {s: slicer.util.arrayFromVolume(_proxy_of(scene, nodes[s]) if s != "T1" else nodes[s]).copy()
+              for s in ("T1", "DCE", "DWI")}
+    chosen = {"T1": nodes["T1"], "DCE": nodes["DCE"], "DWI": _proxy_of(scene, nodes["DWI"])}
+    run = SynthesisLogic(scene).synthesize(chosen, "T2", "important-net", register="none", device="cpu",
+                                           weights_folder=breast_bundle)
+    truth = sample("breast", 4, resolution=4.0)
+    expected = synthesize({s: truth.sequences[s] for s in ("T1", "DCE", "DWI")}, "T2", "important-net",
+                          register="none", device="cpu", weights_folder=breast_bundle)
+    np.testing.assert_allclose(slicer.util.arrayFromVolume(run.synthesized), expected.volume.array, atol=1e-4)
+    assert run.synthesized.GetAttribute("MRISynthesis.weights") == "important-net-breast-lite.pt"
+    for s, array in before.items():
+        np.testing.assert_array_equal(slicer.util.arrayFromVolume(_proxy_of(scene, nodes[s]) if s != "T1"
+                                                                  else nodes[s]), array)
+
+
+def test_series_selections_the_user_gets_wrong(scene, breast_bundle):
+    from MRISynthesisSlicerLib.logic import load_phantom
+
+    nodes = load_phantom(scene, seed=4, resolution=4.0, anatomy="breast")
+    good = {"T1": nodes["T1"], "DCE": nodes["DCE"], "DWI": nodes["DWI"]}
+    with pytest.raises(InputError, match=r"'phantom 4 ADC' \(DCE\) is one 3D volume; DCE needs its 4D series"):
+        check_selection({**good, "DCE": nodes["ADC"]}, "T2")
+    with pytest.raises(InputError, match=r"'phantom 4 lesion labels' \(T1\) is a label map"):
+        check_selection({**good, "T1": nodes["labels"]}, "T2")
+    with pytest.raises(InputError, match=r"'phantom 4 DCE' \(T1\) shows a 4D sequence"):
+        check_selection({**good, "T1": _proxy_of(scene, nodes["DCE"])}, "T2")
+    with pytest.raises(InputError, match=r"'phantom 4 lesion labels' \(real T2\) is a label map"):
+        check_selection(good, "T2", real=nodes["labels"])
+
+
+def test_the_panel_writes_inputs_as_the_views_show_them(scene, tmp_path):
+    """What the worker process reads: series as 4D files with their frames, a transformed node moved."""
+    import vtk
+
+    from MRISynthesisLib.volume import read_volume
+    from MRISynthesisSlicerLib.logic import load_phantom, write_inputs
+    from MRISynthesisSlicerLib.nodes import series_from_node
+
+    nodes = load_phantom(scene, seed=4, resolution=4.0, anatomy="breast")
+    shift = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "shift")
+    matrix = vtk.vtkMatrix4x4()
+    matrix.SetElement(0, 3, 12.0)  # 12 mm towards R: -12 mm in LPS x
+    shift.SetMatrixTransformToParent(matrix)
+    nodes["T1"].SetAndObserveTransformNodeID(shift.GetID())
+    files, real = write_inputs({"T1": nodes["T1"], "DCE": nodes["DCE"]}, tmp_path, nodes["T2"], "T2")
+    dce = read_volume(files["DCE"])
+    expected = series_from_node(nodes["DCE"])
+    np.testing.assert_array_equal(dce.array, expected.array)
+    assert [f["time_min"] for f in dce.frames] == pytest.approx([f["time_min"] for f in expected.frames])
+    t1 = read_volume(files["T1"])
+    np.testing.assert_allclose(np.subtract(t1.origin, volume_from_node(nodes["T1"]).origin), 0, atol=1e-6)
+    nodes["T1"].SetAndObserveTransformNodeID(None)
+    np.testing.assert_allclose(np.subtract(t1.origin, volume_from_node(nodes["T1"]).origin), [-12.0, 0, 0], atol=1e-6)
+    assert read_volume(real).spatial_shape == volume_from_node(nodes["T2"]).spatial_shape

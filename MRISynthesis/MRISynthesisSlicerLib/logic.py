@@ -15,11 +15,12 @@ from datetime import datetime
 from typing import Callable, Mapping
 
 from MRISynthesisLib.errors import InputError
-from MRISynthesisLib.inputs import check_volume
+from MRISynthesisLib.inputs import SERIES_SEQUENCES, check_volume
 from MRISynthesisLib.sequences import canonical
 
-from .nodes import (error_color_table, metrics_table, node_from_volume, place_in_folder, results_folder,
-                    series_node, set_provenance, volume_from_node)
+from .nodes import (error_color_table, is_series_node, metrics_table, node_from_volume, place_in_folder,
+                    results_folder, sequence_behind, series_from_node, series_node, set_provenance,
+                    volume_from_node)
 
 Progress = Callable[[float, str], "bool | None"]
 HEADLINE = ("ssim", "psnr", "nmse", "mae")
@@ -54,9 +55,10 @@ def canonical_selection(inputs: Mapping[str, object], target: str) -> tuple[dict
 
 
 def checked_volume(node, seq: str):
-    """The node's Volume after the checks every model needs (finite, not constant, 3D, magnitudes), so a
-    bad node is named before any slow work."""
-    return check_volume(volume_from_node(node), seq, f"'{node.GetName()}' ({seq})")
+    """The node's Volume after the checks every model needs (finite, not constant, 3D or for DCE and DWI a
+    4D series, magnitudes), so a bad node is named before any slow work."""
+    volume = series_from_node(node) if seq in SERIES_SEQUENCES else volume_from_node(node)
+    return check_volume(volume, seq, f"'{node.GetName()}' ({seq})")
 
 
 def check_selection(inputs: Mapping[str, object], target: str, real=None) -> None:
@@ -74,17 +76,35 @@ def check_selection(inputs: Mapping[str, object], target: str, real=None) -> Non
             raise InputError(f"'{node.GetName()}' is selected for both {seen[key]} and {seq}; choose one volume "
                              "per sequence")
         seen[key] = seq
-        if not node.IsA("vtkMRMLScalarVolumeNode"):
-            raise InputError(f"'{node.GetName()}' ({seq}) is not a 3D scalar volume")
-        if node.GetImageData() is not None and node.GetImageData().GetNumberOfScalarComponents() != 1:
-            raise InputError(f"'{node.GetName()}' ({seq}) has {node.GetImageData().GetNumberOfScalarComponents()} "
-                             "components per voxel; a 3D single-component volume is needed (4D series such as "
-                             "DCE are not taken by the brain models)")
-        if any(node.IsA(kind) for kind in SERIES_NODES):  # even of one frame: it is not the 3D image asked for
-            raise InputError(f"'{node.GetName()}' ({seq}) is a 4D series ({node.GetClassName()}); a 3D scalar "
-                             "volume is needed (choose one frame of it as its own volume)")
-    if real is not None and real.GetID() in seen:
-        raise InputError(f"'{real.GetName()}' is both an input ({seen[real.GetID()]}) and the real target")
+        _check_kind(node, seq)
+    if real is not None:
+        if real.GetID() in seen:
+            raise InputError(f"'{real.GetName()}' is both an input ({seen[real.GetID()]}) and the real target")
+        _check_kind(real, f"real {target}")
+
+
+def _check_kind(node, seq: str) -> None:
+    """A label map is never an image; DCE and DWI take a 4D series (a sequence node, the volume its
+    browser shows, a MultiVolume), every other sequence, and the real target, one 3D volume."""
+    if node.IsA("vtkMRMLLabelMapVolumeNode") or node.IsA("vtkMRMLSegmentationNode"):
+        raise InputError(f"'{node.GetName()}' ({seq}) is a label map or segmentation, not an MR image")
+    if seq in SERIES_SEQUENCES:
+        if not is_series_node(node):
+            raise InputError(f"'{node.GetName()}' ({seq}) is one 3D volume; {seq} needs its 4D series (the "
+                             "sequence node, the volume its sequence browser shows, or a MultiVolume)")
+        return
+    if not node.IsA("vtkMRMLScalarVolumeNode"):
+        raise InputError(f"'{node.GetName()}' ({seq}) is not a 3D scalar volume")
+    if node.GetImageData() is not None and node.GetImageData().GetNumberOfScalarComponents() != 1:
+        raise InputError(f"'{node.GetName()}' ({seq}) has {node.GetImageData().GetNumberOfScalarComponents()} "
+                         "components per voxel; a 3D single-component volume is needed (only DCE and DWI are "
+                         "taken as 4D series)")
+    if any(node.IsA(kind) for kind in SERIES_NODES):  # even of one frame: it is not the 3D image asked for
+        raise InputError(f"'{node.GetName()}' ({seq}) is a 4D series ({node.GetClassName()}); a 3D scalar "
+                         "volume is needed (choose one frame of it as its own volume)")
+    if sequence_behind(node) is not None:
+        raise InputError(f"'{node.GetName()}' ({seq}) shows a 4D sequence (its browser steps through frames); "
+                         "a 3D scalar volume is needed")
 
 
 class SynthesisLogic:
@@ -134,6 +154,22 @@ class SynthesisLogic:
             set_provenance(run.metrics, provenance)
             place_in_folder(self.scene, run.metrics, folder)
         return run
+
+
+def write_inputs(inputs: Mapping[str, object], folder, real=None, target: str = "",
+                 file_name: Callable[[str], str] = lambda seq: f"{seq}.nii.gz") -> tuple[dict[str, str], str | None]:
+    """The selected nodes as files the worker process reads: each node as the views show it (parent
+    transform applied) and DCE/DWI as 4D NIfTI with their frames in a JSON sidecar, so the worker
+    synthesizes exactly what the in-process Logic would. Returns ({sequence: path}, real path or None)."""
+    from pathlib import Path
+
+    from MRISynthesisLib.volume import write_volume
+
+    folder = Path(folder)
+    files = {seq: str(write_volume(checked_volume(node, seq), folder / file_name(seq))) for seq, node in inputs.items()
+             if node is not None}
+    real_file = str(write_volume(checked_volume(real, target or "real"), folder / "real.nii.gz")) if real is not None else None
+    return files, real_file
 
 
 def worker_command(python: str, files: Mapping[str, str], target: str, model: str, out: str, *,

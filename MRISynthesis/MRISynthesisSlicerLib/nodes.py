@@ -34,11 +34,12 @@ def _numpy(m) -> np.ndarray:
     return np.array([[m.GetElement(r, c) for c in range(4)] for r in range(4)])
 
 
-def _matrix(node) -> np.ndarray:
+def _matrix(node, shown_by=None) -> np.ndarray:
     """The node's voxel-index-to-world-RAS matrix: where the views show its voxels.
 
     A parent transform (a user's manual alignment, a registration result not hardened) is part of it;
-    ignoring it would place inputs, and the result, elsewhere than the user sees them.
+    ignoring it would place inputs, and the result, elsewhere than the user sees them. A sequence's
+    frame is shown through its browser's proxy volume (``shown_by``), whose transform then applies.
     """
     import slicer
     import vtk
@@ -47,6 +48,7 @@ def _matrix(node) -> np.ndarray:
 
     m = vtk.vtkMatrix4x4()
     node.GetIJKToRASMatrix(m)
+    node = shown_by or node
     parent = node.GetParentTransformNode()
     if parent is None:
         return _numpy(m)
@@ -58,7 +60,7 @@ def _matrix(node) -> np.ndarray:
     return _numpy(to_world) @ _numpy(m)
 
 
-def volume_from_node(node):
+def volume_from_node(node, shown_by=None):
     """A ``Volume`` with a copy of a scalar volume node's voxels and its world geometry in LPS."""
     import slicer
 
@@ -68,8 +70,8 @@ def volume_from_node(node):
     if node is None or not node.IsA("vtkMRMLScalarVolumeNode"):
         raise InputError(f"{getattr(node, 'GetName', lambda: 'nothing')()}: not a scalar volume")
     if node.GetImageData() is None:
-        raise InputError(f"{node.GetName()}: the volume has no voxels")
-    ijk_to_lps = LPS_TO_RAS @ _matrix(node)
+        raise InputError(f"{(shown_by or node).GetName()}: the volume has no voxels")
+    ijk_to_lps = LPS_TO_RAS @ _matrix(node, shown_by)
     spacing = np.linalg.norm(ijk_to_lps[:3, :3], axis=0)
     direction = ijk_to_lps[:3, :3] / spacing
     array = np.array(slicer.util.arrayFromVolume(node), dtype=np.float32, copy=True)
@@ -80,6 +82,80 @@ def volume_from_node(node):
                       tuple(float(d) for d in direction.ravel()))
     except InputError as err:  # e.g. a shearing parent transform: its voxel axes are no longer perpendicular
         raise InputError(f"{node.GetName()}: its geometry in the scene is not a volume's: {err}") from err
+
+
+def _frame_key(index_name: str) -> str:
+    """A Slicer sequence index name -> the frame metadata key of the library's series (FRAME_INDEX reversed)."""
+    return next((key for key, (name, _) in FRAME_INDEX.items() if name == index_name), "index")
+
+
+def sequence_behind(node):
+    """The sequence node a proxy volume shows (the volume a sequence browser puts in the views), else None."""
+    scene = node.GetScene()
+    if scene is None:
+        return None
+    for k in range(scene.GetNumberOfNodesByClass("vtkMRMLSequenceBrowserNode")):
+        sequence = scene.GetNthNodeByClass(k, "vtkMRMLSequenceBrowserNode").GetSequenceNode(node)
+        if sequence is not None:
+            return sequence
+    return None
+
+
+def is_series_node(node) -> bool:
+    """A sequence node, a sequence browser's proxy volume, or a volume with several components per voxel."""
+    if node.IsA("vtkMRMLSequenceNode") or sequence_behind(node) is not None:
+        return True
+    image = node.GetImageData() if node.IsA("vtkMRMLVolumeNode") else None
+    return image is not None and image.GetNumberOfScalarComponents() > 1
+
+
+def series_from_node(node):
+    """A 4D ``Volume`` (frames, z, y, x) from a sequence node or the proxy volume its browser shows (frame
+    metadata from the sequence's index: DCE times in minutes, DWI b-values), or from a multi-component
+    volume (MultiVolume; frames numbered). Every frame must share one grid."""
+    from MRISynthesisLib.errors import InputError
+    from MRISynthesisLib.volume import Volume, geometry_differences
+
+    proxy = None if node.IsA("vtkMRMLSequenceNode") else node
+    sequence = node if proxy is None else sequence_behind(node)
+    if sequence is None:
+        return volume_from_node_components(node)
+    key = _frame_key(sequence.GetIndexName())
+    frames, records = [], []
+    for k in range(sequence.GetNumberOfDataNodes()):
+        data = sequence.GetNthDataNode(k)
+        if data is None or not data.IsA("vtkMRMLScalarVolumeNode") or data.IsA("vtkMRMLLabelMapVolumeNode"):
+            raise InputError(f"'{node.GetName()}': frame {k} of the sequence is not a scalar volume")
+        frame = volume_from_node(data, shown_by=proxy)
+        if frames and geometry_differences(frames[0], frame):
+            raise InputError(f"'{node.GetName()}': frame {k} is not on the grid of frame 0 "
+                             f"({'; '.join(geometry_differences(frames[0], frame))})")
+        frames.append(frame)
+        value = sequence.GetNthIndexValue(k)
+        try:
+            records.append({key: float(value)})
+        except ValueError:
+            records.append({"index": k, "label": value})
+    if not frames:
+        raise InputError(f"'{node.GetName()}': the sequence holds no frames")
+    first = frames[0]
+    return Volume(np.stack([f.array for f in frames]), first.spacing, first.origin, first.direction, tuple(records))
+
+
+def volume_from_node_components(node):
+    """A multi-component volume node (MultiVolume, DWI) as a 4D ``Volume``, one frame per component."""
+    import slicer
+
+    from MRISynthesisLib.volume import Volume
+
+    array = np.array(slicer.util.arrayFromVolume(node), dtype=np.float32, copy=True)
+    if array.ndim == 3:  # one component: a series of one frame
+        array = array[..., None]
+    ijk_to_lps = LPS_TO_RAS @ _matrix(node)
+    spacing = np.linalg.norm(ijk_to_lps[:3, :3], axis=0)
+    return Volume(np.moveaxis(array, -1, 0), tuple(float(s) for s in spacing),
+                  tuple(float(o) for o in ijk_to_lps[:3, 3]), tuple(float(d) for d in (ijk_to_lps[:3, :3] / spacing).ravel()),
+                  tuple({"index": k} for k in range(array.shape[-1])))
 
 
 def _fill(node, volume) -> None:
