@@ -544,6 +544,7 @@ class MRISynthesisTest(ScriptedLoadableModuleTest):
         self.test_AboutText()
         self.test_SampleData()
         self.test_SynthesisOnPhantom()
+        self.test_BreastSeriesSynthesis()
 
     def test_LibraryVersion(self):
         self.delayDisplay("Checking that MRISynthesisLib is importable and has a version")
@@ -581,5 +582,16 @@ class MRISynthesisTest(ScriptedLoadableModuleTest):
         run = logic.synthesize(inputs, "T1ce", "unet-ct1", real=nodes["T1ce"])
         self.assertEqual(run.synthesized.GetName(), "T1ce synthesized by unet-ct1")
         self.assertIsNotNone(run.error_map)
+        self.assertEqual(run.metrics.GetNumberOfRows(), 4)
+        self.delayDisplay("Test passed")
+
+    def test_BreastSeriesSynthesis(self):
+        self.delayDisplay("Synthesizing T2 of the breast phantom from T1 and the DWI and DCE sequences")
+        logic = MRISynthesisLogic()
+        logic.ensureDependencies()
+        nodes = logic.loadPhantom(seed=4, anatomy="breast")
+        run = logic.synthesize({"T1": nodes["T1"], "DWI": nodes["DWI"], "DCE": nodes["DCE"]}, "T2", "important-net",
+                               real=nodes["T2"])
+        self.assertEqual(run.synthesized.GetAttribute("MRISynthesis.weights"), "important-net-breast-lite.pt")
         self.assertEqual(run.metrics.GetNumberOfRows(), 4)
         self.delayDisplay("Test passed")
