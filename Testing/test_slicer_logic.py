@@ -253,3 +253,34 @@ def test_the_panel_writes_inputs_as_the_views_show_them(scene, tmp_path):
     nodes["T1"].SetAndObserveTransformNodeID(None)
     np.testing.assert_allclose(np.subtract(t1.origin, volume_from_node(nodes["T1"]).origin), [-12.0, 0, 0], atol=1e-6)
     assert read_volume(real).spatial_shape == volume_from_node(nodes["T2"]).spatial_shape
+
+
+def test_a_multi_component_volume_is_a_series_frame_by_frame(scene):
+    """MultiVolume-style nodes keep the frames in the voxel components: (z, y, x, t) becomes (t, z, y, x)."""
+    from MRISynthesisSlicerLib.logic import check_selection
+    from MRISynthesisSlicerLib.nodes import series_from_node
+
+    volume = make_volume((5, 6, 7), spacing=(1.0, 1.5, 2.0), origin=(3.0, -4.0, 5.0), direction=OBLIQUE, seed=2)
+    frames = np.stack([volume.array * (1 + k) for k in range(3)], axis=-1)
+    node = scene.AddNewNodeByClass("vtkMRMLVectorVolumeNode", "dce components")
+    slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(frames))
+    node.SetIJKToRASMatrix(_matrix_of(volume))
+    series = series_from_node(node)
+    assert series.shape == (3, 5, 6, 7)
+    for k in range(3):
+        np.testing.assert_array_equal(series.array[k], frames[..., k])
+    np.testing.assert_allclose(series.origin, volume.origin, atol=1e-9)
+    np.testing.assert_allclose(series.direction, volume.direction, atol=1e-9)
+    check_selection({"T1": node_from_volume(scene, volume, "t1"), "DCE": node}, "T2")  # accepted as DCE
+
+
+def _matrix_of(volume):
+    import vtk
+
+    from MRISynthesisSlicerLib.nodes import ijk_to_ras
+
+    matrix = vtk.vtkMatrix4x4()
+    for r, row in enumerate(ijk_to_ras(volume)):
+        for c, value in enumerate(row):
+            matrix.SetElement(r, c, float(value))
+    return matrix
