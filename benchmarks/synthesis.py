@@ -113,6 +113,7 @@ def main() -> None:
     parser.add_argument("--fixed-budget", action="store_true",
                         help="baseline: ignore the memory left and use the 1 GiB CPU budget (what a memory-blind "
                              "engine would do)")
+    parser.add_argument("--name", help="results file name (default: synthesis, with the limit and budget)")
     parser.add_argument("--one", nargs=2, metavar=("FILE", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -145,7 +146,7 @@ def main() -> None:
             print(f"{file:34} {size:>12} {row['total_s']:8.1f} {share['registration']:6.1f} {share['network']:6.1f} "
                   f"{share['rest']:6.1f} {row['peak_rss_gib']:8.2f} {row['ratio_total_over_network']:9.2f} "
                   f"{','.join(map(str, row['batch_sizes'])):>6} {'x'.join(map(str, row['patch'] or ['-'])):>10}")
-    name = "synthesis" + (f"-limit-{args.address_space_gib:g}gib" if args.address_space_gib else "") + \
+    name = args.name or "synthesis" + (f"-limit-{args.address_space_gib:g}gib" if args.address_space_gib else "") + \
         ("-fixed-budget" if args.fixed_budget else "")
     write_results(name, {"machine": machine(), "address_space_gib": args.address_space_gib, "rows": rows})
 
