@@ -27,6 +27,7 @@ from _machine import machine, write_results
 def _inputs(size: tuple[int, int, int], names) -> dict:
     from scipy import ndimage
 
+    from MRISynthesisLib.inputs import SERIES_SEQUENCES
     from MRISynthesisLib.volume import Volume
 
     x, y, z = size
@@ -40,7 +41,8 @@ def _inputs(size: tuple[int, int, int], names) -> dict:
         coarse = rng.uniform(200, 1200, grid.shape[1:]).astype(np.float32)
         array = ndimage.zoom(coarse, (z / coarse.shape[0], y / coarse.shape[1], x / coarse.shape[2]), order=1)
         array[~inside] = 0
-        volumes[name] = Volume(array, (1.0, 1.0, 1.0))
+        # a 4D input (DWI, DCE) as a two-frame series: the pipeline feeds the model the frame it was trained on
+        volumes[name] = Volume(np.stack([array, array * 1.2]) if name in SERIES_SEQUENCES else array, (1.0, 1.0, 1.0))
     return volumes
 
 
@@ -61,7 +63,8 @@ def _one(model_file: str, size: str, device: str, register: str, fixed_budget: b
 
     entry = next(e for e in read_manifest() if e.file == model_file)
     shape = tuple(int(v) for v in size.split("x"))
-    inputs = _inputs(shape, entry.inputs)
+    target = entry.targets[0]
+    inputs = _inputs(shape, [s for s in entry.inputs if s != target])  # an any-to-any model: every other one
     spent = {"network": 0.0, "registration": 0.0}
 
     def timed(name, fn):
@@ -90,7 +93,7 @@ def _one(model_file: str, size: str, device: str, register: str, fixed_budget: b
     if fixed_budget:  # the baseline: the engine's 1 GiB budget whatever memory is left
         inference.cpu_budget_bytes = lambda: inference.CPU_BUDGET_BYTES
     start = time.perf_counter()
-    pipeline.synthesize(inputs, entry.targets[0], entry.model, anatomy=entry.anatomy, register=register, device=device)
+    pipeline.synthesize(inputs, target, entry.model, anatomy=entry.anatomy, register=register, device=device)
     total = time.perf_counter() - start
     peak_gpu = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None
     return {"model": entry.file, "size": size, "device": device, "register": register, "total_s": total,
@@ -101,7 +104,7 @@ def _one(model_file: str, size: str, device: str, register: str, fixed_budget: b
             "batch_sizes": sorted(set(chosen["batch"])), "patch": chosen["patch"][0] if chosen["patch"] else None}
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=["240x240x155", "512x512x300"], help="x by y by z voxels (1 mm)")
     parser.add_argument("--device", default="cpu")
@@ -119,7 +122,7 @@ def main() -> None:
     if args.one:
         _limit_address_space(args.address_space_gib)
         print(json.dumps(_one(args.one[0], args.one[1], args.device, args.register, args.fixed_budget)))
-        return
+        return 0
 
     from MRISynthesisLib.predictors import _PLANS
     from MRISynthesisLib.weights import read_manifest
@@ -149,7 +152,9 @@ def main() -> None:
     name = args.name or "synthesis" + (f"-limit-{args.address_space_gib:g}gib" if args.address_space_gib else "") + \
         ("-fixed-budget" if args.fixed_budget else "")
     write_results(name, {"machine": machine(), "address_space_gib": args.address_space_gib, "rows": rows})
+    # a failed row fails the script (run_all reports it), except under a memory limit, where failing is a result
+    return 1 if any("error" in r for r in rows) and not args.address_space_gib else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
