@@ -120,4 +120,4 @@ def test_compare_reproduces_the_quality_table_for_the_same_subject_and_model(tmp
     assert row["model"] == "unet-ct1" and row["target"] == "T1ce"
     assert row["psnr"] == pytest.approx(table["psnr"], abs=0.01)
     for metric in ("ssim", "nmse", "mae"):
-        assert row[metric] == pytest.approx(table[metric], rel=1e-3), metric
+        assert row[metric] == pytest.approx(table[metric], rel=1e-3, abs=1e-4), metric  # SSIM can be near 0
