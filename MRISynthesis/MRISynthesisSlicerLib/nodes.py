@@ -60,6 +60,14 @@ def _matrix(node, shown_by=None) -> np.ndarray:
     return _numpy(to_world) @ _numpy(m)
 
 
+def _lps_geometry(node, shown_by=None) -> tuple[tuple, tuple, tuple]:
+    """(spacing, origin, direction) in LPS of where the views show the node's voxels."""
+    ijk_to_lps = LPS_TO_RAS @ _matrix(node, shown_by)
+    spacing = np.linalg.norm(ijk_to_lps[:3, :3], axis=0)
+    return (tuple(float(s) for s in spacing), tuple(float(o) for o in ijk_to_lps[:3, 3]),
+            tuple(float(d) for d in (ijk_to_lps[:3, :3] / spacing).ravel()))
+
+
 def volume_from_node(node, shown_by=None):
     """A ``Volume`` with a copy of a scalar volume node's voxels and its world geometry in LPS."""
     import slicer
@@ -71,15 +79,12 @@ def volume_from_node(node, shown_by=None):
         raise InputError(f"{getattr(node, 'GetName', lambda: 'nothing')()}: not a scalar volume")
     if node.GetImageData() is None:
         raise InputError(f"{(shown_by or node).GetName()}: the volume has no voxels")
-    ijk_to_lps = LPS_TO_RAS @ _matrix(node, shown_by)
-    spacing = np.linalg.norm(ijk_to_lps[:3, :3], axis=0)
-    direction = ijk_to_lps[:3, :3] / spacing
+    geometry = _lps_geometry(node, shown_by)
     array = np.array(slicer.util.arrayFromVolume(node), dtype=np.float32, copy=True)
     if array.ndim != 3:
         raise InputError(f"{node.GetName()}: a 3D volume is needed, the node holds {array.ndim}D voxels")
     try:
-        return Volume(array, tuple(float(s) for s in spacing), tuple(float(o) for o in ijk_to_lps[:3, 3]),
-                      tuple(float(d) for d in direction.ravel()))
+        return Volume(array, *geometry)
     except InputError as err:  # e.g. a shearing parent transform: its voxel axes are no longer perpendicular
         raise InputError(f"{node.GetName()}: its geometry in the scene is not a volume's: {err}") from err
 
@@ -151,11 +156,7 @@ def volume_from_node_components(node):
     array = np.array(slicer.util.arrayFromVolume(node), dtype=np.float32, copy=True)
     if array.ndim == 3:  # one component: a series of one frame
         array = array[..., None]
-    ijk_to_lps = LPS_TO_RAS @ _matrix(node)
-    spacing = np.linalg.norm(ijk_to_lps[:3, :3], axis=0)
-    return Volume(np.moveaxis(array, -1, 0), tuple(float(s) for s in spacing),
-                  tuple(float(o) for o in ijk_to_lps[:3, 3]), tuple(float(d) for d in (ijk_to_lps[:3, :3] / spacing).ravel()),
-                  tuple({"index": k} for k in range(array.shape[-1])))
+    return Volume(np.moveaxis(array, -1, 0), *_lps_geometry(node), tuple({"index": k} for k in range(array.shape[-1])))
 
 
 def _fill(node, volume) -> None:
