@@ -132,9 +132,9 @@ def series_from_node(node):
         if data is None or not data.IsA("vtkMRMLScalarVolumeNode") or data.IsA("vtkMRMLLabelMapVolumeNode"):
             raise InputError(f"'{node.GetName()}': frame {k} of the sequence is not a scalar volume")
         frame = volume_from_node(data, shown_by=proxy)
-        if frames and geometry_differences(frames[0], frame):
-            raise InputError(f"'{node.GetName()}': frame {k} is not on the grid of frame 0 "
-                             f"({'; '.join(geometry_differences(frames[0], frame))})")
+        differences = geometry_differences(frames[0], frame) if frames else []
+        if differences:
+            raise InputError(f"'{node.GetName()}': frame {k} is not on the grid of frame 0 ({'; '.join(differences)})")
         frames.append(frame)
         value = sequence.GetNthIndexValue(k)
         try:
