@@ -55,6 +55,9 @@ class WeightsEntry:
     #: the foreground mask the intensities were normalised within (``preprocess.FOREGROUND_METHODS``);
     #: manifests written before the field existed were all trained with ``otsu``
     foreground: str = "otsu"
+    #: sequences the network takes and makes as whole 4D series (Seq2Seq breast: DWI, DCE), with the frames
+    #: it makes when synthesizing one without a real series to follow (the training data's protocol)
+    series: dict[str, int] = field(default_factory=dict)
 
     @property
     def key(self) -> str:

@@ -27,6 +27,19 @@ def cases(tmp_path_factory):
     return load_cases(source, source.names(), CaseCache(folder))
 
 
+@pytest.fixture(scope="module")
+def breast_cases(tmp_path_factory):
+    """Breast cases whose DCE series differ in length (6 phases, and 5 in the last two, as a protocol with
+    one post-contrast phase fewer) beside a 2-frame DWI."""
+    from dataclasses import replace
+
+    folder = tmp_path_factory.mktemp("breast-cases")
+    source = PhantomSource("breast", [41, 42, 43, 44], sequences=("T1", "T2", "DWI", "DCE"), scheme="percentile",
+                           resolution=4.0)
+    cases = load_cases(source, source.names(), CaseCache(folder))
+    return cases[:2] + [replace(c, volumes={**c.volumes, "DCE": c.volumes["DCE"][:5]}) for c in cases[2:]]
+
+
 def _recipe(**options):
     torch.manual_seed(0)
     recipe = recipe_for("seq2seq")("lite", CPU, **{"perceptual": "random", **options})
@@ -68,8 +81,8 @@ def test_perceptual_policy_and_bad_options():
             recipe_for("seq2seq")("lite", CPU)
     off = recipe_for("seq2seq")("lite", CPU, perceptual="off")
     assert off.perceptual is None and "--without-perceptual" in off.notes[0]
-    with pytest.raises(InputError, match="breast"):
-        recipe_for("seq2seq")("lite", CPU, anatomy="breast", perceptual="off")
+    with pytest.raises(InputError, match="Seq2Seq trains on brain or breast data, not prostate"):
+        recipe_for("seq2seq")("lite", CPU, anatomy="prostate", perceptual="off")
     with pytest.raises(InputError, match="unknown perceptual backbone"):
         recipe_for("seq2seq")("lite", CPU, perceptual="vgg")
 
@@ -84,3 +97,50 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path):
     a, b = (checkpoint.load(f / "checkpoints" / "last.pt")["recipe"]["networks"] for f in (straight, interrupted))
     for net in ("generator", "discriminator"):
         assert all(torch.equal(a[net][k], b[net][k]) for k in a[net]), net
+
+
+def test_breast_batches_keep_series_whole_with_one_frame_layout_per_batch(breast_cases):
+    recipe = _recipe(anatomy="breast")
+    counts = {tuple(c.volumes[n].shape[0] if c.volumes[n].ndim == 4 else 1 for n in recipe.sequences)
+              for c in breast_cases}
+    assert len(counts) > 1, "the fixture should mix DCE lengths"
+    layouts = set()
+    for seed in range(10):
+        batch = recipe.make_batch(breast_cases, np.random.default_rng(seed), 2)
+        frames = batch["frames"]
+        assert (frames == frames[0]).all() and tuple(frames[0]) in counts
+        assert batch["inputs"].shape == (2, 3 * int(frames[0].sum()), 32, 32)
+        layouts.add(tuple(frames[0]))
+    assert layouts == counts
+
+
+def test_breast_series_are_translated_whole_and_the_loss_falls(breast_cases):
+    recipe = _recipe(anatomy="breast")
+    dce, t2 = recipe.sequences.index("DCE"), recipe.sequences.index("T2")
+    batch = recipe.make_batch(breast_cases, np.random.default_rng(1), 2)
+    batch["source"][:], batch["target"][:] = t2, dce  # T2 -> the whole DCE series
+    batch = recipe.to_tensors(batch)
+    first = recipe.train_step(batch)
+    for _ in range(8):
+        last = recipe.train_step(batch)
+    assert last["translation_l1"] < first["translation_l1"]
+    prediction, target, mask = recipe.predict(batch)
+    phases = int(batch["frames"][0][dce])
+    assert prediction.shape == target.shape == mask.shape == (2 * phases, 1, 32, 32)
+    # frame k of the prediction is frame k of the real series: the real rows match the batch's DCE windows
+    start = 3 * int(batch["frames"][0][:dce].sum())
+    np.testing.assert_array_equal(target[1].numpy(), batch["inputs"][0, start + 4:start + 5].numpy())
+
+
+def test_a_breast_run_exports_weights_that_take_and_make_whole_series(tmp_path):
+    from MRISynthesisLib.training.export import export_run
+    from MRISynthesisLib.weights import read_manifest
+
+    run = tmp_path / "run"
+    train(TrainOptions(model="seq2seq", data="phantom:breast:3", out=str(run), steps=1, steps_per_epoch=1,
+                       checkpoint_every=1, batch_size=1, recipe_options={"perceptual": "off"}), progress=False)
+    export_run(run, which="last", folder=tmp_path / "models")
+    entry, = read_manifest(tmp_path / "models")
+    assert entry.anatomy == "breast" and entry.series == {"DWI": 2, "DCE": 6}
+    card = (tmp_path / "models" / entry.file).with_suffix(".md").read_text()
+    assert "4D series: DWI (2 frames when synthesized), DCE (6 frames when synthesized)" in card

@@ -47,6 +47,7 @@ def export_run(run_dir: str | Path, *, anatomy: str | None = None, which: str = 
         "voxel_size_mm": recipe.phantom_resolution[config] if options["data"].startswith("phantom") else 1.0,
         "patch_size": recipe.inference_size[config],
         "frames": {k: v for k, v in recipe.frames.items() if k in inputs},
+        "series": dict(recipe.series.get(anatomy, {})),
         "training": {"command": command or options.get("command", ""), "data": options["data"], "train_cases": split["train"],
                      "validation_cases": split["validation"], "steps": state["step"], "checkpoint": which,
                      "best_validation_psnr_db": round(float(state["best_psnr"]), 3), "seed": options["seed"],
@@ -60,8 +61,13 @@ def export_run(run_dir: str | Path, *, anatomy: str | None = None, which: str = 
     return entry
 
 
-def _frames_line(frames: dict[str, int]) -> str:
-    """The model card's line on 4D inputs: which frame of each series the network sees."""
+def _frames_line(frames: dict[str, int], series: dict[str, int]) -> str:
+    """The model card's line on 4D inputs: which frame of each series the network sees, or that it takes
+    and makes whole series."""
+    if series:
+        said = ", ".join(f"{name} ({n} frames when synthesized)" for name, n in series.items())
+        return (f"\n- 4D series: {said} are taken and made whole, every frame (a series target gets the real "
+                "series' frame count when one is given for comparison).")
     if not frames:
         return ""
     said = ", ".join(f"{name} frame {'-1 (the last)' if index == -1 else index}" for name, index in frames.items())
@@ -80,7 +86,7 @@ def write_model_card(entry: WeightsEntry, folder: str | Path | None = None) -> P
   (the pipeline does both).
 - Intensities: `{entry.normalization}` normalisation within the `{entry.foreground}` foreground mask
   ({_FOREGROUND_WORDS[entry.foreground]}); the output is mapped back to the reference sequence's intensity scale.
-- Inference: {'3D patches of ' + 'x'.join(map(str, entry.patch_size)) + ' voxels, Gaussian-blended' if entry.patch_size else 'whole slices'}.{_frames_line(entry.frames)}"""
+- Inference: {'3D patches of ' + 'x'.join(map(str, entry.patch_size)) + ' voxels, Gaussian-blended' if entry.patch_size else 'whole slices'}.{_frames_line(entry.frames, entry.series)}"""
     else:
         size = entry.build_overrides.get("patch_size", 64)
         title = f"de novo {size} x {size} multiparametric patches ({entry.build_overrides.get('variant', 'dcgan')})"

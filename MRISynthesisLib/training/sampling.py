@@ -32,9 +32,20 @@ def _fit(array: np.ndarray, size: Sequence[int], center: Sequence[int], fill: fl
     return crop_or_pad(cropped, size, fill=fill)[0]
 
 
+def frame_count(array: np.ndarray) -> int:
+    """Frames of a cached sequence: 1 for a 3D (z, y, x) array, t for a (t, z, y, x) series."""
+    return array.shape[0] if array.ndim == 4 else 1
+
+
 def _stack(case: Case, names: Sequence[str], index: np.ndarray) -> np.ndarray:
-    """(channels x window, y, x) for slice indices ``index`` of each named sequence."""
-    return np.concatenate([case.volumes[n][index] for n in names], axis=0)
+    """(frames x window, y, x) for slice indices ``index`` of each named sequence, frame-major: a 3D
+    sequence gives one window of slices, a (t, z, y, x) series t windows, one per frame."""
+    windows = []
+    for name in names:
+        array = case.volumes[name]
+        series = array if array.ndim == 4 else array[None]
+        windows.append(series[:, index].reshape(-1, *series.shape[-2:]))
+    return np.concatenate(windows, axis=0)
 
 
 _KEYS = ("inputs", "targets", "mask", "labels")
@@ -62,7 +73,8 @@ def random_slices(cases: Sequence[Case], rng: np.random.Generator, batch: int, i
     """2D (``context=0``) or 2.5D (2k+1 neighbouring slices per sequence) samples of foreground slices.
 
     Returns arrays ``inputs`` (B, len(inputs)*(2k+1), H, W), ``targets`` (B, len(targets)*(2k+1), H, W),
-    ``mask`` and ``labels`` (B, 1, H, W) of the centre slice, and ``case`` indices.
+    ``mask`` and ``labels`` (B, 1, H, W) of the centre slice, and ``case`` indices. A 4D series counts
+    as many sequences as it has frames (:func:`_stack`), so all ``cases`` must share their frame counts.
     """
     samples, chosen = [], []
     for _ in range(batch):

@@ -30,6 +30,9 @@ class Recipe:
     #: which frame of each 4D input series a 2D/3D generator sees ({"DCE": 1}, say); export writes the
     #: ones among the task's inputs into the manifest, so inference picks the same frame
     frames: dict[str, int] = {}
+    #: per anatomy, the sequences the generator takes and makes as whole 4D series, with the frames it makes
+    #: for a synthesized one (export writes them into the manifest's ``series``)
+    series: dict[str, dict[str, int]] = {}
     #: intensity normalisation of the cases (``training.data.NORMALIZATIONS``)
     normalization: str = "zscore"
     #: the foreground the normalisation's statistics come from (``preprocess.FOREGROUND_METHODS``)

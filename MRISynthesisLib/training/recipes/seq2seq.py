@@ -21,7 +21,16 @@ the paper; the rate decays polynomially (power 0.9, as the code) to 0 over ``dec
 Data: 2.5D stacks of three adjacent axial slices of every sequence, random in-plane crops of
 96 x 96 (``lite``, 2 mm phantom) or 192 x 192 (``paper``, the code's crop), intensities clipped to
 [0, 2 x p99] and mapped to [-1, 1] (``percentile``, the code's normalisation), random left-right flips.
-Brain only for now: the breast model's 4D DCE series needs phase-aware sampling.
+
+Tasks: brain T1, T1ce, T2, FLAIR (BraTS) and breast T1, T2, DWI, DCE (the paper's in-house protocol less
+the fat-saturated and subtraction series the phantom does not make). DWI (b = 0, 800) and DCE (pre-contrast
+and every post-contrast phase) stay 4D, as in the paper: a series source enters as its T frames, one
+shared-encoder pass each, linked by the encoder ConvLSTM (section 3.2); a series target is unrolled to its
+T frames by the decoder ConvLSTM, all of them in the losses. A series is normalised as one (one clip and
+scale for all its frames, ``training.data.normalize_case``), which keeps the enhancement curve's shape.
+Phase-aware sampling: protocols differ in their DCE phases (the phantom makes 4 or 5 post-contrast ones,
+``n_post``), so every batch is drawn from cases sharing the first drawn case's frame counts (one tensor per batch); frames of a series sit frame-major in the
+batch's channels (``sampling._stack``) and ``batch["frames"]`` says how many each sequence has.
 """
 
 from __future__ import annotations
@@ -35,10 +44,11 @@ from ...errors import InputError
 from ...models import build
 from ...models.seq2seq import build_discriminator
 from ..losses import VGG19Perceptual, check_perceptual_choice
-from ..sampling import random_slices
+from ..sampling import frame_count, random_slices
 from .base import Recipe
 
 BRAIN = ("T1", "T1ce", "T2", "FLAIR")
+BREAST = ("T1", "T2", "DWI", "DCE")
 LAMBDA_REC, LAMBDA_PERCEPTUAL, LAMBDA_CYCLE, LAMBDA_ADV = 10.0, 0.01, 10.0, 1.0
 PERCEPTUAL_RELUS = 13  # relu1_1 ... relu5_1
 
@@ -46,6 +56,9 @@ PERCEPTUAL_RELUS = 13  # relu1_1 ... relu5_1
 class Seq2SeqRecipe(Recipe):
     model = "seq2seq"
     inputs = targets = sequences = BRAIN
+    tasks = {"brain": (BRAIN, BRAIN, BRAIN), "breast": (BREAST, BREAST, BREAST)}
+    #: the phantom's breast protocol: DWI at b = 0 and 800, DCE pre-contrast + up to 5 post-contrast phases
+    series = {"breast": {"DWI": 2, "DCE": 6}}
     normalization = "percentile"
     batch_size = {"lite": 2, "paper": 1}
     crop = {"lite": (96, 96), "paper": (192, 192)}
@@ -54,9 +67,8 @@ class Seq2SeqRecipe(Recipe):
 
     def __init__(self, config: str, device: torch.device, amp: bool = False, *, anatomy: str | None = None,
                  perceptual: str = "imagenet", adversarial: bool = True, decay_epochs: int | None = None) -> None:
-        if (anatomy or "brain") != "brain":
-            raise InputError("Seq2Seq training is built for the brain (T1, T1ce, T2, FLAIR) so far; the breast "
-                             "model's 4D DCE series is not supported by this recipe yet")
+        if (anatomy or "brain") not in self.tasks:
+            raise InputError(f"Seq2Seq trains on {' or '.join(self.tasks)} data, not {anatomy}")
         super().__init__(config, device, amp, anatomy=anatomy)
         check_perceptual_choice(perceptual)
         self.perceptual = None if perceptual == "off" else VGG19Perceptual(
@@ -68,7 +80,7 @@ class Seq2SeqRecipe(Recipe):
         self.networks["generator"] = generator
         self.optimizers["generator"] = torch.optim.Adam(generator.parameters(), lr=2e-4, betas=(0.5, 0.999))
         if adversarial:
-            self.networks["discriminator"] = build_discriminator(config, sequences=BRAIN).to(device)
+            self.networks["discriminator"] = build_discriminator(config, sequences=self.sequences).to(device)
             self.optimizers["discriminator"] = torch.optim.Adam(self.networks["discriminator"].parameters(), lr=2e-4,
                                                                 betas=(0.5, 0.999))
         epochs = decay_epochs or {"lite": 40, "paper": 1000}[config]
@@ -80,6 +92,11 @@ class Seq2SeqRecipe(Recipe):
 
     # ----------------------------------------------------------------- data
     def make_batch(self, cases, rng: np.random.Generator, batch_size: int) -> dict[str, np.ndarray]:
+        counts = [tuple(frame_count(c.volumes[n]) for n in self.sequences) for c in cases]
+        if any(f > 1 for frames in counts for f in frames):  # series: one frame layout per batch
+            first = counts[int(rng.integers(len(cases)))]
+            cases = [c for c, frames in zip(cases, counts) if frames == first]
+            counts = [first]
         batch = random_slices(cases, rng, batch_size, self.sequences, self.sequences[:1], self.crop[self.config],
                               context=1, augment=False)
         if rng.random() < 0.5:  # one flip for the batch keeps every pair of sequences aligned
@@ -91,38 +108,45 @@ class Seq2SeqRecipe(Recipe):
         del batch["targets"]
         batch["source"] = np.full(batch_size, source, np.int64)
         batch["target"] = np.full(batch_size, target, np.int64)
+        batch["frames"] = np.tile(np.asarray(counts[0], np.int64), (batch_size, 1))  # per sample: DDP shards rows
         return batch
 
     def _stack(self, batch: dict[str, torch.Tensor], key: str) -> torch.Tensor:
-        """The 3-slice stack (B, 3, H, W) of the sequence named by ``batch[key]``."""
+        """The frames of the sequence named by ``batch[key]``, as (B, T, 3, H, W) 3-slice stacks."""
         k = int(batch[key][0])
-        return batch["inputs"][:, 3 * k:3 * k + 3]
+        frames = [int(f) for f in batch["frames"][0]]
+        start = 3 * sum(frames[:k])
+        x = batch["inputs"][:, start:start + 3 * frames[k]]
+        return x.reshape(x.shape[0], frames[k], 3, *x.shape[-2:])
 
     # ----------------------------------------------------------------- step
     def _similarity(self, fake: torch.Tensor, real: torch.Tensor, name: str, terms: dict) -> torch.Tensor:
         terms[f"{name}_l1"] = F.l1_loss(fake, real)
         total = LAMBDA_REC * terms[f"{name}_l1"]
-        if self.perceptual is not None:
-            terms[f"{name}_perceptual"] = self.perceptual(fake, real)
+        if self.perceptual is not None:  # every frame of a series as one image
+            terms[f"{name}_perceptual"] = self.perceptual(fake.flatten(0, 1), real.flatten(0, 1))
             total = total + LAMBDA_PERCEPTUAL * terms[f"{name}_perceptual"]
         return total
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         generator = self.networks["generator"]
         generator.train()
-        source, target = int(batch["source"][0]), int(batch["target"][0])
+        # batch indices count in the task's sequences; the generator's code is named (its code order is
+        # models.seq2seq.SEQUENCE_ORDER), the shared discriminator's channels are the task's sequences
+        target = int(batch["target"][0])
+        source_name, target_name = self.sequences[int(batch["source"][0])], self.sequences[target]
         x_i, x_j = self._stack(batch, "source"), self._stack(batch, "target")
         terms: dict[str, torch.Tensor] = {}
 
-        fake_j = generator(x_i, target)
+        fake_j = generator(x_i, target_name, phases=x_j.shape[1])
         total = self._similarity(fake_j, x_j, "translation", terms)
-        total = total + self._similarity(generator(x_i, source), x_i, "self", terms)
-        terms["cycle_l1"] = F.l1_loss(generator(fake_j, source), x_i)
+        total = total + self._similarity(generator(x_i, source_name, phases=x_i.shape[1]), x_i, "self", terms)
+        terms["cycle_l1"] = F.l1_loss(generator(fake_j, source_name, phases=x_i.shape[1]), x_i)
         total = total + LAMBDA_CYCLE * terms["cycle_l1"]
         if self.adversarial:
             discriminator = self.networks["discriminator"]
             discriminator.requires_grad_(False)
-            score = discriminator(fake_j, target)
+            score = discriminator(fake_j.flatten(0, 1), target)
             terms["adversarial"] = F.mse_loss(score, torch.ones_like(score))
             total = total + LAMBDA_ADV * terms["adversarial"]
         self.optimizers["generator"].zero_grad(set_to_none=True)
@@ -130,7 +154,8 @@ class Seq2SeqRecipe(Recipe):
         self.optimizers["generator"].step()
         result = {"loss": float(total.detach()), **{k: float(v.detach()) for k, v in terms.items()}}
         if self.adversarial:
-            result["discriminator"] = self._discriminator_step(x_j, fake_j.detach(), target)
+            result["discriminator"] = self._discriminator_step(x_j.flatten(0, 1), fake_j.detach().flatten(0, 1),
+                                                               target)
         return result
 
     def _discriminator_step(self, real: torch.Tensor, fake: torch.Tensor, target: int) -> float:
@@ -146,12 +171,17 @@ class Seq2SeqRecipe(Recipe):
         return float(loss.detach())
 
     def predict(self, batch: dict[str, torch.Tensor]):
+        """Centre slices, one row per frame of the target (a series target counts every frame)."""
         generator = self.networks["generator"]
         generator.eval()
+        real = self._stack(batch, "target")
         with torch.no_grad():
-            fake = generator(self._stack(batch, "source"), int(batch["target"][0]))
+            fake = generator(self._stack(batch, "source"), self.sequences[int(batch["target"][0])],
+                             phases=real.shape[1])
+        frames = real.shape[1]
         # the centre slice of each 3-slice stack is the one inference keeps
-        return fake[:, 1:2], self._stack(batch, "target")[:, 1:2], batch["mask"]
+        return (fake[:, :, 1:2].flatten(0, 1), real[:, :, 1:2].flatten(0, 1),
+                batch["mask"].repeat_interleave(frames, dim=0))
 
 
 RECIPE = Seq2SeqRecipe
