@@ -61,7 +61,7 @@ def _cmd_synthesize(args: argparse.Namespace) -> int:
     from .synthesize_cmd import run_synthesize
 
     run_synthesize(args.model, args.input, args.target, args.out, reference=args.reference, register=args.register,
-                   real=args.real, error_map_path=args.error_map, device=args.device,
+                   real=args.real, error_map_path=args.error_map, device=args.device, phases=args.phases,
                    progress="lines" if args.progress_lines else not args.quiet)
     return 0
 
@@ -313,10 +313,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", nargs="+", required=True, action="extend", metavar="SEQ=FILE")
     p.add_argument("--target", required=True)
     p.add_argument("--out", required=True, help="output file (.nii.gz, .nrrd, .mha); a .json report is written beside it")
-    p.add_argument("--reference", help="sequence the others are registered to (default T1)")
+    p.add_argument("--reference", help="sequence the others are registered to (default T1, else the input with "
+                   "the finest voxels)")
     p.add_argument("--register", choices=TRANSFORMS + ("none",), default="rigid")
     p.add_argument("--real", help="the acquired target, for metrics and an error map")
     p.add_argument("--error-map", help="write the colour error map volume here (needs --real)")
+    p.add_argument("--phases", type=int, help="frames of a 4D series target (Seq2Seq breast DCE or DWI; default "
+                   "the --real series' count, else the model's)")
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--progress-lines", action="store_true",

@@ -7,7 +7,7 @@ reported the same way everywhere: the file, and what is wrong with it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
+from typing import Collection, Mapping
 
 from .errors import InputError
 from .sequences import canonical
@@ -17,9 +17,10 @@ from .volume import Volume, read_volume, require_same_geometry
 SERIES_SEQUENCES = {"DWI", "DCE"}
 
 
-def check_volume(volume: Volume, sequence: str, where: str) -> Volume:
-    """Shape, finiteness and content checks for one sequence; returns the volume unchanged."""
-    if sequence in SERIES_SEQUENCES:
+def check_volume(volume: Volume, sequence: str, where: str, *, series: bool | None = None) -> Volume:
+    """Shape, finiteness and content checks for one sequence; returns the volume unchanged. ``series``:
+    whether it must be a 4D series (default: as its sequence is, DWI and DCE)."""
+    if (sequence in SERIES_SEQUENCES) if series is None else series:
         if not volume.is_series or volume.shape[0] < 2:
             raise InputError(f"{where}: {sequence} must be a 4D series (t, z, y, x) of 2 frames or more, but it "
                              "holds one 3D frame")
@@ -44,11 +45,22 @@ def frame_index(sequence: str, n_frames: int, frames: Mapping[str, int], model: 
     return index
 
 
-def model_frames(volumes: Mapping[str, Volume], frames: Mapping[str, int], model: str) -> dict[str, Volume]:
-    """The 3D volumes a model sees: each 4D series reduced to the frame it was trained on (the highest
-    b-value of a DWI, a DCE's first post-contrast phase, ...), 3D volumes as they are."""
-    return {name: volume.frame(frame_index(name, volume.shape[0], frames, model)) if volume.is_series else volume
-            for name, volume in volumes.items()}
+def model_frames(volumes: Mapping[str, Volume], frames: Mapping[str, int], model: str,
+                 whole: Collection[str] = ()) -> dict[str, Volume]:
+    """The volumes a model sees: each 4D series reduced to the frame it was trained on (the highest
+    b-value of a DWI, a DCE's first post-contrast phase, ...), 3D volumes as they are; the sequences in
+    ``whole`` (a model that takes whole series: the manifest's ``series``) stay series and must be one."""
+    seen = {}
+    for name, volume in volumes.items():
+        if name in whole:
+            if not volume.is_series or volume.shape[0] < 2:
+                got = "a 3D volume" if not volume.is_series else "a series of one frame"
+                raise InputError(f"{name} must be a 4D series of at least 2 frames ({model} takes every frame of "
+                                 f"it), but it is {got}")
+            seen[name] = volume
+        else:
+            seen[name] = volume.frame(frame_index(name, volume.shape[0], frames, model)) if volume.is_series else volume
+    return seen
 
 
 def load_case(files: Mapping[str, str | Path], *, same_grid: bool = False) -> dict[str, Volume]:

@@ -4,8 +4,9 @@ Steps, each with the reason it is there:
 
 1. **Check** the inputs against the bundled model's needs (missing or extra sequences, 3D, finite, not
    constant), before any slow work. A 4D series (DWI, DCE) is reduced to the frame the model was
-   trained on (the manifest entry's ``frames``).
-2. **Register** every input onto the reference sequence (T1 by default) with the chosen preset and
+   trained on (the manifest entry's ``frames``), or kept whole for a model that takes whole series
+   (``series``: Seq2Seq breast), which also makes a series target frame by frame.
+2. **Register** every input onto the reference sequence (T1 by default, else the input with the finest voxels) with the chosen preset and
    resample it onto the reference grid: the models need voxel-aligned inputs.
 3. **Work grid**: the model was trained at one voxel size (in its manifest entry); inputs on another
    grid are resampled to an isotropic grid of that size covering the same field of view, and the
@@ -120,10 +121,10 @@ def _require_overlap(aligned: Volume, name: str, reference: str, register: str) 
 class Prepared:
     """Inputs registered, on the model's work grid and normalised: what a predictor consumes."""
 
-    fixed: Volume  # the reference input: the grid and intensity scale of the output
+    fixed: Volume  # the reference input (a series: its first frame): the grid of the output
     reference: str
     work: Volume  # the grid the model runs on
-    stacked: np.ndarray  # (channels, z, y, x) in the model's input order, normalised
+    stacked: np.ndarray  # (channels, z, y, x) in the model's input order (a series: every frame), normalised
     mask: np.ndarray  # foreground on the work grid, by the model's method: where it was normalised
     scale: Normalization  # the reference's normalisation, inverted to express the output
     registrations: dict[str, dict]
@@ -139,60 +140,106 @@ def normalization_for(scheme: str, array: np.ndarray, mask: np.ndarray) -> Norma
     raise InputError(f"unknown normalisation '{scheme}' in the weights manifest")
 
 
+def align(fixed: Volume, moving: Volume, register: str, name: str) -> tuple[Volume, dict]:
+    """``moving`` registered onto the 3D ``fixed`` grid, and the registration's summary.
+
+    A 4D series moves as one acquisition: the transform is estimated on the mean of its frames (which
+    shows the anatomy of all of them) and applied to every frame, so the frames stay aligned with each other.
+    """
+    if not moving.is_series:
+        result = run_registration(fixed, moving, register, name=name)
+        return result.registered, result.summary()
+    result = run_registration(fixed, moving.frame(0).with_array(moving.array.mean(axis=0)), register, name=name)
+    return result.apply(moving), result.summary()
+
+
+def _frames(volume: Volume) -> np.ndarray:
+    """A volume's array as (frames, z, y, x): one frame for a 3D volume."""
+    return volume.array if volume.is_series else volume.array[None]
+
+
 def prepare(inputs: Mapping[str, Volume], order: tuple[str, ...], reference: str, register: str, voxel_size_mm: float,
             progress: Progress | None = None, normalization: str = "zscore", foreground: str = "body") -> Prepared:
     """Register every input onto the reference, move all to the work grid, normalise (steps 2-4).
 
     ``foreground`` is the mask the normalisation's statistics come from, as the model was trained;
-    the output is blanked outside the body (tissue against air) whatever the model's method.
+    the output is blanked outside the body (tissue against air) whatever the model's method. A series is
+    normalised as one (the same statistics for all its frames, as ``training.data.normalize_case``) and
+    enters ``stacked`` frame by frame.
     """
-    fixed = inputs[reference]
+    given = inputs[reference]
+    fixed = given.frame(0) if given.is_series else given
     aligned, registrations = {}, {}
     for i, name in enumerate(order):
         _tell(progress, 0.3 * i / len(order), f"registering {name} to {reference}")
         if name == reference:
-            aligned[name] = fixed
+            aligned[name] = given
             continue
-        result = run_registration(fixed, inputs[name], register, name=name)
-        aligned[name] = _require_overlap(result.registered, name, reference, register)
-        registrations[name] = result.summary()
+        moved, registrations[name] = align(fixed, inputs[name], register, name)
+        aligned[name] = _require_overlap(moved, name, reference, register)
     work = _work_grid(fixed, voxel_size_mm)
     on_work = {n: resample_to(v, work) if work is not fixed else v for n, v in aligned.items()}
-    mean_image = np.mean([v.array for v in on_work.values()], axis=0)
+    mean_image = np.mean([_frames(v).mean(axis=0) for v in on_work.values()], axis=0)
     mask = foreground_mask(mean_image, method=foreground)
     body = mask if foreground == "body" else foreground_mask(mean_image)
-    norms = {n: normalization_for(normalization, v.array, mask) for n, v in on_work.items()}
-    stacked = np.stack([norms[n].apply(on_work[n].array) for n in order])
-    scale = norms[reference] if reference in norms else \
-        normalization_for(normalization, resample_to(fixed, work).array, mask)
+    norms = {n: normalization_for(normalization, _frames(v), np.broadcast_to(mask, _frames(v).shape))
+             for n, v in on_work.items()}
+    stacked = np.concatenate([norms[n].apply(_frames(on_work[n])) for n in order])
+    if reference in norms:
+        scale = norms[reference]
+    else:
+        reference_frames = _frames(resample_to(given, work))
+        scale = normalization_for(normalization, reference_frames, np.broadcast_to(mask, reference_frames.shape))
     return Prepared(fixed, reference, work, stacked, mask, scale, registrations, body)
 
 
 def finish(prepared: Prepared, predicted: np.ndarray) -> Volume:
-    """A normalised prediction on the work grid -> the reference's intensity scale and grid, body only."""
+    """A normalised prediction ((z, y, x), or (frames, z, y, x) for a series target) on the work grid ->
+    the reference's intensity scale and grid, body only."""
     head = ndimage.binary_dilation(prepared.body, iterations=2)
     values = np.where(head, prepared.scale.invert(predicted), 0.0).astype(np.float32)
-    synth = prepared.work.with_array(values)
-    return resample_to(synth, prepared.fixed) if prepared.work is not prepared.fixed else synth
+    work = prepared.work
+    synth = Volume(values, work.spacing, work.origin, work.direction)
+    return resample_to(synth, prepared.fixed) if work is not prepared.fixed else synth
+
+
+def default_reference(inputs: Mapping[str, Volume]) -> str:
+    """T1 when given (the usual anatomical reference), else the 3D input with the finest voxels, else the
+    finest series: the output is made on the reference's grid, so a coarse DWI makes a poor one."""
+    if "T1" in inputs:
+        return "T1"
+    return min(inputs, key=lambda name: (inputs[name].is_series, float(np.prod(inputs[name].spacing))))
 
 
 def synthesize(inputs: Mapping[str, Volume], target: str, model: str = "unet-ct1", *, reference: str | None = None,
                register: str = "rigid", real: Volume | None = None, device: str = "auto", anatomy: str | None = None,
                progress: Progress | None = None, weights_folder: str | Path | None = None,
-               input_names: Mapping[str, str] | None = None) -> SynthesisResult:
-    """Synthesize ``target`` from ``inputs`` ({canonical sequence: Volume}) with a bundled ``model``."""
+               input_names: Mapping[str, str] | None = None, phases: int | None = None) -> SynthesisResult:
+    """Synthesize ``target`` from ``inputs`` ({canonical sequence: Volume}) with a bundled ``model``.
+
+    ``phases``: the frames of a 4D series target (a model with ``series`` in its manifest entry); default
+    the real series' count when ``real`` is given, else the manifest's.
+    """
     started = time.perf_counter()
     if register not in PRESETS:
         raise InputError(f"unknown registration preset '{register}'; use one of {', '.join(PRESETS)}")
     entry = find(model, target, anatomy, weights_folder, available=tuple(inputs))
     check_inputs(inputs, entry, target)
-    inputs = model_frames(inputs, entry.frames, entry.model)
-    reference = reference or ("T1" if "T1" in inputs else next(iter(inputs)))
+    inputs = model_frames(inputs, entry.frames, entry.model, whole=entry.series)
+    reference = reference or default_reference(inputs)
     if reference not in inputs:
         raise InputError(f"reference sequence {reference} is not among the inputs ({', '.join(inputs)})")
+    if real is not None and target in entry.series:
+        if not real.is_series:
+            raise InputError(f"the real {target} must be a 4D series to compare with the synthesized one, "
+                             "but it is a 3D volume")
+        if phases is not None and phases != real.shape[0]:
+            raise InputError(f"{phases} frames of {target} asked for, but the real series to compare with has "
+                             f"{real.shape[0]}")
+        phases = real.shape[0]  # make as many frames as the real series has
     torch_device = choose_device(device)
     net = load_model(entry, weights_folder, torch_device)
-    plan = plan_for(entry, net, target, tuple(inputs))
+    plan = plan_for(entry, net, target, tuple(inputs), phases)
     prepared = prepare(inputs, plan.order, reference, register, entry.voxel_size_mm, progress, entry.normalization,
                        entry.foreground)
 
@@ -205,6 +252,7 @@ def synthesize(inputs: Mapping[str, Volume], target: str, model: str = "unet-ct1
         "inputs": dict(input_names) if input_names else {n: f"in-memory {n}" for n in inputs},
         "target": target, "reference": reference, "registration": register, "device": str(torch_device),
         "work_voxel_size_mm": entry.voxel_size_mm, "intensity_scale": f"the reference ({reference}) foreground mean/SD",
+        **({"frames": plan.phases} if plan.phases > 1 else {}),
         "package_version": __version__, "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "seconds": round(time.perf_counter() - started, 2), "notice": RESEARCH_USE_NOTICE,
     }
@@ -222,21 +270,48 @@ def compare_to_real(synth: Volume, real: Volume, *, register: str = "rigid",
     """Metrics, colour error map and the aligned real target, for ``synth`` against the acquired target.
 
     The real target is registered onto the reference (as the inputs were) before comparing, so its own
-    acquisition's motion does not count as synthesis error.
+    acquisition's motion does not count as synthesis error. A series is compared frame by frame: its
+    metrics are the means over frames (each frame's own under ``per_frame``) and its error map is a
+    series with one colour scale for all frames.
     """
+    check_volume(real, "real target", "real target", series=synth.is_series)
+    if synth.is_series and synth.shape[0] != real.shape[0]:
+        raise InputError(f"the real target is a series of {real.shape[0]} frames but the synthesized one has "
+                         f"{synth.shape[0]}")
+    if reference is not None and register != "none":
+        real, _ = align(reference, real, register, "real")
+    real_on_grid = _require_overlap(resample_to(real, synth), "the real target", "the synthesized volume", register)
+    if not synth.is_series:
+        metrics, errors = _compare_volumes(synth, real_on_grid)
+        return metrics, errors, real_on_grid
+    pairs = [(synth.frame(i), real_on_grid.frame(i)) for i in range(synth.shape[0])]
+    scale = max(_compare_volumes(s, r)[1].max_error for s, r in pairs)
+    compared = [_compare_volumes(s, r, max_error=scale) for s, r in pairs]
+    metrics = _mean_over_frames([m for m, _ in compared])
+    volume = Volume(np.stack([e.volume.array for _, e in compared]), synth.spacing, synth.origin, synth.direction)
+    return metrics, replace(compared[0][1], volume=volume), real_on_grid
+
+
+def _compare_volumes(synth: Volume, real: Volume, max_error: float | None = None) -> tuple[dict, object]:
+    """Metrics and error map of two 3D volumes on one grid, each z-scored by its own foreground."""
     from .maps import error_map
     from .metrics import evaluate
 
-    check_volume(real, "real target", "real target")
-    if reference is not None and register != "none":
-        real = run_registration(reference, real, register, name="real").registered
-    real_on_grid = _require_overlap(resample_to(real, synth), "the real target", "the synthesized volume", register)
-    mask = foreground_mask(real_on_grid)
-    real_z = Normalization.zscore(real_on_grid.array, mask, clip=False).apply(real_on_grid.array)
+    mask = foreground_mask(real.array)
+    real_z = Normalization.zscore(real.array, mask, clip=False).apply(real.array)
     synth_z = Normalization.zscore(synth.array, mask, clip=False).apply(synth.array)
     metrics = evaluate(real_z, synth_z, mask=mask)
-    errors = error_map(synth.with_array(real_z), synth.with_array(synth_z), mask=mask)
+    errors = error_map(synth.with_array(real_z), synth.with_array(synth_z), mask=mask, max_error=max_error)
     # outside the head the two images differ only by what the pipeline masked away: show no error there
     head = ndimage.binary_dilation(mask, iterations=2)
-    errors = replace(errors, volume=errors.volume.with_array(np.where(head, errors.volume.array, 0.0)))
-    return metrics, errors, real_on_grid
+    return metrics, replace(errors, volume=errors.volume.with_array(np.where(head, errors.volume.array, 0.0)))
+
+
+def _mean_over_frames(frames: list[dict]) -> dict:
+    """One metrics record for a series: every metric's statistics averaged over frames, and the frames'."""
+    merged = {**frames[0], "per_frame": frames, "n_frames": len(frames)}
+    merged["metrics"] = {name: {stat: float(np.mean([f["metrics"][name][stat] for f in frames]))
+                                for stat in frames[0]["metrics"][name]}
+                         for name in frames[0]["metrics"]}
+    merged["n_voxels"] = int(sum(f["n_voxels"] for f in frames))
+    return merged

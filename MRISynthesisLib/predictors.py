@@ -27,7 +27,8 @@ class Plan:
     """``predictor`` maps a batch of inputs (channels in ``order``) to outputs whose channel ``output``
     is the target; 3D patches of ``patch_size`` when set (each axis a multiple of ``multiple``, which
     lets the engine shrink patches under memory pressure), else slices with ``context`` neighbours on
-    each side, padded in-plane to a multiple of ``multiple``."""
+    each side, padded in-plane to a multiple of ``multiple``. ``phases`` > 1: the target is a 4D series
+    whose frames are output channels ``output`` to ``output + phases - 1``."""
 
     predictor: Predictor
     order: tuple[str, ...]
@@ -35,40 +36,43 @@ class Plan:
     patch_size: tuple[int, ...] | None = None
     context: int = 0
     multiple: int = 1
+    phases: int = 1
 
 
-def _unet_ct1(entry: WeightsEntry, net: nn.Module, target: str, available: Sequence[str]) -> Plan:
+def _unet_ct1(entry: WeightsEntry, net: nn.Module, target: str, available: Sequence[str],
+              phases: int) -> Plan:
     return Plan(net, tuple(entry.inputs), entry.targets.index(target), patch_size=tuple(entry.patch_size),
                 multiple=net.multiple)
 
 
-def _important_net(entry: WeightsEntry, net: nn.Module, target: str, available: Sequence[str]) -> Plan:
+def _important_net(entry: WeightsEntry, net: nn.Module, target: str, available: Sequence[str],
+                   phases: int) -> Plan:
     # five stride-2 levels in each reconstruction branch: slices must be multiples of 32
     return Plan(net.synthesize, tuple(entry.inputs), entry.targets.index(target), multiple=32)
 
 
-def _seq2seq(entry: WeightsEntry, net: nn.Module, target: str, available: Sequence[str]) -> Plan:
-    """2.5D (three adjacent slices per sequence); several sources are fused along the model's time axis
-    (the encoder ConvLSTM averages them), one source is a plain (B, 3, H, W) stack. The target itself is
+def _seq2seq(entry: WeightsEntry, net: nn.Module, target: str, available: Sequence[str], phases: int) -> Plan:
+    """2.5D (three adjacent slices per sequence frame). Every frame of every source is one step of the
+    model's time axis: the frames of a 4D series, and several sources, are fused by the encoder ConvLSTM
+    and averaged (section 3.2); a series target is unrolled to ``phases`` frames. The target itself is
     never an input: with every sequence present the model still predicts from the others."""
     sources = tuple(s for s in entry.inputs if s in available and s != target)
     if not sources:
         raise InputError(f"seq2seq needs at least one sequence other than {target}; got {', '.join(available) or 'none'}")
-    n = len(sources)
 
     def predictor(x: torch.Tensor) -> torch.Tensor:
-        if n == 1:
-            return net(x, target)
-        return net(x.reshape(x.shape[0], n, 3, *x.shape[-2:]), target).flatten(1, 2)
-    return Plan(predictor, sources, 0, context=1, multiple=net.factor)
+        steps = x.reshape(x.shape[0], x.shape[1] // 3, 3, *x.shape[-2:])
+        return net(steps, target, phases=phases).flatten(1, 2)
+    return Plan(predictor, sources, 0, context=1, multiple=net.factor, phases=phases)
 
 
-def _tc_mgan(entry: WeightsEntry, net: nn.Module, target: str, available: Sequence[str]) -> Plan:
+def _tc_mgan(entry: WeightsEntry, net: nn.Module, target: str, available: Sequence[str],
+             phases: int) -> Plan:
     """T2 slices and the target's modality label; slices padded to 2^levels of the pix2pix U-Net."""
     return Plan(lambda x: net(x, target), tuple(entry.inputs), 0, multiple=net.multiple)
 
 
-_PLANS: dict[str, Callable[[WeightsEntry, nn.Module, str, Sequence[str]], Plan]] = {
+_PLANS: dict[str, Callable[[WeightsEntry, nn.Module, str, Sequence[str], int], Plan]] = {
     "unet-ct1": _unet_ct1,
     "important-net": _important_net,
     "seq2seq": _seq2seq,
@@ -81,21 +85,33 @@ def has_plan(model: str) -> bool:
     return model in _PLANS
 
 
-def plan_for(entry: WeightsEntry, net: nn.Module, target: str, available: Sequence[str]) -> Plan:
-    """The plan to synthesize ``target`` with ``entry``'s network from the ``available`` sequences."""
+def plan_for(entry: WeightsEntry, net: nn.Module, target: str, available: Sequence[str],
+             phases: int | None = None) -> Plan:
+    """The plan to synthesize ``target`` with ``entry``'s network from the ``available`` sequences.
+
+    ``phases``: the frames of a 4D series target (those of the real series it is compared with, say);
+    default the manifest's ``series`` count for it, 1 for a 3D target.
+    """
     if entry.model not in _PLANS:
         raise InputError(f"{entry.model} has no synthesis plan (it is not a sequence-to-sequence model)")
     if target not in entry.targets:
         raise InputError(f"{entry.model} ({entry.key}) cannot produce {target}; it produces {', '.join(entry.targets)}")
-    return _PLANS[entry.model](entry, net, target, available)
+    if phases is None:
+        phases = entry.series.get(target, 1)
+    elif target not in entry.series and phases != 1:
+        raise InputError(f"{entry.key} makes {target} as a 3D volume, not a series of {phases} frames")
+    if isinstance(phases, bool) or not isinstance(phases, int) or phases < 1:
+        raise InputError(f"the number of frames to synthesize must be a positive integer, not {phases!r}")
+    return _PLANS[entry.model](entry, net, target, available, phases)
 
 
 def run_plan(plan: Plan, stacked: np.ndarray, device, progress: Progress | None = None) -> np.ndarray:
-    """The target channel predicted over a whole normalised (channels, z, y, x) volume, as ``plan`` says."""
+    """The target predicted over a whole normalised (channels, z, y, x) volume, as ``plan`` says: (z, y, x),
+    or (phases, z, y, x) for a series target. ``stacked`` holds every frame of a series input."""
     if plan.patch_size:
         predicted = predict_patches(plan.predictor, stacked, patch_size=plan.patch_size, multiple=plan.multiple,
                                     device=device, progress=progress)
     else:
         predicted = predict_slices(plan.predictor, stacked, context=plan.context, multiple=plan.multiple,
                                    device=device, progress=progress)
-    return predicted[plan.output]
+    return predicted[plan.output] if plan.phases == 1 else predicted[plan.output:plan.output + plan.phases]

@@ -45,7 +45,7 @@ def _progress_bar(description: str):
 
 def run_synthesize(model: str, input_items: list[str], target: str, out: str | Path, *, reference: str | None,
                    register: str, real: str | None, error_map_path: str | None, device: str,
-                   say: Callable[[str], None] = print, progress: bool | str = True) -> dict:
+                   phases: int | None = None, say: Callable[[str], None] = print, progress: bool | str = True) -> dict:
     from .pipeline import synthesize
 
     target = canonical(target)
@@ -64,7 +64,7 @@ def run_synthesize(model: str, input_items: list[str], target: str, out: str | P
                    _progress_bar(f"{model} -> {target}") if progress else (None, None))
     try:
         result = synthesize(inputs, target, model, reference=reference and canonical(reference), register=register,
-                            real=real_volume, device=device, progress=update,
+                            real=real_volume, device=device, progress=update, phases=phases,
                             input_names={k: str(v) for k, v in files.items()})
     finally:
         if bar is not None:

@@ -284,3 +284,29 @@ def _matrix_of(volume):
         for c, value in enumerate(row):
             matrix.SetElement(r, c, float(value))
     return matrix
+
+
+def test_a_series_target_comes_back_as_a_sequence_the_views_step_through(scene, tmp_path):
+    """Seq2Seq breast makes DCE whole: the result, and its error map against the real DCE, are sequence
+    nodes of the real series' frames (each frame what the library made), shown through their browsers."""
+    from MRISynthesisLib.phantom import sample
+    from MRISynthesisLib.pipeline import synthesize
+    from MRISynthesisSlicerLib.logic import load_phantom
+    from MRISynthesisSlicerLib.nodes import sequence_behind, series_from_node
+
+    breast = ("T1", "T2", "DWI", "DCE")
+    bundle_untrained(tmp_path, "seq2seq", anatomy="breast", inputs=breast, targets=breast,
+                     normalization="percentile", series={"DWI": 2, "DCE": 6})
+    nodes = load_phantom(scene, seed=4, resolution=4.0, anatomy="breast")
+    chosen = {s: nodes[s] for s in ("T1", "T2", "DWI")}
+    run = SynthesisLogic(scene).synthesize(chosen, "DCE", "seq2seq", register="none", device="cpu",
+                                           real=nodes["DCE"], weights_folder=tmp_path)
+    truth = sample("breast", 4, resolution=4.0)
+    expected = synthesize({s: truth.sequences[s] for s in ("T1", "T2", "DWI")}, "DCE", "seq2seq", anatomy="breast",
+                          register="none", device="cpu", weights_folder=tmp_path, real=truth.sequences["DCE"])
+    for node, volume in ((run.synthesized, expected.volume), (run.error_map, expected.error_map.volume)):
+        assert sequence_behind(node) is not None
+        got = series_from_node(node)
+        assert got.shape == volume.shape == truth.sequences["DCE"].shape
+        np.testing.assert_allclose(got.array, volume.array, atol=1e-3)
+    assert run.error_map.GetDisplayNode().GetColorNodeID() is not None

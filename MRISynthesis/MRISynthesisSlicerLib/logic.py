@@ -80,15 +80,15 @@ def check_selection(inputs: Mapping[str, object], target: str, real=None) -> Non
     if real is not None:
         if real.GetID() in seen:
             raise InputError(f"'{real.GetName()}' is both an input ({seen[real.GetID()]}) and the real target")
-        _check_kind(real, f"real {target}")
+        _check_kind(real, f"real {target}", series=target in SERIES_SEQUENCES)
 
 
-def _check_kind(node, seq: str) -> None:
-    """A label map is never an image; DCE and DWI take a 4D series (a sequence node, the volume its
-    browser shows, a MultiVolume), every other sequence, and the real target, one 3D volume."""
+def _check_kind(node, seq: str, *, series: bool | None = None) -> None:
+    """A label map is never an image; DCE and DWI (and a real DCE or DWI target) take a 4D series (a
+    sequence node, the volume its browser shows, a MultiVolume), every other sequence one 3D volume."""
     if node.IsA("vtkMRMLLabelMapVolumeNode") or node.IsA("vtkMRMLSegmentationNode"):
         raise InputError(f"'{node.GetName()}' ({seq}) is a label map or segmentation, not an MR image")
-    if seq in SERIES_SEQUENCES:
+    if (seq in SERIES_SEQUENCES) if series is None else series:
         if not is_series_node(node):
             raise InputError(f"'{node.GetName()}' ({seq}) is one 3D volume; {seq} needs its 4D series (the "
                              "sequence node, the volume its sequence browser shows, or a MultiVolume)")
@@ -134,26 +134,37 @@ class SynthesisLogic:
         """Nodes for a finished synthesis (in this process or read back from a worker process's files)."""
         stamp = datetime.now().strftime("%H:%M:%S")
         folder = results_folder(self.scene, f"MRISynthesis: {target} by {model} ({stamp})", reference_node)
-        synth = node_from_volume(self.scene, synthesized, f"{target} synthesized by {model}")
+        synth = self._result_node(synthesized, f"{target} synthesized by {model}", folder)
         set_provenance(synth, provenance)
-        place_in_folder(self.scene, synth, folder)
         run = RunNodes(folder, synth)
         if error is not None:
             volume, max_error = error
-            run.error_map = node_from_volume(self.scene, volume, f"{target} error map ({model})")
+            run.error_map = self._result_node(volume, f"{target} error map ({model})", folder)
             display = run.error_map.GetDisplayNode()
             display.SetAndObserveColorNodeID(error_color_table(self.scene).GetID())
             display.AutoWindowLevelOff()
             display.SetWindowLevelMinMax(0.0, float(max_error))
             set_provenance(run.error_map, {**provenance, "map": "|real - synthesized| (IMPORTANT-Net eq. 9)",
                                            "max_error": max_error})
-            place_in_folder(self.scene, run.error_map, folder)
         if metrics is not None:
             rows = [{"metric": k.upper(), "value": float(metrics[k]["volume"])} for k in HEADLINE if k in metrics]
             run.metrics = metrics_table(self.scene, f"{target} metrics ({model})", rows)
             set_provenance(run.metrics, provenance)
             place_in_folder(self.scene, run.metrics, folder)
         return run
+
+
+    def _result_node(self, volume, name: str, folder: int):
+        """A result in ``folder`` as the views show it: a scalar volume, or for a series target (Seq2Seq
+        breast DCE, DWI) the volume a new sequence browser shows, which steps through its frames."""
+        if not volume.is_series:
+            node = node_from_volume(self.scene, volume, name)
+            place_in_folder(self.scene, node, folder)
+            return node
+        sequence, _, proxy = series_node(self.scene, volume, name)
+        for node in (sequence, proxy):
+            place_in_folder(self.scene, node, folder)
+        return proxy
 
 
 def write_inputs(inputs: Mapping[str, object], folder, real=None, target: str = "",
