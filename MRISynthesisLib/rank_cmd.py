@@ -52,15 +52,17 @@ def source_for(data: str, entry, *, subjects: int | None = None):
 
 
 def translator(entry, net, device) -> Callable[[Mapping[str, np.ndarray], str, str], np.ndarray]:
-    """``translate(volumes, source, target)``: ``source`` alone -> ``target``, on normalised arrays."""
+    """``translate(volumes, source, target)``: ``source`` alone -> ``target``, on normalised arrays. A 4D
+    series source enters with every frame; a series target is made with the real series' frame count."""
     from .predictors import plan_for, run_plan
 
     def translate(volumes: Mapping[str, np.ndarray], source: str, target: str) -> np.ndarray:
-        plan = plan_for(entry, net, target, (source,))
+        real, given = volumes[target], volumes[source]
+        plan = plan_for(entry, net, target, (source,), phases=real.shape[0] if real.ndim == 4 else 1)
         if plan.order != (source,):
             raise InputError(f"{entry.model} needs {', '.join(plan.order)} together; ranking needs a model that "
                              "translates every single sequence into every other (seq2seq)")
-        return run_plan(plan, volumes[source][None], device)
+        return run_plan(plan, given if given.ndim == 4 else given[None], device)
     return translate
 
 
@@ -81,12 +83,14 @@ def _cached(folder: Path, source: str, target: str, compute: Callable[[], np.nda
 
 def differentiation_maps(volumes: Mapping[str, np.ndarray], predictions: Mapping[tuple[str, str], np.ndarray],
                          mask: np.ndarray) -> dict[str, np.ndarray]:
-    """Eq. 5 per sequence i: mean over sources j != i of |X'_{j->i} - X_i|, zero outside the foreground."""
+    """Eq. 5 per sequence i: mean over sources j != i of |X'_{j->i} - X_i|, zero outside the foreground.
+    The map of a 4D series is also averaged over its frames: one 3D map per sequence, on the subject's grid."""
     maps = {}
     for target, real in volumes.items():
         errors = [np.abs(pred - real) for (src, tgt), pred in predictions.items() if tgt == target and src != target]
         if errors:
-            maps[target] = np.where(mask, np.mean(errors, axis=0), 0.0).astype(np.float32)
+            error = np.mean(errors, axis=0)
+            maps[target] = np.where(mask, error.mean(0) if error.ndim == 4 else error, 0.0).astype(np.float32)
     return maps
 
 

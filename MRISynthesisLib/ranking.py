@@ -191,8 +191,20 @@ Translate = Callable[[Mapping[str, np.ndarray], str, str], np.ndarray]
 
 
 def score_pair(real: np.ndarray, synth: np.ndarray, mask: np.ndarray, *, lpips_backbone: str | None) -> dict:
-    """PSNR and SSIM (data range 2, [-1, 1] volumes, inside ``mask``) and LPIPS when a backbone is given."""
+    """PSNR and SSIM (data range 2, [-1, 1] volumes, inside ``mask``) and LPIPS when a backbone is given.
+
+    A 4D series (DWI, DCE: frames first) is scored frame by frame against the real series and each metric
+    averaged over its frames. The paper ranks 4D sequences without saying how their metrics are pooled;
+    the mean keeps a series on the scale of a 3D sequence, so its z-scores are comparable.
+    """
     from .metrics import psnr, ssim
+
+    real, synth = np.asarray(real), np.asarray(synth)
+    if real.shape != synth.shape:
+        raise InputError(f"a synthesized {synth.shape} volume cannot be scored against a real {real.shape} one")
+    if real.ndim == 4:
+        frames = [score_pair(r, s, mask, lpips_backbone=lpips_backbone) for r, s in zip(real, synth)]
+        return {k: None if frames[0][k] is None else float(np.mean([f[k] for f in frames])) for k in frames[0]}
 
     scores = {"psnr": min(float(psnr(real, synth, data_range=2.0, mask=mask)), 100.0),
               "ssim": float(ssim(real, synth, data_range=2.0, mask=mask)), "lpips": None}

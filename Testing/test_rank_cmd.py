@@ -92,3 +92,28 @@ def test_enhancing_contrast_of_an_md_map():
     md[1, 1, 1] = 6.0
     assert enhancing_contrast(md, labels, mask) == pytest.approx(6.0)
     assert enhancing_contrast(md, np.zeros_like(labels), mask) is None
+
+
+def test_a_series_map_is_averaged_over_its_frames():
+    real = {"DCE": np.zeros((3, 2, 2, 2)), "T2": np.zeros((2, 2, 2))}
+    predictions = {("T2", "DCE"): np.stack([np.full((2, 2, 2), v) for v in (1.0, 2.0, 6.0)]),
+                   ("DCE", "T2"): np.ones((2, 2, 2))}
+    maps = differentiation_maps(real, predictions, np.ones((2, 2, 2), bool))
+    assert maps["DCE"].shape == (2, 2, 2) and np.allclose(maps["DCE"], 3.0)
+
+
+def test_breast_ranking_translates_whole_series_with_their_frame_counts(tmp_path):
+    breast = ("T1", "T2", "DWI", "DCE")
+    models = tmp_path / "models"
+    models.mkdir()
+    bundle_untrained(models, "seq2seq", anatomy="breast", inputs=breast, targets=breast, normalization="percentile",
+                     series={"DWI": 2, "DCE": 6})
+    out = tmp_path / "rank"
+    result = run_rank("phantom:breast:1", "seq2seq", out, device="cpu", bootstrap=0, lpips_backbone=None,
+                      progress=False, weights_folder=models, say=lambda _: None)
+    assert result.sequences == breast and (result.pair_counts[~np.eye(4, dtype=bool)] == 1).all()
+    subject = next((out / "predictions").iterdir())
+    assert np.load(subject / "T2-to-DCE.npy").shape[0] == 6 and np.load(subject / "DCE-to-DWI.npy").shape[0] == 2
+    assert np.load(subject / "DWI-to-T1.npy").ndim == 3
+    md = read_volume(next((out / "maps").iterdir()) / "Md-DCE.nii.gz")
+    assert md.array.ndim == 3 and md.array.max() > 0

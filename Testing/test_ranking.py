@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from MRISynthesisLib.errors import InputError
-from MRISynthesisLib.ranking import PairScore, centralities, rank, rank_descending, score_subject
+from MRISynthesisLib.ranking import PairScore, centralities, rank, rank_descending, score_pair, score_subject
 
 SEQ = ("T1", "T1ce", "T2", "FLAIR")
 
@@ -90,3 +90,17 @@ def test_score_subject_translates_every_ordered_pair_of_present_sequences():
     assert {(p.source, p.target) for p in pairs} == {(i, j) for i in volumes for j in volumes if i != j}
     assert rank(pairs, ("T1", "T2", "FLAIR"), bootstrap=0).rank_t[0] == 1
     assert all(p.psnr == 100.0 for p in pairs if p.source == "T1")  # perfect pairs are capped, not infinite
+
+
+def test_a_series_pair_scores_the_mean_of_its_frames():
+    rng = np.random.default_rng(2)
+    real = rng.uniform(-1, 1, (3, 8, 16, 16)).astype(np.float32)
+    synth = real + rng.normal(0, 0.1, real.shape).astype(np.float32) * np.arange(1, 4)[:, None, None, None]
+    mask = np.ones((8, 16, 16), bool)
+    frames = [score_pair(r, s, mask, lpips_backbone=None) for r, s in zip(real, synth)]
+    whole = score_pair(real, synth, mask, lpips_backbone=None)
+    assert whole["psnr"] == pytest.approx(np.mean([f["psnr"] for f in frames]))
+    assert whole["ssim"] == pytest.approx(np.mean([f["ssim"] for f in frames])) and whole["lpips"] is None
+    assert frames[0]["psnr"] > frames[2]["psnr"]  # the frames really differ, so the mean is not trivial
+    with pytest.raises(InputError, match=r"synthesized \(2, 8, 16, 16\) volume cannot be scored against a real"):
+        score_pair(real, synth[:2], mask, lpips_backbone=None)
