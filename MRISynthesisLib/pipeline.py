@@ -153,7 +153,7 @@ def align(fixed: Volume, moving: Volume, register: str, name: str) -> tuple[Volu
     return result.apply(moving), result.summary()
 
 
-def _frames(volume: Volume) -> np.ndarray:
+def frames_of(volume: Volume) -> np.ndarray:
     """A volume's array as (frames, z, y, x): one frame for a 3D volume."""
     return volume.array if volume.is_series else volume.array[None]
 
@@ -179,16 +179,16 @@ def prepare(inputs: Mapping[str, Volume], order: tuple[str, ...], reference: str
         aligned[name] = _require_overlap(moved, name, reference, register)
     work = _work_grid(fixed, voxel_size_mm)
     on_work = {n: resample_to(v, work) if work is not fixed else v for n, v in aligned.items()}
-    mean_image = np.mean([_frames(v).mean(axis=0) for v in on_work.values()], axis=0)
+    mean_image = np.mean([frames_of(v).mean(axis=0) for v in on_work.values()], axis=0)
     mask = foreground_mask(mean_image, method=foreground)
     body = mask if foreground == "body" else foreground_mask(mean_image)
-    norms = {n: normalization_for(normalization, _frames(v), np.broadcast_to(mask, _frames(v).shape))
+    norms = {n: normalization_for(normalization, frames_of(v), np.broadcast_to(mask, frames_of(v).shape))
              for n, v in on_work.items()}
-    stacked = np.concatenate([norms[n].apply(_frames(on_work[n])) for n in order])
+    stacked = np.concatenate([norms[n].apply(frames_of(on_work[n])) for n in order])
     if reference in norms:
         scale = norms[reference]
     else:
-        reference_frames = _frames(resample_to(given, work))
+        reference_frames = frames_of(resample_to(given, work))
         scale = normalization_for(normalization, reference_frames, np.broadcast_to(mask, reference_frames.shape))
     return Prepared(fixed, reference, work, stacked, mask, scale, registrations, body)
 

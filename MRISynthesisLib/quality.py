@@ -9,6 +9,11 @@ voxel by voxel:
 
 A model that does not beat them has learned nothing a lookup of each voxel's own intensities could not
 do. Every method's output goes through the same ``pipeline.finish`` and ``compare_to_real``.
+
+A model that takes whole 4D series (Seq2Seq breast) gets every frame of DWI and DCE as inputs, and the
+baselines get every frame as features; a series target (DCE, DWI) is predicted with the real series'
+frame count (the baselines predict all frames at once, one output per frame) and its metrics are the
+means over frames, as ``compare_to_real`` gives them.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import numpy as np
 
 from .inputs import model_frames
 from .phantom import sample
-from .pipeline import normalization_for, compare_to_real, finish, prepare
+from .pipeline import frames_of, compare_to_real, default_reference, finish, normalization_for, prepare
 from .preprocess import resample_to
 from .predictors import plan_for, run_plan
 from .training.data import aligned_sequences
@@ -48,12 +53,9 @@ def sources_for(entry: WeightsEntry, target: str) -> tuple[str, ...]:
 
 
 def _model_view(entry: WeightsEntry, volumes, sources: tuple[str, ...]) -> dict:
-    """The model's inputs as the pipeline gives them: 4D series reduced to the frames it was trained on."""
-    return model_frames({s: volumes[s] for s in sources}, entry.frames, entry.model)
-
-
-def _reference(sources: tuple[str, ...]) -> str:
-    return "T1" if "T1" in sources else sources[0]
+    """The model's inputs as the pipeline gives them: 4D series reduced to the frames it was trained on,
+    or whole for a model that takes series."""
+    return model_frames({s: volumes[s] for s in sources}, entry.frames, entry.model, whole=entry.series)
 
 
 def fit_baselines(entry: WeightsEntry, target: str, seeds=BASELINE_TRAIN_SEEDS, voxels_per_subject: int = 40000,
@@ -61,6 +63,7 @@ def fit_baselines(entry: WeightsEntry, target: str, seeds=BASELINE_TRAIN_SEEDS, 
     """Fit both baselines on ``seeds`` (registered phantom subjects at the model's voxel size)."""
     from sklearn.ensemble import HistGradientBoostingRegressor
     from sklearn.linear_model import LinearRegression
+    from sklearn.multioutput import MultiOutputRegressor
 
     rng = np.random.default_rng(random_state)
     sources = sources_for(entry, target)
@@ -68,22 +71,27 @@ def fit_baselines(entry: WeightsEntry, target: str, seeds=BASELINE_TRAIN_SEEDS, 
     for seed in seeds:
         subject = sample(entry.anatomy, seed, resolution=entry.voxel_size_mm)
         aligned = aligned_sequences(subject, (*sources, target))  # as the training cases are
-        prepared = prepare(_model_view(entry, aligned, sources), sources, _reference(sources), "none",
-                           entry.voxel_size_mm, normalization=entry.normalization, foreground=entry.foreground)
-        real = resample_to(aligned[target], prepared.work).array  # the work grid: the reference's may differ
-        y = normalization_for(entry.normalization, real, prepared.mask).apply(real)[prepared.mask]
+        view = _model_view(entry, aligned, sources)
+        prepared = prepare(view, sources, default_reference(view), "none", entry.voxel_size_mm,
+                           normalization=entry.normalization, foreground=entry.foreground)
+        real = frames_of(resample_to(aligned[target], prepared.work))  # the work grid: the reference's may differ
+        region = np.broadcast_to(prepared.mask, real.shape)
+        y = normalization_for(entry.normalization, real, region).apply(real)[:, prepared.mask].T
+        y = y[:, 0] if target not in entry.series else y  # (voxels,) or (voxels, frames)
         x = _features(prepared, prepared.mask)
         pick = rng.choice(len(y), size=min(voxels_per_subject, len(y)), replace=False)
         xs.append(x[pick])
         ys.append(y[pick])
     x, y = np.concatenate(xs), np.concatenate(ys)
-    return Baselines(LinearRegression().fit(x, y),
-                     HistGradientBoostingRegressor(max_iter=200, random_state=random_state).fit(x, y))
+    hgb = HistGradientBoostingRegressor(max_iter=200, random_state=random_state)
+    return Baselines(LinearRegression().fit(x, y), (MultiOutputRegressor(hgb) if y.ndim == 2 else hgb).fit(x, y))
 
 
 def _predict_baseline(regressor, prepared) -> np.ndarray:
-    out = np.full(prepared.mask.shape, -1.0, np.float32)
-    out[prepared.mask] = regressor.predict(_features(prepared, prepared.mask))
+    """The normalised prediction: (z, y, x), or (frames, z, y, x) from a multi-output regressor."""
+    predicted = regressor.predict(_features(prepared, prepared.mask))
+    out = np.full((*predicted.shape[1:], *prepared.mask.shape), -1.0, np.float32)
+    out[..., prepared.mask] = predicted.T
     return out
 
 
@@ -92,17 +100,20 @@ def evaluate_entry(entry: WeightsEntry, target: str, seeds=HELD_OUT_SEEDS, *, de
     """Per method (model, linear, hgb): mean and SD over ``seeds`` of SSIM, PSNR, NMSE, MAE."""
     sources = sources_for(entry, target)
     baselines = fit_baselines(entry, target, baseline_seeds)
-    plan = plan_for(entry, load_model(entry, device=device), target, sources)
+    net = load_model(entry, device=device)
     scores: dict[str, list[dict]] = {entry.model: [], "linear": [], "hgb": []}
     for seed in seeds:
         subject = sample(entry.anatomy, seed, resolution=entry.voxel_size_mm)  # misaligned, own grids, as acquired
-        prepared = prepare(_model_view(entry, subject.sequences, sources), plan.order, _reference(sources), "rigid",
-                           entry.voxel_size_mm, normalization=entry.normalization, foreground=entry.foreground)
+        real = subject.sequences[target]
+        plan = plan_for(entry, net, target, sources, real.shape[0] if target in entry.series else 1)
+        view = _model_view(entry, subject.sequences, sources)
+        prepared = prepare(view, plan.order, default_reference(view), "rigid", entry.voxel_size_mm,
+                           normalization=entry.normalization, foreground=entry.foreground)
         outputs = {entry.model: run_plan(plan, prepared.stacked, device),
                    "linear": _predict_baseline(baselines.linear, prepared),
                    "hgb": _predict_baseline(baselines.hgb, prepared)}
         for method, values in outputs.items():
-            metrics, _, _ = compare_to_real(finish(prepared, values), subject.sequences[target], reference=prepared.fixed)
+            metrics, _, _ = compare_to_real(finish(prepared, values), real, reference=prepared.fixed)
             scores[method].append({k: float(metrics["metrics"][k]["volume"]) for k in HEADLINE})
         say(f"seed {seed}: " + "; ".join(f"{m} PSNR {s[-1]['psnr']:.2f}" for m, s in scores.items()))
     return {method: {k: {"mean": float(np.mean([r[k] for r in rows])), "sd": float(np.std([r[k] for r in rows]))}

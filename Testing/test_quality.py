@@ -71,3 +71,24 @@ def test_breast_baselines_fit_on_the_work_grid_from_the_frames_the_model_sees(tm
     baselines = quality.fit_baselines(entry, "T2", seeds=(10000,), voxels_per_subject=5000)
     assert baselines.linear.coef_.shape == (3,)  # one weight per input: T1 and one frame of each series
     assert baselines.hgb.n_features_in_ == 3
+
+
+def test_a_series_model_is_evaluated_on_whole_series_beside_baselines_that_predict_every_frame(tmp_path, monkeypatch):
+    """Seq2Seq breast takes DWI and DCE whole: the baselines see every frame as a feature, and for a
+    series target predict every frame; the model makes as many frames as the real series has."""
+    from MRISynthesisLib import quality
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    breast = ("T1", "T2", "DWI", "DCE")
+    entry = bundle_untrained(folder, "seq2seq", anatomy="breast", inputs=breast, targets=breast,
+                             normalization="percentile", series={"DWI": 2, "DCE": 6})
+    to_t1 = quality.fit_baselines(entry, "T1", seeds=(10000,), voxels_per_subject=3000)
+    assert to_t1.linear.coef_.shape == (1 + 2 + 6,)  # T2, both DWI frames, all six DCE phases
+    to_dce = quality.fit_baselines(entry, "DCE", seeds=(10000,), voxels_per_subject=3000)
+    assert to_dce.linear.coef_.shape == (6, 1 + 1 + 2) and len(to_dce.hgb.estimators_) == 6
+    monkeypatch.setenv("MRISYNTHESIS_MODELS_DIR", str(folder))
+    result = quality.evaluate_entry(entry, "DCE", seeds=(7,), baseline_seeds=(10000,), say=lambda _: None)
+    assert set(result) == {"seq2seq", "linear", "hgb"}
+    assert all(0 < result[m]["psnr"]["mean"] < 100 for m in result)
+    assert result["hgb"]["psnr"]["mean"] > result["seq2seq"]["psnr"]["mean"]  # an untrained model loses
