@@ -126,6 +126,10 @@ def _cmd_rank(args: argparse.Namespace) -> int:
     print(f"{'sequence':10} {'C_t':>7} {'rank':>4} {'C_d':>7} {'rank':>4}")
     for row in result.table():
         print(f"{row['sequence']:10} {row['C_t']:7.3f} {row['rank_t']:4d} {row['C_d']:7.3f} {row['rank_d']:4d}")
+    contrast = result.extra.get("md_enhancing_over_normal")
+    if contrast and contrast["subjects"]:
+        said = ", ".join(f"{name} {value:.1f}" for name, value in contrast["subjects"].items())
+        print(f"M_d({contrast['sequence']}) inside enhancing tissue over the rest of the foreground: {said}")
     print(f"tables, charts and M_d maps in {args.out}")
     return 0
 

@@ -94,14 +94,17 @@ def differentiation_maps(volumes: Mapping[str, np.ndarray], predictions: Mapping
     return maps
 
 
-#: BraTS label of the enhancing tumour (the phantom writes BraTS labels)
-ENHANCING_LABEL = 3
+#: per anatomy, the contrast-enhanced sequence and the phantom labels of the tissue that enhances in it:
+#: BraTS 3 (enhancing tumour) in T1ce; the breast's benign (1) and malignant (2) lesions in DCE (its
+#: cysts, label 3, do not enhance)
+ENHANCING = {"brain": ("T1ce", (3,)), "breast": ("DCE", (1, 2))}
 
 
-def enhancing_contrast(md: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> float | None:
-    """Mean of an M_d map inside the enhancing tumour over its mean in the rest of the foreground (the
-    issue's "normal brain": every foreground voxel without a tumour label); None without enhancing voxels."""
-    enhancing = labels == ENHANCING_LABEL
+def enhancing_contrast(md: np.ndarray, labels: np.ndarray, mask: np.ndarray,
+                       enhancing_labels: tuple[int, ...] = ENHANCING["brain"][1]) -> float | None:
+    """Mean of an M_d map inside the enhancing tissue over its mean in the rest of the foreground (the
+    issue's "normal" tissue: every foreground voxel without a label); None without enhancing voxels."""
+    enhancing = np.isin(labels, enhancing_labels)
     normal = mask & (labels == 0)
     if not enhancing.any() or not normal.any():
         return None
@@ -137,6 +140,7 @@ def run_rank(data: str, model: str, out: str | Path, *, anatomy: str | None = No
     bar = tqdm(total=total, desc="rank: translating pairs", unit="pair", disable=not progress)
     scores: list[PairScore] = []
     contrasts: dict[str, float] = {}
+    enhanced, labels = ENHANCING.get(entry.anatomy, (None, ()))
     for case in cases:
         folder = out / "predictions" / case.name
         folder.mkdir(parents=True, exist_ok=True)
@@ -152,13 +156,14 @@ def run_rank(data: str, model: str, out: str | Path, *, anatomy: str | None = No
                 bar.update(1)
         maps = differentiation_maps(case.volumes, predictions, case.mask)
         _write_maps(out / "maps" / case.name, case, maps)
-        if "T1ce" in maps:
-            ratio = enhancing_contrast(maps["T1ce"], case.labels, case.mask)
+        if enhanced in maps:
+            ratio = enhancing_contrast(maps[enhanced], case.labels, case.mask, labels)
             if ratio is not None:
                 contrasts[case.name] = ratio
     bar.close()
     result = rank(scores, entry.inputs, bootstrap=bootstrap)
-    result.extra["md_t1ce_enhancing_over_normal"] = contrasts
+    if enhanced:
+        result.extra["md_enhancing_over_normal"] = {"sequence": enhanced, "labels": list(labels), "subjects": contrasts}
     write_outputs(result, out, scores)
     for note in result.notes:
         say(f"note: {note}")

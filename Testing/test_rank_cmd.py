@@ -39,6 +39,8 @@ def test_rank_writes_tables_charts_and_maps_and_reuses_predictions(models, tmp_p
     md = read_volume(subject / "Md-T1ce.nii.gz")
     assert md.array.max() > 0 and (subject / "Md-T1ce.png").exists()
     assert len(list((out / "predictions").rglob("*.npy"))) == 2 * 12
+    contrast = result.extra["md_enhancing_over_normal"]
+    assert contrast["sequence"] == "T1ce" and all(v > 0 for v in contrast["subjects"].values())
 
     # a rerun translates nothing again
     import MRISynthesisLib.rank_cmd as rank_cmd
@@ -92,6 +94,10 @@ def test_enhancing_contrast_of_an_md_map():
     md[1, 1, 1] = 6.0
     assert enhancing_contrast(md, labels, mask) == pytest.approx(6.0)
     assert enhancing_contrast(md, np.zeros_like(labels), mask) is None
+    breast = np.zeros_like(labels)
+    breast[1, 1, 1], breast[2, 2, 2] = 2, 3  # a malignant lesion enhances in DCE; a cyst does not
+    md[2, 2, 2] = 11.0
+    assert enhancing_contrast(md, breast, mask, (1, 2)) == pytest.approx(6.0)  # the cyst is in neither region
 
 
 def test_a_series_map_is_averaged_over_its_frames():
@@ -117,3 +123,4 @@ def test_breast_ranking_translates_whole_series_with_their_frame_counts(tmp_path
     assert np.load(subject / "DWI-to-T1.npy").ndim == 3
     md = read_volume(next((out / "maps").iterdir()) / "Md-DCE.nii.gz")
     assert md.array.ndim == 3 and md.array.max() > 0
+    assert result.extra["md_enhancing_over_normal"]["sequence"] == "DCE"
