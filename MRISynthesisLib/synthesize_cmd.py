@@ -18,6 +18,9 @@ from .weights import read_manifest
 #: What the demo would run, model by model; the ones without bundled weights are named as such.
 DEMO_PLAN = {"brain": [("unet-ct1", "T1ce"), ("seq2seq", "T1ce"), ("tc-mgan", "T1ce"), ("important-net", "T2")],
              "breast": [("important-net", "T2"), ("seq2seq", "T2")]}
+#: the frame of each 4D input a montage shows when the model takes the whole series (a model that sees
+#: one frame shows that one): the DWI's highest b-value and the DCE's first post-contrast phase
+DISPLAY_FRAMES = {"DWI": -1, "DCE": 1}
 
 
 def progress_lines(line: Callable[[str], None] = print):
@@ -142,7 +145,7 @@ def run_demo(out: str | Path, anatomy: str = "brain", model: str | None = None, 
         stem = f"{m}-{target}"
         write_volume(result.volume, out / f"{stem}.nii.gz")
         write_volume(result.error_map.volume, out / f"{stem}-error.nii.gz")
-        shown = model_frames(inputs, entry.frames, m)  # a 4D series as the frame the model saw
+        shown = model_frames(inputs, {**DISPLAY_FRAMES, **entry.frames}, m)  # a 4D series as one frame
         write_comparison_png({s: resample_to(shown[s], result.volume) for s in sources}, result.real,
                              result.volume, out / f"{stem}.png", error=result.error_map,
                              slice_index=_lesion_slice(subject.labels.array),
