@@ -125,3 +125,24 @@ def test_a_brats_layout_folder_from_the_phantom_command_trains(tmp_path):
     assert summary["steps"] == 2
     split = json.loads((tmp_path / "run" / "split.json").read_text())
     assert sorted(split["train"] + split["validation"]) == ["MRIS-BRAIN-00060", "MRIS-BRAIN-00061"]
+
+
+def test_slice_crops_smaller_than_the_body_cover_all_of_it_edges_included():
+    """A 2D crop narrower than the body must, over many draws, reach the body's outermost columns and
+    rows: centring every crop on the body's centroid never showed a model the edges it must synthesize."""
+    from MRISynthesisLib.training.data import Case
+    from MRISynthesisLib.training.sampling import random_slices
+
+    shape = (4, 40, 100)
+    mask = np.zeros(shape, bool)
+    mask[:, 2:38, 1:99] = True  # a body nearly as wide as the slice, far wider than the 32-pixel crop
+    columns = np.broadcast_to(np.arange(shape[2], dtype=np.float32), shape).copy()
+    rows = np.broadcast_to(np.arange(shape[1], dtype=np.float32)[:, None], shape).copy()
+    case = Case("c", {"X": columns, "Y": rows}, mask, np.zeros(shape, np.uint8), {})
+    seen_x, seen_y = set(), set()
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        batch = random_slices([case], rng, 2, ["X"], ["Y"], (32, 32), augment=False)
+        seen_x.update(np.unique(batch["inputs"]).tolist())
+        seen_y.update(np.unique(batch["targets"]).tolist())
+    assert {1.0, 98.0} <= seen_x and {2.0, 37.0} <= seen_y

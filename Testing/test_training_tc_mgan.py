@@ -65,8 +65,9 @@ def test_critic_steps_per_generator_step(cases):
 def test_the_generator_l1_falls_on_a_fixed_batch(cases):
     recipe = _recipe(segmenter_steps=0, critic_steps=1)
     batch = recipe.to_tensors(recipe.make_batch(cases, np.random.default_rng(3), 4))
-    losses = [recipe.train_step(batch)["l1"] for _ in range(12)]
-    assert losses[-1] < losses[0]
+    # L1 weighs 0.1 beside the critic's term: it stays flat for the first dozen steps, then falls
+    losses = [recipe.train_step(batch)["l1"] for _ in range(24)]
+    assert losses[-1] < 0.97 * losses[0]
 
 
 def test_bad_options():

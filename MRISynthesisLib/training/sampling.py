@@ -83,8 +83,12 @@ def random_slices(cases: Sequence[Case], rng: np.random.Generator, batch: int, i
         slices = np.flatnonzero(case.mask.any(axis=(1, 2)))
         z = int(slices[rng.integers(len(slices))]) if len(slices) else int(rng.integers(case.mask.shape[0]))
         index = np.clip(np.arange(z - context, z + context + 1), 0, case.mask.shape[0] - 1)
+        # centred on a random foreground pixel (the crop kept inside the slice by _fit), so over many draws
+        # crops smaller than the slice cover all of the body, its edges included; centring on the body's
+        # centroid never showed the model a breast slice's lateral chest wall or a brain's outer cortex
         ys, xs = np.nonzero(case.mask[z]) if case.mask[z].any() else np.indices(case.mask[z].shape).reshape(2, -1)
-        center = (int(ys.mean() + rng.integers(-8, 9)), int(xs.mean() + rng.integers(-8, 9)))
+        pick = int(rng.integers(len(ys)))
+        center = (int(ys[pick]), int(xs[pick]))
         parts = (_fit(_stack(case, inputs, index), size, center), _fit(_stack(case, targets, index), size, center),
                  _fit(case.mask[z][None].astype(np.float32), size, center, fill=0.0),
                  _fit(case.labels[z][None].astype(np.float32), size, center, fill=0.0))
