@@ -67,9 +67,18 @@ def test_two_gloo_processes_match_one_process_with_the_doubled_batch(tmp_path, c
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     a, b = _generator(one), _generator(two)
+    # Adam's first steps move every weight by about the learning rate whatever its gradient's size, so a
+    # weight whose gradient is ~0 may step either way on summation-order noise (all-reduce against one
+    # batch): a handful of elements may differ, each by at most one step per step taken
+    learning_rate, steps = 2e-4, 2
+    off, total = 0, 0
     for key in a:
         if a[key].is_floating_point():
-            torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5, msg=key)
+            diff = (b[key].double() - a[key].double()).abs()
+            assert float(diff.max()) <= 2 * learning_rate * steps, key
+            off += int((diff > 1e-5 + 1e-4 * a[key].double().abs()).sum())
+            total += diff.numel()
+    assert off <= 1e-4 * total, f"{off} of {total} weights differ between one process and two"
     assert not any(torch.equal(a[k], checkpoint.load(cached_run / "checkpoints" / "last.pt")["recipe"]["networks"]
                                ["generator"][k]) for k in a if k.endswith("weight"))  # both really trained
 
