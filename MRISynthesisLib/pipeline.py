@@ -6,8 +6,9 @@ Steps, each with the reason it is there:
    constant), before any slow work. A 4D series (DWI, DCE) is reduced to the frame the model was
    trained on (the manifest entry's ``frames``), or kept whole for a model that takes whole series
    (``series``: Seq2Seq breast), which also makes a series target frame by frame.
-2. **Register** every input onto the reference sequence (T1 by default, else the input with the finest voxels) with the chosen preset and
-   resample it onto the reference grid: the models need voxel-aligned inputs.
+2. **Register** every input onto the reference sequence (T1 by default, else the input with the finest
+   voxels) with the chosen preset and resample it onto the reference grid: the models need voxel-aligned
+   inputs.
 3. **Work grid**: the model was trained at one voxel size (in its manifest entry); inputs on another
    grid are resampled to an isotropic grid of that size covering the same field of view, and the
    prediction is resampled back. A network sees anatomy in voxels, so a 1 mm volume fed to a 2 mm model
@@ -179,17 +180,16 @@ def prepare(inputs: Mapping[str, Volume], order: tuple[str, ...], reference: str
         aligned[name] = _require_overlap(moved, name, reference, register)
     work = _work_grid(fixed, voxel_size_mm)
     on_work = {n: resample_to(v, work) if work is not fixed else v for n, v in aligned.items()}
-    mean_image = np.mean([frames_of(v).mean(axis=0) for v in on_work.values()], axis=0)
+    frames = {n: frames_of(v) for n, v in on_work.items()}
+    mean_image = np.mean([a.mean(axis=0) for a in frames.values()], axis=0)
     mask = foreground_mask(mean_image, method=foreground)
     body = mask if foreground == "body" else foreground_mask(mean_image)
-    norms = {n: normalization_for(normalization, frames_of(v), np.broadcast_to(mask, frames_of(v).shape))
-             for n, v in on_work.items()}
-    stacked = np.concatenate([norms[n].apply(frames_of(on_work[n])) for n in order])
-    if reference in norms:
-        scale = norms[reference]
-    else:
-        reference_frames = frames_of(resample_to(given, work))
-        scale = normalization_for(normalization, reference_frames, np.broadcast_to(mask, reference_frames.shape))
+
+    def normalization_of(array: np.ndarray) -> Normalization:
+        return normalization_for(normalization, array, np.broadcast_to(mask, array.shape))
+    norms = {n: normalization_of(a) for n, a in frames.items()}
+    stacked = np.concatenate([norms[n].apply(frames[n]) for n in order])
+    scale = norms[reference] if reference in norms else normalization_of(frames_of(resample_to(given, work)))
     return Prepared(fixed, reference, work, stacked, mask, scale, registrations, body)
 
 
