@@ -29,8 +29,9 @@ shared-encoder pass each, linked by the encoder ConvLSTM (section 3.2); a series
 T frames by the decoder ConvLSTM, all of them in the losses. A series is normalised as one (one clip and
 scale for all its frames, ``training.data.normalize_case``), which keeps the enhancement curve's shape.
 Phase-aware sampling: protocols differ in their DCE phases (the phantom makes 4 or 5 post-contrast ones,
-``n_post``), so every batch is drawn from cases sharing the first drawn case's frame counts (one tensor per batch); frames of a series sit frame-major in the
-batch's channels (``sampling._stack``) and ``batch["frames"]`` says how many each sequence has.
+``n_post``), so every batch is drawn from cases sharing the first drawn case's frame counts (one
+tensor per batch); frames of a series sit frame-major in the batch's channels (``sampling._stack``) and
+``batch["frames"]`` says how many each sequence has.
 """
 
 from __future__ import annotations
