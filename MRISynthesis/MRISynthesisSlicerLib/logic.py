@@ -153,7 +153,6 @@ class SynthesisLogic:
             place_in_folder(self.scene, run.metrics, folder)
         return run
 
-
     def _result_node(self, volume, name: str, folder: int):
         """A result in ``folder`` as the views show it: a scalar volume, or for a series target (Seq2Seq
         breast DCE, DWI) the volume a new sequence browser shows, which steps through its frames."""
