@@ -91,7 +91,7 @@ def _compare_and_table_for_one_held_out_subject(folder: str) -> None:
     report = run_compare(folder / "cases", folder / "cmp", models=("unet-ct1",), register="rigid", device="cpu",
                          progress=False, say=lambda m: None)
     constant = DummyRegressor().fit([[0.0]], [0.0])
-    quality.fit_baselines = lambda entry, target, seeds=None: quality.Baselines(constant, constant)
+    quality.fit_baselines = lambda entry, target, seeds=None, **_: quality.Baselines(constant, constant)
     table = quality.evaluate_entry(read_manifest()[0], "T1ce", seeds=(seed,), say=lambda m: None)["unet-ct1"]
     print(json.dumps({"compare": report["rows"][0], "table": {k: v["mean"] for k, v in table.items()}}))
 
