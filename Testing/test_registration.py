@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -204,3 +206,15 @@ def test_register_command_bad_input(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "missing.nii.gz: file not found" in err[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_the_registration_benchmark_runs_and_times_the_same_antspyx_calls(tmp_path):
+    """The benchmark calls the registration's internals; it must follow them when they change."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "registration.py"
+    env = {**os.environ, "MRISYNTHESIS_BENCHMARK_RESULTS": str(tmp_path)}
+    run = subprocess.run([sys.executable, str(script), "--resolution", "4", "--repeats", "1", "--presets", "rigid"],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    (written,) = tmp_path.glob("*-registration.json")
+    (row,) = json.loads(written.read_text())["rows"]
+    assert row["preset"] == "rigid" and row["bare_s"] > 0 and row["ours_s"] > 0

@@ -39,9 +39,10 @@ def machine() -> dict:
 
 
 def write_results(name: str, payload: dict) -> Path:
-    """Write ``payload`` to benchmarks/results/<machine>-<name>.json and say where."""
-    folder = Path(__file__).parent / "results"
-    folder.mkdir(exist_ok=True)
+    """Write ``payload`` to benchmarks/results/<machine>-<name>.json (or the folder named by
+    ``MRISYNTHESIS_BENCHMARK_RESULTS``, which the tests use) and say where."""
+    folder = Path(os.environ.get("MRISYNTHESIS_BENCHMARK_RESULTS") or Path(__file__).parent / "results")
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{platform.node() or 'machine'}-{name}.json"
     path.write_text(json.dumps(payload, indent=1))
     print(f"written {path}")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from _machine import best_of, machine, write_results
 from MRISynthesisLib.phantom.brain import sample_brain
-from MRISynthesisLib.registration import _run_preset, register, to_ants
+from MRISynthesisLib.registration import _run_preset, fields_of_view_overlap, register, to_ants
 
 
 def main() -> None:
@@ -28,11 +28,12 @@ def main() -> None:
     fixed, moving = subject.sequences["T1"], subject.sequences["T2"]
 
     def bare(preset: str) -> None:
-        # the antspyx calls alone, on images already in ANTs' memory
+        # the antspyx calls alone, on images already in ANTs' memory, from the start ours would choose
         with tempfile.TemporaryDirectory() as work:
-            _run_preset(fixed_image, moving_image, preset, Path(work))
+            _run_preset(fixed_image, moving_image, preset, Path(work), start_at_identity=start_at_identity)
 
     fixed_image, moving_image = to_ants(fixed), to_ants(moving)
+    start_at_identity = fields_of_view_overlap(fixed, moving)
     rows = []
     for preset in args.presets:
         base = best_of(args.repeats, lambda: bare(preset))
