@@ -3,7 +3,7 @@
 Run: python benchmarks/run_all.py [--quick | --complete] [--only synthesis.py ...]
 Each script runs in its own process (timings are not disturbed by the previous one's memory), in the
 order below. The default settings fit 2 CPU cores in under 15 minutes: one repeat (two for the
-registration ratio, on a 1.5 mm brain), every bundled model at 240 x 240 x 155 but only the 3D U-Net
+registration ratio, on a 2 mm brain), every bundled model at 240 x 240 x 155 but only the 3D U-Net
 cT1 (the model whose patches the memory-aware tiling sizes) at 512 x 512 x 300, and the quality table on
 two held-out subjects. ``--complete`` runs every model at both sizes, the registration at 1 mm and the
 quality table on the five held-out subjects of ``evaluate-models`` (about 40 minutes on 2 cores);
@@ -27,7 +27,7 @@ UNET = "unet-ct1-brain-lite.pt"
 SUITE = [
     ("models.py", ["--repeats", "1"], ["--repeats", "1"], ["--repeats", "3"]),
     ("phantom.py", ["--repeats", "1"], ["--resolution", "2", "--repeats", "1"], ["--repeats", "3"]),
-    ("registration.py", ["--resolution", "1.5", "--repeats", "2"], ["--resolution", "2", "--repeats", "1", "--presets", "rigid"],
+    ("registration.py", ["--resolution", "2", "--repeats", "2"], ["--resolution", "2", "--repeats", "1", "--presets", "rigid"],
      ["--repeats", "3"]),
     ("synthesis.py", ["--sizes", "240x240x155"], ["--sizes", "240x240x155", "--models", UNET],
      ["--sizes", "240x240x155", "512x512x300"]),
