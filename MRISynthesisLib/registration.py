@@ -246,8 +246,8 @@ def linear_pyramid(*shapes: Sequence[int]) -> dict:
 
     ANTs' default pyramid starts at 1/6 resolution. On a small or coarse image (a 4 mm breast DWI has
     8 slices) that level is one or two voxels thick, the metric is nearly flat there and the optimiser
-    sometimes walks tens of millimetres away, which the finer levels cannot undo (seen on the phantom in
-    about one run in eight). We keep antspyx's levels but drop every one that would leave fewer than
+    sometimes walks tens of millimetres away, which the finer levels cannot undo (one of the two causes of
+    the failures described in :func:`_run_preset`). We keep antspyx's levels but drop every one that would leave fewer than
     :data:`MIN_LEVEL_VOXELS` voxels along some axis of either image; full resolution always stays.
     Images large enough for every level get exactly antspyx's defaults.
     """
@@ -265,12 +265,12 @@ def fields_of_view_overlap(fixed: Volume, moving: Volume) -> bool:
     do not even contain each other's centre (another scanner, an arbitrary origin) start from antspyx's
     centre-of-mass alignment instead.
     """
-    def centre(volume: Volume) -> tuple[float, ...]:
-        return volume.to_sitk().TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in volume.spatial_shape[::-1]])
+    def centre(volume: Volume) -> np.ndarray:
+        return (volume.index_to_physical() @ np.append((np.asarray(volume.size_xyz) - 1) / 2, 1.0))[:3]
 
-    def contains(volume: Volume, point) -> bool:
-        index = np.asarray(volume.to_sitk().TransformPhysicalPointToContinuousIndex(point))
-        return bool(np.all(index >= -0.5) and np.all(index <= np.asarray(volume.spatial_shape[::-1]) - 0.5))
+    def contains(volume: Volume, point: np.ndarray) -> bool:
+        index = (np.linalg.inv(volume.index_to_physical()) @ np.append(point, 1.0))[:3]
+        return bool(np.all(index >= -0.5) and np.all(index <= np.asarray(volume.size_xyz) - 0.5))
 
     return contains(fixed, centre(moving)) and contains(moving, centre(fixed))
 
