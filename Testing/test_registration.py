@@ -28,10 +28,15 @@ def subject():
     return sample_brain(21, resolution=3, n_lesions=1)
 
 
-def _brain_points(subject, step: int = 7) -> list[tuple[float, float, float]]:
-    mask = (subject.fractions["gm"].array + subject.fractions["wm"].array) > 0.5
+def _tissue_points(subject, tissues: tuple[str, ...], step: int) -> list[tuple[float, float, float]]:
+    """Physical points of every ``step``-th T1 voxel that is mostly made of ``tissues``."""
+    mask = sum(subject.fractions[t].array for t in tissues) > 0.5
     image = subject.sequences["T1"].to_sitk()
     return [image.TransformIndexToPhysicalPoint((int(x), int(y), int(z))) for z, y, x in np.argwhere(mask)[::step]]
+
+
+def _brain_points(subject, step: int = 7) -> list[tuple[float, float, float]]:
+    return _tissue_points(subject, ("gm", "wm"), step)
 
 
 def _mean_tre(transform: sitk.Transform, truth: np.ndarray, points) -> float:
@@ -81,17 +86,11 @@ def test_fields_of_view_overlap_decides_the_starting_point(subject):
     assert not fields_of_view_overlap(t1, far)
 
 
-def _breast_points(case, step: int = 13):
-    mask = (case.fractions["fgt"].array + case.fractions["fat"].array) > 0.5
-    image = case.sequences["T1"].to_sitk()
-    return [image.TransformIndexToPhysicalPoint((int(x), int(y), int(z))) for z, y, x in np.argwhere(mask)[::step]]
-
-
 def test_rigid_lands_every_time_on_coarse_breast_series():
     """Regression: from antspyx's centre-of-mass start with its 1/6-resolution level, 2 of 12 DWI runs on
     this case ended ~77 mm off (the other breast). Every seed must now land near the truth."""
     case = sample("breast", 3, resolution=4.0)
-    points = _breast_points(case)
+    points = _tissue_points(case, ("fgt", "fat"), step=13)
     for name, bound_mm in (("DWI", 3.0), ("DCE", 1.5)):  # DWI voxels are 8 x 8 x 16 mm here
         series = case.sequences[name]
         mean = series.frame(0).with_array(series.array.mean(axis=0))
