@@ -47,17 +47,40 @@ def _recipe(**options):
     return recipe
 
 
-def test_batches_draw_one_source_and_another_target_reproducibly(cases):
+def test_batches_draw_a_target_and_one_to_three_other_sources_reproducibly(cases):
     recipe = _recipe()
-    pairs = set()
-    for seed in range(12):
+    pairs, sizes = set(), set()
+    for seed in range(24):
         a = recipe.make_batch(cases, np.random.default_rng(seed), 2)
         b = recipe.make_batch(cases, np.random.default_rng(seed), 2)
         assert all(np.array_equal(a[k], b[k]) for k in a)
         assert a["inputs"].shape == (2, 12, 32, 32) and a["source"][0] != a["target"][0]
-        assert (a["source"] == a["source"][0]).all()  # one pair per batch: the model takes one target code
+        for key in ("source", "target", "available"):  # one draw per batch: the model takes one target code
+            assert (a[key] == a[key][0]).all(), key
+        available = a["available"][0]
+        assert available[a["target"][0]] == 0 and available[a["source"][0]] == 1
         pairs.add((int(a["source"][0]), int(a["target"][0])))
-    assert len(pairs) >= 4
+        sizes.add(int(available.sum()))
+    assert len(pairs) >= 4 and sizes == {1, 2, 3}
+
+
+def test_several_sources_enter_together_in_the_order_inference_gives_them(cases):
+    recipe = _recipe()
+    batch = recipe.make_batch(cases, np.random.default_rng(0), 2)
+    batch["target"][:], batch["source"][:], batch["available"][:] = 0, 3, (0, 1, 0, 1)  # T1ce + FLAIR -> T1
+    tensors = recipe.to_tensors(batch)
+    fused = recipe._sources(tensors)
+    assert fused.shape == (2, 2, 3, 32, 32)
+    np.testing.assert_array_equal(fused[:, 0].flatten(1).numpy(), batch["inputs"][:, 3:6].reshape(2, -1))
+    np.testing.assert_array_equal(fused[:, 1].flatten(1).numpy(), batch["inputs"][:, 9:12].reshape(2, -1))
+    # the generator sees both: changing only T1ce changes the T1 it makes
+    with torch.no_grad():
+        before = recipe.networks["generator"](fused, "T1")
+        fused[:, 0] += 0.5
+        after = recipe.networks["generator"](fused, "T1")
+    assert not torch.allclose(before, after)
+    result = recipe.train_step(tensors)
+    assert np.isfinite(result["translation_l1"]) and np.isfinite(result["cycle_l1"])
 
 
 def test_the_loss_falls_on_a_fixed_batch(cases):
@@ -118,7 +141,7 @@ def test_breast_series_are_translated_whole_and_the_loss_falls(breast_cases):
     recipe = _recipe(anatomy="breast")
     dce, t2 = recipe.sequences.index("DCE"), recipe.sequences.index("T2")
     batch = recipe.make_batch(breast_cases, np.random.default_rng(1), 2)
-    batch["source"][:], batch["target"][:] = t2, dce  # T2 -> the whole DCE series
+    batch["source"][:], batch["target"][:], batch["available"][:] = t2, dce, np.eye(4, dtype=np.int64)[t2]  # T2 -> DCE
     batch = recipe.to_tensors(batch)
     first = recipe.train_step(batch)
     for _ in range(8):

@@ -1,11 +1,15 @@
 """Seq2Seq training (paper section 3.4, Eq. 1-3): one generator translating any sequence into any other.
 
-Each step draws, for its whole batch (the generator takes one target code per batch), a source i and a
-target j != i of the case's sequences, from the step's generator (so runs are reproducible):
+Each step draws, for its whole batch (the generator takes one target code per batch), a target j, a set A
+of available sources without j (one to S - 1 of them, as the paper's training data has one to three of the
+four BraTS sequences silenced; :meth:`Seq2SeqRecipe.draw_sources`) and one source i in A, from the step's
+generator (so runs are reproducible). The sources in A enter together, their frames one after another on
+the encoder ConvLSTM's time axis, exactly as inference from several sources feeds them
+(``predictors._seq2seq``); with |A| = 1 every term below is the paper's single-source one:
 
-* Eq. 1, reconstruction: lambda_r = 10 x L1 plus lambda_p = 0.01 x VGG19 perceptual, on X'_{i->j} and on
-  the self-reconstruction X'_{i->i} (the paper's double sum over the available sequences includes i = j;
-  one (i, j) per step is a stochastic estimate of it).
+* Eq. 1, reconstruction: lambda_r = 10 x L1 plus lambda_p = 0.01 x VGG19 perceptual, on X'_{A->j} and on
+  the self-reconstruction X'_{A->i} (the paper's double sum over the available sequences includes i = j;
+  one (A, i, j) per step is a stochastic estimate of it).
 * Eq. 2, adversarial: least squares, D_j(X_j) -> 1 and D_j(X'_{i->j}) -> 0 for the discriminator, D_j(X'_{i->j})
   -> 1 for the generator, with the per-sequence PatchGAN of the model module (channel j is D_j). The paper
   gives no weight for it; we use 1, and the discriminator has the generator's optimiser settings.
@@ -103,18 +107,42 @@ class Seq2SeqRecipe(Recipe):
         if rng.random() < 0.5:  # one flip for the batch keeps every pair of sequences aligned
             for key in ("inputs", "mask", "labels"):
                 batch[key] = np.ascontiguousarray(batch[key][..., ::-1])
-        source = int(rng.integers(len(self.sequences)))
-        target = int(rng.integers(len(self.sequences) - 1))
-        target += target >= source
+        target, available, source = self.draw_sources(rng)
         del batch["targets"]
         batch["source"] = np.full(batch_size, source, np.int64)
         batch["target"] = np.full(batch_size, target, np.int64)
+        batch["available"] = np.tile(available, (batch_size, 1))
         batch["frames"] = np.tile(np.asarray(counts[0], np.int64), (batch_size, 1))  # per sample: DDP shards rows
         return batch
 
-    def _stack(self, batch: dict[str, torch.Tensor], key: str) -> torch.Tensor:
-        """The frames of the sequence named by ``batch[key]``, as (B, T, 3, H, W) 3-slice stacks."""
-        k = int(batch[key][0])
+    def draw_sources(self, rng: np.random.Generator) -> tuple[int, np.ndarray, int]:
+        """(target, available sources as a 0/1 vector over the task's sequences, the source reconstructed).
+
+        The paper trains on subjects with one to three of the four sequences silenced (section 4.1) and the
+        public code passes every available sequence through the encoder ConvLSTM at once, so the fused
+        representation is what inference from several sources sees. Here the number of sources k is
+        uniform in 1 .. S - 1 and the k sources a uniform draw among the sequences other than the target:
+        one step in 1 / (S - 1) is the paper's single-source X_{i -> j}, which the ranking uses."""
+        count = len(self.sequences)
+        target = int(rng.integers(count))
+        others = [k for k in range(count) if k != target]
+        chosen = rng.choice(others, size=int(rng.integers(1, count)), replace=False)
+        available = np.zeros(count, np.int64)
+        available[chosen] = 1
+        return target, available, int(rng.choice(chosen))
+
+    def _sources(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Every available source's frames, in the task's order (as the inference plan orders them), one
+        after the other on the time axis: (B, sum of their T, 3, H, W)."""
+        available = batch["available"][0] if "available" in batch else None
+        names = [k for k in range(len(self.sequences))
+                 if (available[k] if available is not None else k == int(batch["source"][0]))]
+        return torch.cat([self._stack(batch, "source", k) for k in names], dim=1)
+
+    def _stack(self, batch: dict[str, torch.Tensor], key: str, index: int | None = None) -> torch.Tensor:
+        """The frames of the sequence named by ``batch[key]`` (or ``index``), as (B, T, 3, H, W) 3-slice
+        stacks."""
+        k = int(batch[key][0]) if index is None else index
         frames = [int(f) for f in batch["frames"][0]]
         start = 3 * sum(frames[:k])
         x = batch["inputs"][:, start:start + 3 * frames[k]]
@@ -136,12 +164,12 @@ class Seq2SeqRecipe(Recipe):
         # models.seq2seq.SEQUENCE_ORDER), the shared discriminator's channels are the task's sequences
         target = int(batch["target"][0])
         source_name, target_name = self.sequences[int(batch["source"][0])], self.sequences[target]
-        x_i, x_j = self._stack(batch, "source"), self._stack(batch, "target")
+        x_a, x_i, x_j = self._sources(batch), self._stack(batch, "source"), self._stack(batch, "target")
         terms: dict[str, torch.Tensor] = {}
 
-        fake_j = generator(x_i, target_name, phases=x_j.shape[1])
+        fake_j = generator(x_a, target_name, phases=x_j.shape[1])
         total = self._similarity(fake_j, x_j, "translation", terms)
-        total = total + self._similarity(generator(x_i, source_name, phases=x_i.shape[1]), x_i, "self", terms)
+        total = total + self._similarity(generator(x_a, source_name, phases=x_i.shape[1]), x_i, "self", terms)
         terms["cycle_l1"] = F.l1_loss(generator(fake_j, source_name, phases=x_i.shape[1]), x_i)
         total = total + LAMBDA_CYCLE * terms["cycle_l1"]
         if self.adversarial:
@@ -177,7 +205,7 @@ class Seq2SeqRecipe(Recipe):
         generator.eval()
         real = self._stack(batch, "target")
         with torch.no_grad():
-            fake = generator(self._stack(batch, "source"), self.sequences[int(batch["target"][0])],
+            fake = generator(self._sources(batch), self.sequences[int(batch["target"][0])],
                              phases=real.shape[1])
         frames = real.shape[1]
         # the centre slice of each 3-slice stack is the one inference keeps
