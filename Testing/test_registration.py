@@ -220,3 +220,6 @@ def test_the_registration_benchmark_runs_and_times_the_same_antspyx_calls(tmp_pa
     (written,) = tmp_path.glob("*-registration.json")
     (row,) = json.loads(written.read_text())["rows"]
     assert row["preset"] == "rigid" and row["bare_s"] > 0 and row["ours_s"] > 0
+    # the wrapper's own cost is our call less the antspyx time inside it: positive, and a fraction of it
+    assert 0 < row["wrapper_s"] < row["ours_s"] and row["wrapper_share"] == pytest.approx(
+        row["wrapper_s"] / (row["ours_s"] - row["wrapper_s"]))
