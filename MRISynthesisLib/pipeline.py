@@ -159,14 +159,19 @@ def frames_of(volume: Volume) -> np.ndarray:
     return volume.array if volume.is_series else volume.array[None]
 
 
+Aligner = Callable[[Volume, Volume, str, str], tuple[Volume, dict]]
+
+
 def prepare(inputs: Mapping[str, Volume], order: tuple[str, ...], reference: str, register: str, voxel_size_mm: float,
-            progress: Progress | None = None, normalization: str = "zscore", foreground: str = "body") -> Prepared:
+            progress: Progress | None = None, normalization: str = "zscore", foreground: str = "body",
+            aligner: Aligner = align) -> Prepared:
     """Register every input onto the reference, move all to the work grid, normalise (steps 2-4).
 
     ``foreground`` is the mask the normalisation's statistics come from, as the model was trained;
     the output is blanked outside the body (tissue against air) whatever the model's method. A series is
     normalised as one (the same statistics for all its frames, as ``training.data.normalize_case``) and
-    enters ``stacked`` frame by frame.
+    enters ``stacked`` frame by frame. ``aligner`` does the registration (:func:`align`'s signature): an
+    evaluation over many targets passes one that remembers what it registered.
     """
     given = inputs[reference]
     fixed = given.frame(0) if given.is_series else given
@@ -176,7 +181,7 @@ def prepare(inputs: Mapping[str, Volume], order: tuple[str, ...], reference: str
         if name == reference:
             aligned[name] = given
             continue
-        moved, registrations[name] = align(fixed, inputs[name], register, name)
+        moved, registrations[name] = aligner(fixed, inputs[name], register, name)
         aligned[name] = _require_overlap(moved, name, reference, register)
     work = _work_grid(fixed, voxel_size_mm)
     on_work = {n: resample_to(v, work) if work is not fixed else v for n, v in aligned.items()}

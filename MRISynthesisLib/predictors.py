@@ -54,7 +54,8 @@ def _important_net(entry: WeightsEntry, net: nn.Module, target: str, available: 
 def _seq2seq(entry: WeightsEntry, net: nn.Module, target: str, available: Sequence[str], phases: int) -> Plan:
     """2.5D (three adjacent slices per sequence frame). Every frame of every source is one step of the
     model's time axis: the frames of a 4D series, and several sources, are fused by the encoder ConvLSTM
-    and averaged (section 3.2); a series target is unrolled to ``phases`` frames. The target itself is
+    and averaged (section 3.2), in the task's sequence order, as training feeds one to S - 1 sources
+    (``training.recipes.seq2seq``); a series target is unrolled to ``phases`` frames. The target itself is
     never an input: with every sequence present the model still predicts from the others."""
     sources = tuple(s for s in entry.inputs if s in available and s != target)
     if not sources:

@@ -60,12 +60,18 @@ class Subjects:
             self._subjects[key] = sample(anatomy, seed, resolution=voxel_mm)
         return self._subjects[key]
 
-    def registered(self, key: tuple, fixed, moving, name: str):
-        """``moving`` rigidly registered onto ``fixed``, computed the first time ``key`` is asked for (the
-        key names the subject, the sequence, its view and the reference)."""
+    def registered(self, key: tuple, fixed, moving, name: str, register: str = "rigid"):
+        """``moving`` registered onto ``fixed`` and the registration's summary, computed the first time
+        ``key`` is asked for (the key names the subject, the sequence, its view and the reference)."""
         if key not in self._registered:
-            self._registered[key] = align(fixed, moving, "rigid", name)[0]
+            self._registered[key] = align(fixed, moving, register, name)
         return self._registered[key]
+
+    def aligner(self, *key):
+        """A ``pipeline.prepare`` aligner that registers each input once for this ``key`` (weights file,
+        seed, reference)."""
+        return lambda fixed, moving, register, name: self.registered((*key, name, register), fixed, moving, name,
+                                                                     register)
 
 
 def _features(prepared, mask: np.ndarray) -> np.ndarray:
@@ -140,13 +146,9 @@ def evaluate_entry(entry: WeightsEntry, target: str, seeds=HELD_OUT_SEEDS, *, de
         plan = plan_for(entry, net, target, sources, real.shape[0] if target in entry.series else 1)
         view = _model_view(entry, subject.sequences, sources)
         reference = default_reference(view)
-        fixed = view[reference].frame(0) if view[reference].is_series else view[reference]
-        on_reference = {s: view[s] if s == reference else
-                        subjects.registered((entry.file, seed, s, reference, "input"), fixed, view[s], s)
-                        for s in plan.order}
-        prepared = prepare(on_reference, plan.order, reference, "none", entry.voxel_size_mm,
-                           normalization=entry.normalization, foreground=entry.foreground)
-        real = subjects.registered((entry.file, seed, target, reference, "real"), fixed, real, "real")
+        prepared = prepare(view, plan.order, reference, "rigid", entry.voxel_size_mm, normalization=entry.normalization,
+                           foreground=entry.foreground, aligner=subjects.aligner(entry.file, seed, reference))
+        real, _ = subjects.registered((entry.file, seed, reference, "real " + target), prepared.fixed, real, "real")
         outputs = {entry.model: run_plan(plan, prepared.stacked, device),
                    "linear": _predict_baseline(baselines.linear, prepared),
                    "hgb": _predict_baseline(baselines.hgb, prepared)}
