@@ -26,7 +26,7 @@ from scipy import ndimage
 from skimage.filters import threshold_otsu, threshold_triangle
 
 from .errors import InputError
-from .volume import Volume
+from .volume import Volume, same_geometry
 
 _INTERPOLATORS = {"linear": sitk.sitkLinear, "nearest": sitk.sitkNearestNeighbor, "bspline": sitk.sitkBSpline}
 
@@ -43,21 +43,36 @@ def resample_to(volume: Volume, reference: Volume, *, interpolation: str = "line
         default_value: value outside the volume's field of view.
 
     A 4D series is resampled frame by frame with the same transform.
+
+    Memory: a volume already on exactly the reference's grid, with no transform, is returned as it is
+    (Volumes are immutable). Otherwise the output grid is given to SimpleITK by its geometry, not as an
+    image holding the reference's voxels, and the result is read through a view: at 512 x 512 x 300 each
+    of those copies is 300 MiB, and under a memory limit they were what failed first.
     """
     if interpolation not in _INTERPOLATORS:
         raise InputError(f"unknown interpolation '{interpolation}'; use one of {', '.join(_INTERPOLATORS)}")
+    if transform is None and same_geometry(volume, reference, spacing_tol=0, origin_tol_mm=0, direction_tol=0):
+        return volume
     transform = transform or sitk.Transform(3, sitk.sitkIdentity)
-    ref_image = reference.frame(0).to_sitk() if reference.is_series else reference.to_sitk()
+    resampler = sitk.ResampleImageFilter()
+    resampler.SetSize([int(n) for n in reference.size_xyz])
+    resampler.SetOutputSpacing(reference.spacing)
+    resampler.SetOutputOrigin(reference.origin)
+    resampler.SetOutputDirection(reference.direction)
+    resampler.SetTransform(transform)
+    resampler.SetInterpolator(_INTERPOLATORS[interpolation])
+    resampler.SetDefaultPixelValue(float(default_value))
+    resampler.SetOutputPixelType(sitk.sitkFloat32)
 
-    def one(frame: Volume) -> np.ndarray:
-        out = sitk.Resample(frame.to_sitk(), ref_image, transform, _INTERPOLATORS[interpolation],
-                            float(default_value), sitk.sitkFloat32)
-        return sitk.GetArrayFromImage(out)
+    def one(frame: Volume) -> Volume:
+        out = resampler.Execute(frame.to_sitk())
+        # the Volume copies the view once, while ``out`` still owns the buffer
+        return Volume(sitk.GetArrayViewFromImage(out), reference.spacing, reference.origin, reference.direction)
 
     if volume.is_series:
-        array = np.stack([one(volume.frame(i)) for i in range(volume.shape[0])])
+        array = np.stack([one(volume.frame(i)).array for i in range(volume.shape[0])])
         return Volume(array, reference.spacing, reference.origin, reference.direction, volume.frames)
-    return Volume(one(volume), reference.spacing, reference.origin, reference.direction)
+    return one(volume)
 
 
 def reference_grid(spacing: Sequence[float], size_xyz: Sequence[int], origin: Sequence[float] = (0.0, 0.0, 0.0),

@@ -275,6 +275,19 @@ def test_resample_identity_on_same_grid(oblique_volume):
     np.testing.assert_array_equal(oblique_volume.array, before)
 
 
+def test_resample_onto_exactly_its_own_grid_returns_the_volume_itself_without_a_copy(oblique_volume):
+    """A 512 x 512 x 300 input already on the reference grid costs no 300 MiB copies (Volumes are immutable)."""
+    assert resample_to(oblique_volume, oblique_volume) is oblique_volume
+    nudged = Volume(np.zeros(oblique_volume.shape), oblique_volume.spacing,
+                    tuple(np.add(oblique_volume.origin, (1e-4, 0.0, 0.0))), oblique_volume.direction)
+    out = resample_to(oblique_volume, nudged)  # not exactly the grid: resampled, on the reference's geometry
+    assert out is not oblique_volume and out.origin == nudged.origin
+    inner = (slice(1, -1),) * 3  # the outermost voxels' centres may fall just outside the field of view
+    np.testing.assert_allclose(out.array[inner], oblique_volume.array[inner], rtol=0, atol=1.0)  # values ~100-1000
+    shifted = resample_to(oblique_volume, oblique_volume, transform=sitk.TranslationTransform(3, (0.5, 0.0, 0.0)))
+    assert shifted is not oblique_volume and not np.allclose(shifted.array, oblique_volume.array)
+
+
 def test_resample_nearest_keeps_label_values():
     rng = np.random.default_rng(2)
     labels = rng.choice([0, 1, 2, 5], size=(6, 7, 8)).astype(np.float32)
