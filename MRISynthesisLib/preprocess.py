@@ -28,6 +28,9 @@ from skimage.filters import threshold_otsu, threshold_triangle
 from .errors import InputError
 from .volume import Volume, same_geometry
 
+#: voxels per slab when resampling: 32 MiB of float32 output at a time
+SLAB_VOXELS = 8 * 2**20
+
 _INTERPOLATORS = {"linear": sitk.sitkLinear, "nearest": sitk.sitkNearestNeighbor, "bspline": sitk.sitkBSpline}
 
 
@@ -45,34 +48,40 @@ def resample_to(volume: Volume, reference: Volume, *, interpolation: str = "line
     A 4D series is resampled frame by frame with the same transform.
 
     Memory: a volume already on exactly the reference's grid, with no transform, is returned as it is
-    (Volumes are immutable). Otherwise the output grid is given to SimpleITK by its geometry, not as an
-    image holding the reference's voxels, and the result is read through a view: at 512 x 512 x 300 each
-    of those copies is 300 MiB, and under a memory limit they were what failed first.
+    (Volumes are immutable). Otherwise the output is filled in slabs of at most :data:`SLAB_VOXELS`
+    voxels into one float32 array the result then owns: at 512 x 512 x 300 that array is 300 MiB and the
+    slabs 32 MiB, where a whole-volume SimpleITK output and its copy held 600 MiB at once, which is what
+    failed first under a memory limit. Each output voxel is interpolated on its own, so slabs change
+    nothing in the values.
     """
     if interpolation not in _INTERPOLATORS:
         raise InputError(f"unknown interpolation '{interpolation}'; use one of {', '.join(_INTERPOLATORS)}")
     if transform is None and same_geometry(volume, reference, spacing_tol=0, origin_tol_mm=0, direction_tol=0):
         return volume
-    transform = transform or sitk.Transform(3, sitk.sitkIdentity)
     resampler = sitk.ResampleImageFilter()
-    resampler.SetSize([int(n) for n in reference.size_xyz])
     resampler.SetOutputSpacing(reference.spacing)
-    resampler.SetOutputOrigin(reference.origin)
     resampler.SetOutputDirection(reference.direction)
-    resampler.SetTransform(transform)
+    resampler.SetTransform(transform or sitk.Transform(3, sitk.sitkIdentity))
     resampler.SetInterpolator(_INTERPOLATORS[interpolation])
     resampler.SetDefaultPixelValue(float(default_value))
     resampler.SetOutputPixelType(sitk.sitkFloat32)
-
-    def one(frame: Volume) -> Volume:
-        out = resampler.Execute(frame.to_sitk())
-        # the Volume copies the view once, while ``out`` still owns the buffer
-        return Volume(sitk.GetArrayViewFromImage(out), reference.spacing, reference.origin, reference.direction)
-
+    frames = [volume.frame(i) for i in range(volume.shape[0])] if volume.is_series else [volume]
+    out = np.empty((len(frames), *reference.spatial_shape) if volume.is_series else reference.spatial_shape, np.float32)
+    x, y, z = reference.size_xyz
+    step = max(1, SLAB_VOXELS // (x * y))
+    to_physical = reference.index_to_physical()
+    for k, frame in enumerate(frames):
+        image = frame.to_sitk()
+        for z0 in range(0, z, step):
+            z1 = min(z, z0 + step)
+            resampler.SetSize([x, y, z1 - z0])
+            resampler.SetOutputOrigin(tuple(float(v) for v in (to_physical @ (0.0, 0.0, z0, 1.0))[:3]))
+            slab = resampler.Execute(image)  # held while its view is copied: the view does not keep it alive
+            (out[k] if volume.is_series else out)[z0:z1] = sitk.GetArrayViewFromImage(slab)
+        del image
     if volume.is_series:
-        array = np.stack([one(volume.frame(i)).array for i in range(volume.shape[0])])
-        return Volume(array, reference.spacing, reference.origin, reference.direction, volume.frames)
-    return one(volume)
+        return Volume.adopting(out, reference.spacing, reference.origin, reference.direction, volume.frames)
+    return Volume.adopting(out, reference.spacing, reference.origin, reference.direction)
 
 
 def reference_grid(spacing: Sequence[float], size_xyz: Sequence[int], origin: Sequence[float] = (0.0, 0.0, 0.0),

@@ -47,6 +47,13 @@ def _as_triple(values: Sequence[float], name: str) -> tuple[float, float, float]
 
 
 @dataclass(frozen=True)
+class _HandedOver:
+    """An array whose owner gives it to a new Volume (:meth:`Volume.adopting`): kept without a copy."""
+
+    array: np.ndarray
+
+
+@dataclass(frozen=True)
 class Volume:
     """A 3D volume or 4D series with its physical geometry. Immutable: its array is read-only."""
 
@@ -57,7 +64,12 @@ class Volume:
     frames: tuple[Mapping[str, Any], ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
-        array = np.array(self.array, dtype=np.float32, copy=True)  # never alias the caller's buffer
+        given = self.array
+        if isinstance(given, _HandedOver) and given.array.dtype == np.float32 and given.array.flags.c_contiguous \
+                and given.array.flags.owndata:
+            array = given.array  # a fresh buffer its maker hands over: a 300 MiB volume is not held twice
+        else:  # never alias the caller's buffer
+            array = np.array(given.array if isinstance(given, _HandedOver) else given, dtype=np.float32, copy=True)
         if array.ndim not in (3, 4):
             raise InputError(f"a Volume must be 3D (z, y, x) or 4D (t, z, y, x), but it is {array.ndim}D")
         if min(array.shape) < 1:
@@ -82,6 +94,12 @@ class Volume:
         if array.ndim == 3 and frames:
             raise InputError("per-frame metadata is only meaningful for a 4D series")
         object.__setattr__(self, "frames", frames)
+
+    @classmethod
+    def adopting(cls, array: np.ndarray, *args, **kwargs) -> "Volume":
+        """A Volume that takes over ``array`` (a float32 buffer the caller made and will not touch again)
+        without copying it; any other array is copied as usual. Same arguments as the constructor."""
+        return cls(_HandedOver(array), *args, **kwargs)
 
     # ----------------------------------------------------------------- shape and geometry
     @property
@@ -133,14 +151,14 @@ class Volume:
     def from_sitk(cls, image: sitk.Image, frames: Sequence[Mapping[str, Any]] = ()) -> "Volume":
         """From a 3D SimpleITK image, or a 4D one (then the fourth axis is the series axis)."""
         dim = image.GetDimension()
-        array = sitk.GetArrayFromImage(image)
+        array = sitk.GetArrayFromImage(image)  # a fresh copy, handed over (float32 is then not copied again)
         if image.GetNumberOfComponentsPerPixel() != 1:
             raise InputError(f"expected a scalar image, but it has {image.GetNumberOfComponentsPerPixel()} components per voxel")
         if dim == 3:
-            return cls(array, image.GetSpacing(), image.GetOrigin(), image.GetDirection())
+            return cls.adopting(array, image.GetSpacing(), image.GetOrigin(), image.GetDirection())
         if dim == 4:
             direction4 = np.reshape(image.GetDirection(), (4, 4))
-            return cls(array, image.GetSpacing()[:3], image.GetOrigin()[:3], direction4[:3, :3].ravel(), frames)
+            return cls.adopting(array, image.GetSpacing()[:3], image.GetOrigin()[:3], direction4[:3, :3].ravel(), frames)
         raise InputError(f"expected a 3D volume or a 4D series, but the image is {dim}D")
 
     def to_sitk(self) -> sitk.Image:

@@ -288,6 +288,25 @@ def test_resample_onto_exactly_its_own_grid_returns_the_volume_itself_without_a_
     assert shifted is not oblique_volume and not np.allclose(shifted.array, oblique_volume.array)
 
 
+@pytest.mark.parametrize("interpolation", ["linear", "nearest", "bspline"])
+def test_resampling_in_slabs_gives_the_whole_volume_result(oblique_volume, interpolation, monkeypatch):
+    """Large outputs are filled a few slices at a time; the values must not depend on the slab size."""
+    from MRISynthesisLib import preprocess
+
+    series = Volume(np.stack([oblique_volume.array, 2 * oblique_volume.array]), oblique_volume.spacing,
+                    oblique_volume.origin, oblique_volume.direction)
+    ref = reference_grid((0.6, 0.7, 0.8), (11, 9, 13), origin=(ORIGIN[0] + 0.3, ORIGIN[1] - 0.2, ORIGIN[2] + 0.4),
+                         direction=tuple(rotation_matrix((1.0, 0.0, 1.0), 20.0).ravel()))
+    motion = sitk.Euler3DTransform((0.0, 0.0, 0.0), 0.05, -0.03, 0.02, (0.4, -0.3, 0.2))
+    whole = [resample_to(v, ref, interpolation=interpolation, transform=motion) for v in (oblique_volume, series)]
+    monkeypatch.setattr(preprocess, "SLAB_VOXELS", 2 * 11 * 9)  # two slices per slab, the last one alone
+    slabs = [resample_to(v, ref, interpolation=interpolation, transform=motion) for v in (oblique_volume, series)]
+    for a, b in zip(whole, slabs):
+        assert a.shape == b.shape and a.origin == b.origin == ref.origin
+        np.testing.assert_allclose(b.array, a.array, rtol=1e-6, atol=1e-4)
+    assert np.ptp(whole[0].array) > 0
+
+
 def test_resample_nearest_keeps_label_values():
     rng = np.random.default_rng(2)
     labels = rng.choice([0, 1, 2, 5], size=(6, 7, 8)).astype(np.float32)

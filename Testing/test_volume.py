@@ -438,3 +438,14 @@ def test_two_processes_writing_one_output_never_leave_a_corrupt_file(tmp_path):
     values = np.unique(read_volume(path).array)
     assert len(values) == 1 and values[0] in (1.0, 2.0)  # one writer's whole file, never a mixture
     assert [p.name for p in tmp_path.iterdir()] == ["out.nii.gz"]  # no temporary file left behind
+
+
+def test_adopting_keeps_a_handed_over_buffer_and_copies_anything_else():
+    fresh = np.arange(24, dtype=np.float32).reshape(2, 3, 4).copy()
+    kept = Volume.adopting(fresh, (1.0, 2.0, 3.0))
+    assert np.shares_memory(kept.array, fresh) and not kept.array.flags.writeable and kept.spacing == (1.0, 2.0, 3.0)
+    base = np.arange(48, dtype=np.float32).reshape(2, 3, 8)
+    for other in (base[:, :, ::2], np.arange(24.0).reshape(2, 3, 4), base.reshape(2, 3, 8)[:, :, :4]):
+        copied = Volume.adopting(other)  # a view of someone's buffer, or not float32: copied as the constructor does
+        assert not np.shares_memory(copied.array, other)
+        np.testing.assert_array_equal(copied.array, other)
