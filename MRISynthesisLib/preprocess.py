@@ -79,9 +79,7 @@ def resample_to(volume: Volume, reference: Volume, *, interpolation: str = "line
             slab = resampler.Execute(image)  # held while its view is copied: the view does not keep it alive
             (out[k] if volume.is_series else out)[z0:z1] = sitk.GetArrayViewFromImage(slab)
         del image
-    if volume.is_series:
-        return Volume.adopting(out, reference.spacing, reference.origin, reference.direction, volume.frames)
-    return Volume.adopting(out, reference.spacing, reference.origin, reference.direction)
+    return Volume.adopting(out, reference.spacing, reference.origin, reference.direction, volume.frames)
 
 
 def reference_grid(spacing: Sequence[float], size_xyz: Sequence[int], origin: Sequence[float] = (0.0, 0.0, 0.0),
