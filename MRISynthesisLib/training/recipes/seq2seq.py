@@ -134,10 +134,8 @@ class Seq2SeqRecipe(Recipe):
     def _sources(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Every available source's frames, in the task's order (as the inference plan orders them), one
         after the other on the time axis: (B, sum of their T, 3, H, W)."""
-        available = batch["available"][0] if "available" in batch else None
-        names = [k for k in range(len(self.sequences))
-                 if (available[k] if available is not None else k == int(batch["source"][0]))]
-        return torch.cat([self._stack(batch, "source", k) for k in names], dim=1)
+        available = batch["available"][0]
+        return torch.cat([self._stack(batch, "source", k) for k in range(len(self.sequences)) if available[k]], dim=1)
 
     def _stack(self, batch: dict[str, torch.Tensor], key: str, index: int | None = None) -> torch.Tensor:
         """The frames of the sequence named by ``batch[key]`` (or ``index``), as (B, T, 3, H, W) 3-slice
