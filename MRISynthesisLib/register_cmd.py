@@ -56,7 +56,8 @@ def run_register(fixed_path: str | Path, moving_paths: Sequence[str | Path], pre
         target = write_volume(registered, out / f"{stem}-registered.nii.gz", protect=inputs)
         entry = {"moving": str(path), "registered": str(target), **result.summary()}
         summary["moving"].append(entry)
-        say(f"{path.name}: {preset} in {result.seconds:.1f} s, mutual information "
-            f"{result.mi_before:.3f} -> {result.mi_after:.3f}; wrote {target}")
+        measured = (f", mutual information {result.mi_before:.3f} -> {result.mi_after:.3f}"
+                    if result.mi_before is not None else "")
+        say(f"{path.name}: {preset} in {result.seconds:.1f} s{measured}; wrote {target}")
     (out / "registration.json").write_text(json.dumps(summary, indent=1))
     return summary

@@ -121,7 +121,8 @@ class Registration:
         inverse: transform files, moving space -> fixed space (affines already inverted: apply as they are).
         registered: the moving volume resampled onto the fixed grid.
         mi_before / mi_after: mutual information with the fixed volume before (moving resampled onto
-            the fixed grid as it lies) and after registration.
+            the fixed grid as it lies) and after registration; None for ``none``, which estimates
+            nothing and so does not load ANTs (seconds) to measure it.
         seconds: wall time of the registration itself.
     """
 
@@ -130,8 +131,8 @@ class Registration:
     forward: list[Path]
     inverse: list[Path]
     registered: Volume
-    mi_before: float
-    mi_after: float
+    mi_before: float | None
+    mi_after: float | None
     seconds: float
     folder: Path
     _owned: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
@@ -166,8 +167,10 @@ class Registration:
         return transform_from_files(self.inverse)
 
     def summary(self) -> dict:
-        return {"preset": self.preset, "mutual_information_before": round(self.mi_before, 5),
-                "mutual_information_after": round(self.mi_after, 5), "seconds": round(self.seconds, 3),
+        def rounded(value: float | None) -> float | None:
+            return None if value is None else round(value, 5)
+        return {"preset": self.preset, "mutual_information_before": rounded(self.mi_before),
+                "mutual_information_after": rounded(self.mi_after), "seconds": round(self.seconds, 3),
                 "forward_transforms": [str(p) for p in self.forward],
                 "inverse_transforms": [str(p) for p in self.inverse]}
 
@@ -199,11 +202,11 @@ def register(fixed: Volume, moving: Volume, preset: str = "rigid", *, seed: int 
         folder = Path(out_dir)
         if not folder.is_dir():
             raise InputError(f"{folder}: output folder does not exist")
+    if PRESETS[preset] is None:  # nothing to estimate, so ANTs (seconds to load) is not touched
+        return Registration(preset, fixed, [], [], resample_to(moving, fixed), None, None, 0.0, folder, owned)
     with _repeatable(seed, single_thread):  # from ANTs' first call on: it reads its thread count once
         as_is = resample_to(moving, fixed)
         mi_before = mutual_information(fixed, as_is)
-        if PRESETS[preset] is None:
-            return Registration(preset, fixed, [], [], as_is, mi_before, mi_before, 0.0, folder, owned)
         with tempfile.TemporaryDirectory(prefix="mri-synthesis-ants-") as work:
             start = time.perf_counter()
             result = _run_preset(to_ants(fixed), to_ants(moving), preset, Path(work),

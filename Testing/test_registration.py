@@ -166,10 +166,25 @@ def test_single_thread_after_a_multithreaded_run_is_refused(subject):
         register(subject.sequences["T1"], subject.sequences["FLAIR"], "rigid", seed=7, single_thread=True)
 
 
+def test_preset_none_does_not_load_ants():
+    # a fresh process: antspyx takes seconds to import, and aligned inputs need none of it
+    script = (
+        "import sys\n"
+        "from MRISynthesisLib.phantom.brain import sample_brain\n"
+        "from MRISynthesisLib.registration import register\n"
+        "s = sample_brain(21, resolution=4, n_lesions=0)\n"
+        "r = register(s.sequences['T1'], s.sequences['FLAIR'], 'none')\n"
+        "print(r.registered.spatial_shape == s.sequences['T1'].spatial_shape, 'ants' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "False"]
+
+
 def test_preset_none_and_bad_input(subject):
     fixed, moving = subject.sequences["T1"], subject.sequences["T2"]
     none = register(fixed, moving, "none")
-    assert none.forward == [] and none.mi_after == none.mi_before
+    assert none.forward == [] and none.mi_before is None and none.mi_after is None
+    assert none.summary()["mutual_information_after"] is None
     assert none.registered.spatial_shape == fixed.spatial_shape
     with pytest.raises(InputError, match="unknown registration preset 'elastic'"):
         register(fixed, moving, "elastic")

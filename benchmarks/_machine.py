@@ -34,8 +34,29 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "package": __version__,
+    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": _gpu(), "python": platform.python_version(),
+            "package": __version__, "versions": _versions(),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def _gpu() -> str | None:
+    """The CUDA device's name, or None on a machine without one."""
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+
+
+def _versions() -> dict:
+    """Versions of the packages the figures depend on (None where one is not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("torch", "numpy", "SimpleITK", "antspyx", "monai", "scikit-image"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
 
 
 def write_results(name: str, payload: dict) -> Path:
