@@ -88,6 +88,15 @@ def _variant_option(model: str, variant: str | None) -> dict:
     return {"variant": variant}
 
 
+def _adversarial_option(model: str, without: bool) -> dict:
+    """``--without-adversarial``: Seq2Seq's Eq. 2 term left out (on the phantom it costs PSNR; see README)."""
+    if not without:
+        return {}
+    if model != "seq2seq":
+        raise InputError(f"--without-adversarial is for seq2seq; {model}'s adversarial training is its method")
+    return {"adversarial": False}
+
+
 def _perceptual_option(model: str, without: bool) -> dict:
     """``--without-perceptual`` for recipes with a perceptual term; for others it has nothing to leave out."""
     from .training.recipes import recipe_for
@@ -103,7 +112,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                            device=args.device, amp=args.amp, resume=args.resume, checkpoint_every=args.checkpoint_every,
                            workers=args.workers, anatomy=args.anatomy, command=_command_line(args),
                            recipe_options={**_perceptual_option(args.model, args.without_perceptual),
-                                           **_variant_option(args.model, args.variant)})
+                                           **_variant_option(args.model, args.variant),
+                                           **_adversarial_option(args.model, args.without_adversarial)})
     summary = train(options, progress=not args.quiet)
     print(f"trained {summary['model']} ({summary['config']}) for {summary['steps']} steps; best validation PSNR "
           f"{summary['best_val_psnr']:.2f} dB; checkpoints in {summary['run_dir']}/checkpoints")
@@ -364,6 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", choices=("dcgan", "wgan"), help="mp-gan only: which GAN to train (default dcgan)")
     p.add_argument("--without-perceptual", action="store_true",
                    help="train without the VGG19 perceptual term (when its ImageNet weights are not available)")
+    p.add_argument("--without-adversarial", action="store_true",
+                   help="seq2seq only: train without the adversarial term of Eq. 2 (reconstruction and cycle only)")
     p.add_argument("--quiet", action="store_true")
 
     p = add("export", "export a training checkpoint as fp16 inference weights with a model card", _cmd_export)

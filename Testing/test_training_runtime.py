@@ -113,6 +113,17 @@ def test_train_command_records_itself_and_ignores_without_perceptual_where_there
     assert recorded["command"] == "mri-synthesis " + " ".join(argv) and recorded["recipe_options"] == {}
 
 
+def test_without_adversarial_is_for_seq2seq_only(tmp_path, capsys):
+    from MRISynthesisLib.cli import _adversarial_option
+
+    assert main(["train", "--model", "unet-ct1", "--without-adversarial", "--data", "phantom:brain:3", "--out",
+                 str(tmp_path / "r"), "--quiet"]) == 2
+    assert "--without-adversarial is for seq2seq" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+    assert _adversarial_option("seq2seq", True) == {"adversarial": False}
+    assert _adversarial_option("seq2seq", False) == {} == _adversarial_option("tc-mgan", False)
+
+
 def test_variant_flag_is_for_the_mp_gan_only(tmp_path, capsys):
     assert main(["train", "--model", "unet-ct1", "--variant", "wgan", "--data", "phantom:brain:3", "--out",
                  str(tmp_path / "r"), "--quiet"]) == 2

@@ -95,6 +95,15 @@ def test_the_loss_falls_on_a_fixed_batch(cases):
     assert prediction.shape == target.shape == (2, 1, 32, 32)
 
 
+def test_without_the_adversarial_term_there_is_no_discriminator(cases):
+    recipe = recipe_for("seq2seq")("lite", CPU, perceptual="off", adversarial=False)
+    assert "discriminator" not in recipe.networks and "discriminator" not in recipe.optimizers
+    assert any("--without-adversarial" in note for note in recipe.notes)
+    result = recipe.train_step(recipe.to_tensors(recipe.make_batch(cases, np.random.default_rng(4), 2)))
+    assert "adversarial" not in result and "discriminator" not in result
+    assert np.isfinite(result["translation_l1"])
+
+
 def test_perceptual_policy_and_bad_options():
     import torchvision.models as tvm
     from MRISynthesisLib.perceptual import checkpoint_path

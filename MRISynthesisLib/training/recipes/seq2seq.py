@@ -13,6 +13,8 @@ the encoder ConvLSTM's time axis, exactly as inference from several sources feed
 * Eq. 2, adversarial: least squares, D_j(X_j) -> 1 and D_j(X'_{i->j}) -> 0 for the discriminator, D_j(X'_{i->j})
   -> 1 for the generator, with the per-sequence PatchGAN of the model module (channel j is D_j). The paper
   gives no weight for it; we use 1, and the discriminator has the generator's optimiser settings.
+  ``--without-adversarial`` leaves it out: on the phantom, at batch 8, the validation PSNR rose from
+  24.7 to 26.3 dB without it (README, runs of 2026-12-04).
 * Eq. 3, cycle: X''_{i->j->i} = G(E(X'_{i->j}) | s_i) against X_i, L1. The paper gives no weight; the
   authors' code uses 10, which we follow.
 
@@ -81,6 +83,8 @@ class Seq2SeqRecipe(Recipe):
         if perceptual == "off":
             self.notes.append("training without the VGG19 perceptual term of Eq. 1 (--without-perceptual)")
         self.adversarial = adversarial
+        if not adversarial:
+            self.notes.append("training without the adversarial term of Eq. 2 (--without-adversarial)")
         generator = build("seq2seq", config).to(device)  # the BraTS four lead its code order
         self.networks["generator"] = generator
         self.optimizers["generator"] = torch.optim.Adam(generator.parameters(), lr=2e-4, betas=(0.5, 0.999))
