@@ -146,18 +146,24 @@ def test_transforms_reapplied_to_labels_and_series(subject):
     assert differ.mean() < 1e-4 and ((a[differ] == 0) | (b[differ] == 0)).all()
 
 
+def _fresh_process(lines: str) -> list[str]:
+    """What ``lines`` print, run in a new Python after a small phantom subject ``s`` is made there."""
+    script = ("import sys\n"
+              "from MRISynthesisLib.phantom.brain import sample_brain\n"
+              "from MRISynthesisLib.registration import register\n"
+              "s = sample_brain(21, resolution=4, n_lesions=0)\n" + lines)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split()
+
+
 def test_seed_and_single_thread_repeat_exactly(tmp_path):
     # a fresh process: ANTs fixes its thread count at its first registration
-    script = (
-        "from MRISynthesisLib.phantom.brain import sample_brain\n"
-        "from MRISynthesisLib.registration import register\n"
-        "s = sample_brain(21, resolution=4, n_lesions=0)\n"
+    printed = _fresh_process(
         "runs = [register(s.sequences['T1'], s.sequences['FLAIR'], 'rigid', seed=7, single_thread=True)"
         ".to_sitk().GetParameters() for _ in range(2)]\n"
         "print(runs[0] == runs[1])\n")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "True"
+    assert printed == ["True"]
 
 
 def test_single_thread_after_a_multithreaded_run_is_refused(subject):
@@ -168,16 +174,10 @@ def test_single_thread_after_a_multithreaded_run_is_refused(subject):
 
 def test_preset_none_does_not_load_ants():
     # a fresh process: antspyx takes seconds to import, and aligned inputs need none of it
-    script = (
-        "import sys\n"
-        "from MRISynthesisLib.phantom.brain import sample_brain\n"
-        "from MRISynthesisLib.registration import register\n"
-        "s = sample_brain(21, resolution=4, n_lesions=0)\n"
+    printed = _fresh_process(
         "r = register(s.sequences['T1'], s.sequences['FLAIR'], 'none')\n"
         "print(r.registered.spatial_shape == s.sequences['T1'].spatial_shape, 'ants' in sys.modules)\n")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["True", "False"]
+    assert printed == ["True", "False"]
 
 
 def test_preset_none_and_bad_input(subject):

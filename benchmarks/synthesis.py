@@ -5,7 +5,8 @@ Each (model, size) runs in a fresh process, so its peak resident memory (RSS; on
 allocated GPU memory) is its own. The inputs are smooth synthetic volumes at 1 mm on the given grid
 (timing does not depend on anatomy); the pipeline resamples them to the model's voxel size, normalises,
 predicts and maps back. On CUDA each row is the second synthesis in its process (the first, which
-pays for the CUDA context and cuDNN's kernel choice, is shown as "1st s"). Printed per row: total seconds, the share spent in registration (``--register``;
+pays for the CUDA context and cuDNN's kernel choice, is shown as "1st s"). Printed per row: total
+seconds, the share spent in registration (``--register``;
 ``none`` by default, ``rigid`` shows its share), in the network and in the rest (resampling,
 normalisation), the peak memory, and the ratio total / network: how much the pipeline adds to the bare
 network pass measured in the same run. Results go to benchmarks/results/<machine>-synthesis.json.
@@ -166,8 +167,10 @@ def main() -> int:
                   f"{share['rest']:6.1f} {row['peak_rss_gib']:8.2f} {row['ratio_total_over_network']:9.2f} "
                   f"{','.join(map(str, row['batch_sizes'])):>6} {'x'.join(map(str, row['patch'] or ['-'])):>10}"
                   + (f" {row['peak_gpu_gib']:8.2f} {row['first_call_s']:6.1f}" if on_cuda else ""))
-    name = args.name or "synthesis" + ("" if args.device == "cpu" else f"-{args.device.replace(':', '')}") + (f"-limit-{args.address_space_gib:g}gib" if args.address_space_gib else "") + \
-        ("-fixed-budget" if args.fixed_budget else "")
+    suffixes = ["" if args.device == "cpu" else "-" + args.device.replace(":", ""),
+                f"-limit-{args.address_space_gib:g}gib" if args.address_space_gib else "",
+                "-fixed-budget" if args.fixed_budget else ""]
+    name = args.name or "synthesis" + "".join(suffixes)
     write_results(name, {"machine": info, "address_space_gib": args.address_space_gib, "rows": rows})
     # a failed row fails the script (run_all reports it), except under a memory limit, where failing is a result
     return 1 if any("error" in r for r in rows) and not args.address_space_gib else 0
