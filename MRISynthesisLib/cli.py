@@ -139,7 +139,7 @@ def _cmd_rank(args: argparse.Namespace) -> int:
     contrast = result.extra.get("md_enhancing_over_normal")
     if contrast and contrast["subjects"]:
         said = ", ".join(f"{name} {value:.1f}" for name, value in contrast["subjects"].items())
-        print(f"M_d({contrast['sequence']}) inside enhancing tissue over the rest of the foreground: {said}")
+        print(f"M_d({contrast['sequence']}) inside enhancing tissue over normal {contrast['normal']}: {said}")
     print(f"tables, charts and M_d maps in {args.out}")
     return 0
 

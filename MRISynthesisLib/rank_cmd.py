@@ -101,11 +101,13 @@ ENHANCING = {"brain": ("T1ce", (3,)), "breast": ("DCE", (1, 2))}
 
 
 def enhancing_contrast(md: np.ndarray, labels: np.ndarray, mask: np.ndarray,
-                       enhancing_labels: tuple[int, ...] = ENHANCING["brain"][1]) -> float | None:
-    """Mean of an M_d map inside the enhancing tissue over its mean in the rest of the foreground (the
-    issue's "normal" tissue: every foreground voxel without a label); None without enhancing voxels."""
+                       enhancing_labels: tuple[int, ...] = ENHANCING["brain"][1],
+                       organ: np.ndarray | None = None) -> float | None:
+    """Mean of an M_d map inside the enhancing tissue over its mean in normal tissue: every foreground voxel
+    without a label, within the organ when the case knows it (normal *brain*, not the scalp and skull a
+    skull-stripped scan would not have); None without enhancing voxels."""
     enhancing = np.isin(labels, enhancing_labels)
-    normal = mask & (labels == 0)
+    normal = mask & (labels == 0) if organ is None else mask & (labels == 0) & organ
     if not enhancing.any() or not normal.any():
         return None
     return float(md[enhancing].mean() / max(float(md[normal].mean()), 1e-12))
@@ -140,6 +142,7 @@ def run_rank(data: str, model: str, out: str | Path, *, anatomy: str | None = No
     bar = tqdm(total=total, desc="rank: translating pairs", unit="pair", disable=not progress)
     scores: list[PairScore] = []
     contrasts: dict[str, float] = {}
+    normal_regions: set[str] = set()  # what "normal" meant: the organ's tissue where a case knows it
     enhanced, labels = ENHANCING.get(entry.anatomy, (None, ()))
     for case in cases:
         folder = out / "predictions" / case.name
@@ -157,13 +160,15 @@ def run_rank(data: str, model: str, out: str | Path, *, anatomy: str | None = No
         maps = differentiation_maps(case.volumes, predictions, case.mask)
         _write_maps(out / "maps" / case.name, case, maps)
         if enhanced in maps:
-            ratio = enhancing_contrast(maps[enhanced], case.labels, case.mask, labels)
+            ratio = enhancing_contrast(maps[enhanced], case.labels, case.mask, labels, case.organ)
             if ratio is not None:
                 contrasts[case.name] = ratio
+                normal_regions.add("foreground" if case.organ is None else f"{entry.anatomy} tissue")
     bar.close()
     result = rank(scores, entry.inputs, bootstrap=bootstrap)
     if enhanced:
-        result.extra["md_enhancing_over_normal"] = {"sequence": enhanced, "labels": list(labels), "subjects": contrasts}
+        result.extra["md_enhancing_over_normal"] = {"sequence": enhanced, "labels": list(labels), "subjects": contrasts,
+                                                    "normal": " and ".join(sorted(normal_regions)) + " without labels"}
     write_outputs(result, out, scores)
     for note in result.notes:
         say(f"note: {note}")

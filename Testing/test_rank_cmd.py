@@ -41,6 +41,7 @@ def test_rank_writes_tables_charts_and_maps_and_reuses_predictions(models, tmp_p
     assert len(list((out / "predictions").rglob("*.npy"))) == 2 * 12
     contrast = result.extra["md_enhancing_over_normal"]
     assert contrast["sequence"] == "T1ce" and all(v > 0 for v in contrast["subjects"].values())
+    assert contrast["normal"] == "brain tissue without labels"  # the phantom knows its intracranial tissue
 
     # a rerun translates nothing again
     import MRISynthesisLib.rank_cmd as rank_cmd
@@ -98,6 +99,14 @@ def test_enhancing_contrast_of_an_md_map():
     breast[1, 1, 1], breast[2, 2, 2] = 2, 3  # a malignant lesion enhances in DCE; a cyst does not
     md[2, 2, 2] = 11.0
     assert enhancing_contrast(md, breast, mask, (1, 2)) == pytest.approx(6.0)  # the cyst is in neither region
+    # "normal brain": within the organ only, so large errors on the scalp do not dilute the contrast
+    organ = np.zeros_like(mask)
+    organ[:, 1:3, 1:3] = True
+    md = np.ones((4, 4, 4), np.float32)
+    md[1, 1, 1] = 6.0
+    md[0, 0, 0] = 64.0  # an unlabelled scalp voxel: (62 + 64) / 63 makes a mean of 2 over the foreground
+    assert enhancing_contrast(md, labels, mask) == pytest.approx(3.0)
+    assert enhancing_contrast(md, labels, mask, organ=organ) == pytest.approx(6.0)
 
 
 def test_a_series_map_is_averaged_over_its_frames():

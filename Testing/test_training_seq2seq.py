@@ -47,6 +47,20 @@ def _recipe(**options):
     return recipe
 
 
+def test_phantom_brain_cases_know_their_intracranial_tissue_and_the_cache_keeps_it(cases, breast_cases, tmp_path):
+    for case in cases:
+        organ = case.organ
+        assert organ is not None and organ.shape == case.mask.shape and organ.dtype == bool
+        # inside the head, but not all of it: scalp, skull and muscle are left out
+        assert (organ & ~case.mask).sum() < 0.01 * organ.sum() and 0.3 < organ.sum() / case.mask.sum() < 0.95
+        assert np.isin(np.unique(case.labels[case.labels > 0]), [1, 2, 3]).all()
+        assert organ[case.labels > 0].all()  # the tumour is brain
+    cache = CaseCache(tmp_path)
+    cache.save(cases[0])
+    assert np.array_equal(cache.load(cases[0].name).organ, cases[0].organ)
+    assert breast_cases[0].organ is None
+
+
 def test_batches_draw_a_target_and_one_to_three_other_sources_reproducibly(cases):
     recipe = _recipe()
     pairs, sizes = set(), set()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -37,7 +37,9 @@ class Case:
     """One subject ready for sampling: normalised arrays on one grid.
 
     ``volumes`` maps sequence -> float32 (z, y, x) in [-1, 1] (or (t, z, y, x) for a series); ``mask`` is
-    the head/body foreground; ``labels`` the lesion labels (zeros when the source has none).
+    the head/body foreground; ``labels`` the lesion labels (zeros when the source has none); ``organ`` the
+    organ's own tissue where the source knows it (the phantom brain's intracranial tissue, without scalp,
+    skull and muscle; None otherwise: a skull-stripped BraTS case's foreground already is its brain).
     """
 
     name: str
@@ -45,6 +47,7 @@ class Case:
     mask: np.ndarray
     labels: np.ndarray
     meta: dict
+    organ: np.ndarray | None = None
 
 
 def normalize(array: np.ndarray, mask: np.ndarray, scheme: str) -> np.ndarray:
@@ -95,7 +98,8 @@ class CaseCache:
 
     def save(self, case: Case) -> None:
         tmp = self.folder / f".partial-{case.name}.npz"
-        np.savez_compressed(tmp, mask=case.mask, labels=case.labels, meta=json.dumps(case.meta),
+        organ = {} if case.organ is None else {"organ": case.organ}
+        np.savez_compressed(tmp, mask=case.mask, labels=case.labels, meta=json.dumps(case.meta), **organ,
                             **{f"seq_{k}": v for k, v in case.volumes.items()})
         tmp.replace(self.path(case.name))
 
@@ -106,7 +110,8 @@ class CaseCache:
         try:
             with np.load(path) as data:
                 volumes = {k[4:]: data[k] for k in data.files if k.startswith("seq_")}
-                return Case(name, volumes, data["mask"], data["labels"], json.loads(str(data["meta"])))
+                organ = data["organ"] if "organ" in data.files else None
+                return Case(name, volumes, data["mask"], data["labels"], json.loads(str(data["meta"])), organ)
         except (OSError, ValueError, KeyError, zlib.error):  # a damaged cache entry is rebuilt
             path.unlink(missing_ok=True)
             return None
@@ -139,8 +144,22 @@ class PhantomSource:
         missing = [s for s in self.sequences if s not in subject.sequences]
         if missing:
             raise InputError(f"the {self.anatomy} phantom has no {', '.join(missing)}")
-        return normalize_case(name, aligned_sequences(subject, self.sequences), subject.labels, self.scheme,
+        case = normalize_case(name, aligned_sequences(subject, self.sequences), subject.labels, self.scheme,
                               {"source": "phantom", "anatomy": self.anatomy, "seed": seed}, self.foreground)
+        return replace(case, organ=organ_mask(subject))
+
+
+#: the phantom brain's intracranial tissues: what a skull-stripped scan keeps (its lesions included)
+INTRACRANIAL = ("csf", "gm", "wm", "choroid", "blood", "necrosis", "oedema", "enhancing")
+
+
+def organ_mask(subject) -> np.ndarray | None:
+    """Where a phantom subject's organ is, on its reference grid: for the brain, voxels at least half
+    intracranial tissue (so "normal brain" leaves out the scalp, skull, muscle and dura a skull-stripped
+    scan would not have); None for anatomies without one."""
+    if subject.anatomy != "brain":
+        return None
+    return sum(subject.fractions[t].array for t in INTRACRANIAL if t in subject.fractions) >= 0.5
 
 
 def aligned_sequences(subject, names: Sequence[str]) -> dict[str, Volume]:
