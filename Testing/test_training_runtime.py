@@ -130,12 +130,37 @@ def test_variant_flag_is_for_the_mp_gan_only(tmp_path, capsys):
     assert "--variant is for mp-gan" in capsys.readouterr().err
 
 
-def _train_process(run: Path, steps: int, *extra: str) -> subprocess.Popen:
+def _train_process(run: Path, steps: int, *extra: str, workers: int = 0, checkpoint_every: int = 1
+                   ) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     return subprocess.Popen([sys.executable, "-m", "MRISynthesisLib.training", "--model", "unet-ct1", "--data",
                              "phantom:brain:3", "--out", str(run), "--steps", str(steps), "--steps-per-epoch", "2",
-                             "--checkpoint-every", "1", "--batch-size", "1", "--workers", "0", "--quiet", *extra],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                             "--checkpoint-every", str(checkpoint_every), "--batch-size", "1", "--workers",
+                             str(workers), "--quiet", *extra],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # its own process group, as a terminal or a scheduler gives it
+
+
+def test_sigterm_to_the_whole_process_group_checkpoints_without_a_traceback(tmp_path, cached_run):
+    """Ctrl-C, ``kill -- -PGID`` and batch schedulers signal every process of the job, the batch-drawing
+    workers too: the run must still stop cleanly, checkpointing the step it reached."""
+    import signal
+    import time
+
+    run = _fresh(tmp_path / "stopped", cached_run)
+    process = _train_process(run, 10_000, workers=1, checkpoint_every=10_000)
+    metrics = run / "metrics.csv"
+    deadline = time.time() + 600
+    while time.time() < deadline and process.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:  # the header and two steps
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, process.stderr.read()
+    os.killpg(process.pid, signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    assert 2 <= checkpoint.load(run / "checkpoints" / "last.pt")["step"] < 10_000  # saved on the signal
 
 
 def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(tmp_path, cached_run):

@@ -170,6 +170,15 @@ def _keep_numpy(batch: dict) -> dict:
     return batch
 
 
+def _leave_stopping_to_the_trainer(worker_id: int) -> None:
+    """In a batch-drawing worker: ignore SIGINT and SIGTERM. Ctrl-C in a terminal, ``kill -- -PGID`` and
+    batch schedulers signal the whole process group; a worker dying of it made the trainer crash with a
+    traceback before it could checkpoint. The trainer's own handler stops the run, and the DataLoader then
+    shuts its workers down (they also exit when the trainer dies)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def step_batches(recipe, cases, options: TrainOptions, size: int, start: int):
     """The training batches from ``start`` on, drawn in ``options.workers`` worker processes (0: here)."""
     if options.workers < 0:
@@ -177,6 +186,7 @@ def step_batches(recipe, cases, options: TrainOptions, size: int, start: int):
     loader = torch.utils.data.DataLoader(
         StepBatches(recipe.make_batch, cases, options.seed, size), batch_size=None, sampler=range(start, options.steps),
         num_workers=options.workers, collate_fn=_keep_numpy, prefetch_factor=2 if options.workers else None,
+        worker_init_fn=_leave_stopping_to_the_trainer if options.workers else None,
         generator=torch.Generator().manual_seed(options.seed))  # its own: the global stream drives dropout
     return iter(loader)
 
