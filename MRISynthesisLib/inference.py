@@ -64,7 +64,8 @@ def autocast(device: torch.device, enabled: bool = True):
 
 def _read_int(path: str) -> int | None:
     try:
-        text = open(path).read().strip()
+        with open(path) as file:
+            text = file.read().strip()
     except OSError:
         return None
     return int(text) if text.isdigit() else None
@@ -73,9 +74,10 @@ def _read_int(path: str) -> int | None:
 def _proc_kib(path: str, key: str) -> int | None:
     """A ``key: N kB`` line of a /proc file, in bytes (None where /proc does not exist)."""
     try:
-        for line in open(path):
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
+        with open(path) as file:
+            for line in file:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
     except OSError:
         pass
     return None

@@ -124,7 +124,10 @@ Demonstrating and testing MRISynthesis end to end, and as a starting point for f
 - Phantom anatomy and contrast only; real scanners, protocols, field strengths and pathologies differ.
 - Trained at {entry.voxel_size_mm:g} mm; small lesions below that scale are not reproduced.
 {"- Trained without the paper's VGG19 perceptual term (its ImageNet weights cannot be had offline)." + chr(10)
- if "--without-perceptual" in training.get("command", "") else ""}- File: `{entry.file}`, fp16, sha256 `{entry.sha256}`, {entry.size_bytes} bytes.
+ if "--without-perceptual" in training.get("command", "") else ""}{
+"- Trained without the adversarial term of the paper's Eq. 2 (on the phantom it cost validation PSNR; the "
+"authors' public code trains without one too)." + chr(10)
+ if "--without-adversarial" in training.get("command", "") else ""}- File: `{entry.file}`, fp16, sha256 `{entry.sha256}`, {entry.size_bytes} bytes.
 """
     path = models_dir(folder) / f"{Path(entry.file).stem}.md"
     path.write_text(text)
