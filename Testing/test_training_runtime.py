@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ import torch
 from MRISynthesisLib.cli import main
 from MRISynthesisLib.errors import InputError
 from MRISynthesisLib.training import checkpoint
+from MRISynthesisLib.training.export import write_model_card
 from MRISynthesisLib.training.trainer import TrainOptions, train
 from MRISynthesisLib.weights import load_model, read_manifest
 
@@ -97,11 +99,17 @@ def test_export_command_writes_weights_that_load(tmp_path, cached_run, capsys):
     net = load_model(entry, models)
     trained = _generator(cached_run)
     assert all(torch.allclose(v.float(), trained[k].float(), atol=1e-3, rtol=1e-2) for k, v in net.state_dict().items())
-    assert (models / "unet-ct1-brain-lite.md").read_text().count("Research use only") == 1
+    card = (models / "unet-ct1-brain-lite.md").read_text()
+    assert card.count("Research use only") == 1 and "adversarial" not in card and "perceptual" not in card
     assert main(["export", "--run", str(cached_run), "--which", "last", "--out", str(models)]) == 2
     assert "pass --overwrite" in capsys.readouterr().err
     assert main(["export", "--run", str(tmp_path / "nothing"), "--out", str(models)]) == 2
     assert "not a training run folder" in capsys.readouterr().err
+    # the card's limits say which of the paper's loss terms the recorded command left out
+    write_model_card(replace(entry, training={**entry.training, "command": entry.training["command"]
+                                              + " --without-perceptual --without-adversarial"}), models)
+    card = (models / "unet-ct1-brain-lite.md").read_text()
+    assert "without the paper's VGG19 perceptual term" in card and "without the adversarial term" in card
 
 
 def test_train_command_records_itself_and_ignores_without_perceptual_where_there_is_no_such_term(tmp_path, cached_run):
