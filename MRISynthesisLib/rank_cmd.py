@@ -107,7 +107,9 @@ def enhancing_contrast(md: np.ndarray, labels: np.ndarray, mask: np.ndarray,
     without a label, within the organ when the case knows it (normal *brain*, not the scalp and skull a
     skull-stripped scan would not have); None without enhancing voxels."""
     enhancing = np.isin(labels, enhancing_labels)
-    normal = mask & (labels == 0) if organ is None else mask & (labels == 0) & organ
+    normal = mask & (labels == 0)
+    if organ is not None:
+        normal &= organ
     if not enhancing.any() or not normal.any():
         return None
     return float(md[enhancing].mean() / max(float(md[normal].mean()), 1e-12))
