@@ -60,18 +60,19 @@ class Subjects:
             self._subjects[key] = sample(anatomy, seed, resolution=voxel_mm)
         return self._subjects[key]
 
-    def registered(self, key: tuple, fixed, moving, name: str, register: str = "rigid"):
-        """``moving`` registered onto ``fixed`` and the registration's summary, computed the first time
-        ``key`` is asked for (the key names the subject, the sequence, its view and the reference)."""
+    def registered(self, key: tuple, fixed, moving, name: str, register: str = "rigid", grid=None):
+        """``moving`` registered onto ``fixed`` (resampled onto ``grid``, default ``fixed``'s) and the
+        registration's summary, computed the first time ``key`` is asked for (the key names the subject,
+        the sequence, its view, the reference and so the grid)."""
         if key not in self._registered:
-            self._registered[key] = align(fixed, moving, register, name)
+            self._registered[key] = align(fixed, moving, register, name, grid)
         return self._registered[key]
 
     def aligner(self, *key):
         """A ``pipeline.prepare`` aligner that registers each input once for this ``key`` (weights file,
-        seed, reference)."""
-        return lambda fixed, moving, register, name: self.registered((*key, name, register), fixed, moving, name,
-                                                                     register)
+        which sets the work grid; seed; reference)."""
+        return lambda fixed, moving, register, name, grid: self.registered((*key, name, register), fixed, moving,
+                                                                           name, register, grid)
 
 
 def _features(prepared, mask: np.ndarray) -> np.ndarray:

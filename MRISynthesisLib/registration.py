@@ -137,24 +137,30 @@ class Registration:
     folder: Path
     _owned: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
 
-    def apply(self, volume: Volume, *, interpolation: str = "linear", default_value: float = 0.0) -> Volume:
-        """Move another volume of the moving space (same acquisition) onto the fixed grid.
+    def apply(self, volume: Volume, *, grid: Volume | None = None, interpolation: str = "linear",
+              default_value: float = 0.0) -> Volume:
+        """Move another volume of the moving space (same acquisition) onto the fixed grid, or onto ``grid``
+        (any grid in the fixed volume's physical space: the transforms are in millimetres).
 
-        Labels: ``interpolation='nearest'`` keeps label values. A 4D series is moved frame by frame with
-        the one transform (estimated on a representative frame by the caller).
+        Moving straight onto a coarser ``grid`` interpolates once and never holds the moving volume at the
+        fixed grid's resolution (300 MiB a frame at 512 x 512 x 300). Labels: ``interpolation='nearest'``
+        keeps label values. A 4D series is moved frame by frame with the one transform (estimated on a
+        representative frame by the caller), filling one preallocated array.
         """
         if interpolation not in INTERPOLATORS:
             raise InputError(f"unknown interpolation '{interpolation}'; use one of {', '.join(INTERPOLATORS)}")
+        grid = self.fixed_grid if grid is None else grid
         if volume.is_series:
-            frames = [self.apply(volume.frame(i), interpolation=interpolation, default_value=default_value).array
-                      for i in range(volume.shape[0])]
-            return Volume(np.stack(frames), self.fixed_grid.spacing, self.fixed_grid.origin,
-                          self.fixed_grid.direction, volume.frames)
+            out = np.empty((volume.shape[0], *grid.spatial_shape), np.float32)
+            for i in range(volume.shape[0]):
+                out[i] = self.apply(volume.frame(i), grid=grid, interpolation=interpolation,
+                                    default_value=default_value).array
+            return Volume(out, grid.spacing, grid.origin, grid.direction, volume.frames)
         if not self.forward:
             from .preprocess import resample_to
-            return resample_to(volume, self.fixed_grid, interpolation=interpolation, default_value=default_value)
+            return resample_to(volume, grid, interpolation=interpolation, default_value=default_value)
         ants = _ants()
-        moved = ants.apply_transforms(to_ants(self.fixed_grid), to_ants(volume), [str(p) for p in self.forward],
+        moved = ants.apply_transforms(to_ants(grid), to_ants(volume), [str(p) for p in self.forward],
                                       interpolator=INTERPOLATORS[interpolation], defaultvalue=default_value)
         return from_ants(moved)
 

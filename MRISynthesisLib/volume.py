@@ -54,6 +54,14 @@ class _HandedOver:
 
 
 @dataclass(frozen=True)
+class _FrameOf:
+    """A view of one frame of another Volume's read-only array: both are immutable, so sharing the
+    buffer is safe, and a 512 x 512 x 300 frame is not copied (300 MiB) each time a model takes one."""
+
+    array: np.ndarray
+
+
+@dataclass(frozen=True)
 class Volume:
     """A 3D volume or 4D series with its physical geometry. Immutable: its array is read-only."""
 
@@ -68,6 +76,8 @@ class Volume:
         if isinstance(given, _HandedOver) and given.array.dtype == np.float32 and given.array.flags.c_contiguous \
                 and given.array.flags.owndata:
             array = given.array  # a fresh buffer its maker hands over: a 300 MiB volume is not held twice
+        elif isinstance(given, _FrameOf):
+            array = given.array
         else:  # never alias the caller's buffer
             array = np.array(given.array if isinstance(given, _HandedOver) else given, dtype=np.float32, copy=True)
         if array.ndim not in (3, 4):
@@ -144,7 +154,7 @@ class Volume:
         """One frame of a 4D series as a 3D Volume."""
         if not self.is_series:
             raise InputError("frame() needs a 4D series, but this volume is 3D")
-        return replace(self, array=self.array[index], frames=())
+        return replace(self, array=_FrameOf(self.array[index]), frames=())
 
     # ----------------------------------------------------------------- SimpleITK conversion
     @classmethod

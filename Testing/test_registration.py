@@ -146,6 +146,31 @@ def test_transforms_reapplied_to_labels_and_series(subject):
     assert differ.mean() < 1e-4 and ((a[differ] == 0) | (b[differ] == 0)).all()
 
 
+def test_transforms_move_a_series_straight_onto_a_coarser_grid(subject):
+    """What the pipeline does with a series: one interpolation onto the model's work grid, never a copy of
+    every frame at the fixed grid's resolution; the values are those of the transform applied there."""
+    from MRISynthesisLib.preprocess import resample_to
+
+    fixed, moving = subject.sequences["T1"], subject.sequences["T2"]
+    result = register(fixed, moving, "rigid", seed=1)
+    direction = np.asarray(fixed.direction).reshape(3, 3)
+    origin = np.asarray(fixed.origin) + direction @ (np.asarray(fixed.spacing) / 2)  # 2x voxels, same corner
+    coarse = Volume(np.zeros(tuple(n // 2 for n in fixed.spatial_shape), np.float32),
+                    tuple(2 * s for s in fixed.spacing), tuple(origin), fixed.direction)
+    series = Volume(np.stack([moving.array, 2 * moving.array]), moving.spacing, moving.origin, moving.direction,
+                    [{"phase": 0}, {"phase": 1}])
+    moved = result.apply(series, grid=coarse)
+    assert moved.shape == (2,) + coarse.spatial_shape and moved.frames == series.frames
+    assert (moved.spacing, moved.origin, moved.direction) == (coarse.spacing, coarse.origin, coarse.direction)
+    expected = resample_to(moving, coarse, transform=result.to_sitk()).array
+    inside = expected > 0
+    assert inside.mean() > 0.2
+    np.testing.assert_allclose(moved.array[0][inside], expected[inside], rtol=1e-3, atol=1e-2 * expected.max())
+    np.testing.assert_allclose(moved.array[1], 2 * moved.array[0], rtol=1e-4, atol=1e-3)
+    none = register(fixed, moving, "none").apply(series, grid=coarse)
+    np.testing.assert_array_equal(none.array[0], resample_to(moving, coarse).array)
+
+
 def _fresh_process(lines: str) -> list[str]:
     """What ``lines`` print, run in a new Python after a small phantom subject ``s`` is made there."""
     script = ("import sys\n"

@@ -193,8 +193,12 @@ def test_volume_array_is_read_only_float32_copy():
         vol.spacing = (2.0, 2.0, 2.0)  # type: ignore[misc]
 
 
-def test_with_array_and_frame_do_not_alias():
+def test_with_array_copies_and_frame_shares_the_immutable_series():
     vol = make_volume((3, 4, 5, 6), seed=10)
+    frame = vol.frame(1)  # both read-only, so one buffer: a 300 MiB frame is not copied per model input
+    assert np.shares_memory(frame.array, vol.array) and not frame.array.flags.writeable
+    np.testing.assert_array_equal(frame.array, vol.array[1])
+    assert (frame.spacing, frame.origin, frame.direction, frame.frames) == (vol.spacing, vol.origin, vol.direction, ())
     new = np.ones((4, 5, 6), np.float32)
     out = vol.with_array(new)
     new[...] = 7
