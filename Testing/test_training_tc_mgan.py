@@ -1,4 +1,5 @@
-"""TC-MGAN recipe: segmenter warm-up then frozen, WGAN-GP critic steps, the loss falls, exact resume."""
+"""TC-MGAN recipe: segmenter warm-up then frozen, the generator's L1 warm-up (lite), WGAN-GP critic steps, the
+loss falls, exact resume."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def test_batches_draw_a_target_per_sample(cases):
 
 
 def test_segmenter_trains_first_then_stays_frozen(cases):
-    recipe = _recipe(segmenter_steps=2, critic_steps=2)
+    recipe = _recipe(segmenter_steps=2, reconstruction_steps=0, critic_steps=2)
     batch = recipe.to_tensors(recipe.make_batch(cases, np.random.default_rng(1), 4))
     generator_before = {k: v.clone() for k, v in recipe.networks["generator"].state_dict().items()}
     first = recipe.train_step(batch)
@@ -53,8 +54,33 @@ def test_segmenter_trains_first_then_stays_frozen(cases):
     assert not any(p.requires_grad for p in recipe.networks["segmenter"].parameters())
 
 
+def test_the_generator_warm_up_trains_l1_alone_before_the_gan(cases):
+    recipe = _recipe(segmenter_steps=1, reconstruction_steps=2, critic_steps=1)
+    counts = {"critic": 0, "generator": 0, "segmenter": 0}
+    for key in counts:
+        recipe.optimizers[key].register_step_post_hook(lambda *a, k=key: counts.__setitem__(k, counts[k] + 1))
+    batch = recipe.to_tensors(recipe.make_batch(cases, np.random.default_rng(4), 4))
+    assert set(recipe.train_step(batch)) == {"loss", "segmenter_dice_loss"}
+    warm = [recipe.train_step(batch) for _ in range(2)]
+    assert all(set(w) == {"loss", "l1"} for w in warm)
+    assert counts == {"critic": 0, "generator": 2, "segmenter": 1}
+    recipe.end_of_epoch()  # the rate schedule waits for the GAN
+    assert recipe.schedulers["generator"].last_epoch == 0
+    assert "adversarial" in recipe.train_step(batch) and counts["critic"] == 1
+    recipe.end_of_epoch()
+    assert recipe.schedulers["generator"].last_epoch == 1
+    assert _recipe().reconstruction_steps > 0 and recipe_for("tc-mgan")("paper", CPU).reconstruction_steps == 0
+
+
+def test_the_warm_up_l1_falls_on_a_fixed_batch(cases):
+    recipe = _recipe(segmenter_steps=0, reconstruction_steps=12)
+    batch = recipe.to_tensors(recipe.make_batch(cases, np.random.default_rng(5), 4))
+    losses = [recipe.train_step(batch)["l1"] for _ in range(12)]
+    assert losses[-1] < 0.8 * losses[0]
+
+
 def test_critic_steps_per_generator_step(cases):
-    recipe = _recipe(segmenter_steps=0, critic_steps=3)
+    recipe = _recipe(segmenter_steps=0, reconstruction_steps=0, critic_steps=3)
     counts = {"critic": 0, "generator": 0}
     for key in counts:
         recipe.optimizers[key].register_step_post_hook(lambda *a, k=key: counts.__setitem__(k, counts[k] + 1))
@@ -63,7 +89,7 @@ def test_critic_steps_per_generator_step(cases):
 
 
 def test_the_generator_l1_falls_on_a_fixed_batch(cases):
-    recipe = _recipe(segmenter_steps=0, critic_steps=1)
+    recipe = _recipe(segmenter_steps=0, reconstruction_steps=0, critic_steps=1)
     batch = recipe.to_tensors(recipe.make_batch(cases, np.random.default_rng(3), 4))
     # L1 weighs 0.1 beside the critic's term: it stays flat for the first dozen steps, then falls
     losses = [recipe.train_step(batch)["l1"] for _ in range(24)]
@@ -75,11 +101,13 @@ def test_bad_options():
         recipe_for("tc-mgan")("lite", CPU, anatomy="breast")
     with pytest.raises(InputError, match="critic_steps must be at least 1"):
         recipe_for("tc-mgan")("lite", CPU, critic_steps=0)
+    with pytest.raises(InputError, match="reconstruction_steps must be 0 or more"):
+        recipe_for("tc-mgan")("lite", CPU, reconstruction_steps=-1)
 
 
 def test_a_resumed_run_crosses_the_warm_up_exactly(tmp_path):
     options = dict(model="tc-mgan", data="phantom:brain:3", steps_per_epoch=2, checkpoint_every=1, batch_size=2,
-                   recipe_options={"segmenter_steps": 2, "critic_steps": 1})
+                   recipe_options={"segmenter_steps": 1, "reconstruction_steps": 1, "critic_steps": 1})
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
     train(TrainOptions(out=str(straight), steps=4, **options), progress=False)
     interrupted.mkdir()
