@@ -13,6 +13,7 @@ from MRISynthesisLib.errors import InputError
 from MRISynthesisLib.training import checkpoint
 from MRISynthesisLib.training.data import CaseCache, PhantomSource, load_cases
 from MRISynthesisLib.training.recipes import recipe_for
+from MRISynthesisLib.training import trainer
 from MRISynthesisLib.training.trainer import TrainOptions, train
 
 CPU = torch.device("cpu")
@@ -118,3 +119,16 @@ def test_a_resumed_run_crosses_the_warm_up_exactly(tmp_path):
     assert a["steps_done"] == b["steps_done"] == 4
     for net in a["networks"]:
         assert all(torch.equal(a["networks"][net][k], b["networks"][net][k]) for k in a["networks"][net]), net
+
+
+def test_early_stopping_waits_for_the_gan_phase_patience(tmp_path, monkeypatch):
+    """A warm-up that stops improving does not end the run: the GAN gets its own epochs of patience."""
+    recipe_cls = recipe_for("tc-mgan")
+    monkeypatch.setattr(recipe_cls, "patience", {"lite": 2, "paper": 2})
+    flat = {"val_psnr": 20.0, "val_ssim": 0.5, "example": (np.zeros((4, 4)),) * 3}
+    monkeypatch.setattr(trainer, "_validate", lambda recipe, batches: dict(flat))  # never improves after step 1
+    result = train(TrainOptions(model="tc-mgan", data="phantom:brain:3", out=str(tmp_path / "run"), steps=20,
+                                steps_per_epoch=1, checkpoint_every=1, batch_size=2,
+                                recipe_options={"segmenter_steps": 1, "reconstruction_steps": 3, "critic_steps": 1}),
+                   progress=False)
+    assert result["steps"] == 4 + 2  # stale since step 1, but the GAN (from step 4 on) waits 2 epochs

@@ -325,7 +325,8 @@ def train(options: TrainOptions, *, progress: bool = True, say=print) -> dict:
                     log.flush()
                 bar.update(1)
                 bar.set_postfix(loss=f"{losses['loss']:.4f}", samples_s=f"{row['samples_per_s']:.1f}")
-                stopping = stop.requested or stale >= patience
+                patient = step - recipe.final_phase_start() >= patience * options.steps_per_epoch
+                stopping = stop.requested or (stale >= patience and patient)
                 if rank == 0 and (step % options.checkpoint_every == 0 or step == options.steps or stopping):
                     checkpoint.save(last, state_at(step))
                 if stopping:

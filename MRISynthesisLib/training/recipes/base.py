@@ -112,6 +112,12 @@ class Recipe:
         part of it (the MP-GAN: its patches) returns less, so that many cases fit in memory."""
         return case
 
+    def final_phase_start(self) -> int:
+        """The step at which this recipe's last training phase begins (0: one phase). Warm-up phases run
+        their fixed length; early stopping counts only in the last phase, which gets its full patience
+        however long the warm-ups went without improving."""
+        return 0
+
     def end_of_epoch(self) -> None:
         """Called once per epoch (a fixed number of steps): steps the schedulers."""
         for scheduler in self.schedulers.values():

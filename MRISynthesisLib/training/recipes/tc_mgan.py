@@ -71,7 +71,7 @@ class TCMGANRecipe(Recipe):
             raise InputError(f"critic_steps must be at least 1, not {critic_steps}")
         self.critic_steps = critic_steps
         self.segmenter_steps = {"lite": 200, "paper": 3000}[config] if segmenter_steps is None else segmenter_steps
-        self.reconstruction_steps = ({"lite": 1500, "paper": 0}[config] if reconstruction_steps is None
+        self.reconstruction_steps = ({"lite": 6000, "paper": 0}[config] if reconstruction_steps is None
                                      else reconstruction_steps)
         for name in ("segmenter_steps", "reconstruction_steps"):
             if getattr(self, name) < 0:
@@ -182,6 +182,10 @@ class TCMGANRecipe(Recipe):
         self.steps_done = int(state["steps_done"])
         if self.steps_done >= self.segmenter_steps:
             self.networks["segmenter"].freeze()
+
+    def final_phase_start(self) -> int:
+        """The GAN begins after both warm-ups."""
+        return self.segmenter_steps + self.reconstruction_steps
 
     def end_of_epoch(self) -> None:
         """The GAN's rate schedule counts GAN epochs: neither warm-up uses it up."""
