@@ -110,6 +110,11 @@ def test_export_command_writes_weights_that_load(tmp_path, cached_run, capsys):
                                               + " --without-perceptual --without-adversarial"}), models)
     card = (models / "unet-ct1-brain-lite.md").read_text()
     assert "without the paper's VGG19 perceptual term" in card and "without the adversarial term" in card
+    # and whether the kept checkpoint precedes the adversarial phase (a recipe with a warm-up: TC-MGAN lite)
+    assert "warm_up_steps" not in entry.training
+    for step, said in ((5, True), (10, True), (11, False)):
+        write_model_card(replace(entry, training={**entry.training, "warm_up_steps": 10, "steps": step}), models)
+        assert ("is from the warm-up" in (models / "unet-ct1-brain-lite.md").read_text()) is said, step
 
 
 def test_train_command_records_itself_and_ignores_without_perceptual_where_there_is_no_such_term(tmp_path, cached_run):

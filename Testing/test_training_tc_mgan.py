@@ -3,6 +3,7 @@ loss falls, exact resume."""
 
 from __future__ import annotations
 
+import csv
 import shutil
 
 import numpy as np
@@ -14,6 +15,7 @@ from MRISynthesisLib.training import checkpoint
 from MRISynthesisLib.training.data import CaseCache, PhantomSource, load_cases
 from MRISynthesisLib.training.recipes import recipe_for
 from MRISynthesisLib.training import trainer
+from MRISynthesisLib.training.export import export_run
 from MRISynthesisLib.training.trainer import TrainOptions, train
 
 CPU = torch.device("cpu")
@@ -114,7 +116,13 @@ def test_a_resumed_run_crosses_the_warm_up_exactly(tmp_path):
     interrupted.mkdir()
     shutil.copytree(straight / "cache", interrupted / "cache")
     train(TrainOptions(out=str(interrupted), steps=1, **options), progress=False)
-    train(TrainOptions(out=str(interrupted), steps=4, resume=True, **options), progress=False)
+    train(TrainOptions(out=str(interrupted), steps=3, resume=True, **options), progress=False)
+    train(TrainOptions(out=str(interrupted), steps=4, resume=True, **options), progress=False)  # from the GAN on
+    entry = export_run(straight, which="last", folder=tmp_path / "models")
+    assert entry.training["warm_up_steps"] == 2 and entry.training["steps"] == 4  # the GAN began after step 2
+    rows = list(csv.reader((interrupted / "metrics.csv").open(newline="")))
+    assert [r[0] for r in rows[1:]] == ["1", "2", "3", "4"]
+    assert all(len(r) == len(rows[0]) for r in rows)  # each phase logs other losses, under the one header
     a, b = (checkpoint.load(f / "checkpoints" / "last.pt")["recipe"] for f in (straight, interrupted))
     assert a["steps_done"] == b["steps_done"] == 4
     for net in a["networks"]:

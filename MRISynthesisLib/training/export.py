@@ -40,6 +40,7 @@ def export_run(run_dir: str | Path, *, anatomy: str | None = None, which: str = 
     from .checkpoint import load
     state = load(checkpoint_path)
     split = read_record(run_dir / "split.json", ("train", "validation"))
+    warm_up = recipe.warm_up_steps(config, options.get("recipe_options", {}))
     fields = {
         "file": name, "model": run["model"], "config": config, "anatomy": anatomy,
         "inputs": inputs, "targets": targets, "normalization": recipe.normalization,
@@ -51,7 +52,8 @@ def export_run(run_dir: str | Path, *, anatomy: str | None = None, which: str = 
         "training": {"command": command or options.get("command", ""), "data": options["data"], "train_cases": split["train"],
                      "validation_cases": split["validation"], "steps": state["step"], "checkpoint": which,
                      "best_validation_psnr_db": round(float(state["best_psnr"]), 3), "seed": options["seed"],
-                     "batch_size": options["batch_size"]},
+                     "batch_size": options["batch_size"],
+                     **({"warm_up_steps": warm_up} if warm_up else {})},
         "metrics": metrics or {},
         "build_overrides": {**recipe.build_overrides.get(config, {}),
                             **{k: v for k, v in options.get("recipe_options", {}).items() if k in recipe.model_options}},
@@ -72,6 +74,16 @@ def _frames_line(frames: dict[str, int], series: dict[str, int]) -> str:
         return ""
     said = ", ".join(f"{name} frame {'-1 (the last)' if index == -1 else index}" for name, index in frames.items())
     return f"\n- 4D series: the network sees one frame of each ({said}, counting from 0); the pipeline picks it."
+
+
+def _warm_up_line(training: dict) -> str:
+    """The card's limit line when the kept checkpoint comes from a warm-up before the paper's training."""
+    warm_up, step = training.get("warm_up_steps", 0), training.get("steps", 0)
+    if not warm_up or step > warm_up:
+        return ""
+    return (f"- The kept checkpoint (step {step}) is from the warm-up that precedes the paper's adversarial training "
+            f"(which begins after step {warm_up}): the adversarial phase scored lower on validation PSNR within "
+            "its patience, so these weights are the paper's generator trained without its adversarial terms.\n")
 
 
 def write_model_card(entry: WeightsEntry, folder: str | Path | None = None) -> Path:
@@ -127,7 +139,7 @@ Demonstrating and testing MRISynthesis end to end, and as a starting point for f
  if "--without-perceptual" in training.get("command", "") else ""}{
 "- Trained without the adversarial term of the paper's Eq. 2 (on the phantom it cost validation PSNR; the "
 "authors' public code trains without one too)." + chr(10)
- if "--without-adversarial" in training.get("command", "") else ""}- File: `{entry.file}`, fp16, sha256 `{entry.sha256}`, {entry.size_bytes} bytes.
+ if "--without-adversarial" in training.get("command", "") else ""}{_warm_up_line(training)}- File: `{entry.file}`, fp16, sha256 `{entry.sha256}`, {entry.size_bytes} bytes.
 """
     path = models_dir(folder) / f"{Path(entry.file).stem}.md"
     path.write_text(text)

@@ -206,6 +206,19 @@ def _validate(recipe, batches) -> dict[str, float]:
     return {"val_psnr": float(np.mean(finite)), "val_ssim": float(np.mean(ssims)), "example": example}
 
 
+def _metrics_writer(log, fields: list[str]) -> csv.DictWriter:
+    """A writer for metrics.csv: a new file gets ``fields`` as its header; a resumed run's rows follow
+    the header already there, whatever losses its phase reports (a GAN after a warm-up logs others), so
+    every row lines up with the one header."""
+    if log.tell() > 0:
+        with open(log.name, newline="") as existing:
+            fields = next(csv.reader(existing))
+        return csv.DictWriter(log, fieldnames=fields, extrasaction="ignore")
+    writer = csv.DictWriter(log, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    return writer
+
+
 def _write_example(example, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -317,10 +330,8 @@ def train(options: TrainOptions, *, progress: bool = True, say=print) -> dict:
                         stale += 1
                 if rank == 0:
                     if writer is None:
-                        fields = ["step", *losses, "seconds", "data_seconds", "samples_per_s", "val_psnr", "val_ssim"]
-                        writer = csv.DictWriter(log, fieldnames=fields, extrasaction="ignore")
-                        if log.tell() == 0:
-                            writer.writeheader()
+                        writer = _metrics_writer(log, ["step", *losses, "seconds", "data_seconds", "samples_per_s",
+                                                       "val_psnr", "val_ssim"])
                     writer.writerow(row)
                     log.flush()
                 bar.update(1)

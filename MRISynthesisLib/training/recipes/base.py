@@ -112,6 +112,13 @@ class Recipe:
         part of it (the MP-GAN: its patches) returns less, so that many cases fit in memory."""
         return case
 
+    @classmethod
+    def warm_up_steps(cls, config: str, options: dict) -> int:
+        """Steps of fixed-length warm-up before the last phase, for a run with these recipe ``options``
+        (what :meth:`final_phase_start` is for that run; the model card says when the kept checkpoint
+        is from a warm-up)."""
+        return 0
+
     def final_phase_start(self) -> int:
         """The step at which this recipe's last training phase begins (0: one phase). Warm-up phases run
         their fixed length; early stopping counts only in the last phase, which gets its full patience

@@ -60,6 +60,14 @@ class TCMGANRecipe(Recipe):
     patience = {"lite": 10, "paper": 20}
     size = {"lite": (64, 64), "paper": (128, 128)}
     inference_size = {"lite": None, "paper": None}
+    segmenter_warm_up = {"lite": 200, "paper": 3000}
+    reconstruction_warm_up = {"lite": 6000, "paper": 0}
+
+    @classmethod
+    def warm_up_steps(cls, config: str, options: dict) -> int:
+        """Steps before the GAN of a run with these recipe ``options``: the segmenter's, then L1 alone."""
+        return (options.get("segmenter_steps", cls.segmenter_warm_up[config])
+                + options.get("reconstruction_steps", cls.reconstruction_warm_up[config]))
 
     def __init__(self, config: str, device: torch.device, amp: bool = False, *, anatomy: str | None = None,
                  critic_steps: int = 5, segmenter_steps: int | None = None, reconstruction_steps: int | None = None,
@@ -70,8 +78,8 @@ class TCMGANRecipe(Recipe):
         if critic_steps < 1:
             raise InputError(f"critic_steps must be at least 1, not {critic_steps}")
         self.critic_steps = critic_steps
-        self.segmenter_steps = {"lite": 200, "paper": 3000}[config] if segmenter_steps is None else segmenter_steps
-        self.reconstruction_steps = ({"lite": 6000, "paper": 0}[config] if reconstruction_steps is None
+        self.segmenter_steps = self.segmenter_warm_up[config] if segmenter_steps is None else segmenter_steps
+        self.reconstruction_steps = (self.reconstruction_warm_up[config] if reconstruction_steps is None
                                      else reconstruction_steps)
         for name in ("segmenter_steps", "reconstruction_steps"):
             if getattr(self, name) < 0:
@@ -185,7 +193,8 @@ class TCMGANRecipe(Recipe):
 
     def final_phase_start(self) -> int:
         """The GAN begins after both warm-ups."""
-        return self.segmenter_steps + self.reconstruction_steps
+        return self.warm_up_steps(self.config, {"segmenter_steps": self.segmenter_steps,
+                                                "reconstruction_steps": self.reconstruction_steps})
 
     def end_of_epoch(self) -> None:
         """The GAN's rate schedule counts GAN epochs: neither warm-up uses it up."""
