@@ -10,8 +10,8 @@ Steps, each with the reason it is there:
    voxels) with the chosen preset: the models need voxel-aligned inputs.
 3. **Work grid**: the model was trained at one voxel size (in its manifest entry); every input is
    resampled, in one interpolation with its registration transform, onto an isotropic grid of that size
-   covering the reference's field of view, and the prediction is resampled back onto the reference grid. A network sees anatomy in voxels, so a 1 mm volume fed to a 2 mm model
-   would look twice too big.
+   covering the reference's field of view, and the prediction is resampled back onto the reference grid.
+   A network sees anatomy in voxels, so a 1 mm volume fed to a 2 mm model would look twice too big.
 4. **Normalise** as in training (each input by its own foreground statistics), **predict** (3D patches
    with Gaussian blending, or slices), and **map back**: the output is expressed in the reference
    input's intensity scale (the reference's foreground mean and SD), since the target's own scale is

@@ -155,7 +155,7 @@ class Registration:
             for i in range(volume.shape[0]):
                 out[i] = self.apply(volume.frame(i), grid=grid, interpolation=interpolation,
                                     default_value=default_value).array
-            return Volume(out, grid.spacing, grid.origin, grid.direction, volume.frames)
+            return Volume.adopting(out, grid.spacing, grid.origin, grid.direction, volume.frames)
         if not self.forward:
             from .preprocess import resample_to
             return resample_to(volume, grid, interpolation=interpolation, default_value=default_value)
