@@ -119,7 +119,7 @@ class TCMGANRecipe(Recipe):
             return self._segmenter_step(batch)
         if not self.networks["segmenter"].frozen:
             self.networks["segmenter"].freeze()
-        if self.steps_done <= self.segmenter_steps + self.reconstruction_steps:
+        if self.steps_done <= self.final_phase_start():
             return self._reconstruction_step(batch)
         return self._gan_step(batch)
 
@@ -198,7 +198,7 @@ class TCMGANRecipe(Recipe):
 
     def end_of_epoch(self) -> None:
         """The GAN's rate schedule counts GAN epochs: neither warm-up uses it up."""
-        if self.steps_done > self.segmenter_steps + self.reconstruction_steps:
+        if self.steps_done > self.final_phase_start():
             for key in ("generator", "critic"):
                 self.schedulers[key].step()
 
