@@ -123,6 +123,10 @@ def test_a_resumed_run_crosses_the_warm_up_exactly(tmp_path):
     rows = list(csv.reader((interrupted / "metrics.csv").open(newline="")))
     assert [r[0] for r in rows[1:]] == ["1", "2", "3", "4"]
     assert all(len(r) == len(rows[0]) for r in rows)  # each phase logs other losses, under the one header
+    logged = list(csv.DictReader((interrupted / "metrics.csv").open(newline="")))
+    assert logged[0]["segmenter_dice_loss"] and not logged[0]["adversarial"]  # step 1: the segmenter
+    assert logged[1]["l1"] and not logged[1]["adversarial"]  # step 2: L1 alone
+    assert all(float(row[k]) == float(row[k]) for row in logged[2:] for k in ("adversarial", "critic", "l1"))
     a, b = (checkpoint.load(f / "checkpoints" / "last.pt")["recipe"] for f in (straight, interrupted))
     assert a["steps_done"] == b["steps_done"] == 4
     for net in a["networks"]:

@@ -330,8 +330,8 @@ def train(options: TrainOptions, *, progress: bool = True, say=print) -> dict:
                         stale += 1
                 if rank == 0:
                     if writer is None:
-                        writer = _metrics_writer(log, ["step", *losses, "seconds", "data_seconds", "samples_per_s",
-                                                       "val_psnr", "val_ssim"])
+                        writer = _metrics_writer(log, ["step", *(recipe.loss_names or losses), "seconds",
+                                                       "data_seconds", "samples_per_s", "val_psnr", "val_ssim"])
                     writer.writerow(row)
                     log.flush()
                 bar.update(1)

@@ -53,6 +53,10 @@ class Recipe:
     #: recipe options that are also generator build arguments (``norm_kind``, say); export adds the values
     #: a run was trained with to the manifest's build overrides
     model_options: tuple[str, ...] = ()
+    #: every loss a step of any phase reports, in metrics.csv's order; empty: those of the run's first
+    #: step (one phase). A recipe whose phases report different losses names them all, or the later
+    #: phases' losses would have no column
+    loss_names: tuple[str, ...] = ()
 
     @classmethod
     def file_stem(cls, anatomy: str, config: str, recipe_options: dict) -> str:

@@ -60,6 +60,8 @@ class TCMGANRecipe(Recipe):
     patience = {"lite": 10, "paper": 20}
     size = {"lite": (64, 64), "paper": (128, 128)}
     inference_size = {"lite": None, "paper": None}
+    loss_names = ("loss", "segmenter_dice_loss", "l1", "adversarial", "classification", "segmentation", "critic",
+                  "gradient_penalty")
     segmenter_warm_up = {"lite": 200, "paper": 3000}
     reconstruction_warm_up = {"lite": 6000, "paper": 0}
 
