@@ -63,7 +63,7 @@ class TCMGANRecipe(Recipe):
     loss_names = ("loss", "segmenter_dice_loss", "l1", "adversarial", "classification", "segmentation", "critic",
                   "gradient_penalty")
     segmenter_warm_up = {"lite": 200, "paper": 3000}
-    reconstruction_warm_up = {"lite": 6000, "paper": 0}
+    reconstruction_warm_up = {"lite": 12000, "paper": 0}
 
     @classmethod
     def warm_up_steps(cls, config: str, options: dict) -> int:
