@@ -119,7 +119,9 @@ class Registration:
         preset: ``rigid``, ``affine``, ``syn`` or ``none``.
         forward: transform files, fixed space -> moving space (ANTs order: the last is applied first).
         inverse: transform files, moving space -> fixed space (affines already inverted: apply as they are).
-        registered: the moving volume resampled onto the fixed grid.
+        registered: the moving volume resampled onto the fixed grid. ANTs presets return it anyway;
+            ``none`` resamples only when it is first asked for, since a caller that wants another grid
+            (the pipeline's coarser work grid) would otherwise pay a whole fixed-grid volume for nothing.
         mi_before / mi_after: mutual information with the fixed volume before (moving resampled onto
             the fixed grid as it lies) and after registration; None for ``none``, which estimates
             nothing and so does not load ANTs (seconds) to measure it.
@@ -130,12 +132,20 @@ class Registration:
     fixed_grid: Volume
     forward: list[Path]
     inverse: list[Path]
-    registered: Volume
+    _registered: Volume | None
     mi_before: float | None
     mi_after: float | None
     seconds: float
     folder: Path
     _owned: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
+    _moving: Volume | None = field(default=None, repr=False)  # kept only while ``registered`` is unmade
+
+    @property
+    def registered(self) -> Volume:
+        if self._registered is None:
+            from .preprocess import resample_to
+            self._registered, self._moving = resample_to(self._moving, self.fixed_grid), None
+        return self._registered
 
     def apply(self, volume: Volume, *, grid: Volume | None = None, interpolation: str = "linear",
               default_value: float = 0.0) -> Volume:
@@ -209,7 +219,7 @@ def register(fixed: Volume, moving: Volume, preset: str = "rigid", *, seed: int 
         if not folder.is_dir():
             raise InputError(f"{folder}: output folder does not exist")
     if PRESETS[preset] is None:  # nothing to estimate, so ANTs (seconds to load) is not touched
-        return Registration(preset, fixed, [], [], resample_to(moving, fixed), None, None, 0.0, folder, owned)
+        return Registration(preset, fixed, [], [], None, None, None, 0.0, folder, owned, _moving=moving)
     with _repeatable(seed, single_thread):  # from ANTs' first call on: it reads its thread count once
         as_is = resample_to(moving, fixed)
         mi_before = mutual_information(fixed, as_is)

@@ -171,6 +171,31 @@ def test_transforms_move_a_series_straight_onto_a_coarser_grid(subject):
     np.testing.assert_array_equal(none.array[0], resample_to(moving, coarse).array)
 
 
+def test_preset_none_onto_a_coarser_grid_interpolates_once_onto_that_grid(subject, monkeypatch):
+    """Aligned inputs going onto the model's work grid are resampled there only: with ``none`` the
+    fixed-grid copy (300 MiB a frame at 512 x 512 x 300) is made only if someone asks for it."""
+    import MRISynthesisLib.preprocess as preprocess
+    from MRISynthesisLib.pipeline import align
+
+    fixed, moving = subject.sequences["T1"], subject.sequences["T2"]
+    coarse = Volume(np.zeros(tuple(n // 2 for n in fixed.spatial_shape), np.float32),
+                    tuple(2 * s for s in fixed.spacing), fixed.origin, fixed.direction)
+    grids = []
+    real_resample = preprocess.resample_to
+
+    def counting(volume, reference, **kwargs):
+        grids.append(reference.spatial_shape)
+        return real_resample(volume, reference, **kwargs)
+
+    monkeypatch.setattr(preprocess, "resample_to", counting)
+    moved, summary = align(fixed, moving, "none", "T2", grid=coarse)
+    assert grids == [coarse.spatial_shape] and summary["preset"] == "none"
+    np.testing.assert_array_equal(moved.array, real_resample(moving, coarse).array)
+    on_fixed = register(fixed, moving, "none")
+    assert grids == [coarse.spatial_shape]  # still nothing made on the fixed grid
+    assert on_fixed.registered.spatial_shape == fixed.spatial_shape and on_fixed.registered is on_fixed.registered
+
+
 def _fresh_process(lines: str) -> list[str]:
     """What ``lines`` print, run in a new Python after a small phantom subject ``s`` is made there."""
     script = ("import sys\n"
