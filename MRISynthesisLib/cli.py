@@ -115,8 +115,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                                            **_variant_option(args.model, args.variant),
                                            **_adversarial_option(args.model, args.without_adversarial)})
     summary = train(options, progress=not args.quiet)
-    print(f"trained {summary['model']} ({summary['config']}) for {summary['steps']} steps; best validation PSNR "
-          f"{summary['best_val_psnr']:.2f} dB; checkpoints in {summary['run_dir']}/checkpoints")
+    print(f"trained {summary['model']} ({summary['config']}) for {summary['steps']} steps; best validation "
+          f"{summary['selection']} {summary['best_score']:.4g}; checkpoints in {summary['run_dir']}/checkpoints")
     return 0
 
 

@@ -128,3 +128,62 @@ def test_train_end_to_end_and_resume(tmp_path):
     train(TrainOptions(out=str(run), steps=2, resume=True, **options), progress=False)
     state = checkpoint.load(run / "checkpoints" / "last.pt")
     assert state["step"] == 2 and set(state["recipe"]["networks"]) == {"generator", "adversary"}
+
+
+class _Copying(torch.nn.Module):
+    """A stand-in generator that returns given patches of the asked class, in order."""
+
+    def __init__(self, patches: np.ndarray, classes: np.ndarray) -> None:
+        super().__init__()
+        self.patches, self.classes = torch.from_numpy(patches), torch.from_numpy(classes)
+
+    def forward(self, z, labels):
+        return self.patches[self.classes == int(labels[0])][:len(z)]
+
+
+def test_validation_scores_real_lesions_once_each_by_the_1nn_test(cases):
+    recipe = recipe_for("mp-gan")("lite", CPU)
+    prepared = [recipe.prepare_case(c) for c in cases]
+    [held] = recipe.validation_set(prepared, seed=0, batch_size=4, n_batches=2)
+    real, classes = held["real"], held["classes"]
+    lesion_classes = [CLASSES.index("benign"), CLASSES.index("malignant")]
+    for k in lesion_classes:  # one centre patch per lesion; training has several slices of each
+        centres = extract_patches(cases[0].volumes, cases[0].labels, cases[0].mask, np.random.default_rng(0),
+                                  size=32, healthy=0)[1].tolist().count(k) + extract_patches(
+            cases[1].volumes, cases[1].labels, cases[1].mask, np.random.default_rng(0), size=32, healthy=0)[1].tolist().count(k)
+        assert (classes == k).sum() == centres
+        assert sum((recipe._pool(c)[1] == k).sum() for c in cases) > centres
+    assert (classes == CLASSES.index("healthy")).sum() == 2 * 4
+    # copies of the real patches cannot be told apart; a blank generator is told apart every time
+    recipe.networks["generator"] = _Copying(real, classes)
+    copied = recipe.validate([held])
+    recipe.networks["generator"] = _Copying(np.full_like(real, -1.0), classes)
+    blank = recipe.validate([held])
+    measured = [f"val_1nn_{CLASSES[k]}" for k in np.unique(classes) if (classes == k).sum() >= 2]
+    assert measured and all(copied[m] == 0.0 and blank[m] >= 0.9 for m in measured)
+    assert copied["val_1nn"] < 0.01 and blank["val_1nn"] >= 0.9
+    assert set(recipe.validation_names) <= set(copied)
+
+
+def test_best_checkpoint_is_the_lowest_validation_1nn_and_export_says_so(tmp_path):
+    import csv
+    import json
+
+    from MRISynthesisLib.training.export import export_run
+
+    run = tmp_path / "run"
+    summary = train(TrainOptions(model="mp-gan", data="phantom:breast:5", out=str(run), steps=4, steps_per_epoch=1,
+                                 checkpoint_every=4, batch_size=4), progress=False)
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    scores = [float(r["val_1nn"]) for r in rows]
+    assert all(0.0 <= v <= 1.0 for v in scores) and "val_psnr" not in rows[0]
+    best = checkpoint.load(run / "checkpoints" / "best.pt")
+    assert best["selection"] == "val_1nn" and best["best_score"] == pytest.approx(min(scores))
+    assert best["step"] == 1 + scores.index(min(scores))
+    assert summary["selection"] == "val_1nn" and summary["best_score"] == pytest.approx(min(scores))
+    entry = export_run(run, which="best", folder=tmp_path / "models")
+    recorded = entry.training["best_validation"]
+    assert recorded["figure"] == "val_1nn" and recorded["value"] == pytest.approx(min(scores), abs=1e-4)
+    card = next((tmp_path / "models").glob("*.md")).read_text()
+    assert f"1-NN accuracy of generated against real validation patches, mean over classes (0.5: indistinguishable): {recorded['value']}" in card
+    assert json.loads((tmp_path / "models" / "manifest.json").read_text())["weights"][0]["training"]["best_validation"] == recorded

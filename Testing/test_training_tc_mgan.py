@@ -138,7 +138,7 @@ def test_early_stopping_waits_for_the_gan_phase_patience(tmp_path, monkeypatch):
     recipe_cls = recipe_for("tc-mgan")
     monkeypatch.setattr(recipe_cls, "patience", {"lite": 2, "paper": 2})
     flat = {"val_psnr": 20.0, "val_ssim": 0.5, "example": (np.zeros((4, 4)),) * 3}
-    monkeypatch.setattr(trainer, "_validate", lambda recipe, batches: dict(flat))  # never improves after step 1
+    monkeypatch.setattr(recipe_cls, "validate", lambda recipe, batches: dict(flat))  # never improves after step 1
     result = train(TrainOptions(model="tc-mgan", data="phantom:brain:3", out=str(tmp_path / "run"), steps=20,
                                 steps_per_epoch=1, checkpoint_every=1, batch_size=2,
                                 recipe_options={"segmenter_steps": 1, "reconstruction_steps": 3, "critic_steps": 1}),

@@ -51,7 +51,7 @@ def export_run(run_dir: str | Path, *, anatomy: str | None = None, which: str = 
         "series": dict(recipe.series.get(anatomy, {})),
         "training": {"command": command or options.get("command", ""), "data": options["data"], "train_cases": split["train"],
                      "validation_cases": split["validation"], "steps": state["step"], "checkpoint": which,
-                     "best_validation_psnr_db": round(float(state["best_psnr"]), 3), "seed": options["seed"],
+                     **_best_validation(state, recipe), "seed": options["seed"],
                      "batch_size": options["batch_size"],
                      **({"warm_up_steps": warm_up} if warm_up else {})},
         "metrics": metrics or {},
@@ -74,6 +74,25 @@ def _frames_line(frames: dict[str, int], series: dict[str, int]) -> str:
         return ""
     said = ", ".join(f"{name} frame {'-1 (the last)' if index == -1 else index}" for name, index in frames.items())
     return f"\n- 4D series: the network sees one frame of each ({said}, counting from 0); the pipeline picks it."
+
+
+def _best_validation(state: dict, recipe) -> dict:
+    """The manifest's record of the checkpoint's best validation figure: PSNR in dB as always, or the
+    recipe's own figure (the MP-GAN's 1-NN accuracy), named and described."""
+    if "best_score" not in state:  # saved before recipes chose their figure: it is PSNR
+        return {"best_validation_psnr_db": round(float(state["best_psnr"]), 3)}
+    if state["selection"] == "val_psnr":
+        return {"best_validation_psnr_db": round(float(state["best_score"]), 3)}
+    return {"best_validation": {"figure": state["selection"], "label": recipe.selection_label,
+                                "value": round(float(state["best_score"]), 4)}}
+
+
+def _validation_line(training: dict) -> str:
+    """The card's words for the best validation figure (after "best validation")."""
+    if "best_validation" in training:
+        best = training["best_validation"]
+        return f"{best['label']}: {best['value']}"
+    return f"PSNR on normalised patches: {training.get('best_validation_psnr_db')} dB"
 
 
 def _warm_up_line(training: dict) -> str:
@@ -124,8 +143,8 @@ Demonstrating and testing MRISynthesis end to end, and as a starting point for f
 - Command: `{training.get('command', '')}`
 - Data: `{training.get('data')}` ({len(training.get('train_cases', []))} training and
   {len(training.get('validation_cases', []))} validation subjects, subject-level split).
-- Steps: {training.get('steps')}; checkpoint: {training.get('checkpoint')}; best validation PSNR on
-  normalised patches: {training.get('best_validation_psnr_db')} dB.
+- Steps: {training.get('steps')}; checkpoint: {training.get('checkpoint')}; best validation
+  {_validation_line(training)}.
 
 ## Measured on held-out phantom subjects
 | metric | value |

@@ -5,8 +5,10 @@ Run folder layout (``--out RUN_DIR``)::
     run.json          model, configuration, options, package version (a folder trains one model)
     split.json        the subject-level train/validation split
     cache/            normalised cases (.npz), shared by all ranks and workers
-    checkpoints/      last.pt (every N steps, at the end, and on SIGINT/SIGTERM), best.pt (validation PSNR)
-    metrics.csv       one row per step: losses, seconds, samples/s; validation rows add PSNR and SSIM
+    checkpoints/      last.pt (every N steps, at the end, and on SIGINT/SIGTERM), best.pt (the recipe's
+                      validation figure: PSNR, or the MP-GAN's 1-NN accuracy)
+    metrics.csv       one row per step: losses, seconds, samples/s; validation rows add the recipe's
+                      validation figures (PSNR and SSIM, or 1-NN accuracies)
     validation/       step-XXXXXXX.png: input | target | prediction | |error| of a validation sample
 
 Reproducibility: the batch of step ``s`` on rank ``r`` is drawn from ``default_rng([seed, s])`` (the global
@@ -191,19 +193,16 @@ def step_batches(recipe, cases, options: TrainOptions, size: int, start: int):
     return iter(loader)
 
 
-def _validate(recipe, batches) -> dict[str, float]:
-    from ..metrics import psnr, ssim
-
-    psnrs, ssims, example = [], [], None
-    for batch in batches:
-        prediction, target, mask = (t.float().cpu().numpy() for t in recipe.predict(batch))
-        for p, t in zip(prediction, target):
-            psnrs.append(psnr(t[0], p[0], data_range=2.0))
-            ssims.append(ssim(t[0], p[0], data_range=2.0))
-        if example is None:
-            example = (batch["inputs"][0, 0].float().cpu().numpy(), target[0, 0], prediction[0, 0])
-    finite = [v for v in psnrs if math.isfinite(v)] or [100.0]
-    return {"val_psnr": float(np.mean(finite)), "val_ssim": float(np.mean(ssims)), "example": example}
+def _best_of(state: dict, selected: str, higher_is_better: bool) -> float:
+    """A checkpoint's best validation figure, signed so that higher is better. Checkpoints written before
+    recipes chose their figure hold ``best_psnr``, which was PSNR for every recipe."""
+    if "best_score" in state:
+        if state.get("selection") != selected:
+            raise InputError(f"the checkpoint picked its best by {state.get('selection')}, this run by {selected}")
+        return state["best_score"] if higher_is_better else -state["best_score"]
+    if selected != "val_psnr":
+        return -math.inf  # an older checkpoint's PSNR says nothing about this figure: start afresh
+    return state["best_psnr"]
 
 
 def _metrics_writer(log, fields: list[str]) -> csv.DictWriter:
@@ -237,7 +236,7 @@ def _write_example(example, path: Path) -> None:
 
 
 def train(options: TrainOptions, *, progress: bool = True, say=print) -> dict:
-    """Train ``options.model``; returns a summary (steps done, best validation PSNR, files)."""
+    """Train ``options.model``; returns a summary (steps done, the best validation figure, files)."""
     recipe_cls = recipe_for(options.model)
     if options.steps < 1 or options.steps_per_epoch < 1 or options.checkpoint_every < 1:
         raise InputError("--steps, --steps-per-epoch and --checkpoint-every must be positive")
@@ -278,7 +277,8 @@ def train(options: TrainOptions, *, progress: bool = True, say=print) -> dict:
             if any(p.requires_grad for p in net.parameters()):
                 recipe.networks[key] = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
 
-    start, best, stale = 0, -math.inf, 0
+    selected, higher_is_better = recipe.selection
+    start, best, stale = 0, -math.inf, 0  # best: the selection figure, signed so that higher is better
     last = out / "checkpoints" / "last.pt"
     if resumed is not None:
         state = resumed
@@ -286,13 +286,13 @@ def train(options: TrainOptions, *, progress: bool = True, say=print) -> dict:
             raise InputError(f"{last}: is a checkpoint of {state.get('model')}, not {options.model}")
         recipe.load_state_dict(state["recipe"])
         checkpoint.set_rng_state(state["rng"])
-        start, best, stale = state["step"], state["best_psnr"], state["stale"]
+        start, best, stale = state["step"], _best_of(state, selected, higher_is_better), state["stale"]
 
-    val_batches = [recipe.to_tensors(recipe.make_batch(val_cases, np.random.default_rng([options.seed, 2**31 + i]), batch_size))
-                   for i in range(options.validation_batches)]
+    validation_set = recipe.validation_set(val_cases, options.seed, batch_size, options.validation_batches)
 
     def state_at(step: int) -> dict:
-        return {"model": options.model, "config": options.config, "step": step, "best_psnr": best, "stale": stale,
+        return {"model": options.model, "config": options.config, "step": step, "selection": selected,
+                "best_score": best if higher_is_better else -best, "stale": stale,
                 "recipe": recipe.state_dict(), "rng": checkpoint.rng_state()}
 
     from tqdm import tqdm
@@ -318,12 +318,13 @@ def train(options: TrainOptions, *, progress: bool = True, say=print) -> dict:
                 if step % options.steps_per_epoch == 0 or step == options.steps:
                     if step % options.steps_per_epoch == 0:
                         recipe.end_of_epoch()
-                    scores = _validate(recipe, val_batches)
+                    scores = recipe.validate(validation_set)
                     row.update({k: v for k, v in scores.items() if k != "example"})
                     if rank == 0:
                         _write_example(scores["example"], out / "validation" / f"step-{step:07d}.png")
-                    if scores["val_psnr"] > best:
-                        best, stale = scores["val_psnr"], 0
+                    score = scores[selected] if higher_is_better else -scores[selected]
+                    if score > best:
+                        best, stale = score, 0
                         if rank == 0:
                             checkpoint.save(out / "checkpoints" / "best.pt", state_at(step))
                     else:
@@ -331,7 +332,7 @@ def train(options: TrainOptions, *, progress: bool = True, say=print) -> dict:
                 if rank == 0:
                     if writer is None:
                         writer = _metrics_writer(log, ["step", *(recipe.loss_names or losses), "seconds",
-                                                       "data_seconds", "samples_per_s", "val_psnr", "val_ssim"])
+                                                       "data_seconds", "samples_per_s", *recipe.validation_names])
                     writer.writerow(row)
                     log.flush()
                 bar.update(1)
@@ -348,5 +349,6 @@ def train(options: TrainOptions, *, progress: bool = True, say=print) -> dict:
         bar.close()
         if log is not None:
             log.close()
-    return {"model": options.model, "config": options.config, "steps": step, "best_val_psnr": best,
+    return {"model": options.model, "config": options.config, "steps": step, "selection": selected,
+            "best_score": best if higher_is_better else -best,
             "run_dir": str(out), "last": str(last), "best": str(out / "checkpoints" / "best.pt")}

@@ -57,6 +57,11 @@ class Recipe:
     #: step (one phase). A recipe whose phases report different losses names them all, or the later
     #: phases' losses would have no column
     loss_names: tuple[str, ...] = ()
+    #: the validation figure that picks best.pt and counts early stopping's patience, and whether higher
+    #: is better; :meth:`validate` returns it among ``validation_names`` (metrics.csv's validation columns)
+    selection: tuple[str, bool] = ("val_psnr", True)
+    validation_names: tuple[str, ...] = ("val_psnr", "val_ssim")
+    selection_label: str = "PSNR on normalised patches (dB)"
 
     @classmethod
     def file_stem(cls, anatomy: str, config: str, recipe_options: dict) -> str:
@@ -90,6 +95,30 @@ class Recipe:
     def predict(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(prediction, target, mask) for validation metrics, in [-1, 1]."""
         raise NotImplementedError
+
+    # --------------------------------------------------------------- validation
+    def validation_set(self, cases, seed: int, batch_size: int, n_batches: int) -> list:
+        """What every validation of the run scores, drawn once: ``n_batches`` batches drawn as training's
+        are, from the validation cases, with their own seeds."""
+        return [self.to_tensors(self.make_batch(cases, np.random.default_rng([seed, 2 ** 31 + i]), batch_size))
+                for i in range(n_batches)]
+
+    def validate(self, validation_set: list) -> dict:
+        """``validation_names``' figures on the validation set, and ``example`` (input, target, prediction:
+        2D or 3D arrays) for the run's validation PNG. Here: PSNR and SSIM of the first target channel on
+        the models' [-1, 1] scale (data range 2)."""
+        from ...metrics import psnr, ssim
+
+        psnrs, ssims, example = [], [], None
+        for batch in validation_set:
+            prediction, target, _ = (t.float().cpu().numpy() for t in self.predict(batch))
+            for p, t in zip(prediction, target):
+                psnrs.append(psnr(t[0], p[0], data_range=2.0))
+                ssims.append(ssim(t[0], p[0], data_range=2.0))
+            if example is None:
+                example = (batch["inputs"][0, 0].float().cpu().numpy(), target[0, 0], prediction[0, 0])
+        finite = [v for v in psnrs if np.isfinite(v)] or [100.0]
+        return {"val_psnr": float(np.mean(finite)), "val_ssim": float(np.mean(ssims)), "example": example}
 
     # --------------------------------------------------------------- shared
     def to_tensors(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:

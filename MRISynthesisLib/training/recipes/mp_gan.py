@@ -18,9 +18,15 @@ those patches (:meth:`prepare_case`), not the case's volumes, so hundreds of sub
 Patches of 32 x 32 on the 1.5 mm phantom (``lite``: 48 mm, about the paper's 64 x 64 at 0.7 mm) or
 64 x 64 (``paper``).
 
-Validation: a GAN has no paired target, so :meth:`predict` returns generated patches for the batch's
-classes (fixed noise) beside the real ones; the trainer's PSNR/SSIM on them is only a sanity signal.
-The measures that matter (1-NN accuracy, washout statistics, FID) are ``mri-synthesis evaluate-gan``'s.
+Validation: a GAN has no paired target, so PSNR says nothing about it. The paper keeps the epoch of
+lowest FID; FID needs Inception weights that an offline run lacks, so the checkpoint kept as best.pt is
+the one of lowest 1-NN two-sample accuracy (``gan_eval.one_nn_accuracy``, the paper's other measure,
+which Table 2 finds strongly correlated with FID) between generated patches and the validation
+subjects' real ones, averaged over the classes. The real set is drawn once: every lesion's centre patch
+(one per lesion, so no two real patches are neighbouring slices of one lesion, which would pair up in
+the 1-NN test) and at most :data:`VALIDATION_HEALTHY` lesion-free patches; the generated set is as many
+per class from fixed noise. ``evaluate-gan`` then measures the kept generator on held-out subjects that
+neither training nor this choice saw.
 """
 
 from __future__ import annotations
@@ -32,13 +38,17 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import InputError
+from ...gan_eval import one_nn_accuracy
 from ...models import build
-from ...models.mp_gan import CLASSES, TRAINING, build_critic, build_discriminator
+from ...models.mp_gan import CHANNELS, CLASSES, TRAINING, build_critic, build_discriminator
 from ...patches import extract_patches
 from ..data import Case
 from .base import Recipe
 
 VARIANTS = tuple(TRAINING)
+#: lesion-free patches per validation case, and in the validation set (lesion classes keep every lesion)
+VALIDATION_HEALTHY_PER_CASE = 4
+VALIDATION_HEALTHY = 300
 
 
 class MPGANRecipe(Recipe):
@@ -49,9 +59,13 @@ class MPGANRecipe(Recipe):
     normalization = "percentile"
     phantom_resolution = {"lite": 1.5, "paper": 1.0}
     batch_size = {"lite": 16, "paper": 64}
-    patience = {"lite": 1000, "paper": 1000}  # validation PSNR does not measure a GAN: no early stop
+    patience = {"lite": 1000, "paper": 1000}  # GAN training oscillates: keep the best, never stop early
     patch = {"lite": 32, "paper": 64}
     model_options = ("variant",)
+    selection = ("val_1nn", False)
+    validation_names = ("val_1nn", *(f"val_1nn_{name}" for name in CLASSES))
+    selection_label = ("1-NN accuracy of generated against real validation patches, mean over classes "
+                       "(0.5: indistinguishable)")
     build_overrides = {config: {"patch_size": size} for config, size in patch.items()}
 
     @classmethod
@@ -79,6 +93,7 @@ class MPGANRecipe(Recipe):
             else:
                 self.optimizers[key] = torch.optim.RMSprop(net.parameters(), lr=self.settings["lr"])
         self._pools: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._centres: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # one patch per lesion, for validation
 
     # ----------------------------------------------------------------- data
     def _pool(self, case) -> tuple[np.ndarray, np.ndarray]:
@@ -91,8 +106,14 @@ class MPGANRecipe(Recipe):
 
     def prepare_case(self, case: Case) -> Case:
         """The case reduced to its name: its patches are extracted now and kept here (a breast case's
-        volumes are ~30 MB, its patches ~1 MB)."""
+        volumes are ~30 MB, its patches ~1 MB), with its validation patches (one per lesion, a few
+        lesion-free)."""
         self._pool(case)
+        if case.name not in self._centres:
+            rng = np.random.default_rng([zlib.crc32(case.name.encode()), 1])
+            self._centres[case.name] = extract_patches(case.volumes, case.labels, case.mask, rng,
+                                                       size=self.patch[self.config],
+                                                       healthy=VALIDATION_HEALTHY_PER_CASE, per_lesion="centre")
         empty = np.zeros((0, 0, 0))
         return Case(case.name, {}, empty.astype(bool), empty.astype(np.uint8), case.meta)
 
@@ -156,6 +177,46 @@ class MPGANRecipe(Recipe):
         self.optimizers["generator"].step()
         return {"loss": float(generator_loss.detach()), "generator": float(generator_loss.detach()),
                 "adversary": float(adversary_loss.detach())}
+
+    # ----------------------------------------------------------- validation
+    def validation_set(self, cases, seed: int, batch_size: int, n_batches: int) -> list:
+        """The validation cases' real patches of each class (see the module's docstring); ``batch_size``
+        and ``n_batches`` do not apply: the 1-NN test needs the whole set at once."""
+        patches = np.concatenate([self._centres[c.name][0] for c in cases])
+        classes = np.concatenate([self._centres[c.name][1] for c in cases])
+        healthy = np.flatnonzero(classes == CLASSES.index("healthy"))
+        rng = np.random.default_rng([seed, 2 ** 31])
+        dropped = rng.permutation(healthy)[VALIDATION_HEALTHY:]
+        keep = np.setdiff1d(np.arange(len(classes)), dropped)
+        if np.bincount(classes[keep], minlength=len(CLASSES)).max(initial=0) < 2:
+            raise InputError(f"the {len(cases)} validation subject(s) give fewer than two real patches of every "
+                             "class, too few for the 1-NN test that picks the MP-GAN's best checkpoint; "
+                             "train on more subjects")
+        return [{"real": patches[keep], "classes": classes[keep]}]
+
+    def validate(self, validation_set: list) -> dict:
+        """1-NN accuracy per class with at least two real validation patches, and their mean (NaN for a
+        class without); the example is a real and a generated T1 post 1 patch of the first such class."""
+        real, classes = validation_set[0]["real"], validation_set[0]["classes"]
+        generator = self.networks["generator"]
+        generator.eval()
+        noise = torch.Generator().manual_seed(0)
+        scores, example = {}, None
+        for k, name in enumerate(CLASSES):
+            mine = real[classes == k]
+            if len(mine) < 2:
+                scores[f"val_1nn_{name}"] = float("nan")
+                continue
+            z = torch.randn(len(mine), self.latent_size, generator=noise).to(self.device)
+            with torch.no_grad():
+                fake = generator(z, torch.full((len(mine),), k, dtype=torch.long, device=self.device))
+            fake = fake.float().cpu().numpy()
+            scores[f"val_1nn_{name}"] = one_nn_accuracy(mine, fake)
+            if example is None:
+                post1 = list(CHANNELS).index("T1_post1")
+                example = (mine[0, post1], mine[0, post1], fake[0, post1])
+        measured = [v for v in scores.values() if np.isfinite(v)]  # validation_set ensured one at least
+        return {"val_1nn": float(np.mean(measured)), **scores, "example": example}
 
     def predict(self, batch: dict[str, torch.Tensor]):
         generator = self.networks["generator"]
