@@ -93,7 +93,8 @@ class Recipe:
         raise NotImplementedError
 
     def predict(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(prediction, target, mask) for validation metrics, in [-1, 1]."""
+        """(prediction, target, mask) in [-1, 1], for the default :meth:`validate` (a recipe that
+        validates otherwise, the MP-GAN, need not implement it)."""
         raise NotImplementedError
 
     # --------------------------------------------------------------- validation

@@ -218,13 +218,5 @@ class MPGANRecipe(Recipe):
         measured = [v for v in scores.values() if np.isfinite(v)]  # validation_set ensured one at least
         return {"val_1nn": float(np.mean(measured)), **scores, "example": example}
 
-    def predict(self, batch: dict[str, torch.Tensor]):
-        generator = self.networks["generator"]
-        generator.eval()
-        noise = torch.randn(len(batch["inputs"]), self.latent_size, generator=torch.Generator().manual_seed(0))
-        with torch.no_grad():
-            fake = generator(noise.to(self.device), batch["labels"])
-        return fake, batch["inputs"], batch["mask"]
-
 
 RECIPE = MPGANRecipe
