@@ -127,8 +127,8 @@ def real_patches(data: str, size: int, foreground: str | None = None) -> tuple[n
     pools = []
     for k, name in enumerate(source.names()):
         case = source.build(name)
-        pools.append(extract_patches(case.volumes, case.labels, case.mask, np.random.default_rng(k), size=size,
-                                     healthy=8))
+        pools.append(extract_patches(case.volumes, case.labels, case.organ_or_foreground, np.random.default_rng(k),
+                                     size=size, healthy=8))
     return np.concatenate([p for p, _ in pools]), np.concatenate([c for _, c in pools])
 
 

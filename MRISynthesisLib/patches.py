@@ -2,7 +2,9 @@
 
 Following the paper: axial patches centred on the centre of mass of each benign and malignant lesion,
 and on random points inside the breast with no lesion within a ``size/2`` x ``size/2`` neighbourhood
-(``healthy``, "no findings"). Where the paper is vague, our choices:
+(``healthy``, "no findings"). "Inside the breast" is the phantom's breast region (its breasts' interior,
+not the thorax behind the chest wall, whose lungs and heart the paper's patches never show); a folder of
+real cases has no such region, so its healthy centres come from the whole body foreground. Where the paper is vague, our choices:
 
 * An *individual lesion* is a connected lesion mask after closing gaps of up to :data:`MERGE_VOXELS`
   voxels (26-connectivity). A spiculated mass resampled to the training grid falls apart into pieces
@@ -83,7 +85,8 @@ def extract_patches(volumes: Mapping[str, np.ndarray], labels: np.ndarray, mask:
     Args:
         volumes: ``T2`` (z, y, x) and ``DCE`` (t >= 5, z, y, x), normalised to [-1, 1], on one grid.
         labels: lesion labels (1 benign, 2 malignant; others ignored).
-        mask: the breast (body) foreground, where healthy centres are drawn.
+        mask: where healthy centres are drawn: the breasts' interior where the source knows it
+            (``Case.organ_or_foreground``: the phantom's), else the body foreground.
         healthy: how many healthy patches to draw (fewer when the breast has no room for them).
         per_lesion: ``centre`` (one patch per lesion) or ``slices`` (its central axial slices), see above.
     Returns:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -35,7 +37,7 @@ def cases(tmp_path_factory):
 
 def test_patches_have_the_models_channels_and_classes(cases, tmp_path):
     rng = np.random.default_rng(0)
-    pools = [extract_patches(c.volumes, c.labels, c.mask, rng, size=32, healthy=5) for c in cases]
+    pools = [extract_patches(c.volumes, c.labels, c.organ_or_foreground, rng, size=32, healthy=5) for c in cases]
     patches = np.concatenate([p for p, _ in pools])
     classes = np.concatenate([c for _, c in pools])
     assert patches.shape[1:] == (len(CHANNELS), 32, 32) and patches.dtype == np.float32
@@ -78,6 +80,32 @@ def test_a_lesion_in_pieces_is_one_lesion_centred_on_its_centre_of_mass():
                                per_lesion="slices")[0]) == 3  # two slices of the mass, one of the benign lesion
     with pytest.raises(InputError, match="per_lesion"):
         extract_patches(volumes, labels, mask, np.random.default_rng(0), size=32, per_lesion="all")
+
+
+def _position_coded(case):
+    """The case with T2 replaced by each voxel's flat (y, x) index, so a patch's centre says where it was cut."""
+    z, y, x = case.mask.shape
+    code = np.broadcast_to((np.arange(y)[:, None] * x + np.arange(x)[None, :]).astype(np.float32), (z, y, x))
+    return replace(case, volumes={**case.volumes, "T2": np.ascontiguousarray(code)})
+
+
+def test_healthy_patches_are_drawn_inside_the_breast_not_the_thorax(cases):
+    # the paper samples healthy centres "inside the breast"; the phantom knows where its breasts are
+    for case in cases:
+        organ = case.organ
+        assert organ is not None and organ.shape == case.mask.shape
+        assert 0.05 < organ.sum() / case.mask.sum() < 0.6  # the breasts, not the thorax behind them
+        assert organ[np.isin(case.labels, [1, 2])].mean() > 0.9  # lesions lie in the breast
+    recipe = recipe_for("mp-gan")("lite", CPU, healthy_per_case=40)
+    for case in cases:
+        patches, classes = recipe._pool(_position_coded(case))
+        healthy = patches[classes == CLASSES.index("healthy"), CHANNELS.index("T2")]
+        assert len(healthy) == 40
+        width = case.mask.shape[2]
+        centres = healthy[:, 16, 16].astype(int)
+        ys, xs = centres // width, centres % width
+        # each centre is a breast voxel on some slice, and no healthy centre lies where no slice has breast
+        assert case.organ.any(axis=0)[ys, xs].all()
 
 
 def test_training_keeps_only_the_patches_and_draws_the_same_batches(cases):
@@ -163,9 +191,31 @@ def test_validation_scores_real_lesions_once_each_by_the_1nn_test(cases):
     assert measured and all(copied[m] == 0.0 and blank[m] >= 0.9 for m in measured)
     assert copied["val_1nn"] < 0.01 and blank["val_1nn"] >= 0.9
     assert set(recipe.validation_names) <= set(copied)
+    # copies wash out as often as the real lesions; the score adds the gap to 1-NN's distance from 0.5
+    assert copied["val_washout_gap"] == 0.0 and copied["val_score"] == pytest.approx(copied["val_1nn"] - 0.5)
+    assert blank["val_score"] == pytest.approx(blank["val_1nn"] - 0.5 + blank["val_washout_gap"])
 
 
-def test_best_checkpoint_is_the_lowest_validation_1nn_and_export_says_so(tmp_path):
+def test_validation_counts_a_washout_that_the_1nn_test_misses(cases):
+    # generated lesions that look real (copies) but whose malignant enhancement never washes out
+    recipe = recipe_for("mp-gan")("lite", CPU)
+    [held] = recipe.validation_set([recipe.prepare_case(c) for c in cases], seed=0, batch_size=4, n_batches=2)
+    held = {k: np.concatenate([v, v]) for k, v in held.items()}  # every class twice: measured, not NaN
+    real, classes = held["real"], held["classes"]
+    malignant = CLASSES.index("malignant")
+    assert dce_statistics(real[classes == malignant]).washout_fraction > 0
+    persistent = real.copy()
+    post = [CHANNELS.index(c) for c in CHANNELS if c.startswith("T1_post")]
+    persistent[:, post[-1]] = persistent[:, post].max(axis=1)  # the last phase stays at the peak
+    recipe.networks["generator"] = _Copying(real, classes)
+    faithful = recipe.validate([held])
+    recipe.networks["generator"] = _Copying(persistent, classes)
+    flat = recipe.validate([held])
+    assert flat["val_washout_gap_malignant"] > 0.1 + faithful["val_washout_gap_malignant"]
+    assert flat["val_score"] > faithful["val_score"]
+
+
+def test_best_checkpoint_is_the_lowest_validation_score_and_export_says_so(tmp_path):
     import csv
     import json
 
@@ -175,15 +225,17 @@ def test_best_checkpoint_is_the_lowest_validation_1nn_and_export_says_so(tmp_pat
     summary = train(TrainOptions(model="mp-gan", data="phantom:breast:5", out=str(run), steps=4, steps_per_epoch=1,
                                  checkpoint_every=4, batch_size=4), progress=False)
     rows = list(csv.DictReader((run / "metrics.csv").open()))
-    scores = [float(r["val_1nn"]) for r in rows]
-    assert all(0.0 <= v <= 1.0 for v in scores) and "val_psnr" not in rows[0]
+    scores = [float(r["val_score"]) for r in rows]
+    assert all(-0.5 <= v <= 1.5 for v in scores) and "val_psnr" not in rows[0]
+    assert all(float(r["val_score"]) == pytest.approx(float(r["val_1nn"]) - 0.5 + float(r["val_washout_gap"]),
+                                                      abs=1e-4) for r in rows)
     best = checkpoint.load(run / "checkpoints" / "best.pt")
-    assert best["selection"] == "val_1nn" and best["best_score"] == pytest.approx(min(scores))
+    assert best["selection"] == "val_score" and best["best_score"] == pytest.approx(min(scores))
     assert best["step"] == 1 + scores.index(min(scores))
-    assert summary["selection"] == "val_1nn" and summary["best_score"] == pytest.approx(min(scores))
+    assert summary["selection"] == "val_score" and summary["best_score"] == pytest.approx(min(scores))
     entry = export_run(run, which="best", folder=tmp_path / "models")
     recorded = entry.training["best_validation"]
-    assert recorded["figure"] == "val_1nn" and recorded["value"] == pytest.approx(min(scores), abs=1e-4)
+    assert recorded["figure"] == "val_score" and recorded["value"] == pytest.approx(min(scores), abs=1e-4)
     card = next((tmp_path / "models").glob("*.md")).read_text()
-    assert f"1-NN accuracy of generated against real validation patches, mean over classes (0.5: indistinguishable): {recorded['value']}" in card
+    assert f"{recipe_for('mp-gan').selection_label}: {recorded['value']}" in card
     assert json.loads((tmp_path / "models" / "manifest.json").read_text())["weights"][0]["training"]["best_validation"] == recorded

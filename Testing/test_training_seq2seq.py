@@ -47,7 +47,7 @@ def _recipe(**options):
     return recipe
 
 
-def test_phantom_brain_cases_know_their_intracranial_tissue_and_the_cache_keeps_it(cases, breast_cases, tmp_path):
+def test_phantom_cases_know_their_organ_brain_or_breasts_and_the_cache_keeps_it(cases, breast_cases, tmp_path):
     for case in cases:
         organ = case.organ
         assert organ is not None and organ.shape == case.mask.shape and organ.dtype == bool
@@ -58,7 +58,18 @@ def test_phantom_brain_cases_know_their_intracranial_tissue_and_the_cache_keeps_
     cache = CaseCache(tmp_path)
     cache.save(cases[0])
     assert np.array_equal(cache.load(cases[0].name).organ, cases[0].organ)
-    assert breast_cases[0].organ is None
+    breast = breast_cases[0]  # the breast phantom's organ: its breasts' interior, not the thorax
+    assert breast.organ is not None and (breast.organ & ~breast.mask).sum() < 0.01 * breast.organ.sum()
+    assert 0.05 < breast.organ.sum() / breast.mask.sum() < 0.6
+
+
+def test_a_cache_entry_of_an_older_format_is_rebuilt(cases, tmp_path):
+    cache = CaseCache(tmp_path)
+    cache.save(cases[0])
+    with np.load(cache.path(cases[0].name)) as data:  # as the first format wrote it: no format, no organ
+        old = {k: data[k] for k in data.files if k not in ("format", "organ")}
+    np.savez_compressed(cache.path(cases[0].name), **old)
+    assert cache.load(cases[0].name) is None and not cache.path(cases[0].name).exists()
 
 
 def test_batches_draw_a_target_and_one_to_three_other_sources_reproducibly(cases):

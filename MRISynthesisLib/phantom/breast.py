@@ -124,6 +124,7 @@ def _anatomy(grid: Volume, rng: np.random.Generator) -> tuple[dict[str, np.ndarr
     fractions = {"fat": fat, "fgt": fgt, "muscle": muscle, "skin": skin, "blood": blood}
     fractions = {k: np.broadcast_to(v, grid.spatial_shape).astype(np.float32) for k, v in fractions.items()}
     fractions["_lungs"] = np.broadcast_to(lungs, grid.spatial_shape).astype(np.float32)
+    fractions["_breast"] = np.broadcast_to(breast_only > 0.5, grid.spatial_shape).astype(np.float32)
     return fractions, info
 
 
@@ -207,6 +208,7 @@ def sample_breast(seed: int = 0, *, field_strength: float | None = None, lesion_
     reference = _grid(float(resolution))
     frac, anatomy_info = _anatomy(reference, rng["anatomy"])
     frac.pop("_lungs")
+    breast_region = frac.pop("_breast")
     lesions = _place_lesions(frac, reference, lesion_class, n_cysts, rng["lesions"])
     tissues = physics.jittered_tissues(TISSUE_ORDER, field_strength, rng["physics"])
     kinetics = _kinetics(rng["physics"])
@@ -283,7 +285,8 @@ def sample_breast(seed: int = 0, *, field_strength: float | None = None, lesion_
     return PhantomSubject("breast", int(seed), acquired, reference.with_array(labels),
                           {k: reference.with_array(v) for k, v in frac.items()},
                           Volume(conc, reference.spacing, reference.origin, reference.direction,
-                                 [{"time_min": t} for t in times]), transforms, info)
+                                 [{"time_min": t} for t in times]), transforms, info,
+                          {"breast": reference.with_array(breast_region)})
 
 
 def _adc_map(dwi: Volume, sigma: float | None) -> Volume:

@@ -26,6 +26,8 @@ class PhantomSubject:
         transforms: sequence -> 4x4 matrix (LPS mm) from the reference space to that acquisition, i.e. what a
             registration with fixed = reference, moving = the sequence should find.
         info: everything else, JSON-ready: field strength, tissue parameters, protocol, lesions, options.
+        regions: named anatomical regions (0/1 masks) on the reference grid that no tissue fraction gives:
+            breast: ``breast``, the interior of both breasts (in front of the chest wall, under the skin).
     """
 
     anatomy: str
@@ -36,6 +38,7 @@ class PhantomSubject:
     concentration: Volume
     transforms: dict[str, np.ndarray]
     info: dict[str, Any] = field(default_factory=dict)
+    regions: dict[str, Volume] = field(default_factory=dict)
 
     @property
     def reference(self) -> str:

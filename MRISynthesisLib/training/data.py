@@ -39,7 +39,8 @@ class Case:
     ``volumes`` maps sequence -> float32 (z, y, x) in [-1, 1] (or (t, z, y, x) for a series); ``mask`` is
     the head/body foreground; ``labels`` the lesion labels (zeros when the source has none); ``organ`` the
     organ's own tissue where the source knows it (the phantom brain's intracranial tissue, without scalp,
-    skull and muscle; None otherwise: a skull-stripped BraTS case's foreground already is its brain).
+    skull and muscle; the phantom breasts' interior, without the thorax; None otherwise: a skull-stripped
+    BraTS case's foreground already is its brain).
     """
 
     name: str
@@ -48,6 +49,11 @@ class Case:
     labels: np.ndarray
     meta: dict
     organ: np.ndarray | None = None
+
+    @property
+    def organ_or_foreground(self) -> np.ndarray:
+        """The organ where the source knows it, else the whole foreground."""
+        return self.mask if self.organ is None else self.organ
 
 
 def normalize(array: np.ndarray, mask: np.ndarray, scheme: str) -> np.ndarray:
@@ -86,8 +92,13 @@ def normalize_case(name: str, volumes: dict[str, Volume], labels: Volume | None,
     return Case(name, arrays, mask, label_array, {**(meta or {}), "grid": grid})
 
 
+#: bumped when what a cached case holds changes (2: the breast organ), so an older entry is rebuilt
+CACHE_FORMAT = 2
+
+
 class CaseCache:
-    """Cases stored as compressed ``.npz`` files, written once, read by every worker."""
+    """Cases stored as compressed ``.npz`` files, written once, read by every worker; an entry of another
+    :data:`CACHE_FORMAT` or a damaged one is rebuilt."""
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
@@ -99,7 +110,7 @@ class CaseCache:
     def save(self, case: Case) -> None:
         tmp = self.folder / f".partial-{case.name}.npz"
         organ = {} if case.organ is None else {"organ": case.organ}
-        np.savez_compressed(tmp, mask=case.mask, labels=case.labels, meta=json.dumps(case.meta), **organ,
+        np.savez_compressed(tmp, format=CACHE_FORMAT, mask=case.mask, labels=case.labels, meta=json.dumps(case.meta), **organ,
                             **{f"seq_{k}": v for k, v in case.volumes.items()})
         tmp.replace(self.path(case.name))
 
@@ -109,10 +120,12 @@ class CaseCache:
             return None
         try:
             with np.load(path) as data:
+                if "format" not in data.files or int(data["format"]) != CACHE_FORMAT:
+                    raise ValueError(f"cache format {data['format'] if 'format' in data.files else 1}")
                 volumes = {k[4:]: data[k] for k in data.files if k.startswith("seq_")}
                 organ = data["organ"] if "organ" in data.files else None
                 return Case(name, volumes, data["mask"], data["labels"], json.loads(str(data["meta"])), organ)
-        except (OSError, ValueError, KeyError, zlib.error):  # a damaged cache entry is rebuilt
+        except (OSError, ValueError, KeyError, zlib.error):  # a damaged or outdated cache entry is rebuilt
             path.unlink(missing_ok=True)
             return None
 
@@ -156,7 +169,10 @@ INTRACRANIAL = ("csf", "gm", "wm", "choroid", "blood", "necrosis", "oedema", "en
 def organ_mask(subject) -> np.ndarray | None:
     """Where a phantom subject's organ is, on its reference grid: for the brain, voxels at least half
     intracranial tissue (so "normal brain" leaves out the scalp, skull, muscle and dura a skull-stripped
-    scan would not have); None for anatomies without one."""
+    scan would not have); for the breast, the breasts' interior (the MP-GAN paper draws its healthy
+    patches "inside the breast", not in the thorax); None for anatomies without one."""
+    if subject.anatomy == "breast":
+        return subject.regions["breast"].array > 0.5
     if subject.anatomy != "brain":
         return None
     return sum(subject.fractions[t].array for t in INTRACRANIAL if t in subject.fractions) >= 0.5
