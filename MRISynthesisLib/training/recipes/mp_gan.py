@@ -155,8 +155,7 @@ class MPGANRecipe(Recipe):
         x = patches[chosen].copy()
         flip = rng.random(batch_size) < 0.5
         x[flip] = x[flip][..., ::-1]
-        return {"inputs": x, "targets": x, "labels": classes[chosen].astype(np.int64),
-                "mask": np.ones((batch_size, 1) + x.shape[2:], np.float32)}
+        return {"inputs": x, "labels": classes[chosen].astype(np.int64)}  # a GAN has no target or mask
 
     # ----------------------------------------------------------------- step
     def _noise(self, n: int) -> torch.Tensor:
