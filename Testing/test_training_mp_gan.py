@@ -155,7 +155,7 @@ def test_train_end_to_end_and_resume(tmp_path):
     train(TrainOptions(out=str(run), steps=1, **options), progress=False)
     train(TrainOptions(out=str(run), steps=2, resume=True, **options), progress=False)
     state = checkpoint.load(run / "checkpoints" / "last.pt")
-    assert state["step"] == 2 and set(state["recipe"]["networks"]) == {"generator", "adversary"}
+    assert state["step"] == 2 and set(state["recipe"]["networks"]) == {"generator", "generator_average", "adversary"}
 
 
 class _Copying(torch.nn.Module):
@@ -183,9 +183,9 @@ def test_validation_scores_real_lesions_once_each_by_the_1nn_test(cases):
         assert sum((recipe._pool(c)[1] == k).sum() for c in cases) > centres
     assert (classes == CLASSES.index("healthy")).sum() == 2 * 4
     # copies of the real patches cannot be told apart; a blank generator is told apart every time
-    recipe.networks["generator"] = _Copying(real, classes)
+    recipe.networks[recipe.inference_network] = _Copying(real, classes)
     copied = recipe.validate([held])
-    recipe.networks["generator"] = _Copying(np.full_like(real, -1.0), classes)
+    recipe.networks[recipe.inference_network] = _Copying(np.full_like(real, -1.0), classes)
     blank = recipe.validate([held])
     measured = [f"val_1nn_{CLASSES[k]}" for k in np.unique(classes) if (classes == k).sum() >= 2]
     assert measured and all(copied[m] == 0.0 and blank[m] >= 0.9 for m in measured)
@@ -207,12 +207,33 @@ def test_validation_counts_a_washout_that_the_1nn_test_misses(cases):
     persistent = real.copy()
     post = [CHANNELS.index(c) for c in CHANNELS if c.startswith("T1_post")]
     persistent[:, post[-1]] = persistent[:, post].max(axis=1)  # the last phase stays at the peak
-    recipe.networks["generator"] = _Copying(real, classes)
+    recipe.networks[recipe.inference_network] = _Copying(real, classes)
     faithful = recipe.validate([held])
-    recipe.networks["generator"] = _Copying(persistent, classes)
+    recipe.networks[recipe.inference_network] = _Copying(persistent, classes)
     flat = recipe.validate([held])
     assert flat["val_washout_gap_malignant"] > 0.1 + faithful["val_washout_gap_malignant"]
     assert flat["val_score"] > faithful["val_score"]
+
+
+def test_the_generator_average_follows_the_trained_generator_and_resumes(cases):
+    torch.manual_seed(0)
+    recipe = recipe_for("mp-gan")("lite", CPU)
+    live, average = recipe.networks["generator"], recipe.networks[recipe.inference_network]
+    batch = recipe.to_tensors(recipe.make_batch(cases, np.random.default_rng(0), 8))
+    recipe.train_step(batch)  # the first update copies the trained weights
+    assert all(torch.equal(a, p) for a, p in zip(average.parameters(), live.parameters()))
+    before = [p.detach().clone() for p in average.parameters()]
+    recipe.train_step(batch)
+    decay = recipe.average_decay
+    for a, old, p in zip(average.parameters(), before, live.parameters()):
+        assert torch.allclose(a, decay * old + (1 - decay) * p, atol=1e-6)
+    assert any(not torch.equal(a, p) for a, p in zip(average.parameters(), live.parameters()))
+    # a resumed recipe goes on averaging: its next update moves the average, it does not copy
+    again = recipe_for("mp-gan")("lite", CPU)
+    again.load_state_dict(recipe.state_dict())
+    again.train_step(batch)
+    resumed, trained = again.networks[again.inference_network], again.networks["generator"]
+    assert any(not torch.equal(a, p) for a, p in zip(resumed.parameters(), trained.parameters()))
 
 
 def test_best_checkpoint_is_the_lowest_validation_score_and_export_says_so(tmp_path):
@@ -233,6 +254,13 @@ def test_best_checkpoint_is_the_lowest_validation_score_and_export_says_so(tmp_p
     assert best["selection"] == "val_score" and best["best_score"] == pytest.approx(min(scores))
     assert best["step"] == 1 + scores.index(min(scores))
     assert summary["selection"] == "val_score" and summary["best_score"] == pytest.approx(min(scores))
+    # the weights written are the generator's running average (after 4 steps no longer the live weights)
+    last = export_run(run, which="last", folder=tmp_path / "last")
+    written = torch.load(tmp_path / "last" / last.file, weights_only=True)
+    networks = checkpoint.load(run / "checkpoints" / "last.pt")["recipe"]["networks"]
+    average, live = networks["generator_average"], networks["generator"]
+    assert all(torch.equal(written[k], v.half()) for k, v in average.items() if v.is_floating_point())
+    assert any(not torch.equal(written[k], v.half()) for k, v in live.items() if v.is_floating_point())
     entry = export_run(run, which="best", folder=tmp_path / "models")
     recorded = entry.training["best_validation"]
     assert recorded["figure"] == "val_score" and recorded["value"] == pytest.approx(min(scores), abs=1e-4)

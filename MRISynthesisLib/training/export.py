@@ -58,7 +58,7 @@ def export_run(run_dir: str | Path, *, anatomy: str | None = None, which: str = 
         "build_overrides": {**recipe.build_overrides.get(config, {}),
                             **{k: v for k, v in options.get("recipe_options", {}).items() if k in recipe.model_options}},
     }
-    entry = export(checkpoint_path, fields, folder)
+    entry = export(checkpoint_path, fields, folder, network=recipe.inference_network)
     write_model_card(entry, folder)
     return entry
 

@@ -13,10 +13,13 @@ class Recipe:
     """A model's training: its networks, optimizers, schedulers, batches and one step.
 
     Subclasses set the class attributes and implement :meth:`make_batch`, :meth:`train_step` and
-    :meth:`predict`. ``networks['generator']`` is always the network that inference runs.
+    :meth:`predict`. ``networks[inference_network]`` (``generator`` unless a recipe says otherwise) is the
+    network that export writes and inference runs.
     """
 
     model: str = ""
+    #: the network export writes (the MP-GAN's weight average, say)
+    inference_network: str = "generator"
     #: the generator's input and output sequences, in channel order
     inputs: Sequence[str] = ()
     targets: Sequence[str] = ()
