@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 
 import numpy as np
@@ -228,6 +229,18 @@ def test_the_generator_average_follows_the_trained_generator_and_resumes(cases):
     for a, old, p in zip(average.parameters(), before, live.parameters()):
         assert torch.allclose(a, decay * old + (1 - decay) * p, atol=1e-6)
     assert any(not torch.equal(a, p) for a, p in zip(average.parameters(), live.parameters()))
+    # its batch-norm statistics are its own: in eval mode it makes what it makes from batch statistics
+    for _ in range(3):
+        recipe.train_step(batch)
+    recipe.state_dict()
+    z, labels = torch.randn(256, recipe.latent_size), torch.arange(256) % len(CLASSES)
+    with torch.no_grad():
+        evaluated = average.eval()(z, labels)
+        batch_statistics = copy.deepcopy(average).train()(z, labels)
+        stale = copy.deepcopy(average).eval()
+        stale.load_state_dict({**average.state_dict(), **{k: v for k, v in live.state_dict().items() if "running" in k}})
+        with_live_statistics = stale(z, labels)
+    assert (evaluated - batch_statistics).abs().mean() < 0.5 * (with_live_statistics - batch_statistics).abs().mean()
     # a resumed recipe goes on averaging: its next update moves the average, it does not copy
     again = recipe_for("mp-gan")("lite", CPU)
     again.load_state_dict(recipe.state_dict())

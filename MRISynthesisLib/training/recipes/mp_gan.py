@@ -19,8 +19,11 @@ Patches of 32 x 32 on the 1.5 mm phantom (``lite``: 48 mm, about the paper's 64 
 64 x 64 (``paper``).
 
 Our addition: the generator that is validated and exported is an exponential moving average of the
-trained generator's weights and batch-norm statistics (decay :attr:`MPGANRecipe.average_decay`, through
-``torch.optim.swa_utils.AveragedModel``; Yazici et al., ICLR 2019), as most GANs since are. The paper
+trained generator's weights (decay :attr:`MPGANRecipe.average_decay`, through
+``torch.optim.swa_utils.AveragedModel``; Yazici et al., ICLR 2019), as most GANs since are, with its
+batch-norm statistics measured anew on its own outputs (``swa_utils.update_bn`` on fixed noise, the
+"standing statistics" of BigGAN) before it is validated or saved: averaged weights do not match the
+averaged statistics, and with those the average's patches were told apart every time. The paper
 keeps one epoch's generator; ours oscillated so much that its validation 1-NN swung between 0.72 and
 0.90 from one validation (every 250 steps) to the next, and which checkpoint was best became a matter
 of luck. The adversary trains against the live generator, as in the paper.
@@ -55,7 +58,8 @@ import zlib
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 
 from ...errors import InputError
 from ...gan_eval import dce_statistics, one_nn_accuracy
@@ -72,6 +76,8 @@ VALIDATION_HEALTHY = 300
 #: generated patches per lesion class whose washout fraction is compared with the real one
 WASHOUT_SAMPLES = 256
 LESION_CLASSES = ("benign", "malignant")
+#: noise batches (of 64) on which the averaged generator's batch-norm statistics are measured
+STANDING_BATCHES = 16
 
 
 class MPGANRecipe(Recipe):
@@ -120,11 +126,28 @@ class MPGANRecipe(Recipe):
             else:
                 self.optimizers[key] = torch.optim.RMSprop(net.parameters(), lr=self.settings["lr"])
         # after the optimizers: the average is not trained, only updated
-        self._average = AveragedModel(self.networks["generator"], use_buffers=True,
+        self._average = AveragedModel(self.networks["generator"],
                                       multi_avg_fn=get_ema_multi_avg_fn(self.average_decay))
         self.networks[self.inference_network] = self._average.module.requires_grad_(False)
         self._pools: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._centres: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # one patch per lesion, for validation
+
+    def state_dict(self) -> dict:
+        """As the base, with the averaged generator's own batch-norm statistics."""
+        self._standing_statistics()
+        return super().state_dict()
+
+    def _standing_statistics(self) -> None:
+        """Measure the averaged generator's batch-norm statistics on its own outputs from fixed noise, every
+        class equally (the training generator's running statistics belong to other weights)."""
+        average = self.networks[self.inference_network]
+        if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in average.modules()):
+            return  # a stand-in without batch norm
+        noise = torch.Generator().manual_seed(1)
+        batches = [torch.randn(64, self.latent_size, generator=noise) for _ in range(STANDING_BATCHES)]
+        with torch.no_grad():
+            update_bn(batches, _EveryClass(average, len(CLASSES)), device=self.device)
+        average.eval()
 
     def load_state_dict(self, state: dict) -> None:
         """As the base, and a resumed average goes on averaging (a fresh AveragedModel would overwrite it
@@ -237,6 +260,7 @@ class MPGANRecipe(Recipe):
         washout-fraction gap; their means and ``val_score`` (NaN for a class without). The example is a
         real and a generated T1 post 1 patch of the first such class."""
         real, classes = validation_set[0]["real"], validation_set[0]["classes"]
+        self._standing_statistics()
         generator = self.networks[self.inference_network]
         generator.eval()
         noise = torch.Generator().manual_seed(0)
@@ -264,6 +288,17 @@ class MPGANRecipe(Recipe):
         scores["val_washout_gap"] = _finite_mean(gaps) if np.isfinite(gaps).any() else 0.0
         scores["val_score"] = scores["val_1nn"] - 0.5 + scores["val_washout_gap"]
         return {**scores, "example": example}
+
+
+class _EveryClass(nn.Module):
+    """The generator called on noise alone, the classes taken in turn (what ``update_bn`` can call)."""
+
+    def __init__(self, generator: nn.Module, n_classes: int) -> None:
+        super().__init__()
+        self.generator, self.n_classes = generator, n_classes
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.generator(z, torch.arange(len(z), device=z.device) % self.n_classes)
 
 
 def _finite_mean(values) -> float:
