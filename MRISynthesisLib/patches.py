@@ -4,7 +4,9 @@ Following the paper: axial patches centred on the centre of mass of each benign 
 and on random points inside the breast with no lesion within a ``size/2`` x ``size/2`` neighbourhood
 (``healthy``, "no findings"). "Inside the breast" is the phantom's breast region (its breasts' interior,
 not the thorax behind the chest wall, whose lungs and heart the paper's patches never show); a folder of
-real cases has no such region, so its healthy centres come from the whole body foreground. Where the paper is vague, our choices:
+real cases has no such region, so its healthy centres come from the whole body foreground.
+
+Where the paper is vague, our choices:
 
 * An *individual lesion* is a connected lesion mask after closing gaps of up to :data:`MERGE_VOXELS`
   voxels (26-connectivity). A spiculated mass resampled to the training grid falls apart into pieces

@@ -238,7 +238,8 @@ def test_the_generator_average_follows_the_trained_generator_and_resumes(cases):
         evaluated = average.eval()(z, labels)
         batch_statistics = copy.deepcopy(average).train()(z, labels)
         stale = copy.deepcopy(average).eval()
-        stale.load_state_dict({**average.state_dict(), **{k: v for k, v in live.state_dict().items() if "running" in k}})
+        live_statistics = {k: v for k, v in live.state_dict().items() if "running" in k}
+        stale.load_state_dict({**average.state_dict(), **live_statistics})
         with_live_statistics = stale(z, labels)
     assert (evaluated - batch_statistics).abs().mean() < 0.5 * (with_live_statistics - batch_statistics).abs().mean()
     # a resumed recipe goes on averaging: its next update moves the average, it does not copy

@@ -110,8 +110,8 @@ class CaseCache:
     def save(self, case: Case) -> None:
         tmp = self.folder / f".partial-{case.name}.npz"
         organ = {} if case.organ is None else {"organ": case.organ}
-        np.savez_compressed(tmp, format=CACHE_FORMAT, mask=case.mask, labels=case.labels, meta=json.dumps(case.meta), **organ,
-                            **{f"seq_{k}": v for k, v in case.volumes.items()})
+        np.savez_compressed(tmp, format=CACHE_FORMAT, mask=case.mask, labels=case.labels,
+                            meta=json.dumps(case.meta), **organ, **{f"seq_{k}": v for k, v in case.volumes.items()})
         tmp.replace(self.path(case.name))
 
     def load(self, name: str) -> Case | None:
