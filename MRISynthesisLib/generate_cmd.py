@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .models.mp_gan import CHANNELS, CLASSES, TRAINING
+from .models.mp_gan import CHANNELS, CLASSES, LESION_CLASSES, TRAINING
 
 #: held-out breast phantom seeds for real patches (training uses 10000 and above)
 REAL_SEEDS = tuple(range(200, 230))
@@ -181,7 +181,7 @@ def manifest_metrics(report: dict) -> dict[str, str]:
         metrics[f"{name}: FID"] = f"{row['fid']:.2f}" if row["fid"] is not None else "unavailable (Inception weights offline)"
     accuracies = [row["one_nn_accuracy"] for row in report["classes"].values()]
     gaps = [abs(row["generated_kinetics"]["washout_fraction"] - row["real_kinetics"]["washout_fraction"])
-            for name, row in report["classes"].items() if name in ("benign", "malignant")]
+            for name, row in report["classes"].items() if name in LESION_CLASSES]
     metrics["verdict"] = (f"1-NN accuracy {'below' if max(accuracies) < 0.8 else 'NOT below'} 0.8 for every class "
                           f"(max {max(accuracies):.2f}); washout proportions of benign and malignant "
                           f"{'within' if gaps and max(gaps) <= 0.15 else 'NOT within'} 15 pp of the real ones")

@@ -62,6 +62,8 @@ from .spec import ModelSpec
 
 #: The condition y, in the paper's order (§3.2); index = position.
 CLASSES = ("benign", "malignant", "healthy")
+#: the classes whose enhancement curves must wash out (malignant) or persist (benign) as real ones do
+LESION_CLASSES = ("benign", "malignant")
 _CLASS_ALIASES = {"no findings": "healthy", "no-findings": "healthy", "no_findings": "healthy",
                   "nofindings": "healthy", "normal": "healthy"}
 #: Output channels, one per MR contrast or DCE time point (see the module docstring for the seventh).

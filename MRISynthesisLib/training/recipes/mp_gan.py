@@ -64,7 +64,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 from ...errors import InputError
 from ...gan_eval import dce_statistics, one_nn_accuracy
 from ...models import build
-from ...models.mp_gan import CHANNELS, CLASSES, TRAINING, build_critic, build_discriminator
+from ...models.mp_gan import CHANNELS, CLASSES, LESION_CLASSES, TRAINING, build_critic, build_discriminator
 from ...patches import extract_patches
 from ..data import Case
 from .base import Recipe
@@ -75,7 +75,6 @@ VALIDATION_HEALTHY_PER_CASE = 4
 VALIDATION_HEALTHY = 300
 #: generated patches per lesion class whose washout fraction is compared with the real one
 WASHOUT_SAMPLES = 256
-LESION_CLASSES = ("benign", "malignant")
 #: noise batches (of 64) on which the averaged generator's batch-norm statistics are measured
 STANDING_BATCHES = 16
 
@@ -129,6 +128,7 @@ class MPGANRecipe(Recipe):
         self._average = AveragedModel(self.networks["generator"],
                                       multi_avg_fn=get_ema_multi_avg_fn(self.average_decay))
         self.networks[self.inference_network] = self._average.module.requires_grad_(False)
+        self._statistics_stale = True  # the average changed since its batch-norm statistics were measured
         self._pools: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._centres: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # one patch per lesion, for validation
 
@@ -141,6 +141,8 @@ class MPGANRecipe(Recipe):
         """Measure the averaged generator's batch-norm statistics on its own outputs from fixed noise, every
         class equally (the training generator's running statistics belong to other weights)."""
         average = self.networks[self.inference_network]
+        if not self._statistics_stale:
+            return  # a validation step's checkpoint: measured for the validation just before
         if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in average.modules()):
             return  # a stand-in without batch norm
         noise = torch.Generator().manual_seed(1)
@@ -148,6 +150,7 @@ class MPGANRecipe(Recipe):
         with torch.no_grad():
             update_bn(batches, _EveryClass(average, len(CLASSES)), device=self.device)
         average.eval()
+        self._statistics_stale = False
 
     def load_state_dict(self, state: dict) -> None:
         """As the base, and a resumed average goes on averaging (a fresh AveragedModel would overwrite it
@@ -155,6 +158,7 @@ class MPGANRecipe(Recipe):
         super().load_state_dict(state)
         if self.inference_network in state["networks"]:
             self._average.n_averaged.fill_(max(int(self._average.n_averaged), 1))
+        self._statistics_stale = self.inference_network not in state["networks"]
 
     # ----------------------------------------------------------------- data
     def _pool(self, case) -> tuple[np.ndarray, np.ndarray]:
@@ -236,6 +240,7 @@ class MPGANRecipe(Recipe):
         generator_loss.backward()
         self.optimizers["generator"].step()
         self._average.update_parameters(generator)
+        self._statistics_stale = True
         return {"loss": float(generator_loss.detach()), "generator": float(generator_loss.detach()),
                 "adversary": float(adversary_loss.detach())}
 
