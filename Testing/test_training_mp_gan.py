@@ -250,6 +250,35 @@ def test_the_generator_average_follows_the_trained_generator_and_resumes(cases):
     assert any(not torch.equal(a, p) for a, p in zip(resumed.parameters(), trained.parameters()))
 
 
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\(\)` before")
+def test_learning_rates_hold_then_fall_linearly_to_zero_over_the_last_half_of_the_run():
+    def rates(recipe):
+        return {key: optimizer.param_groups[0]["lr"] for key, optimizer in recipe.optimizers.items()}
+
+    for variant in ("dcgan", "wgan"):
+        recipe = recipe_for("mp-gan")("lite", CPU, variant=variant)
+        base = rates(recipe)["generator"]
+        recipe.plan(total_steps=15, steps_per_epoch=2)  # 8 epochs, the last one short: decay over 4
+        seen = []
+        for _ in range(8):
+            seen.append(rates(recipe))
+            recipe.end_of_epoch()
+        assert all(r["generator"] == r["adversary"] for r in seen)
+        assert [r["generator"] / base for r in seen] == pytest.approx([1, 1, 1, 1, 1, 0.75, 0.5, 0.25])
+        assert rates(recipe)["generator"] == 0
+        # a resumed recipe plans the same run and goes on where the schedule was
+        resumed = recipe_for("mp-gan")("lite", CPU, variant=variant)
+        resumed.plan(total_steps=15, steps_per_epoch=2)
+        resumed.load_state_dict({**recipe.state_dict(), "networks": {}})
+        assert rates(resumed) == rates(recipe)
+    paper = recipe_for("mp-gan")("paper", CPU)
+    before = rates(paper)
+    paper.plan(total_steps=100, steps_per_epoch=10)
+    for _ in range(10):
+        paper.end_of_epoch()
+    assert rates(paper) == before and not paper.schedulers  # the paper's constant rates
+
+
 def test_best_checkpoint_is_the_lowest_validation_score_and_export_says_so(tmp_path):
     import csv
     import json
@@ -264,6 +293,9 @@ def test_best_checkpoint_is_the_lowest_validation_score_and_export_says_so(tmp_p
     assert all(-0.5 <= v <= 1.5 for v in scores) and "val_psnr" not in rows[0]
     assert all(float(r["val_score"]) == pytest.approx(float(r["val_1nn"]) - 0.5 + float(r["val_washout_gap"]),
                                                       abs=1e-4) for r in rows)
+    # the trainer planned the run: both learning rates reached 0 at its last step
+    optimizers = checkpoint.load(run / "checkpoints" / "last.pt")["recipe"]["optimizers"]
+    assert all(group["lr"] == 0 for o in optimizers.values() for group in o["param_groups"])
     best = checkpoint.load(run / "checkpoints" / "best.pt")
     assert best["selection"] == "val_score" and best["best_score"] == pytest.approx(min(scores))
     assert best["step"] == 1 + scores.index(min(scores))

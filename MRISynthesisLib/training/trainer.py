@@ -249,6 +249,7 @@ def train(options: TrainOptions, *, progress: bool = True, say=print) -> dict:
     options = replace(options, anatomy=anatomy)
     # the networks first: a missing perceptual backbone is reported before minutes of data preparation
     recipe = recipe_cls(options.config, device, options.amp, anatomy=anatomy, **options.recipe_options)
+    recipe.plan(options.steps, options.steps_per_epoch)
     if rank == 0:
         for note in recipe.notes:
             say(f"note: {note}")

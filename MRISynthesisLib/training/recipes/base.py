@@ -162,6 +162,10 @@ class Recipe:
         however long the warm-ups went without improving."""
         return 0
 
+    def plan(self, total_steps: int, steps_per_epoch: int) -> None:
+        """Called by the trainer once the run's length is known, before a resumed state is loaded: a
+        recipe whose learning-rate schedule spans the whole run (the MP-GAN's decay) builds it here."""
+
     def end_of_epoch(self) -> None:
         """Called once per epoch (a fixed number of steps): steps the schedulers."""
         for scheduler in self.schedulers.values():

@@ -28,6 +28,12 @@ keeps one epoch's generator; ours oscillated so much that its validation 1-NN sw
 0.90 from one validation (every 250 steps) to the next, and which checkpoint was best became a matter
 of luck. The adversary trains against the live generator, as in the paper.
 
+Also ours, in ``lite`` only: both learning rates hold for the first half of the run (``--steps``) and
+then fall linearly to 0 at its last step (:attr:`MPGANRecipe.decay_share`; the schedule of pix2pix and
+CycleGAN). The paper's Adam settings give no schedule. At a constant rate a CPU-length run kept
+oscillating to its end, and validation 1-NN stopped improving after about half of it. ``paper`` keeps
+the rates constant. A resumed run plans the schedule from its own ``--steps``.
+
 Validation: a GAN has no paired target, so PSNR says nothing about it. The paper keeps the epoch of
 lowest FID; FID needs Inception weights that an offline run lacks, so the checkpoint kept as best.pt is
 the one of lowest ``val_score``, the sum of two distances from the validation subjects' real patches,
@@ -53,6 +59,7 @@ choice saw.
 
 from __future__ import annotations
 
+import math
 import zlib
 
 import numpy as np
@@ -93,6 +100,8 @@ class MPGANRecipe(Recipe):
     inference_network = "generator_average"
     #: weight of the running average per step: it spans about 1 / (1 - decay) = 1000 steps
     average_decay = 0.999
+    #: share of the run, at its end, over which both learning rates fall linearly to 0 (0: constant)
+    decay_share = {"lite": 0.5, "paper": 0.0}
     selection = ("val_score", False)
     validation_names = ("val_score", "val_1nn", *(f"val_1nn_{name}" for name in CLASSES), "val_washout_gap",
                         *(f"val_washout_gap_{name}" for name in LESION_CLASSES))
@@ -131,6 +140,19 @@ class MPGANRecipe(Recipe):
         self._statistics_stale = True  # the average changed since its batch-norm statistics were measured
         self._pools: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._centres: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # one patch per lesion, for validation
+
+    def plan(self, total_steps: int, steps_per_epoch: int) -> None:
+        """Both learning rates constant, then falling linearly to 0 over the last :attr:`decay_share` of
+        the run's epochs (lite; pix2pix's schedule), so that the run ends with a generator that has
+        settled instead of one caught mid-oscillation. ``paper`` keeps them constant, as the paper does."""
+        share = self.decay_share[self.config]
+        if share <= 0:
+            return
+        epochs = max(1, math.ceil(total_steps / steps_per_epoch))
+        start = epochs - max(1, round(epochs * share))
+        for key, optimizer in self.optimizers.items():
+            self.schedulers[key] = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, lambda epoch, a=start, b=epochs: 1.0 if epoch < a else max(0.0, (b - epoch) / (b - a)))
 
     def state_dict(self) -> dict:
         """As the base, with the averaged generator's own batch-norm statistics."""
