@@ -9,8 +9,9 @@ predicts and maps back. On CUDA each row is the second synthesis in its process 
 pays for the CUDA context and cuDNN's kernel choice, is shown as "1st s"). Printed per row: total
 seconds, the share spent in registration (``--register``;
 ``none`` by default, ``rigid`` shows its share), in the network and in the rest (resampling,
-normalisation), the peak memory, and the ratio total / network: how much the pipeline adds to the bare
-network pass measured in the same run. Results go to benchmarks/results/<machine>-synthesis.json.
+normalisation), the peak memory, the ratio total / network: how much the pipeline adds to the bare
+network pass measured in the same run, and the throughput: how many slices (2D and 2.5D models) or 3D
+patches the network was given, and how many per second of network time. Results go to benchmarks/results/<machine>-synthesis.json.
 """
 
 from __future__ import annotations
@@ -104,8 +105,19 @@ def _one(model_file: str, size: str, device: str, register: str, fixed_budget: b
                 spent[name] += time.perf_counter() - start
         return wrapper
 
-    predictors.predict_patches = timed("network", inference.predict_patches)
-    predictors.predict_slices = timed("network", inference.predict_slices)
+    processed = {"slices": 0, "patches": 0}
+
+    def counted(unit, fn):
+        """``fn`` with its predictor wrapped to count the slices or patches the network is given."""
+        def wrapper(predictor, *args, **kwargs):
+            def counting(batch):
+                processed[unit] += int(batch.shape[0])
+                return predictor(batch)
+            return fn(counting, *args, **kwargs)
+        return wrapper
+
+    predictors.predict_patches = timed("network", counted("patches", inference.predict_patches))
+    predictors.predict_slices = timed("network", counted("slices", inference.predict_slices))
     pipeline.run_registration = timed("registration", pipeline.run_registration)
     chosen = {"batch": [], "patch": []}
     choose_batch, choose_patch = inference.batch_size_for, inference.fitting_patch
@@ -132,6 +144,7 @@ def _one(model_file: str, size: str, device: str, register: str, fixed_budget: b
         first_s = run()
         spent.update(network=0.0, registration=0.0)
         chosen.update(batch=[], patch=[])
+        processed.update(slices=0, patches=0)
         torch.cuda.reset_peak_memory_stats()
     total = run()
     peak_gpu = torch.cuda.max_memory_allocated() / 2**30 if on_cuda else None
@@ -140,7 +153,10 @@ def _one(model_file: str, size: str, device: str, register: str, fixed_budget: b
             "rest_s": total - spent["network"] - spent["registration"],
             "peak_rss_gib": _peak_rss_gib(), "peak_gpu_gib": peak_gpu,
             "ratio_total_over_network": total / max(spent["network"], 1e-9), "first_call_s": first_s,
-            "batch_sizes": sorted(set(chosen["batch"])), "patch": chosen["patch"][0] if chosen["patch"] else None}
+            "batch_sizes": sorted(set(chosen["batch"])), "patch": chosen["patch"][0] if chosen["patch"] else None,
+            "units": "patches" if processed["patches"] else "slices",
+            "processed": processed["patches"] or processed["slices"],
+            "per_network_s": (processed["patches"] or processed["slices"]) / max(spent["network"], 1e-9)}
 
 
 def main() -> int:
@@ -176,7 +192,7 @@ def main() -> int:
           f"torch {info['versions']['torch']}, {info['date']}")
     gpu_header = f" {'GPU GiB':>8} {'1st s':>6}" if on_cuda else ""
     print(f"{'weights':34} {'size':>12} {'total s':>8} {'reg %':>6} {'net %':>6} {'rest %':>6} {'RSS GiB':>8} "
-          f"{'total/net':>9} {'batch':>6} {'patch':>10}{gpu_header}")
+          f"{'total/net':>9} {'batch':>6} {'patch':>10} {'through the network':>22}{gpu_header}")
     for file in files:
         for size in args.sizes:
             limit = ["--address-space-gib", str(args.address_space_gib)] if args.address_space_gib else []
@@ -193,6 +209,7 @@ def main() -> int:
             print(f"{file:34} {size:>12} {row['total_s']:8.1f} {share['registration']:6.1f} {share['network']:6.1f} "
                   f"{share['rest']:6.1f} {row['peak_rss_gib']:8.2f} {row['ratio_total_over_network']:9.2f} "
                   f"{','.join(map(str, row['batch_sizes'])):>6} {'x'.join(map(str, row['patch'] or ['-'])):>10}"
+                  f" {row['processed']:5d} {row['units']:7s} {row['per_network_s']:6.1f}/s"
                   + (f" {row['peak_gpu_gib']:8.2f} {row['first_call_s']:6.1f}" if on_cuda else ""))
     suffixes = ["" if args.device == "cpu" else "-" + args.device.replace(":", ""),
                 f"-limit-{args.address_space_gib:g}gib" if args.address_space_gib else "",
