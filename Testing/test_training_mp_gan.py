@@ -250,7 +250,7 @@ def test_the_generator_average_follows_the_trained_generator_and_resumes(cases):
     assert any(not torch.equal(a, p) for a, p in zip(resumed.parameters(), trained.parameters()))
 
 
-@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\(\)` before")
+@pytest.mark.filterwarnings(r"ignore:Detected call of `lr_scheduler.step\(\)` before")
 def test_learning_rates_hold_then_fall_linearly_to_zero_over_the_last_half_of_the_run():
     def rates(recipe):
         return {key: optimizer.param_groups[0]["lr"] for key, optimizer in recipe.optimizers.items()}

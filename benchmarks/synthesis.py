@@ -11,7 +11,8 @@ seconds, the share spent in registration (``--register``;
 ``none`` by default, ``rigid`` shows its share), in the network and in the rest (resampling,
 normalisation), the peak memory, the ratio total / network: how much the pipeline adds to the bare
 network pass measured in the same run, and the throughput: how many slices (2D and 2.5D models) or 3D
-patches the network was given, and how many per second of network time. Results go to benchmarks/results/<machine>-synthesis.json.
+patches the network was given, and how many per second of network time. Results go to
+benchmarks/results/<machine>-synthesis.json.
 """
 
 from __future__ import annotations
