@@ -183,6 +183,6 @@ def manifest_metrics(report: dict) -> dict[str, str]:
     gaps = [abs(row["generated_kinetics"]["washout_fraction"] - row["real_kinetics"]["washout_fraction"])
             for name, row in report["classes"].items() if name in LESION_CLASSES]
     metrics["verdict"] = (f"1-NN accuracy {'below' if max(accuracies) < 0.8 else 'NOT below'} 0.8 for every class "
-                          f"(max {max(accuracies):.2f}); washout proportions of benign and malignant "
+                          f"(max {max(accuracies):.2f}); washout proportions of {' and '.join(LESION_CLASSES)} "
                           f"{'within' if gaps and max(gaps) <= 0.15 else 'NOT within'} 15 pp of the real ones")
     return metrics
