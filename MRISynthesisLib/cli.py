@@ -132,7 +132,8 @@ def _cmd_rank(args: argparse.Namespace) -> int:
     from .rank_cmd import run_rank
 
     result = run_rank(args.data, args.model, args.out, anatomy=args.anatomy, device=args.device,
-                      bootstrap=args.bootstrap, progress=not args.quiet)
+                      bootstrap=args.bootstrap, progress=not args.quiet, score_within=args.score_within)
+    print(f"pair metrics within the {result.extra['scored_within']}")
     print(f"{'sequence':10} {'C_t':>7} {'rank':>4} {'C_d':>7} {'rank':>4}")
     for row in result.table():
         print(f"{row['sequence']:10} {row['C_t']:7.3f} {row['rank_t']:4d} {row['C_d']:7.3f} {row['rank_d']:4d}")
@@ -352,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for the tables, charts, maps and cached predictions")
     p.add_argument("--anatomy", choices=("brain", "breast"), help="which bundled weights, for a folder of cases")
     p.add_argument("--bootstrap", type=int, default=1000, help="resamples over subjects for the intervals (0: none)")
+    p.add_argument("--score-within", choices=("foreground", "organ"), default="foreground",
+                   help="where pair metrics are computed: the head or body (default), or the organ's own tissue "
+                        "where a case knows it (the phantom brain without scalp and skull, as skull-stripped data)")
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true")
 

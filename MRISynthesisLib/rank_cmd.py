@@ -115,10 +115,20 @@ def enhancing_contrast(md: np.ndarray, labels: np.ndarray, mask: np.ndarray,
     return float(md[enhancing].mean() / max(float(md[normal].mean()), 1e-12))
 
 
+#: where ``run_rank`` can compute each pair's metrics
+SCORE_REGIONS = ("foreground", "organ")
+
+
 def run_rank(data: str, model: str, out: str | Path, *, anatomy: str | None = None, device: str = "auto",
              bootstrap: int = 1000, lpips_backbone: str | None = "imagenet", progress: bool = True,
-             weights_folder: str | Path | None = None, say=print) -> Ranking:
-    """Rank the model's sequences on ``data`` and write every output to ``out``."""
+             weights_folder: str | Path | None = None, score_within: str = "foreground", say=print) -> Ranking:
+    """Rank the model's sequences on ``data`` and write every output to ``out``.
+
+    ``score_within`` is where each pair's metrics are computed: ``"foreground"`` (the head or body, the
+    default) or ``"organ"`` (the organ's own tissue where a case knows it, else its foreground): the
+    phantom brain without scalp and skull, as a skull-stripped BraTS case, the paper's data, has it."""
+    if score_within not in SCORE_REGIONS:
+        raise InputError(f"score_within must be one of {', '.join(SCORE_REGIONS)}, not {score_within!r}")
     from tqdm import tqdm
 
     from .inference import choose_device
@@ -145,18 +155,22 @@ def run_rank(data: str, model: str, out: str | Path, *, anatomy: str | None = No
     scores: list[PairScore] = []
     contrasts: dict[str, float] = {}
     normal_regions: set[str] = set()  # what "normal" meant: the organ's tissue where a case knows it
+    scored_regions: set[str] = set()  # where the pair metrics were computed
     enhanced, labels = ENHANCING.get(entry.anatomy, (None, ()))
     for case in cases:
         folder = out / "predictions" / case.name
         folder.mkdir(parents=True, exist_ok=True)
         predictions = {}
+        scored = case.organ_or_foreground if score_within == "organ" else case.mask
+        scored_regions.add(f"{entry.anatomy} tissue" if score_within == "organ" and case.organ is not None
+                           else "foreground")
         for src in case.volumes:
             for tgt in case.volumes:
                 if src == tgt:
                     continue
                 pred = _cached(folder, src, tgt, lambda s=src, t=tgt: translate(case.volumes, s, t))
                 predictions[(src, tgt)] = pred
-                scores.append(PairScore(case.name, src, tgt, **score_pair(case.volumes[tgt], pred, case.mask,
+                scores.append(PairScore(case.name, src, tgt, **score_pair(case.volumes[tgt], pred, scored,
                                                                           lpips_backbone=lpips_backbone)))
                 bar.update(1)
         maps = differentiation_maps(case.volumes, predictions, case.mask)
@@ -168,6 +182,7 @@ def run_rank(data: str, model: str, out: str | Path, *, anatomy: str | None = No
                 normal_regions.add("foreground" if case.organ is None else f"{entry.anatomy} tissue")
     bar.close()
     result = rank(scores, entry.inputs, bootstrap=bootstrap)
+    result.extra["scored_within"] = " and ".join(sorted(scored_regions))
     if enhanced:
         result.extra["md_enhancing_over_normal"] = {"sequence": enhanced, "labels": list(labels), "subjects": contrasts,
                                                     "normal": " and ".join(sorted(normal_regions)) + " without labels"}

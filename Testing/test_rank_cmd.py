@@ -52,6 +52,18 @@ def test_rank_writes_tables_charts_and_maps_and_reuses_predictions(models, tmp_p
     again = run_rank("phantom:brain:2", "seq2seq", out, device="cpu", bootstrap=0, lpips_backbone=None,
                      progress=False, weights_folder=models, say=notes.append)
     assert again.terms == ("psnr", "ssim") and any("LPIPS unavailable" in n for n in notes)
+    assert np.allclose(again.raw["psnr"], result.raw["psnr"], equal_nan=True)
+
+    # the same translations scored within the brain alone (as skull-stripped data): other figures, said so
+    brain = run_rank("phantom:brain:2", "seq2seq", out, device="cpu", bootstrap=0, lpips_backbone=None,
+                     progress=False, weights_folder=models, score_within="organ", say=notes.append)
+    assert result.extra["scored_within"] == "foreground" and brain.extra["scored_within"] == "brain tissue"
+    off_diagonal = ~np.eye(4, dtype=bool)
+    assert not np.allclose(brain.raw["psnr"][off_diagonal], result.raw["psnr"][off_diagonal])
+    assert json.loads((out / "ranking.json").read_text())["scored_within"] == "brain tissue"
+    with pytest.raises(InputError, match="score_within must be one of foreground, organ"):
+        run_rank("phantom:brain:2", "seq2seq", out, device="cpu", progress=False, weights_folder=models,
+                 score_within="brain")
 
 
 def test_rank_refuses_a_model_that_is_not_any_to_any(models, tmp_path):
