@@ -161,9 +161,9 @@ def run_rank(data: str, model: str, out: str | Path, *, anatomy: str | None = No
         folder = out / "predictions" / case.name
         folder.mkdir(parents=True, exist_ok=True)
         predictions = {}
+        organ_name = "foreground" if case.organ is None else f"{entry.anatomy} tissue"
         scored = case.organ_or_foreground if score_within == "organ" else case.mask
-        scored_regions.add(f"{entry.anatomy} tissue" if score_within == "organ" and case.organ is not None
-                           else "foreground")
+        scored_regions.add(organ_name if score_within == "organ" else "foreground")
         for src in case.volumes:
             for tgt in case.volumes:
                 if src == tgt:
@@ -179,7 +179,7 @@ def run_rank(data: str, model: str, out: str | Path, *, anatomy: str | None = No
             ratio = enhancing_contrast(maps[enhanced], case.labels, case.mask, labels, case.organ)
             if ratio is not None:
                 contrasts[case.name] = ratio
-                normal_regions.add("foreground" if case.organ is None else f"{entry.anatomy} tissue")
+                normal_regions.add(organ_name)
     bar.close()
     result = rank(scores, entry.inputs, bootstrap=bootstrap)
     result.extra["scored_within"] = " and ".join(sorted(scored_regions))
