@@ -109,7 +109,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     options = TrainOptions(model=args.model, out=args.out, config=args.config, data=args.data, steps=args.steps,
                            steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, seed=args.seed,
-                           device=args.device, amp=args.amp, resume=args.resume, checkpoint_every=args.checkpoint_every,
+                           device=args.device, amp=args.amp, resume=args.resume, init_from=args.init_from,
+                           checkpoint_every=args.checkpoint_every,
                            workers=args.workers, anatomy=args.anatomy, command=_command_line(args),
                            recipe_options={**_perceptual_option(args.model, args.without_perceptual),
                                            **_variant_option(args.model, args.variant),
@@ -365,6 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="phantom:brain[:N], phantom:breast[:N], a folder of cases or a manifest CSV")
     p.add_argument("--out", required=True, help="run folder: checkpoints, metrics.csv, validation PNGs")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--init-from", metavar="bundled|FILE",
+                   help="fine-tune: the generator starts from the bundled weights of this model and anatomy, an "
+                        "exported weight file or a run's checkpoint (optimisers and steps start afresh)")
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--steps-per-epoch", type=int, default=25, help="steps between validations and scheduler steps")
     p.add_argument("--batch-size", type=int, help="per process (default: the recipe's)")

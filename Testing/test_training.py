@@ -87,6 +87,59 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
         checkpoint.load(broken)
 
 
+def test_init_from_a_checkpoint_starts_the_generator_there(tmp_path, cache_seed_dir):
+    # without --init-from this run would repeat the cached one exactly (same seed, data and steps)
+    _reuse_cache(cache_seed_dir, tmp_path)
+    said = []
+    train(TrainOptions(model="unet-ct1", out=str(tmp_path), steps=2,
+                       init_from=str(cache_seed_dir / "checkpoints" / "last.pt"), **SMALL), progress=False, say=said.append)
+    assert any("starts from" in line and "last.pt" in line for line in said)
+    before, after = _weights(cache_seed_dir), _weights(tmp_path)
+    moved_from_start = max(float((after[k] - before[k]).abs().max()) for k in before if before[k].is_floating_point())
+    assert 0 < moved_from_start
+    assert json.loads((tmp_path / "run.json").read_text())["options"]["init_from"].endswith("last.pt")
+
+
+def test_init_from_bundled_loads_the_verified_bundled_generator():
+    from MRISynthesisLib.models import build
+    from MRISynthesisLib.training.initial_weights import apply_initial_state, initial_state
+    from MRISynthesisLib.weights import find, load_model
+
+    state, described = initial_state("bundled", "unet-ct1", "lite", "brain")
+    assert described.startswith("unet-ct1-brain-lite.pt (sha256 ")
+    net = build("unet-ct1", "lite")
+    apply_initial_state(net, state, described)
+    bundled = load_model(find("unet-ct1", anatomy="brain")).state_dict()
+    assert all(torch.equal(net.state_dict()[k], bundled[k]) for k in bundled)
+
+
+def test_init_from_refuses_what_does_not_fit(tmp_path):
+    from MRISynthesisLib.models import build
+    from MRISynthesisLib.training.initial_weights import apply_initial_state, initial_state
+    from MRISynthesisLib.weights import models_dir
+
+    with pytest.raises(InputError, match="lite configuration.*--config lite"):
+        initial_state("bundled", "unet-ct1", "paper", "brain")
+    with pytest.raises(InputError, match="several bundled mp-gan weights"):
+        initial_state("bundled", "mp-gan", "lite", "breast")
+    with pytest.raises(InputError, match="no such weight file"):
+        initial_state(str(tmp_path / "missing.pt"), "unet-ct1", "lite", "brain")
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"PK\x03\x04 not weights")
+    with pytest.raises(InputError, match="cannot be loaded as weights"):
+        initial_state(str(broken), "unet-ct1", "lite", "brain")
+    other, described = initial_state(str(models_dir() / "important-net-brain-lite.pt"), "unet-ct1", "lite", "brain")
+    with pytest.raises(InputError, match="do not fit this run's network"):
+        apply_initial_state(build("unet-ct1", "lite"), other, described)
+    with pytest.raises(InputError, match="starts a new run"):
+        train(TrainOptions(model="unet-ct1", out=str(tmp_path / "r"), steps=2, resume=True, init_from="bundled", **SMALL),
+              progress=False)
+    assert not (tmp_path / "r").exists()
+    assert main(["train", "--model", "unet-ct1", "--data", "phantom:brain:3", "--out", str(tmp_path / "r2"),
+                 "--init-from", str(tmp_path / "missing.pt")]) == 2
+    assert not (tmp_path / "r2").exists()
+
+
 def test_folder_source_checks_cases(tmp_path):
     assert main(["phantom", "--anatomy", "brain", "--n", "2", "--seed", "50", "--resolution", "3", "--out",
                  str(tmp_path / "cases"), "--quiet"]) == 0

@@ -37,6 +37,7 @@ from ..inference import choose_device
 from ..volume import discard_if_failed, output_folder, refuse_inside
 from . import checkpoint
 from .data import CaseCache, FolderSource, PhantomSource, build_cache, load_cases, split_cases
+from .initial_weights import apply_initial_state, initial_state
 from .recipes import recipe_for
 
 DEFAULT_PHANTOM_SUBJECTS = 12
@@ -55,6 +56,7 @@ class TrainOptions:
     device: str = "auto"
     amp: bool = False
     resume: bool = False
+    init_from: str | None = None  # "bundled" or a weight file / checkpoint: fine-tune from it (initial_weights.py)
     checkpoint_every: int = 25
     validation_fraction: float = 0.2
     validation_batches: int = 2
@@ -253,6 +255,15 @@ def train(options: TrainOptions, *, progress: bool = True, say=print) -> dict:
     if rank == 0:
         for note in recipe.notes:
             say(f"note: {note}")
+    if options.init_from:
+        if options.resume:
+            raise InputError("--init-from starts a new run; a resumed run continues from its own last checkpoint")
+        state, described = initial_state(options.init_from, options.model, options.config, anatomy,
+                                         recipe.inference_network)
+        for name in dict.fromkeys(("generator", recipe.inference_network)):
+            apply_initial_state(recipe.networks[name], state, described)
+        if rank == 0:
+            say(f"note: the generator starts from {described}")
     refuse_inside(options.out, options.data)
     # a run refused for its data (an unreadable case, NaN voxels) leaves no run folder behind
     with discard_if_failed(options.out) if rank == 0 else nullcontext():
