@@ -149,15 +149,15 @@ def _one(model_file: str, size: str, device: str, register: str, fixed_budget: b
         torch.cuda.reset_peak_memory_stats()
     total = run()
     peak_gpu = torch.cuda.max_memory_allocated() / 2**30 if on_cuda else None
+    units = "patches" if processed["patches"] else "slices"
     return {"model": entry.file, "size": size, "device": device, "register": register, "total_s": total,
             "registration_s": spent["registration"], "network_s": spent["network"],
             "rest_s": total - spent["network"] - spent["registration"],
             "peak_rss_gib": _peak_rss_gib(), "peak_gpu_gib": peak_gpu,
             "ratio_total_over_network": total / max(spent["network"], 1e-9), "first_call_s": first_s,
             "batch_sizes": sorted(set(chosen["batch"])), "patch": chosen["patch"][0] if chosen["patch"] else None,
-            "units": "patches" if processed["patches"] else "slices",
-            "processed": processed["patches"] or processed["slices"],
-            "per_network_s": (processed["patches"] or processed["slices"]) / max(spent["network"], 1e-9)}
+            "units": units, "processed": processed[units],
+            "per_network_s": processed[units] / max(spent["network"], 1e-9)}
 
 
 def main() -> int:
