@@ -97,7 +97,13 @@ def test_init_from_a_checkpoint_starts_the_generator_there(tmp_path, cache_seed_
     before, after = _weights(cache_seed_dir), _weights(tmp_path)
     moved_from_start = max(float((after[k] - before[k]).abs().max()) for k in before if before[k].is_floating_point())
     assert 0 < moved_from_start
-    assert json.loads((tmp_path / "run.json").read_text())["options"]["init_from"].endswith("last.pt")
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["options"]["init_from"].endswith("last.pt") and run["initialised_from"].endswith("last.pt")
+    from MRISynthesisLib.training.export import export_run
+    entry = export_run(tmp_path, which="last", folder=tmp_path / "models")
+    assert entry.training["initialised_from"] == run["initialised_from"]
+    card = (tmp_path / "models" / "unet-ct1-brain-lite.md").read_text()
+    assert f"Fine-tuned: the generator started from `{run['initialised_from']}`" in card
 
 
 def test_init_from_bundled_loads_the_verified_bundled_generator():

@@ -53,7 +53,8 @@ def export_run(run_dir: str | Path, *, anatomy: str | None = None, which: str = 
                      "validation_cases": split["validation"], "steps": state["step"], "checkpoint": which,
                      **_best_validation(state, recipe), "seed": options["seed"],
                      "batch_size": options["batch_size"],
-                     **({"warm_up_steps": warm_up} if warm_up else {})},
+                     **({"warm_up_steps": warm_up} if warm_up else {}),
+                     **({"initialised_from": run["initialised_from"]} if run.get("initialised_from") else {})},
         "metrics": metrics or {},
         "build_overrides": {**recipe.build_overrides.get(config, {}),
                             **{k: v for k, v in options.get("recipe_options", {}).items() if k in recipe.model_options}},
@@ -93,6 +94,12 @@ def _validation_line(training: dict) -> str:
         best = training["best_validation"]
         return f"{best['label']}: {best['value']}"
     return f"PSNR on normalised patches: {training.get('best_validation_psnr_db')} dB"
+
+
+def _initialised_line(training: dict) -> str:
+    """A fine-tuned model's card names the weights it started from (its steps count from there)."""
+    start = training.get("initialised_from")
+    return f"\n- Fine-tuned: the generator started from `{start}`; the steps above count from there." if start else ""
 
 
 def _warm_up_line(training: dict) -> str:
@@ -144,7 +151,7 @@ Demonstrating and testing MRISynthesis end to end, and as a starting point for f
 - Data: `{training.get('data')}` ({len(training.get('train_cases', []))} training and
   {len(training.get('validation_cases', []))} validation subjects, subject-level split).
 - Steps: {training.get('steps')}; checkpoint: {training.get('checkpoint')}; best validation
-  {_validation_line(training)}.
+  {_validation_line(training)}.{_initialised_line(training)}
 
 ## Measured on held-out phantom subjects
 | metric | value |

@@ -130,7 +130,7 @@ def _distributed() -> tuple[int, int]:
     return world, dist.get_rank()
 
 
-def _prepare_run_folder(options: TrainOptions, rank: int) -> Path:
+def _prepare_run_folder(options: TrainOptions, rank: int, initialised_from: str | None = None) -> Path:
     out = Path(options.out)
     run_file = out / "run.json"
     if run_file.exists():
@@ -148,8 +148,10 @@ def _prepare_run_folder(options: TrainOptions, rank: int) -> Path:
         output_folder(out / "checkpoints")
         (out / "validation").mkdir(exist_ok=True)
         if not run_file.exists():
-            run_file.write_text(json.dumps({"model": options.model, "config": options.config,
-                                            "options": asdict(options), "version": __version__}, indent=1))
+            record = {"model": options.model, "config": options.config, "options": asdict(options), "version": __version__}
+            if initialised_from:  # which weights "bundled" meant when the run began (the card names them)
+                record["initialised_from"] = initialised_from
+            run_file.write_text(json.dumps(record, indent=1))
     return out
 
 
@@ -255,6 +257,7 @@ def train(options: TrainOptions, *, progress: bool = True, say=print) -> dict:
     if rank == 0:
         for note in recipe.notes:
             say(f"note: {note}")
+    initialised_from = None
     if options.init_from:
         if options.resume:
             raise InputError("--init-from starts a new run; a resumed run continues from its own last checkpoint")
@@ -262,12 +265,13 @@ def train(options: TrainOptions, *, progress: bool = True, say=print) -> dict:
                                          recipe.inference_network)
         for name in dict.fromkeys(("generator", recipe.inference_network)):
             apply_initial_state(recipe.networks[name], state, described)
+        initialised_from = described
         if rank == 0:
             say(f"note: the generator starts from {described}")
     refuse_inside(options.out, options.data)
     # a run refused for its data (an unreadable case, NaN voxels) leaves no run folder behind
     with discard_if_failed(options.out) if rank == 0 else nullcontext():
-        out = _prepare_run_folder(options, rank)
+        out = _prepare_run_folder(options, rank, initialised_from)
         # a damaged checkpoint is named before the data are prepared or split.json is rewritten
         resumed = checkpoint.load(out / "checkpoints" / "last.pt") if options.resume else None
         source = source_for(options.data, recipe_cls, options.config, options.seed, anatomy)
