@@ -48,7 +48,7 @@ def _bundled(model: str, config: str, anatomy: str | None, folder) -> tuple[dict
     if len(fitting) > 1:
         raise InputError(f"--init-from bundled: several bundled {model} weights fit ({', '.join(e.file for e in fitting)}); "
                          f"name one, e.g. --init-from {models_dir(folder) / fitting[0].file}")
-    entry = find(model, anatomy=anatomy, folder=folder)
+    entry = fitting[0] if fitting else find(model, anatomy=anatomy, folder=folder)  # find names what is bundled
     if entry.config != config:
         raise InputError(f"--init-from bundled: the bundled {entry.file} is the {entry.config} configuration; "
                          f"this run trains {config} (pass --config {entry.config})")
@@ -73,3 +73,11 @@ def apply_initial_state(net: torch.nn.Module, state: dict[str, torch.Tensor], de
     except RuntimeError as err:  # the run stops here, before its folder is made
         raise InputError(f"--init-from {described}: the weights do not fit this run's network "
                          f"({' '.join(str(err).split())[:200]})") from err
+
+
+def initialise_generator(recipe, spec: str, model: str, config: str, anatomy: str | None) -> str:
+    """Start ``recipe``'s generator (and its inference copy) from ``spec``; returns what it started from."""
+    state, described = initial_state(spec, model, config, anatomy, recipe.inference_network)
+    for name in dict.fromkeys(("generator", recipe.inference_network)):
+        apply_initial_state(recipe.networks[name], state, described)
+    return described

@@ -37,7 +37,7 @@ from ..inference import choose_device
 from ..volume import discard_if_failed, output_folder, refuse_inside
 from . import checkpoint
 from .data import CaseCache, FolderSource, PhantomSource, build_cache, load_cases, split_cases
-from .initial_weights import apply_initial_state, initial_state
+from .initial_weights import initialise_generator
 from .recipes import recipe_for
 
 DEFAULT_PHANTOM_SUBJECTS = 12
@@ -261,13 +261,9 @@ def train(options: TrainOptions, *, progress: bool = True, say=print) -> dict:
     if options.init_from:
         if options.resume:
             raise InputError("--init-from starts a new run; a resumed run continues from its own last checkpoint")
-        state, described = initial_state(options.init_from, options.model, options.config, anatomy,
-                                         recipe.inference_network)
-        for name in dict.fromkeys(("generator", recipe.inference_network)):
-            apply_initial_state(recipe.networks[name], state, described)
-        initialised_from = described
+        initialised_from = initialise_generator(recipe, options.init_from, options.model, options.config, anatomy)
         if rank == 0:
-            say(f"note: the generator starts from {described}")
+            say(f"note: the generator starts from {initialised_from}")
     refuse_inside(options.out, options.data)
     # a run refused for its data (an unreadable case, NaN voxels) leaves no run folder behind
     with discard_if_failed(options.out) if rank == 0 else nullcontext():
