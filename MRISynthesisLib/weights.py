@@ -107,6 +107,14 @@ def find(model: str, target: str | None = None, anatomy: str | None = None,
     return entries[0]
 
 
+def read_weights(path: str | Path):
+    """What a weight file holds, read without running code (``weights_only``); a damaged file is named."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for damaged archives
+        raise InputError(f"{path}: cannot be loaded as weights: {' '.join(str(err).split())[:200]}") from err
+
+
 def load_model(entry: WeightsEntry, folder: str | Path | None = None, device: str | torch.device = "cpu") -> nn.Module:
     """Build the entry's generator and load its weights after checking the file's sha256."""
     from .models import build
@@ -118,10 +126,7 @@ def load_model(entry: WeightsEntry, folder: str | Path | None = None, device: st
     if actual != entry.sha256:
         raise InputError(f"{path}: sha256 {actual[:12]}… does not match the manifest's {entry.sha256[:12]}… "
                          "(corrupt, truncated or replaced file)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for damaged archives
-        raise InputError(f"{path}: cannot be loaded as weights: {' '.join(str(err).split())[:200]}") from err
+    state = read_weights(path)
     model = build(entry.model, entry.config, **entry.build_overrides)
     try:
         model.load_state_dict({k: v.float() for k, v in state.items()})

@@ -25,12 +25,11 @@ BUNDLED = "bundled"
 
 
 def _load_file(path: Path, network: str) -> dict[str, torch.Tensor]:
+    from ..weights import read_weights
+
     if not path.is_file():
         raise InputError(f"--init-from {path}: no such weight file")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for damaged archives
-        raise InputError(f"--init-from {path}: cannot be loaded as weights: {' '.join(str(err).split())[:200]}") from err
+    state = read_weights(path)
     if isinstance(state, dict) and "recipe" in state:  # a training checkpoint
         try:
             state = state["recipe"]["networks"][network]
