@@ -237,6 +237,7 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
         self.ui.errorOpacitySlider.connect("valueChanged(double)", self.onOpacity)
         self.ui.rankButton.connect("clicked(bool)", self.onRank)
         self.ui.compareButton.connect("clicked(bool)", self.onCompare)
+        self.ui.mapsButton.connect("clicked(bool)", self.onMaps)
         self._parameterNode = None
         if parameterNodeWrapper is not None:
             self._parameterNode = MRISynthesisParameterNode(self.logic.getParameterNode())
@@ -331,14 +332,40 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
         command = worker_command(shutil.which("PythonSlicer") or sys.executable, files, target, model, out,
                                  reference=reference, register=self.ui.registerComboBox.currentText,
                                  device=device, real=realFile, error_map=errorFile)
-        self._request = {"target": target, "model": model, "out": out, "error": errorFile,
+        self._request = {"kind": "synthesis", "target": target, "model": model, "out": out, "error": errorFile,
                          "reference": inputs.get(reference or "T1") or next(iter(inputs.values()))}
+        self.startWorker(command)
+
+    def startMaps(self):
+        """The imaging-differentiation maps of the selected sequences (and the real target, which counts as
+        a sequence of the case) in a worker process: ``mri-synthesis maps``."""
+        from MRISynthesisSlicerLib.logic import canonical_inputs, check_selection, maps_worker_command, write_inputs
+
+        inputs = canonical_inputs(self.selectedInputs())
+        real = self.ui.realSelector.currentNode()
+        if real is not None:
+            inputs[self.ui.targetComboBox.currentText] = real
+        check_selection(inputs, "")
+        self.workFolder = tempfile.mkdtemp(prefix="MRISynthesis-maps-")
+        files, _unused = write_inputs(inputs, self.workFolder)
+        out = os.path.join(self.workFolder, "maps")
+        reference = self.ui.referenceComboBox.currentText if self.ui.referenceComboBox.currentText in files else None
+        device = self.ui.deviceComboBox.currentData or self.ui.deviceComboBox.currentText
+        command = maps_worker_command(shutil.which("PythonSlicer") or sys.executable, files, out,
+                                      reference=reference, register=self.ui.registerComboBox.currentText,
+                                      device=device)
+        self._request = {"kind": "maps", "out": out, "inputs": inputs}
+        self.startWorker(command)
+
+    def startWorker(self, command):
         self.process = qt.QProcess()
         self.process.setProcessChannelMode(qt.QProcess.MergedChannels)
         self.process.connect("readyReadStandardOutput()", self.onOutput)
         self.process.connect("finished(int)", self.onFinished)
         self.output = []
         self.ui.applyButton.text = _("Cancel")
+        self.ui.applyButton.enabled = True
+        self.ui.mapsButton.enabled = False
         self.ui.progressBar.value = 0
         self.ui.statusLabel.setText(_("Starting..."))
         self.process.start(command[0], command[1:])
@@ -362,10 +389,13 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
         try:
             if exitCode != 0:
                 errors = [line for line in self.output if line.startswith("error:")] or self.output[-5:]
-                slicer.util.errorDisplay(_("Synthesis failed:") + "\n" + "\n".join(errors))
+                slicer.util.errorDisplay(_("The run failed:") + "\n" + "\n".join(errors))
                 self.ui.statusLabel.setText(_("Failed; see the message and the log."))
                 return
             request = self._request
+            if request["kind"] == "maps":
+                self.showMaps(request)
+                return
             run = self.logic.showFiles(request["target"], request["model"], request["out"], request["error"],
                                        request["reference"])
             background = self.ui.realSelector.currentNode() or run.synthesized
@@ -379,6 +409,15 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
             slicer.util.errorDisplay(_("Could not load the results: {error}").format(error=error))
         finally:
             self.finishRun()
+
+    def showMaps(self, request):
+        run = self.logic.showMapsFiles(request["out"], request["inputs"])
+        slicer.util.setSliceViewerLayers(background=run.reference, foreground=run.maps[run.shown],
+                                         foregroundOpacity=self.ui.errorOpacitySlider.value)
+        slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(run.table.GetID())
+        self.ui.statusLabel.setText(_("Done: {name} over the reference; the other maps are in the results "
+                                      "folder").format(name=run.maps[run.shown].GetName()))
+        self.ui.progressBar.value = 100
 
     def cancel(self):
         if self.process is not None:
@@ -394,6 +433,7 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
             self.workFolder = None
         if self.ui is not None:
             self.ui.applyButton.text = _("Synthesize")
+            self.ui.mapsButton.enabled = True
             self.updateApply()
 
     def onOpacity(self, value):
@@ -406,6 +446,17 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
             table, chart = self.logic.rankPhantom(self.ui.rankSubjectsSpinBox.value)
             slicer.modules.plots.logic().ShowChartInLayout(chart)
             slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(table.GetID())
+
+    def onMaps(self):
+        if self.process is not None:
+            return
+        try:
+            self.logic.ensureDependencies()
+            self.startMaps()
+        except Exception as error:  # shown to the user, and in the log
+            logging.exception("MRISynthesis")
+            slicer.util.errorDisplay(_("Differentiation maps could not start: {error}").format(error=error))
+            self.finishRun()
 
     def onCompare(self):
         with slicer.util.tryWithErrorDisplay(_("Comparison failed."), waitCursor=True):
@@ -498,6 +549,20 @@ class MRISynthesisLogic(ScriptedLoadableModuleLogic):
         return SynthesisLogic(slicer.mrmlScene).show(target, model, read_volume(out), report["provenance"],
                                                      referenceNode, metrics=metrics, error=error)
 
+    def differentiationMaps(self, inputs, **options):
+        """In this process (scripts, tests, the self-test); the panel uses a worker process instead."""
+        from MRISynthesisSlicerLib.logic import SynthesisLogic
+
+        return SynthesisLogic(slicer.mrmlScene).differentiation_maps(inputs, **options)
+
+    def showMapsFiles(self, folder, inputNodes):
+        """Nodes from a ``maps`` worker's output folder, placed beside the reference input node."""
+        from MRISynthesisSlicerLib.logic import SynthesisLogic, read_maps
+
+        maps, means, provenance = read_maps(folder)
+        return SynthesisLogic(slicer.mrmlScene).show_maps(maps, means, provenance,
+                                                          inputNodes.get(provenance["reference"]))
+
     def loadPhantom(self, seed=7, anatomy="brain"):
         from MRISynthesisSlicerLib.logic import load_phantom
 
@@ -545,6 +610,7 @@ class MRISynthesisTest(ScriptedLoadableModuleTest):
         self.test_SampleData()
         self.test_SynthesisOnPhantom()
         self.test_BreastSeriesSynthesis()
+        self.test_DifferentiationMaps()
 
     def test_LibraryVersion(self):
         self.delayDisplay("Checking that MRISynthesisLib is importable and has a version")
@@ -594,4 +660,16 @@ class MRISynthesisTest(ScriptedLoadableModuleTest):
                                real=nodes["T2"])
         self.assertEqual(run.synthesized.GetAttribute("MRISynthesis.weights"), "important-net-breast-lite.pt")
         self.assertEqual(run.metrics.GetNumberOfRows(), 4)
+        self.delayDisplay("Test passed")
+
+    def test_DifferentiationMaps(self):
+        self.delayDisplay("Imaging-differentiation maps of a phantom case with the bundled Seq2Seq")
+        logic = MRISynthesisLogic()
+        logic.ensureDependencies()
+        nodes = logic.loadPhantom(seed=7)
+        run = logic.differentiationMaps({seq: nodes[seq] for seq in ("T1", "T1ce", "FLAIR")})
+        self.assertEqual(sorted(run.maps), ["FLAIR", "T1", "T1ce"])
+        self.assertEqual(run.shown, "T1ce")
+        self.assertEqual(run.maps["T1ce"].GetName(), "M_d(T1ce)")
+        self.assertEqual(run.table.GetNumberOfRows(), 3)
         self.delayDisplay("Test passed")

@@ -146,6 +146,14 @@ def _cmd_rank(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_maps(args: argparse.Namespace) -> int:
+    from .maps_cmd import run_maps
+
+    run_maps(args.input, args.out, model=args.model, reference=args.reference, register=args.register,
+             device=args.device, anatomy=args.anatomy, progress="lines" if args.progress_lines else not args.quiet)
+    return 0
+
+
 def _cmd_evaluate_models(args: argparse.Namespace) -> int:
     import json
     from dataclasses import replace
@@ -359,6 +367,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "where a case knows it (the phantom brain without scalp and skull, as skull-stripped data)")
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true")
+
+    p = add("maps", "imaging-differentiation maps of one case: where each sequence shows what the others cannot",
+            _cmd_maps)
+    p.add_argument("--input", nargs="+", required=True, action="extend", metavar="SEQ=FILE",
+                   help="two or more sequences of one case (any of the model's)")
+    p.add_argument("--out", required=True, help="folder for Md-<SEQ>.nii.gz, Md-<SEQ>.png and maps.json")
+    p.add_argument("--model", default="seq2seq", help="an any-to-any model with bundled weights")
+    p.add_argument("--anatomy", choices=ANATOMIES, help="which bundled weights (default: the inputs tell)")
+    p.add_argument("--reference", help="sequence the others are registered to and the maps' grid (default T1, else "
+                   "the input with the finest voxels)")
+    p.add_argument("--register", choices=TRANSFORMS + ("none",), default="rigid")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--progress-lines", action="store_true",
+                   help="report progress as 'PROGRESS <fraction> <message>' lines (for the Slicer panel)")
 
     p = add("train", "train a model headless (torchrun for many GPUs)", _cmd_train)
     p.add_argument("--model", required=True, choices=MODEL_NAMES)

@@ -4,7 +4,8 @@
   H_col = psi(omega(|y - G|)): the absolute error, clipped by omega to [0, max], coloured by psi from
   blue (0) to red (max) with matplotlib's ``jet``.
 * :func:`differentiation_map`: Seq2Seq's imaging-differentiation map (section 3.5, eq. 5), where a
-  sequence cannot be predicted from the others.
+  sequence cannot be predicted from the others; :func:`differentiation_maps` makes every sequence's map
+  of a case at once from normalised arrays (what ranking and :mod:`differentiation` use).
 * :func:`write_comparison_png`: inputs | real | synthesized | error map on one axial slice.
 
 Nothing here modifies its inputs; maps are new ``Volume``s on the real volume's grid.
@@ -109,6 +110,19 @@ def differentiation_map(predictions: Mapping[str, Image], real: Image, *, target
     return real_volume.with_array(total / len(predictions))
 
 
+def differentiation_maps(volumes: Mapping[str, np.ndarray], predictions: Mapping[tuple[str, str], np.ndarray],
+                         mask: np.ndarray) -> dict[str, np.ndarray]:
+    """Eq. 5 per sequence i: mean over sources j != i of |X'_{j->i} - X_i|, zero outside the foreground.
+    The map of a 4D series is also averaged over its frames: one 3D map per sequence, on the subject's grid."""
+    maps = {}
+    for target, real in volumes.items():
+        errors = [np.abs(pred - real) for (src, tgt), pred in predictions.items() if tgt == target and src != target]
+        if errors:
+            error = np.mean(errors, axis=0)
+            maps[target] = np.where(mask, error.mean(0) if error.ndim == 4 else error, 0.0).astype(np.float32)
+    return maps
+
+
 # --------------------------------------------------------------------- comparison PNG
 def _pick_slice(error: np.ndarray, slice_index: int | None) -> int:
     if slice_index is not None:
@@ -184,28 +198,37 @@ def write_comparison_png(inputs: Mapping[str, Image], real: Image, synth: Image,
 
 
 def write_heatmap_png(anatomy: np.ndarray, heat: np.ndarray, path: str | Path, *, title: str = "",
-                      slice_index: int | None = None) -> Path:
+                      slice_index: int | None = None, spacing: Sequence[float] = (1.0, 1.0, 1.0),
+                      direction: Sequence[float] = (1, 0, 0, 0, 1, 0, 0, 0, 1)) -> Path:
     """A heatmap (an M_d map, say) over the grey anatomy on the axial slice where the heat is largest.
 
-    The heat is drawn with ``hot`` over the slice, transparent where it is below 5 % of its 99.5th
-    percentile so the anatomy stays readable.
+    The slice is shown as the comparison PNG and the phantom montages show it (radiological display:
+    anterior up, the patient's right on the viewer's left), from the grid's ``direction`` (LPS, row-major
+    3x3) and with its in-plane ``spacing`` (x, y) as the aspect. The heat is drawn with ``hot`` over the
+    slice, transparent where it is below 5 % of its 99.5th percentile so the anatomy stays readable.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+
+    from .phantom.montage import _views
 
     anatomy, heat = np.asarray(anatomy, np.float32), np.asarray(heat, np.float32)
     if anatomy.shape != heat.shape or anatomy.ndim != 3:
         raise InputError(f"heatmap and anatomy must be 3D volumes of one shape, not {anatomy.shape} and {heat.shape}")
     z = _pick_slice(heat, slice_index)
+    matrix = np.asarray(direction, float).reshape(3, 3)
+    anatomy_view, heat_view = (_views(a, (z, 0, 0), matrix)[0] for a in (anatomy, heat))
     top = float(np.percentile(heat, 99.5)) or 1.0
-    shown = np.ma.masked_less(heat[z], 0.05 * top)
+    shown = np.ma.masked_less(heat_view, 0.05 * top)
+    aspect = float(spacing[1]) / float(spacing[0])
     fig = Figure(figsize=(4.2, 3.6), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
-    ax.imshow(anatomy[z], cmap="gray", vmin=_window(anatomy[z])[0], vmax=_window(anatomy[z])[1], origin="lower")
-    overlay = ax.imshow(shown, cmap="hot", vmin=0, vmax=top, alpha=0.7, origin="lower")
+    low, high = _window(anatomy_view)
+    ax.imshow(anatomy_view, cmap="gray", vmin=low, vmax=high, aspect=aspect, interpolation="nearest")
+    overlay = ax.imshow(shown, cmap="hot", vmin=0, vmax=top, alpha=0.7, aspect=aspect, interpolation="nearest")
     fig.colorbar(overlay, ax=ax, fraction=0.046, pad=0.04)
-    ax.set_title(f"{title} (slice {z})", fontsize=9)
+    ax.set_title(f"{title} (axial slice {z})", fontsize=9)
     ax.set_axis_off()
     path = Path(path)
     tmp = path.with_name(".partial-" + path.name)

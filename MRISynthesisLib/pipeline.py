@@ -60,14 +60,15 @@ class SynthesisResult:
     real: Volume | None = None  # the real target registered onto the reference grid, when one was given
 
 
-def _stage(progress: Progress | None, start: float, end: float) -> Progress | None:
+def stage_progress(progress: Progress | None, start: float, end: float) -> Progress | None:
     """A progress callback for one stage that reports into [start, end] of the whole."""
     if progress is None:
         return None
     return lambda fraction, message: progress(start + (end - start) * fraction, message)
 
 
-def _tell(progress: Progress | None, fraction: float, message: str) -> None:
+def report_progress(progress: Progress | None, fraction: float, message: str) -> None:
+    """Report to ``progress``; a callback that returns False cancels the work (:class:`Cancelled`)."""
     if progress is not None and progress(fraction, message) is False:
         raise Cancelled(message)
 
@@ -182,7 +183,7 @@ def prepare(inputs: Mapping[str, Volume], order: tuple[str, ...], reference: str
     work = _work_grid(fixed, voxel_size_mm)
     on_work, registrations = {}, {}
     for i, name in enumerate(order):
-        _tell(progress, 0.3 * i / len(order), f"registering {name} to {reference}")
+        report_progress(progress, 0.3 * i / len(order), f"registering {name} to {reference}")
         if name == reference:
             on_work[name] = resample_to(given, work)
             continue
@@ -251,9 +252,9 @@ def synthesize(inputs: Mapping[str, Volume], target: str, model: str = "unet-ct1
     prepared = prepare(inputs, plan.order, reference, register, entry.voxel_size_mm, progress, entry.normalization,
                        entry.foreground)
 
-    predicted = run_plan(plan, prepared.stacked, torch_device, _stage(progress, 0.3, 0.95))
+    predicted = run_plan(plan, prepared.stacked, torch_device, stage_progress(progress, 0.3, 0.95))
     synth = finish(prepared, predicted)
-    _tell(progress, 0.97, "synthesis done")
+    report_progress(progress, 0.97, "synthesis done")
 
     provenance = {
         "model": entry.model, "configuration": entry.config, "weights": entry.file, "weights_sha256": entry.sha256,
@@ -266,10 +267,10 @@ def synthesize(inputs: Mapping[str, Volume], target: str, model: str = "unet-ct1
     }
     result = SynthesisResult(target, synth, provenance, prepared.registrations)
     if real is not None:
-        _tell(progress, 0.98, f"comparing with the real {target}")
+        report_progress(progress, 0.98, f"comparing with the real {target}")
         result.metrics, result.error_map, result.real = compare_to_real(synth, real, register=register,
                                                                         reference=prepared.fixed)
-    _tell(progress, 1.0, "done")
+    report_progress(progress, 1.0, "done")
     return result
 
 

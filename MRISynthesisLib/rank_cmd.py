@@ -21,6 +21,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from .errors import InputError
+from .maps import differentiation_maps
 from .quality import HELD_OUT_SEEDS
 from .ranking import PairScore, Ranking, rank, score_pair
 from .volume import Volume, discard_if_failed, output_folder, refuse_inside, write_volume
@@ -79,19 +80,6 @@ def _cached(folder: Path, source: str, target: str, compute: Callable[[], np.nda
         np.save(handle, array)
     tmp.replace(path)
     return array
-
-
-def differentiation_maps(volumes: Mapping[str, np.ndarray], predictions: Mapping[tuple[str, str], np.ndarray],
-                         mask: np.ndarray) -> dict[str, np.ndarray]:
-    """Eq. 5 per sequence i: mean over sources j != i of |X'_{j->i} - X_i|, zero outside the foreground.
-    The map of a 4D series is also averaged over its frames: one 3D map per sequence, on the subject's grid."""
-    maps = {}
-    for target, real in volumes.items():
-        errors = [np.abs(pred - real) for (src, tgt), pred in predictions.items() if tgt == target and src != target]
-        if errors:
-            error = np.mean(errors, axis=0)
-            maps[target] = np.where(mask, error.mean(0) if error.ndim == 4 else error, 0.0).astype(np.float32)
-    return maps
 
 
 #: per anatomy, the contrast-enhanced sequence and the phantom labels of the tissue that enhances in it:
@@ -218,7 +206,8 @@ def _write_maps(folder: Path, case, maps: Mapping[str, np.ndarray]) -> None:
                         tuple(grid.get("direction", (1, 0, 0, 0, 1, 0, 0, 0, 1))))
         write_volume(volume, folder / f"Md-{name}.nii.gz")
         anatomy = case.volumes[name] if case.volumes[name].ndim == 3 else case.volumes[name].mean(0)
-        write_heatmap_png(anatomy, array, folder / f"Md-{name}.png", title=f"M_d({name}), {case.name}")
+        write_heatmap_png(anatomy, array, folder / f"Md-{name}.png", title=f"M_d({name}), {case.name}",
+                          spacing=volume.spacing, direction=volume.direction)
 
 
 def write_outputs(result: Ranking, out: Path, scores: list[PairScore]) -> None:

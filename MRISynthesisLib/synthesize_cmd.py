@@ -33,7 +33,8 @@ def progress_lines(line: Callable[[str], None] = print):
     return None, update
 
 
-def _progress_bar(description: str):
+def progress_bar(description: str):
+    """A tqdm bar in percent and the ``update(fraction, message)`` callback that moves it."""
     from tqdm import tqdm
 
     bar = tqdm(total=100, desc=description, unit="%", bar_format="{l_bar}{bar}| {n:.0f}% {postfix}")
@@ -64,7 +65,7 @@ def run_synthesize(model: str, input_items: list[str], target: str, out: str | P
     inputs = load_case(files)
     real_volume = check_volume(read_volume(real), target, str(real)) if real else None
     bar, update = (progress_lines() if progress == "lines" else
-                   _progress_bar(f"{model} -> {target}") if progress else (None, None))
+                   progress_bar(f"{model} -> {target}") if progress else (None, None))
     try:
         result = synthesize(inputs, target, model, reference=reference and canonical(reference), register=register,
                             real=real_volume, device=device, progress=update, phases=phases,
@@ -136,7 +137,7 @@ def run_demo(out: str | Path, anatomy: str = "brain", model: str | None = None, 
         sources = sources_for(entry, target)  # an any-to-any model gets every other sequence
         inputs = load_case({s: files[s] for s in sources})
         real = read_volume(files[target])
-        bar, update = _progress_bar(f"{m} -> {target}")
+        bar, update = progress_bar(f"{m} -> {target}")
         try:
             result = synthesize(inputs, target, m, register="rigid", real=real, device=device, progress=update,
                                 anatomy=anatomy, input_names={s: str(files[s]) for s in sources})

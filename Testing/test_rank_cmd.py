@@ -9,7 +9,8 @@ import pytest
 
 from conftest import bundle_untrained
 from MRISynthesisLib.errors import InputError
-from MRISynthesisLib.rank_cmd import differentiation_maps, run_rank
+from MRISynthesisLib.maps import differentiation_maps
+from MRISynthesisLib.rank_cmd import run_rank
 from MRISynthesisLib.volume import read_volume
 
 EVERY = ("T1", "T1ce", "T2", "FLAIR")

@@ -144,6 +144,64 @@ def test_ranking_becomes_a_table_and_a_bar_chart(scene):
     assert chart.GetNthPlotSeriesNode(0).GetPlotType() == chart.GetNthPlotSeriesNode(0).PlotTypeBar
 
 
+def test_differentiation_maps_of_the_selected_nodes_become_heat_overlays_on_the_reference(scene, tmp_path,
+                                                                                          monkeypatch):
+    from MRISynthesisLib.differentiation import case_differentiation_maps
+    from MRISynthesisSlicerLib.logic import load_phantom, map_to_show, maps_worker_command, read_maps
+    from MRISynthesisSlicerLib.nodes import HEAT_COLOR_TABLE
+
+    models = tmp_path / "models"
+    models.mkdir()
+    bundle_untrained(models, "seq2seq")
+    nodes = load_phantom(scene, seed=9, resolution=4.0)
+    chosen = {s: nodes[s] for s in ("T1", "T1ce", "FLAIR")}
+    before = {s: slicer.util.arrayFromVolume(n).copy() for s, n in chosen.items()}
+    run = SynthesisLogic(scene).differentiation_maps(chosen, register="none", device="cpu", weights_folder=models)
+    assert set(run.maps) == set(chosen) and run.shown == "T1ce" and run.reference is nodes["T1"]
+    expected = case_differentiation_maps({s: volume_from_node(n) for s, n in chosen.items()}, register="none",
+                                         device="cpu", weights_folder=models)
+    t1 = volume_from_node(nodes["T1"])
+    windows = set()
+    for seq, node in run.maps.items():
+        assert node.GetName() == f"M_d({seq})" and node.GetAttribute("MRISynthesis.sequence") == seq
+        shown = volume_from_node(node)
+        assert shown.spatial_shape == t1.spatial_shape  # on the reference grid, where it overlays
+        np.testing.assert_allclose(shown.array, expected.maps[seq].array, atol=1e-5)
+        display = node.GetDisplayNode()
+        assert scene.GetNodeByID(display.GetColorNodeID()).GetName() == HEAT_COLOR_TABLE
+        windows.add((display.GetWindowLevelMin(), display.GetWindowLevelMax()))
+    assert len(windows) == 1 and next(iter(windows))[0] == 0.0  # one scale, so the maps compare
+    means = [float(run.table.GetCellText(r, 1)) for r in range(run.table.GetNumberOfRows())]
+    assert run.table.GetNumberOfRows() == 3 and means == sorted(means, reverse=True)
+    for s, n in chosen.items():
+        np.testing.assert_array_equal(slicer.util.arrayFromVolume(n), before[s])
+    assert map_to_show({"T1": 0.2, "T2": 0.3}) == "T2" and map_to_show({"T1": 0.2, "DCE": 0.1}) == "DCE"
+    with pytest.raises(InputError, match="give at least two"):
+        SynthesisLogic(scene).differentiation_maps({"T1": nodes["T1"]}, device="cpu", weights_folder=models)
+    with pytest.raises(InputError, match="label map"):
+        SynthesisLogic(scene).differentiation_maps({"T1": nodes["T1"], "T2": nodes["labels"]}, device="cpu",
+                                                   weights_folder=models)
+
+    # the panel's worker: a command the library's parser accepts, and its folder read back as the same maps
+    command = maps_worker_command("PythonSlicer", {"T1": "/t/T1.nrrd", "T1ce": "/t/T1ce.nrrd"}, "/t/maps",
+                                  reference="T1", register="none")
+    from MRISynthesisLib.cli import build_parser
+    parsed = build_parser().parse_args(command[3:])
+    assert parsed.command == "maps" and parsed.progress_lines and parsed.input == ["T1=/t/T1.nrrd", "T1ce=/t/T1ce.nrrd"]
+    from MRISynthesisLib.maps_cmd import run_maps
+    from MRISynthesisSlicerLib.logic import write_inputs
+
+    (tmp_path / "in").mkdir()
+    files, _ = write_inputs(chosen, tmp_path / "in")
+    monkeypatch.setenv("MRISYNTHESIS_MODELS_DIR", str(models))
+    run_maps([f"{s}={p}" for s, p in files.items()], tmp_path / "maps", register="none", device="cpu",
+             progress=False, say=lambda line: None)
+    maps, means, provenance = read_maps(tmp_path / "maps")
+    assert set(maps) == set(chosen) and provenance["reference"] == "T1"
+    np.testing.assert_allclose(maps["T1ce"].array, expected.maps["T1ce"].array, atol=1e-4)
+    assert means["T1ce"] == pytest.approx(expected.foreground_means["T1ce"], rel=1e-4)
+
+
 def test_phantom_case_loads_as_nodes(scene):
     from MRISynthesisSlicerLib.logic import load_phantom
 

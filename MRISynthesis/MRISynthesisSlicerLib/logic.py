@@ -3,7 +3,9 @@
 ``SynthesisLogic(scene)`` is what the panel's Logic delegates to, what the headless ``batch.py`` runs
 and what the tests drive. Results land in a subject-hierarchy folder per run: the synthesized volume
 ("<target> synthesized by <model>"), with a real target the colour error map (blue -> red colour table,
-window 0 .. the map's maximum, meant as a foreground overlay) and a metrics table. Every output node
+window 0 .. the map's maximum, meant as a foreground overlay) and a metrics table. The imaging-
+differentiation maps of a case land likewise: one "M_d(<sequence>)" volume per sequence on the reference
+grid (``hot`` colour table) and a table of their foreground means. Every output node
 carries the provenance as ``MRISynthesis.*`` attributes, "research use only" among them. Input nodes
 are read (copied), never changed.
 """
@@ -18,7 +20,7 @@ from MRISynthesisLib.errors import InputError
 from MRISynthesisLib.inputs import SERIES_SEQUENCES, check_volume
 from MRISynthesisLib.sequences import canonical
 
-from .nodes import (error_color_table, is_series_node, metrics_table, node_from_volume, place_in_folder,
+from .nodes import (error_color_table, heat_color_table, is_series_node, metrics_table, node_from_volume, place_in_folder,
                     results_folder, sequence_behind, series_from_node, series_node, set_provenance,
                     volume_from_node)
 
@@ -37,12 +39,36 @@ class RunNodes:
     extra: list = field(default_factory=list)
 
 
+@dataclass
+class MapNodes:
+    """The nodes one run of the imaging-differentiation maps created."""
+
+    folder: int
+    maps: dict[str, object]  # sequence -> its M_d volume node, on the reference grid
+    table: object  # each map's mean in the foreground, largest first
+    shown: str  # the sequence whose map the views show first (:func:`map_to_show`)
+    reference: object | None = None  # the input node whose grid the maps are on: the background to show them over
+
+
+#: sequences that show the contrast agent: what only they show is its uptake, so their map comes first
+CONTRAST_ENHANCED = ("T1ce", "DCE")
+
+
+def map_to_show(means: Mapping[str, float]) -> str:
+    """The sequence whose M_d map the views show first: the contrast-enhanced one when the case has it
+    (where the agent shows what no other sequence does), else the one the others predict worst."""
+    for seq in CONTRAST_ENHANCED:
+        if seq in means:
+            return seq
+    return max(means, key=means.get)
+
+
 #: node classes that hold a series in their voxel components (MultiVolume, DWI, vector volumes)
 SERIES_NODES = ("vtkMRMLMultiVolumeNode", "vtkMRMLDiffusionWeightedVolumeNode", "vtkMRMLTensorVolumeNode")
 
 
-def canonical_selection(inputs: Mapping[str, object], target: str) -> tuple[dict[str, object], str]:
-    """The selection under canonical sequence names (``t1c`` is T1ce), an unknown name refused by name."""
+def canonical_inputs(inputs: Mapping[str, object]) -> dict[str, object]:
+    """The selected nodes under canonical sequence names (``t1c`` is T1ce), an unknown name refused by name."""
     chosen: dict[str, object] = {}
     for seq, node in inputs.items():
         if node is None:
@@ -51,7 +77,12 @@ def canonical_selection(inputs: Mapping[str, object], target: str) -> tuple[dict
         if name in chosen:
             raise InputError(f"two volumes are selected for {name}: '{chosen[name].GetName()}' and '{node.GetName()}'")
         chosen[name] = node
-    return chosen, canonical(target)
+    return chosen
+
+
+def canonical_selection(inputs: Mapping[str, object], target: str) -> tuple[dict[str, object], str]:
+    """:func:`canonical_inputs` and the canonical target."""
+    return canonical_inputs(inputs), canonical(target)
 
 
 def checked_volume(node, seq: str):
@@ -153,6 +184,49 @@ class SynthesisLogic:
             place_in_folder(self.scene, run.metrics, folder)
         return run
 
+    def differentiation_maps(self, inputs: Mapping[str, object], *, model: str = "seq2seq",
+                             reference: str | None = None, register: str = "rigid", device: str = "auto",
+                             progress: Progress | None = None, weights_folder=None) -> MapNodes:
+        """M_d of every selected sequence (at least two), in this process, shown as heat-coloured volumes."""
+        from MRISynthesisLib.differentiation import case_differentiation_maps
+
+        chosen = canonical_inputs(inputs)
+        check_selection(chosen, "")
+        volumes = {seq: checked_volume(node, seq) for seq, node in chosen.items()}
+        result = case_differentiation_maps(volumes, model, reference=reference, register=register, device=device,
+                                           progress=progress, weights_folder=weights_folder,
+                                           input_names={seq: f"node '{node.GetName()}'" for seq, node in chosen.items()})
+        return self.show_maps(result.maps, result.foreground_means, result.provenance,
+                              chosen.get(result.provenance["reference"]))
+
+    def show_maps(self, maps: Mapping[str, object], means: Mapping[str, float], provenance: Mapping[str, object],
+                  reference_node=None) -> MapNodes:
+        """Nodes for finished maps ({sequence: Volume} on the reference grid), in this process or read back
+        from a worker's files: one window for all (0 to the 99.5th percentile of the largest), so their
+        brightness compares, through the ``hot`` colour table, meant as a foreground over the reference."""
+        import numpy as np
+
+        stamp = datetime.now().strftime("%H:%M:%S")
+        folder = results_folder(self.scene, f"MRISynthesis: differentiation maps ({stamp})", reference_node)
+        top = max(float(np.percentile(v.array[v.array > 0], 99.5)) if (v.array > 0).any() else 0.0
+                  for v in maps.values()) or 1.0
+        nodes = {}
+        for seq, volume in maps.items():
+            node = node_from_volume(self.scene, volume, f"M_d({seq})")
+            place_in_folder(self.scene, node, folder)
+            display = node.GetDisplayNode()
+            display.SetAndObserveColorNodeID(heat_color_table(self.scene).GetID())
+            display.AutoWindowLevelOff()
+            display.SetWindowLevelMinMax(0.0, top)
+            set_provenance(node, {**provenance, "sequence": seq, "foreground_mean": means[seq]})
+            nodes[seq] = node
+        rows = [{"sequence": seq, "mean M_d in the foreground": float(means[seq])}
+                for seq in sorted(means, key=means.get, reverse=True)]
+        table = metrics_table(self.scene, "imaging differentiation (M_d)", rows)
+        set_provenance(table, provenance)
+        place_in_folder(self.scene, table, folder)
+        return MapNodes(folder, nodes, table, map_to_show(means), reference_node)
+
     def _result_node(self, volume, name: str, folder: int):
         """A result in ``folder`` as the views show it: a scalar volume, or for a series target (Seq2Seq
         breast DCE, DWI) the volume a new sequence browser shows, which steps through its frames."""
@@ -197,6 +271,26 @@ def worker_command(python: str, files: Mapping[str, str], target: str, model: st
         if error_map:
             command += ["--error-map", error_map]
     return command
+
+
+def maps_worker_command(python: str, files: Mapping[str, str], out: str, *, reference: str | None = None,
+                        register: str = "rigid", device: str = "auto") -> list[str]:
+    """The ``mri-synthesis maps`` command the panel runs in a worker process (as :func:`worker_command`)."""
+    command = [python, "-m", "MRISynthesisLib", "maps", "--out", out, "--register", register, "--device", device,
+               "--progress-lines", "--input", *[f"{seq}={path}" for seq, path in files.items()]]
+    return command + (["--reference", reference] if reference else [])
+
+
+def read_maps(folder) -> tuple[dict[str, object], dict[str, float], dict]:
+    """({sequence: M_d Volume}, {sequence: foreground mean}, provenance) from a ``maps`` run's folder."""
+    import json
+    from pathlib import Path
+
+    from MRISynthesisLib.volume import read_volume
+
+    report = json.loads((Path(folder) / "maps.json").read_text())
+    maps = {seq: read_volume(entry["volume"]) for seq, entry in report["maps"].items()}
+    return maps, {seq: entry["foreground_mean"] for seq, entry in report["maps"].items()}, report["provenance"]
 
 
 def parse_progress(line: str) -> tuple[float, str] | None:

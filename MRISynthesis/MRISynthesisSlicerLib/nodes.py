@@ -20,6 +20,7 @@ LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 #: attribute names every output node carries
 PROVENANCE_PREFIX = "MRISynthesis."
 ERROR_COLOR_TABLE = "MRISynthesis error (blue to red)"
+HEAT_COLOR_TABLE = "MRISynthesis differentiation (hot)"
 
 
 def ijk_to_ras(volume) -> np.ndarray:
@@ -229,22 +230,33 @@ def series_node(scene, volume, name: str):
     return sequence, browser, proxy
 
 
-def error_color_table(scene):
-    """The blue -> red colour table of IMPORTANT-Net's error map (matplotlib's jet), made once per scene."""
+def _matplotlib_color_table(scene, name: str, colormap: str):
+    """A 256-colour table node from a matplotlib colour map, made once per scene."""
     from matplotlib import colormaps
 
-    existing = scene.GetFirstNodeByName(ERROR_COLOR_TABLE)
+    existing = scene.GetFirstNodeByName(name)
     if existing is not None:
         return existing
-    table = scene.AddNewNodeByClass("vtkMRMLColorTableNode", ERROR_COLOR_TABLE)
+    table = scene.AddNewNodeByClass("vtkMRMLColorTableNode", name)
     table.SetTypeToUser()
     table.SetNumberOfColors(256)
-    jet = colormaps["jet"]
+    colours = colormaps[colormap]
     for k in range(256):
-        r, g, b, _ = jet(k / 255)
+        r, g, b, _ = colours(k / 255)
         table.SetColor(k, f"{k}", r, g, b, 1.0)
     table.SetAttribute("Category", "MRISynthesis")
     return table
+
+
+def error_color_table(scene):
+    """The blue -> red colour table of IMPORTANT-Net's error map (matplotlib's jet)."""
+    return _matplotlib_color_table(scene, ERROR_COLOR_TABLE, "jet")
+
+
+def heat_color_table(scene):
+    """The black -> red -> yellow -> white table of the imaging-differentiation maps (matplotlib's hot,
+    as their PNG heatmaps)."""
+    return _matplotlib_color_table(scene, HEAT_COLOR_TABLE, "hot")
 
 
 def set_provenance(node, provenance: Mapping[str, object]) -> None:

@@ -1,0 +1,63 @@
+"""``mri-synthesis maps``: the imaging-differentiation maps of one case, as volumes, heatmaps and a report.
+
+Writes into ``--out``: ``Md-<sequence>.nii.gz`` per sequence (on the reference sequence's grid, so it
+overlays the reference in a viewer), ``Md-<sequence>.png`` (the map over that sequence on the axial
+slice where it is largest) and ``maps.json`` (provenance, registrations, each map's foreground mean and
+every single-source translation's PSNR and SSIM). See :mod:`differentiation` for the method.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+from . import RESEARCH_USE_NOTICE
+from .inputs import load_case
+from .sequences import canonical, parse_assignments
+from .volume import discard_if_failed, output_folder, refuse_overwrite, write_volume
+
+
+def run_maps(input_items: list[str], out: str | Path, *, model: str = "seq2seq", reference: str | None = None,
+             register: str = "rigid", device: str = "auto", anatomy: str | None = None,
+             progress: bool | str = True, say: Callable[[str], None] = print) -> dict:
+    from .differentiation import case_differentiation_maps
+    from .maps import write_heatmap_png
+    from .synthesize_cmd import progress_bar, progress_lines
+
+    files = parse_assignments(input_items)
+    protected = list(files.values())
+    inputs = load_case(files)
+    out = Path(out)
+    for name in inputs:
+        for suffix in (".nii.gz", ".png"):
+            refuse_overwrite(out / f"Md-{name}{suffix}", protected)
+    refuse_overwrite(out / "maps.json", protected)
+    bar, update = (progress_lines() if progress == "lines" else
+                   progress_bar("differentiation maps") if progress else (None, None))
+    try:
+        result = case_differentiation_maps(inputs, model, reference=reference and canonical(reference),
+                                           register=register, device=device, anatomy=anatomy, progress=update,
+                                           input_names={k: str(v) for k, v in files.items()})
+    finally:
+        if bar is not None:
+            bar.close()
+    with discard_if_failed(out):
+        out = output_folder(out)
+        written = {}
+        for name, volume in result.maps.items():
+            path = write_volume(volume, out / f"Md-{name}.nii.gz", protect=protected)
+            anatomy_image, heat = result.on_work_grid[name]
+            png = write_heatmap_png(anatomy_image, heat, out / f"Md-{name}.png", title=f"M_d({name})",
+                                    spacing=result.work_grid.spacing, direction=result.work_grid.direction)
+            written[name] = {"volume": str(path), "png": str(png), "foreground_mean": result.foreground_means[name]}
+    report = {"maps": written, "provenance": result.provenance, "registrations": result.registrations,
+              "translations": result.translations}
+    (out / "maps.json").write_text(json.dumps(report, indent=1, allow_nan=False))
+    say(f"{'sequence':10} {'mean M_d in the foreground':>28}")
+    for name, mean in sorted(result.foreground_means.items(), key=lambda item: -item[1]):
+        say(f"{name:10} {mean:28.4f}")
+    most = max(result.foreground_means, key=result.foreground_means.get)
+    say(f"least predictable from the others: {most}; maps in {out} ({result.provenance['seconds']} s; "
+        f"{RESEARCH_USE_NOTICE})")
+    return report
