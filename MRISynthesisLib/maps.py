@@ -200,7 +200,8 @@ def write_comparison_png(inputs: Mapping[str, Image], real: Image, synth: Image,
 def write_heatmap_png(anatomy: np.ndarray, heat: np.ndarray, path: str | Path, *, title: str = "",
                       slice_index: int | None = None, spacing: Sequence[float] = (1.0, 1.0, 1.0),
                       direction: Sequence[float] = (1, 0, 0, 0, 1, 0, 0, 0, 1)) -> Path:
-    """A heatmap (an M_d map, say) over the grey anatomy on the axial slice where the heat is largest.
+    """A heatmap (an M_d map, say) over the grey anatomy on ``slice_index``, by default the axial slice where
+    the heat is largest outside the outer tenth of slices.
 
     The slice is shown as the comparison PNG and the phantom montages show it (radiological display:
     anterior up, the patient's right on the viewer's left), from the grid's ``direction`` (LPS, row-major
@@ -215,6 +216,9 @@ def write_heatmap_png(anatomy: np.ndarray, heat: np.ndarray, path: str | Path, *
     anatomy, heat = np.asarray(anatomy, np.float32), np.asarray(heat, np.float32)
     if anatomy.shape != heat.shape or anatomy.ndim != 3:
         raise InputError(f"heatmap and anatomy must be 3D volumes of one shape, not {anatomy.shape} and {heat.shape}")
+    if slice_index is None:  # not in the outer tenth of slices: the other sequences, moved onto this grid
+        margin = heat.shape[0] // 10  # by registration, end there and every translation errs
+        slice_index = margin + _pick_slice(heat[margin:heat.shape[0] - margin], None)
     z = _pick_slice(heat, slice_index)
     matrix = np.asarray(direction, float).reshape(3, 3)
     anatomy_view, heat_view = (_views(a, (z, 0, 0), matrix)[0] for a in (anatomy, heat))

@@ -22,7 +22,6 @@ def run_maps(input_items: list[str], out: str | Path, *, model: str = "seq2seq",
              register: str = "rigid", device: str = "auto", anatomy: str | None = None,
              progress: bool | str = True, say: Callable[[str], None] = print) -> dict:
     from .differentiation import case_differentiation_maps
-    from .maps import write_heatmap_png
     from .synthesize_cmd import progress_bar, progress_lines
 
     files = parse_assignments(input_items)
@@ -43,14 +42,7 @@ def run_maps(input_items: list[str], out: str | Path, *, model: str = "seq2seq",
         if bar is not None:
             bar.close()
     with discard_if_failed(out):
-        out = output_folder(out)
-        written = {}
-        for name, volume in result.maps.items():
-            path = write_volume(volume, out / f"Md-{name}.nii.gz", protect=protected)
-            anatomy_image, heat = result.on_work_grid[name]
-            png = write_heatmap_png(anatomy_image, heat, out / f"Md-{name}.png", title=f"M_d({name})",
-                                    spacing=result.work_grid.spacing, direction=result.work_grid.direction)
-            written[name] = {"volume": str(path), "png": str(png), "foreground_mean": result.foreground_means[name]}
+        written = write_maps(result, output_folder(out), protected)
     report = {"maps": written, "provenance": result.provenance, "registrations": result.registrations,
               "translations": result.translations}
     (out / "maps.json").write_text(json.dumps(report, indent=1, allow_nan=False))
@@ -61,3 +53,19 @@ def run_maps(input_items: list[str], out: str | Path, *, model: str = "seq2seq",
     say(f"least predictable from the others: {most}; maps in {out} ({result.provenance['seconds']} s; "
         f"{RESEARCH_USE_NOTICE})")
     return report
+
+
+def write_maps(result, out: Path, protect=(), slice_index: int | None = None) -> dict[str, dict]:
+    """Each map of a :class:`differentiation.DifferentiationMaps` as ``Md-<SEQ>.nii.gz`` and its heatmap PNG in
+    ``out`` (on axial ``slice_index`` of the work grid, default where each map is largest); returns
+    {sequence: {volume, png, foreground_mean}}."""
+    from .maps import write_heatmap_png
+
+    written = {}
+    for name, volume in result.maps.items():
+        path = write_volume(volume, out / f"Md-{name}.nii.gz", protect=protect)
+        anatomy_image, heat = result.on_work_grid[name]
+        png = write_heatmap_png(anatomy_image, heat, out / f"Md-{name}.png", title=f"M_d({name})",
+                                slice_index=slice_index, spacing=result.work_grid.spacing, direction=result.work_grid.direction)
+        written[name] = {"volume": str(path), "png": str(png), "foreground_mean": result.foreground_means[name]}
+    return written

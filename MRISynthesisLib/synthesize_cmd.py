@@ -18,6 +18,8 @@ from .weights import read_manifest
 #: What the demo would run, model by model; the ones without bundled weights are named as such.
 DEMO_PLAN = {"brain": [("unet-ct1", "T1ce"), ("seq2seq", "T1ce"), ("tc-mgan", "T1ce"), ("important-net", "T2")],
              "breast": [("important-net", "T2"), ("seq2seq", "T2")]}
+#: the any-to-any model that makes the demo subject's imaging-differentiation maps
+DEMO_MAPS_MODEL = "seq2seq"
 #: the frame of each 4D input a montage shows when the model takes the whole series (a model that sees
 #: one frame shows that one): the DWI's highest b-value and the DCE's first post-contrast phase
 DISPLAY_FRAMES = {"DWI": -1, "DCE": 1}
@@ -154,6 +156,10 @@ def run_demo(out: str | Path, anatomy: str = "brain", model: str | None = None, 
         row = {"model": m, "target": target, "inputs": list(sources), "output": str(out / f"{stem}.nii.gz"),
                "seconds": result.provenance["seconds"], **_headline(result.metrics)}
         summary["results"].append(row)
+    if model in (None, DEMO_MAPS_MODEL):
+        maps = _demo_maps(subject, files, anatomy, out / "maps", device, say)
+        if maps is not None:
+            summary["differentiation_maps"] = maps
     (out / "metrics.json").write_text(json.dumps(to_json_safe(summary), indent=1, allow_nan=False))
     say(f"\n{'model':14s} {'target':7s} {'SSIM':>7s} {'PSNR dB':>8s} {'NMSE':>7s} {'MAE':>7s} {'seconds':>8s}")
     for row in summary["results"]:
@@ -161,4 +167,48 @@ def run_demo(out: str | Path, anatomy: str = "brain", model: str | None = None, 
             f"{row['mae']:7.4f} {row['seconds']:8.1f}")
     say(f"(inside the foreground, on z-scored intensities; outputs, error maps and montages in {out}; "
         f"{RESEARCH_USE_NOTICE})")
+    contrast = summary.get("differentiation_maps", {}).get("enhancing_over_normal")
+    if contrast:
+        say(f"imaging-differentiation maps by {summary['differentiation_maps']['model']} in {out / 'maps'}: "
+            f"M_d({contrast['sequence']}) inside the enhancing tissue is {contrast['ratio']:.1f} times its mean in "
+            f"normal {contrast['normal']}")
+    return summary
+
+
+def _demo_maps(subject, files: Mapping[str, Path], anatomy: str, out: Path, device: str,
+               say: Callable[[str], None]) -> dict | None:
+    """The subject's imaging-differentiation maps by the bundled any-to-any :data:`DEMO_MAPS_MODEL` from every
+    sequence it takes, and M_d of the contrast-enhanced sequence inside the enhancing tissue over normal
+    tissue, which the phantom knows (the ratio ``rank`` reports, here for one subject as acquired)."""
+    from .differentiation import case_differentiation_maps
+    from .maps_cmd import write_maps
+    from .rank_cmd import ENHANCING, enhancing_contrast
+    from .preprocess import resample_to
+    from .training.data import organ_mask
+    from .volume import geometry_differences
+
+    entry = next((e for e in read_manifest() if e.model == DEMO_MAPS_MODEL and e.anatomy == anatomy), None)
+    if entry is None:
+        say(f"{DEMO_MAPS_MODEL} ({anatomy}): no bundled weights yet in this version, no differentiation maps")
+        return None
+    sources = [s for s in entry.inputs if s in files]
+    bar, update = progress_bar(f"{entry.model} differentiation maps")
+    try:
+        result = case_differentiation_maps(load_case({s: files[s] for s in sources}), entry.model, anatomy=anatomy,
+                                           device=device, progress=update,
+                                           input_names={s: str(files[s]) for s in sources})
+    finally:
+        bar.close()
+    out.mkdir(parents=True, exist_ok=True)
+    lesions = resample_to(subject.labels, result.work_grid, interpolation="nearest").array  # the PNGs cut through them
+    maps = write_maps(result, out, slice_index=_lesion_slice(lesions) if lesions.any() else None)
+    summary = {"model": entry.model, "seconds": result.provenance["seconds"], "maps": maps,
+               "units": result.provenance["units"]}
+    enhanced, labels = ENHANCING[anatomy]
+    md = result.maps.get(enhanced)
+    if md is not None and not geometry_differences(md, subject.labels):  # T1, the reference, is on the labels' grid
+        ratio = enhancing_contrast(md.array, subject.labels.array, md.array > 0, labels, organ_mask(subject))
+        if ratio is not None:
+            summary["enhancing_over_normal"] = {"sequence": enhanced, "labels": list(labels), "ratio": ratio,
+                                                "normal": f"{anatomy} tissue without labels"}
     return summary
