@@ -222,6 +222,8 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
             self.ui.registerComboBox.addItem(preset)
         for sequence in TARGETS:
             self.ui.referenceComboBox.addItem(sequence)
+        for anatomy in ("brain", "breast"):
+            self.ui.rankAnatomyComboBox.addItem(anatomy)
         self.ui.deviceComboBox.addItem("auto")
         self.ui.deviceComboBox.addItem("cpu")
         gpu = self.logic.gpuName()
@@ -260,15 +262,17 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
         self.ui.modelComboBox.clear()
         reasons = []
         try:
-            choices = self.logic.modelChoices(target, present)
+            anatomy, choices = self.logic.modelChoices(target, present)
         except ImportError as error:
             self.ui.modelReasonLabel.setText(str(error))
-            choices = []
+            anatomy, choices = None, []
         for file, model, reason in choices:
             if reason is None:
                 self.ui.modelComboBox.addItem(model, file)
             else:
                 reasons.append(reason)
+        if anatomy:
+            reasons.insert(0, _("Models for {anatomy} cases (from the selected sequences).").format(anatomy=anatomy))
         self.ui.modelReasonLabel.setText("\n".join(reasons))
         self.updateApply()
 
@@ -443,7 +447,8 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
     def onRank(self):
         with slicer.util.tryWithErrorDisplay(_("Ranking failed."), waitCursor=True):
             self.logic.ensureDependencies()
-            table, chart = self.logic.rankPhantom(self.ui.rankSubjectsSpinBox.value)
+            table, chart = self.logic.rankPhantom(self.ui.rankSubjectsSpinBox.value,
+                                                  self.ui.rankAnatomyComboBox.currentText)
             slicer.modules.plots.logic().ShowChartInLayout(chart)
             slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(table.GetID())
 
@@ -523,12 +528,11 @@ class MRISynthesisLogic(ScriptedLoadableModuleLogic):
 
     # work
     def modelChoices(self, target, present):
-        """[(weights file, model, None or why it cannot)] for the panel's model list."""
-        from MRISynthesisLib.selection import explain
-        from MRISynthesisLib.weights import read_manifest
+        """(anatomy, [(weights file, model, None or why it cannot)]) for the panel's model list: the models of
+        the anatomy the selected sequences belong to."""
+        from MRISynthesisSlicerLib.logic import model_choices
 
-        models = {e.file: e.model for e in read_manifest()}
-        return [(file, models[file], reason) for file, reason in explain(target, set(present), "brain")]
+        return model_choices(target, set(present))
 
     def synthesize(self, inputs, target, model, **options):
         """In this process (scripts, tests, the self-test); the panel uses a worker process instead."""
@@ -568,12 +572,12 @@ class MRISynthesisLogic(ScriptedLoadableModuleLogic):
 
         return load_phantom(slicer.mrmlScene, seed, anatomy=anatomy)
 
-    def rankPhantom(self, subjects):
+    def rankPhantom(self, subjects, anatomy="brain"):
         from MRISynthesisLib.rank_cmd import run_rank
         from MRISynthesisSlicerLib.logic import show_ranking
 
         out = tempfile.mkdtemp(prefix="MRISynthesis-rank-")
-        run_rank(f"phantom:brain:{subjects}", "seq2seq", out, progress=False)
+        run_rank(f"phantom:{anatomy}:{subjects}", "seq2seq", out, progress=False)
         return show_ranking(slicer.mrmlScene, json.loads(open(os.path.join(out, "ranking.json")).read()))
 
     def compareModels(self, inputs):

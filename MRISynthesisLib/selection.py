@@ -57,6 +57,18 @@ def choose_model(target: str, present: set[str], anatomy: str, model: str, weigh
     return candidates[0], f"{candidates[0].model} (no measured figures; the first that can)"
 
 
+def infer_anatomy(present: set[str], weights_folder=None, default: str = "brain") -> str:
+    """The anatomy whose bundled models take most of the ``present`` sequences (a case with DWI or DCE is a
+    breast case, one with T1ce or FLAIR a brain case); ``default`` when they do not tell (T1 and T2 alone)."""
+    taken: dict[str, set[str]] = {}
+    for e in read_manifest(weights_folder):
+        taken.setdefault(e.anatomy, set()).update(e.inputs)
+    scores = {anatomy: len(present & sequences) for anatomy, sequences in taken.items()}
+    best = max(scores.values(), default=0)
+    leaders = [a for a, score in scores.items() if score == best]
+    return leaders[0] if best > 0 and len(leaders) == 1 else default
+
+
 def explain(target: str, present: set[str], anatomy: str, weights_folder=None) -> list[tuple[str, str | None]]:
     """Every bundled model of ``anatomy``: (file, None when it can make ``target`` from ``present``, else
     a one-line reason it cannot)."""

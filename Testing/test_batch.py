@@ -8,7 +8,7 @@ import pytest
 
 from conftest import bundle_untrained, hash_tree
 from MRISynthesisLib.batch import output_name, run_batch
-from MRISynthesisLib.selection import choose_model, explain
+from MRISynthesisLib.selection import choose_model, explain, infer_anatomy
 from MRISynthesisLib.cli import main
 from MRISynthesisLib.errors import InputError
 from MRISynthesisLib.volume import read_volume
@@ -143,3 +143,17 @@ def test_explain_says_why_a_model_cannot_make_the_target(models):
     assert reasons["unet-ct1-brain-lite.pt"] == "unet-ct1 needs FLAIR as well"
     assert dict(explain("T2", {"T1", "T2", "FLAIR"}, "brain", models))["unet-ct1-brain-lite.pt"] == \
         "unet-ct1 makes T1ce, not T2"
+
+
+def test_the_inputs_tell_the_anatomy_whose_models_to_offer(tmp_path):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    bundle_untrained(folder, "unet-ct1")
+    bundle_untrained(folder, "important-net", anatomy="breast", inputs=("T1", "DWI", "DCE"),
+                     frames={"DWI": -1, "DCE": 1})
+    assert infer_anatomy({"T1", "DWI", "DCE"}, folder) == "breast"
+    assert infer_anatomy({"T1", "DCE"}, folder) == "breast"
+    assert infer_anatomy({"T1", "T2", "FLAIR"}, folder) == "brain"
+    assert infer_anatomy({"T1"}, folder) == "brain"  # both take T1: the default
+    assert infer_anatomy({"T1"}, folder, default="breast") == "breast"
+    assert infer_anatomy({"PD"}, folder) == "brain" and infer_anatomy(set(), folder) == "brain"

@@ -202,6 +202,21 @@ def test_differentiation_maps_of_the_selected_nodes_become_heat_overlays_on_the_
     assert means["T1ce"] == pytest.approx(expected.foreground_means["T1ce"], rel=1e-4)
 
 
+def test_the_panel_offers_the_models_of_the_anatomy_the_selected_sequences_belong_to(tmp_path):
+    from MRISynthesisSlicerLib.logic import model_choices
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    bundle_untrained(folder, "important-net")
+    bundle_untrained(folder, "important-net", anatomy="breast", inputs=("T1", "DWI", "DCE"),
+                     frames={"DWI": -1, "DCE": 1})
+    anatomy, choices = model_choices("T2", {"T1", "DWI", "DCE"}, folder)
+    assert anatomy == "breast" and choices == [("important-net-breast-lite.pt", "important-net", None)]
+    anatomy, choices = model_choices("T2", {"T1", "T1ce"}, folder)
+    assert anatomy == "brain"
+    assert choices == [("important-net-brain-lite.pt", "important-net", "important-net needs FLAIR as well")]
+
+
 def test_phantom_case_loads_as_nodes(scene):
     from MRISynthesisSlicerLib.logic import load_phantom
 

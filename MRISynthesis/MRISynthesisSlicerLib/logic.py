@@ -240,6 +240,18 @@ class SynthesisLogic:
         return proxy
 
 
+def model_choices(target: str, present: set[str], weights_folder=None) -> tuple[str, list[tuple[str, str, str | None]]]:
+    """(anatomy, [(weights file, model, None or why it cannot make ``target``)]) for the panel's model list:
+    the bundled models of the anatomy the selected sequences belong to (DWI or DCE: breast)."""
+    from MRISynthesisLib.selection import explain, infer_anatomy
+    from MRISynthesisLib.weights import read_manifest
+
+    anatomy = infer_anatomy(set(present), weights_folder)
+    models = {e.file: e.model for e in read_manifest(weights_folder)}
+    return anatomy, [(file, models[file], reason) for file, reason in explain(target, set(present), anatomy,
+                                                                               weights_folder)]
+
+
 def write_inputs(inputs: Mapping[str, object], folder, real=None, target: str = "",
                  file_name: Callable[[str], str] = lambda seq: f"{seq}.nii.gz") -> tuple[dict[str, str], str | None]:
     """The selected nodes as files the worker process reads: each node as the views show it (parent
