@@ -133,7 +133,8 @@ def _cmd_rank(args: argparse.Namespace) -> int:
     from .rank_cmd import run_rank
 
     result = run_rank(args.data, args.model, args.out, anatomy=args.anatomy, device=args.device,
-                      bootstrap=args.bootstrap, progress=not args.quiet, score_within=args.score_within)
+                      bootstrap=args.bootstrap, progress=not args.quiet, score_within=args.score_within,
+                      register=args.register)
     print(f"pair metrics within the {result.extra['scored_within']}")
     print(f"{'sequence':10} {'C_t':>7} {'rank':>4} {'C_d':>7} {'rank':>4}")
     for row in result.table():
@@ -365,6 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--score-within", choices=("foreground", "organ"), default="foreground",
                    help="where pair metrics are computed: the head or body (default), or the organ's own tissue "
                         "where a case knows it (the phantom brain without scalp and skull, as skull-stripped data)")
+    p.add_argument("--register", choices=TRANSFORMS + ("none",), default="none",
+                   help="for a folder: register each case's sequences onto its T1 first (default none: the cases "
+                        "are co-registered, as BraTS releases are)")
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true")
 

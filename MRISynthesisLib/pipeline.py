@@ -95,7 +95,9 @@ def check_inputs(inputs: Mapping[str, Volume], entry: WeightsEntry, target: str)
         check_volume(volume, name, name)
 
 
-def _work_grid(reference: Volume, voxel_mm: float) -> Volume:
+def work_grid(reference: Volume, voxel_mm: float) -> Volume:
+    """The isotropic ``voxel_mm`` grid a model runs on, covering ``reference``'s field of view in its
+    orientation and centred where it is (``reference`` itself when it already has that voxel size)."""
     if np.allclose(reference.spacing, voxel_mm, rtol=0.02):
         return reference
     extent = np.asarray(reference.size_xyz) * np.asarray(reference.spacing)
@@ -180,7 +182,7 @@ def prepare(inputs: Mapping[str, Volume], order: tuple[str, ...], reference: str
     """
     given = inputs[reference]
     fixed = given.frame(0) if given.is_series else given
-    work = _work_grid(fixed, voxel_size_mm)
+    work = work_grid(fixed, voxel_size_mm)
     on_work, registrations = {}, {}
     for i, name in enumerate(order):
         report_progress(progress, 0.3 * i / len(order), f"registering {name} to {reference}")

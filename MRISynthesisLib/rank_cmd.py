@@ -30,8 +30,10 @@ from .volume import Volume, discard_if_failed, output_folder, refuse_inside, wri
 DEFAULT_PHANTOM_SUBJECTS = len(HELD_OUT_SEEDS)
 
 
-def source_for(data: str, entry, *, subjects: int | None = None):
-    """Subjects for ``--data``: ``phantom:brain[:N]``/``phantom:breast[:N]`` (held-out seeds) or a folder."""
+def source_for(data: str, entry, *, subjects: int | None = None, register: str = "none"):
+    """Subjects for ``--data``: ``phantom:brain[:N]``/``phantom:breast[:N]`` (held-out seeds, moved onto their
+    reference by their true transforms) or a folder of cases, resampled onto the model's voxel size and
+    registered with ``register`` first (``none``: co-registered, as BraTS cases are)."""
     from .training.data import FolderSource, PhantomSource
 
     if data.startswith("phantom:"):
@@ -49,7 +51,7 @@ def source_for(data: str, entry, *, subjects: int | None = None):
         return PhantomSource(anatomy, seeds, sequences=entry.inputs, scheme=entry.normalization,
                              resolution=entry.voxel_size_mm, foreground=entry.foreground)
     return FolderSource(data, sequences=entry.inputs, scheme=entry.normalization, require_all=False,
-                        foreground=entry.foreground)
+                        foreground=entry.foreground, voxel_size_mm=entry.voxel_size_mm, register=register)
 
 
 def translator(entry, net, device) -> Callable[[Mapping[str, np.ndarray], str, str], np.ndarray]:
@@ -109,8 +111,12 @@ SCORE_REGIONS = ("foreground", "organ")
 
 def run_rank(data: str, model: str, out: str | Path, *, anatomy: str | None = None, device: str = "auto",
              bootstrap: int = 1000, lpips_backbone: str | None = "imagenet", progress: bool = True,
-             weights_folder: str | Path | None = None, score_within: str = "foreground", say=print) -> Ranking:
+             weights_folder: str | Path | None = None, score_within: str = "foreground", register: str = "none",
+             say=print) -> Ranking:
     """Rank the model's sequences on ``data`` and write every output to ``out``.
+
+    ``register``: for a folder of cases, the preset that registers each case's sequences onto its reference
+    first (``none``: co-registered, as BraTS cases are); every case is resampled to the model's voxel size.
 
     ``score_within`` is where each pair's metrics are computed: ``"foreground"`` (the head or body, the
     default) or ``"organ"`` (the organ's own tissue where a case knows it, else its foreground): the
@@ -129,7 +135,7 @@ def run_rank(data: str, model: str, out: str | Path, *, anatomy: str | None = No
         raise InputError(f"{entry.model} maps {'+'.join(entry.inputs)} -> {'+'.join(entry.targets)}; ranking needs "
                          "an any-to-any model (every sequence to every other), such as seq2seq")
     refuse_inside(out, data)
-    source = source_for(data, entry)
+    source = source_for(data, entry, register=register)
     torch_device = choose_device(device)
     translate = translator(entry, load_model(entry, weights_folder, torch_device), torch_device)
     lpips_backbone = _lpips_backbone(lpips_backbone, say)
@@ -137,6 +143,10 @@ def run_rank(data: str, model: str, out: str | Path, *, anatomy: str | None = No
     names = source.names()
     with discard_if_failed(out):  # a case refused while caching leaves no new output folder
         out = output_folder(out)
+        _check_preparation(out, {"weights_sha256": entry.sha256,
+                                 "data": f"phantom:{entry.anatomy}" if data.startswith("phantom:") else str(Path(data).resolve()),
+                                 "register": register if not data.startswith("phantom:") else "true transforms",
+                                 "voxel_size_mm": entry.voxel_size_mm})
         cases = load_cases(source, names, CaseCache(out / "cache"))
     total = sum(len(c.volumes) * (len(c.volumes) - 1) for c in cases)
     bar = tqdm(total=total, desc="rank: translating pairs", unit="pair", disable=not progress)
@@ -178,6 +188,27 @@ def run_rank(data: str, model: str, out: str | Path, *, anatomy: str | None = No
     for note in result.notes:
         say(f"note: {note}")
     return result
+
+
+#: what the cached cases and translations in a ranking's folder were made with
+PREPARATION_FILE = "preparation.json"
+
+
+def _check_preparation(out: Path, preparation: dict) -> None:
+    """Refuse a folder whose cached cases and translations were made otherwise (other weights, data,
+    registration or grid): reusing them would rank stale translations. A new folder records ``preparation``."""
+    path = out / PREPARATION_FILE
+    if path.exists():
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError):
+            saved = {}
+        changed = [key for key in preparation if saved.get(key) != preparation[key]]
+        if changed:
+            raise InputError(f"{out} holds cases and translations made with another {', '.join(changed)} "
+                             f"({', '.join(f'{k}: {saved.get(k)}' for k in changed)}); choose another --out")
+        return
+    path.write_text(json.dumps(preparation, indent=1))
 
 
 def _lpips_backbone(requested: str | None, say) -> str | None:

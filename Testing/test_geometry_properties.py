@@ -28,7 +28,7 @@ import vtk
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "MRISynthesis"))
 
 from MRISynthesisLib.errors import InputError  # noqa: E402
-from MRISynthesisLib.pipeline import _work_grid  # noqa: E402
+from MRISynthesisLib.pipeline import work_grid  # noqa: E402
 from MRISynthesisLib.preprocess import resample_to  # noqa: E402
 from MRISynthesisLib.registration import _ants, from_ants, to_ants  # noqa: E402
 from MRISynthesisLib.volume import Volume, read_volume, write_volume  # noqa: E402
@@ -355,7 +355,7 @@ def test_linear_resampling_reproduces_an_affine_intensity_on_any_grid(source, ta
 @SETTINGS
 @given(reference=volumes(min_size=2, max_size=12), voxel_mm=st.floats(0.5, 4.0))
 def test_work_grid_keeps_the_field_of_view_centred_and_oriented(reference, voxel_mm):
-    work = _work_grid(reference, voxel_mm)
+    work = work_grid(reference, voxel_mm)
     centre = lambda v: _lps(v, ((np.array(v.size_xyz) - 1) / 2)[None, :])[0]  # noqa: E731
     np.testing.assert_allclose(centre(work), centre(reference), rtol=0, atol=1e-6 * (1 + np.abs(reference.origin).max()))
     np.testing.assert_allclose(work.direction, reference.direction, atol=1e-12)

@@ -146,3 +146,35 @@ def test_breast_ranking_translates_whole_series_with_their_frame_counts(tmp_path
     md = read_volume(next((out / "maps").iterdir()) / "Md-DCE.nii.gz")
     assert md.array.ndim == 3 and md.array.max() > 0
     assert result.extra["md_enhancing_over_normal"]["sequence"] == "DCE"
+
+
+def test_a_folder_of_cases_is_ranked_on_the_models_grid_registered_when_asked(models, tmp_path):
+    """Cases as acquired (own grids, motion, 2 mm) are registered onto T1 and resampled to the model's 4 mm;
+    a rerun into the same folder with another registration is refused instead of reusing stale translations."""
+    from MRISynthesisLib.cli import main
+    from MRISynthesisLib.training.data import FolderSource
+
+    data = tmp_path / "cases"
+    assert main(["phantom", "--anatomy", "brain", "--n", "1", "--seed", "31", "--resolution", "2", "--out", str(data),
+                 "--quiet"]) == 0
+    (case,) = sorted(p.name for p in data.iterdir())
+
+    def t1_t1ce_correlation(register: str) -> float:
+        built = FolderSource(data, sequences=EVERY, scheme="percentile", require_all=False, voxel_size_mm=4.0,
+                             register=register).build(case)
+        assert built.volumes["T2"].shape == built.mask.shape  # one grid for every sequence
+        a, b = built.volumes["T1"][built.mask], built.volumes["T1ce"][built.mask]
+        return float(np.corrcoef(a, b)[0, 1])
+    assert t1_t1ce_correlation("rigid") > t1_t1ce_correlation("none") + 0.05  # T1ce's motion undone
+
+    out = tmp_path / "rank"
+    run_rank(str(data), "seq2seq", out, anatomy="brain", device="cpu", bootstrap=0, lpips_backbone=None,
+             progress=False, weights_folder=models, register="rigid", say=lambda line: None)
+    md = read_volume(out / "maps" / case / "Md-T1ce.nii.gz")
+    np.testing.assert_allclose(md.spacing, (4.0, 4.0, 4.0))  # the model's grid, not the cases' 2 mm
+    with pytest.raises(InputError, match="made with another register"):
+        run_rank(str(data), "seq2seq", out, anatomy="brain", device="cpu", bootstrap=0, lpips_backbone=None,
+                 progress=False, weights_folder=models, register="none", say=lambda line: None)
+    with pytest.raises(InputError, match="unknown registration preset"):
+        run_rank(str(data), "seq2seq", tmp_path / "r2", anatomy="brain", device="cpu", progress=False,
+                 weights_folder=models, register="elastic")

@@ -197,11 +197,22 @@ class FolderSource:
     """Case folders under ``root`` (BraTS/breast naming) or the cases of a manifest CSV."""
 
     def __init__(self, root: str | Path, *, sequences: Sequence[str], scheme: str, require_all: bool = True,
-                 foreground: str = "body") -> None:
-        """``require_all=False`` (ranking): a case needs at least two of ``sequences`` and keeps those it has."""
+                 foreground: str = "body", voxel_size_mm: float | None = None, register: str = "none") -> None:
+        """``require_all=False`` (ranking): a case needs at least two of ``sequences`` and keeps those it has.
+
+        ``voxel_size_mm`` (a trained model's, for ranking): each case is resampled onto that isotropic grid
+        over its reference sequence's field of view, as ``synthesize`` does, since a network sees anatomy in
+        voxels. ``register`` (a :data:`registration.PRESETS` name): every other sequence is first registered
+        onto the reference (T1, else the finest); ``none`` takes the cases as aligned in physical space.
+        Without either, every sequence of a case must already share one grid (training's contract)."""
+        from ..registration import PRESETS
+
+        if register not in PRESETS:
+            raise InputError(f"unknown registration preset '{register}'; use one of {', '.join(PRESETS)}")
         self.root, self.sequences, self.scheme = Path(root), [canonical(s) for s in sequences], scheme
         self.foreground = foreground
         self.require_all = require_all
+        self.voxel_size_mm, self.register = voxel_size_mm, register
         self.files = self._manifest(self.root) if self.root.is_file() else self._folders(self.root)
 
     def _folders(self, root: Path) -> dict[str, dict[str, Path]]:
@@ -236,8 +247,27 @@ class FolderSource:
         files = self.files[name]
         volumes = {s: check_volume(read_volume(files[s]), s, str(files[s])) for s in self.sequences if s in files}
         labels = read_volume(files[SEGMENTATION]) if SEGMENTATION in files else None
+        if self.voxel_size_mm or self.register != "none":
+            volumes, labels = self._onto_one_grid(volumes, labels)
         return normalize_case(name, volumes, labels, self.scheme,
                               {"source": "folder", "files": {k: str(v) for k, v in files.items()}}, self.foreground)
+
+
+    def _onto_one_grid(self, volumes: dict[str, Volume], labels: Volume | None) -> tuple[dict[str, Volume], Volume | None]:
+        """Every sequence (registered when asked) and the labels on the reference's grid, or on the isotropic
+        model grid over it: one interpolation each, as ``pipeline.prepare`` does it."""
+        from ..pipeline import align, default_reference, work_grid
+
+        reference = default_reference(volumes)
+        fixed = volumes[reference].frame(0) if volumes[reference].is_series else volumes[reference]
+        grid = work_grid(fixed, self.voxel_size_mm) if self.voxel_size_mm else fixed
+        moved = {}
+        for seq, volume in volumes.items():
+            if seq == reference or self.register == "none":
+                moved[seq] = resample_to(volume, grid)
+            else:
+                moved[seq] = align(fixed, volume, self.register, seq, grid)[0]
+        return moved, (resample_to(labels, grid, interpolation="nearest") if labels is not None else None)
 
 
 def load_cases(source, names: Iterable[str], cache: CaseCache, prepare=None) -> list[Case]:
