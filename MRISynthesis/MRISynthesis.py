@@ -345,11 +345,17 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
         a sequence of the case) in a worker process: ``mri-synthesis maps``."""
         from MRISynthesisSlicerLib.logic import canonical_inputs, check_selection, maps_worker_command, write_inputs
 
+        from MRISynthesisLib.errors import InputError
+
         inputs = canonical_inputs(self.selectedInputs())
-        real = self.ui.realSelector.currentNode()
+        real, target = self.ui.realSelector.currentNode(), self.ui.targetComboBox.currentText
         if real is not None:
-            inputs[self.ui.targetComboBox.currentText] = real
+            if target in inputs:
+                raise InputError(f"{target} is selected as an input and as the real target; keep one")
+            inputs[target] = real
         check_selection(inputs, "")
+        if len(inputs) < 2:
+            raise InputError("differentiation maps compare sequences with each other: select at least two")
         self.workFolder = tempfile.mkdtemp(prefix="MRISynthesis-maps-")
         files, _unused = write_inputs(inputs, self.workFolder)
         out = os.path.join(self.workFolder, "maps")

@@ -31,7 +31,7 @@ from .inference import choose_device
 from .inputs import check_volume, model_frames
 from .maps import differentiation_maps
 from .pipeline import Progress, default_reference, frames_of, prepare, report_progress, stage_progress
-from .predictors import plan_for, run_plan
+from .predictors import translator
 from .preprocess import resample_to
 from .ranking import score_pair
 from .registration import PRESETS
@@ -58,13 +58,14 @@ class DifferentiationMaps:
 
 
 def any_to_any_entry(model: str, anatomy: str | None, available: tuple[str, ...],
-                     weights_folder: str | Path | None = None) -> WeightsEntry:
-    """The bundled weights of ``model`` that translate every sequence into every other, else a clear error."""
+                     weights_folder: str | Path | None = None, purpose: str = "making imaging-differentiation maps"
+                     ) -> WeightsEntry:
+    """The bundled weights of ``model`` that translate every sequence into every other, else a clear error
+    saying what ``purpose`` needs them."""
     entry = find(model, None, anatomy, weights_folder, available=available)
     if set(entry.inputs) != set(entry.targets):
-        raise InputError(f"{entry.model} maps {'+'.join(entry.inputs)} -> {'+'.join(entry.targets)}; imaging-"
-                         "differentiation maps need an any-to-any model (every sequence to every other), such as "
-                         "seq2seq")
+        raise InputError(f"{entry.model} maps {'+'.join(entry.inputs)} -> {'+'.join(entry.targets)}; {purpose} needs "
+                         "an any-to-any model (every sequence to every other), such as seq2seq")
     return entry
 
 
@@ -100,8 +101,9 @@ def case_differentiation_maps(inputs: Mapping[str, Volume], model: str = "seq2se
     torch_device = choose_device(device)
     net = load_model(entry, weights_folder, torch_device)
     order = tuple(inputs)
-    prepared = prepare(inputs, order, reference, register, entry.voxel_size_mm, stage_progress(progress, 0.0, 0.25),
-                       entry.normalization, entry.foreground)
+    # registration reports into [0, 0.3] of the whole, as in synthesize; the translations share [0.3, 0.95]
+    prepared = prepare(inputs, order, reference, register, entry.voxel_size_mm, progress, entry.normalization,
+                       entry.foreground)
     normalised, offset = {}, 0
     for name in order:  # ``stacked`` holds every frame of every input, in ``order``
         count = frames_of(inputs[name]).shape[0]
@@ -110,19 +112,13 @@ def case_differentiation_maps(inputs: Mapping[str, Volume], model: str = "seq2se
         offset += count
 
     pairs = [(source, target) for target in order for source in order if source != target]
+    translate = translator(entry, net, torch_device)
     predictions, translations = {}, []
     for k, (source, target) in enumerate(pairs):
-        real = normalised[target]
-        plan = plan_for(entry, net, target, (source,), phases=real.shape[0] if real.ndim == 4 else 1)
-        if plan.order != (source,):
-            raise InputError(f"{entry.model} needs {', '.join(plan.order)} together to make {target}; "
-                             "differentiation maps need single-source translations")
-        report_progress(progress, 0.25 + 0.7 * k / len(pairs), f"translating {source} -> {target}")
-        given = normalised[source]
-        predictions[(source, target)] = run_plan(
-            plan, given if given.ndim == 4 else given[None], torch_device,
-            stage_progress(progress, 0.25 + 0.7 * k / len(pairs), 0.25 + 0.7 * (k + 1) / len(pairs)))
-        scores = score_pair(real, predictions[(source, target)], prepared.mask, lpips_backbone=None)
+        start, end = 0.3 + 0.65 * k / len(pairs), 0.3 + 0.65 * (k + 1) / len(pairs)
+        report_progress(progress, start, f"translating {source} -> {target}")
+        predictions[(source, target)] = translate(normalised, source, target, stage_progress(progress, start, end))
+        scores = score_pair(normalised[target], predictions[(source, target)], prepared.mask, lpips_backbone=None)
         translations.append({"source": source, "target": target, "psnr": scores["psnr"], "ssim": scores["ssim"]})
 
     report_progress(progress, 0.96, "imaging-differentiation maps")

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Callable
 
 from . import RESEARCH_USE_NOTICE
+from .errors import InputError
 from .inputs import load_case
+from .metrics import to_json_safe
 from .sequences import canonical, parse_assignments
 from .volume import discard_if_failed, output_folder, refuse_overwrite, write_volume
 
@@ -32,6 +34,8 @@ def run_maps(input_items: list[str], out: str | Path, *, model: str = "seq2seq",
         for suffix in (".nii.gz", ".png"):
             refuse_overwrite(out / f"Md-{name}{suffix}", protected)
     refuse_overwrite(out / "maps.json", protected)
+    if out.exists() and not out.is_dir():  # before minutes of work, not after
+        raise InputError(f"{out}: exists and is not a folder")
     bar, update = (progress_lines() if progress == "lines" else
                    progress_bar("differentiation maps") if progress else (None, None))
     try:
@@ -41,11 +45,11 @@ def run_maps(input_items: list[str], out: str | Path, *, model: str = "seq2seq",
     finally:
         if bar is not None:
             bar.close()
-    with discard_if_failed(out):
+    with discard_if_failed(out):  # all of it or, in a folder it made, nothing
         written = write_maps(result, output_folder(out), protected)
-    report = {"maps": written, "provenance": result.provenance, "registrations": result.registrations,
-              "translations": result.translations}
-    (out / "maps.json").write_text(json.dumps(report, indent=1, allow_nan=False))
+        report = {"maps": written, "provenance": result.provenance, "registrations": result.registrations,
+                  "translations": result.translations}
+        (out / "maps.json").write_text(json.dumps(to_json_safe(report), indent=1, allow_nan=False))
     say(f"{'sequence':10} {'mean M_d in the foreground':>28}")
     for name, mean in sorted(result.foreground_means.items(), key=lambda item: -item[1]):
         say(f"{name:10} {mean:28.4f}")

@@ -108,7 +108,7 @@ def work_grid(reference: Volume, voxel_mm: float) -> Volume:
     return Volume(np.zeros(tuple(size[::-1]), np.float32), (voxel_mm,) * 3, tuple(origin), reference.direction)
 
 
-def _require_overlap(aligned: Volume, name: str, reference: str, register: str) -> Volume:
+def require_overlap(aligned: Volume, name: str, reference: str, register: str) -> Volume:
     """``aligned`` (a volume moved onto the reference grid), unless none of it landed there.
 
     Then its header places it elsewhere than the reference (another patient position, a wrong origin),
@@ -190,7 +190,7 @@ def prepare(inputs: Mapping[str, Volume], order: tuple[str, ...], reference: str
             on_work[name] = resample_to(given, work)
             continue
         moved, registrations[name] = aligner(fixed, inputs[name], register, name, work)
-        on_work[name] = _require_overlap(moved, name, reference, register)
+        on_work[name] = require_overlap(moved, name, reference, register)
     frames = {n: frames_of(v) for n, v in on_work.items()}
     mean_image = np.mean([a.mean(axis=0) for a in frames.values()], axis=0)
     mask = foreground_mask(mean_image, method=foreground)
@@ -291,7 +291,7 @@ def compare_to_real(synth: Volume, real: Volume, *, register: str = "rigid",
                          f"{synth.shape[0]}")
     if reference is not None and register != "none":
         real, _ = align(reference, real, register, "real")
-    real_on_grid = _require_overlap(resample_to(real, synth), "the real target", "the synthesized volume", register)
+    real_on_grid = require_overlap(resample_to(real, synth), "the real target", "the synthesized volume", register)
     if not synth.is_series:
         metrics, errors = _compare_volumes(synth, real_on_grid)
         return metrics, errors, real_on_grid

@@ -9,7 +9,7 @@ ranking all run every model the same way.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -116,3 +116,18 @@ def run_plan(plan: Plan, stacked: np.ndarray, device, progress: Progress | None 
         predicted = predict_slices(plan.predictor, stacked, context=plan.context, multiple=plan.multiple,
                                    device=device, progress=progress)
     return predicted[plan.output] if plan.phases == 1 else predicted[plan.output:plan.output + plan.phases]
+
+
+def translator(entry, net, device) -> Callable[..., np.ndarray]:
+    """``translate(volumes, source, target, progress=None)``: ``source`` alone -> ``target``, on normalised
+    arrays. A 4D series source enters with every frame; a series target is made with the real series' frame
+    count. Ranking and the maps of one case (:mod:`differentiation`) both translate through it."""
+
+    def translate(volumes: Mapping[str, np.ndarray], source: str, target: str, progress=None) -> np.ndarray:
+        real, given = volumes[target], volumes[source]
+        plan = plan_for(entry, net, target, (source,), phases=real.shape[0] if real.ndim == 4 else 1)
+        if plan.order != (source,):
+            raise InputError(f"{entry.model} needs {', '.join(plan.order)} together; single-source translations "
+                             "need a model that translates every sequence into every other (seq2seq)")
+        return run_plan(plan, given if given.ndim == 4 else given[None], device, progress)
+    return translate

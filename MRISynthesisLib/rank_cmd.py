@@ -22,6 +22,7 @@ import numpy as np
 
 from .errors import InputError
 from .maps import differentiation_maps
+from .predictors import translator
 from .quality import HELD_OUT_SEEDS
 from .ranking import PairScore, Ranking, rank, score_pair
 from .volume import Volume, discard_if_failed, output_folder, refuse_inside, write_volume
@@ -52,21 +53,6 @@ def source_for(data: str, entry, *, subjects: int | None = None, register: str =
                              resolution=entry.voxel_size_mm, foreground=entry.foreground)
     return FolderSource(data, sequences=entry.inputs, scheme=entry.normalization, require_all=False,
                         foreground=entry.foreground, voxel_size_mm=entry.voxel_size_mm, register=register)
-
-
-def translator(entry, net, device) -> Callable[[Mapping[str, np.ndarray], str, str], np.ndarray]:
-    """``translate(volumes, source, target)``: ``source`` alone -> ``target``, on normalised arrays. A 4D
-    series source enters with every frame; a series target is made with the real series' frame count."""
-    from .predictors import plan_for, run_plan
-
-    def translate(volumes: Mapping[str, np.ndarray], source: str, target: str) -> np.ndarray:
-        real, given = volumes[target], volumes[source]
-        plan = plan_for(entry, net, target, (source,), phases=real.shape[0] if real.ndim == 4 else 1)
-        if plan.order != (source,):
-            raise InputError(f"{entry.model} needs {', '.join(plan.order)} together; ranking needs a model that "
-                             "translates every single sequence into every other (seq2seq)")
-        return run_plan(plan, given if given.ndim == 4 else given[None], device)
-    return translate
 
 
 def _cached(folder: Path, source: str, target: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
@@ -126,14 +112,15 @@ def run_rank(data: str, model: str, out: str | Path, *, anatomy: str | None = No
     from tqdm import tqdm
 
     from .inference import choose_device
+    from .differentiation import any_to_any_entry
     from .training.data import CaseCache, load_cases
-    from .weights import find, load_model
+    from .weights import load_model
 
     anatomy = anatomy or (data.split(":")[1] if data.startswith("phantom:") and data.count(":") >= 1 else None)
-    entry = find(model, None, anatomy or None, weights_folder)
-    if set(entry.inputs) != set(entry.targets):
-        raise InputError(f"{entry.model} maps {'+'.join(entry.inputs)} -> {'+'.join(entry.targets)}; ranking needs "
-                         "an any-to-any model (every sequence to every other), such as seq2seq")
+    entry = any_to_any_entry(model, anatomy or None, (), weights_folder, purpose="ranking")
+    if data.startswith("phantom:") and register != "none":
+        raise InputError(f"--register {register} is for a folder of cases; phantom subjects are moved onto their "
+                         "reference by their true transforms")
     refuse_inside(out, data)
     source = source_for(data, entry, register=register)
     torch_device = choose_device(device)
@@ -198,6 +185,10 @@ def _check_preparation(out: Path, preparation: dict) -> None:
     """Refuse a folder whose cached cases and translations were made otherwise (other weights, data,
     registration or grid): reusing them would rank stale translations. A new folder records ``preparation``."""
     path = out / PREPARATION_FILE
+    cached = [folder for folder in ("cache", "predictions") if (out / folder).is_dir() and any((out / folder).iterdir())]
+    if not path.exists() and cached:
+        raise InputError(f"{out} holds {' and '.join(cached)} from an earlier version that did not record how they "
+                         "were made; choose another --out")
     if path.exists():
         try:
             saved = json.loads(path.read_text())

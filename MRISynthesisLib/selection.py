@@ -58,15 +58,22 @@ def choose_model(target: str, present: set[str], anatomy: str, model: str, weigh
 
 
 def infer_anatomy(present: set[str], weights_folder=None, default: str = "brain") -> str:
-    """The anatomy whose bundled models take most of the ``present`` sequences (a case with DWI or DCE is a
-    breast case, one with T1ce or FLAIR a brain case); ``default`` when they do not tell (T1 and T2 alone)."""
+    """The anatomy the ``present`` sequences belong to: the one with more of them that only its bundled models
+    take (DWI or DCE: breast; T1ce or FLAIR: brain), then the one whose models take more of them; ``default``
+    when they do not tell (T1 and T2 alone, or a mix such as FLAIR with DCE)."""
     taken: dict[str, set[str]] = {}
     for e in read_manifest(weights_folder):
         taken.setdefault(e.anatomy, set()).update(e.inputs)
-    scores = {anatomy: len(present & sequences) for anatomy, sequences in taken.items()}
-    best = max(scores.values(), default=0)
-    leaders = [a for a, score in scores.items() if score == best]
-    return leaders[0] if best > 0 and len(leaders) == 1 else default
+
+    def own(anatomy: str) -> set[str]:
+        return taken[anatomy] - set().union(*(s for a, s in taken.items() if a != anatomy))
+    for score in (lambda a: len(present & own(a)), lambda a: len(present & taken[a])):
+        scores = {anatomy: score(anatomy) for anatomy in taken}
+        best = max(scores.values(), default=0)
+        leaders = [a for a, value in scores.items() if value == best]
+        if best > 0 and len(leaders) == 1:
+            return leaders[0]
+    return default
 
 
 def explain(target: str, present: set[str], anatomy: str, weights_folder=None) -> list[tuple[str, str | None]]:

@@ -157,3 +157,6 @@ def test_the_inputs_tell_the_anatomy_whose_models_to_offer(tmp_path):
     assert infer_anatomy({"T1"}, folder) == "brain"  # both take T1: the default
     assert infer_anatomy({"T1"}, folder, default="breast") == "breast"
     assert infer_anatomy({"PD"}, folder) == "brain" and infer_anatomy(set(), folder) == "brain"
+    # sequences only one anatomy's models take count first: FLAIR and DCE tie, so brain
+    assert infer_anatomy({"T1", "FLAIR", "DCE"}, folder) == "brain"
+    assert infer_anatomy({"T1", "DWI", "DCE", "FLAIR"}, folder) == "breast"

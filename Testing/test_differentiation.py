@@ -90,7 +90,7 @@ def test_bad_input_is_refused_by_name(models, brain):
         case_differentiation_maps({**one, "PD": brain.sequences["PD"]}, anatomy="brain", device="cpu",
                                   weights_folder=models)
     pair = {**one, "T2": brain.sequences["T2"]}
-    with pytest.raises(InputError, match="need an any-to-any model"):
+    with pytest.raises(InputError, match="making imaging-differentiation maps needs an any-to-any model"):
         case_differentiation_maps(pair, "unet-ct1", device="cpu", weights_folder=models)
     with pytest.raises(InputError, match="unknown registration preset"):
         case_differentiation_maps(pair, register="elastic", device="cpu", weights_folder=models)
@@ -144,3 +144,8 @@ def test_the_maps_command_writes_volumes_heatmaps_and_a_report_and_never_an_inpu
     assert "would overwrite an input file" in capsys.readouterr().err and hash_files([t1]) == guarded
     assert main(["maps", "--input", f"T1={files['T1']}", "--out", str(tmp_path / "none"), "--quiet"]) == 2
     assert "at least two" in capsys.readouterr().err and not (tmp_path / "none").exists()
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    assert main(["maps", "--input", f"T1={files['T1']}", f"T1ce={files['T1ce']}", "--out", str(a_file),
+                 "--quiet"]) == 2
+    assert "exists and is not a folder" in capsys.readouterr().err and a_file.read_text() == "not a folder"

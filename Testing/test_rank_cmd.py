@@ -178,3 +178,20 @@ def test_a_folder_of_cases_is_ranked_on_the_models_grid_registered_when_asked(mo
     with pytest.raises(InputError, match="unknown registration preset"):
         run_rank(str(data), "seq2seq", tmp_path / "r2", anatomy="brain", device="cpu", progress=False,
                  weights_folder=models, register="elastic")
+    with pytest.raises(InputError, match="--register rigid is for a folder of cases"):
+        run_rank("phantom:brain:1", "seq2seq", tmp_path / "r3", device="cpu", progress=False, weights_folder=models,
+                 register="rigid")
+
+    # a folder from before the preparation record: its caches cannot be trusted
+    (out / "preparation.json").unlink()
+    with pytest.raises(InputError, match="from an earlier version that did not record how they were made"):
+        run_rank(str(data), "seq2seq", out, anatomy="brain", device="cpu", bootstrap=0, lpips_backbone=None,
+                 progress=False, weights_folder=models, register="rigid", say=lambda line: None)
+
+    # a sequence whose header puts it away from T1 is named with its case, not left as an empty image
+    from MRISynthesisLib.volume import write_volume
+    t2_file = next((data / case).glob("*-t2w.nii.gz"))
+    t2 = read_volume(t2_file)
+    write_volume(t2.__class__(t2.array, t2.spacing, tuple(o + 1000.0 for o in t2.origin), t2.direction), t2_file)
+    with pytest.raises(InputError, match=f"case {case}: T2 does not overlap the field of view of T1"):
+        FolderSource(data, sequences=EVERY, scheme="percentile", require_all=False, voxel_size_mm=4.0).build(case)

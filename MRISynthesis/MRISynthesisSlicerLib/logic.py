@@ -193,7 +193,8 @@ class SynthesisLogic:
         chosen = canonical_inputs(inputs)
         check_selection(chosen, "")
         volumes = {seq: checked_volume(node, seq) for seq, node in chosen.items()}
-        result = case_differentiation_maps(volumes, model, reference=reference, register=register, device=device,
+        result = case_differentiation_maps(volumes, model, reference=reference and canonical(reference),
+                                           register=register, device=device,
                                            progress=progress, weights_folder=weights_folder,
                                            input_names={seq: f"node '{node.GetName()}'" for seq, node in chosen.items()})
         return self.show_maps(result.maps, result.foreground_means, result.provenance,

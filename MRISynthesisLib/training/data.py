@@ -248,7 +248,10 @@ class FolderSource:
         volumes = {s: check_volume(read_volume(files[s]), s, str(files[s])) for s in self.sequences if s in files}
         labels = read_volume(files[SEGMENTATION]) if SEGMENTATION in files else None
         if self.voxel_size_mm or self.register != "none":
-            volumes, labels = self._onto_one_grid(volumes, labels)
+            try:
+                volumes, labels = self._onto_one_grid(volumes, labels)
+            except InputError as err:  # registration and overlap errors name the sequence, not the case
+                raise InputError(f"case {name}: {err}") from err
         return normalize_case(name, volumes, labels, self.scheme,
                               {"source": "folder", "files": {k: str(v) for k, v in files.items()}}, self.foreground)
 
@@ -256,7 +259,7 @@ class FolderSource:
     def _onto_one_grid(self, volumes: dict[str, Volume], labels: Volume | None) -> tuple[dict[str, Volume], Volume | None]:
         """Every sequence (registered when asked) and the labels on the reference's grid, or on the isotropic
         model grid over it: one interpolation each, as ``pipeline.prepare`` does it."""
-        from ..pipeline import align, default_reference, work_grid
+        from ..pipeline import align, default_reference, require_overlap, work_grid
 
         reference = default_reference(volumes)
         fixed = volumes[reference].frame(0) if volumes[reference].is_series else volumes[reference]
@@ -267,6 +270,7 @@ class FolderSource:
                 moved[seq] = resample_to(volume, grid)
             else:
                 moved[seq] = align(fixed, volume, self.register, seq, grid)[0]
+            require_overlap(moved[seq], seq, reference, self.register)
         return moved, (resample_to(labels, grid, interpolation="nearest") if labels is not None else None)
 
 
