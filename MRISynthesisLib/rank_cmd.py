@@ -111,14 +111,15 @@ def run_rank(data: str, model: str, out: str | Path, *, anatomy: str | None = No
         raise InputError(f"score_within must be one of {', '.join(SCORE_REGIONS)}, not {score_within!r}")
     from tqdm import tqdm
 
-    from .inference import choose_device
     from .differentiation import any_to_any_entry
+    from .inference import choose_device
     from .training.data import CaseCache, load_cases
     from .weights import load_model
 
-    anatomy = anatomy or (data.split(":")[1] if data.startswith("phantom:") and data.count(":") >= 1 else None)
+    phantom = data.startswith("phantom:")
+    anatomy = anatomy or (data.split(":")[1] if phantom else None)
     entry = any_to_any_entry(model, anatomy or None, (), weights_folder, purpose="ranking")
-    if data.startswith("phantom:") and register != "none":
+    if phantom and register != "none":
         raise InputError(f"--register {register} is for a folder of cases; phantom subjects are moved onto their "
                          "reference by their true transforms")
     refuse_inside(out, data)
@@ -130,10 +131,9 @@ def run_rank(data: str, model: str, out: str | Path, *, anatomy: str | None = No
     names = source.names()
     with discard_if_failed(out):  # a case refused while caching leaves no new output folder
         out = output_folder(out)
-        _check_preparation(out, {"weights_sha256": entry.sha256,
-                                 "data": f"phantom:{entry.anatomy}" if data.startswith("phantom:") else str(Path(data).resolve()),
-                                 "register": register if not data.startswith("phantom:") else "true transforms",
-                                 "voxel_size_mm": entry.voxel_size_mm})
+        _check_preparation(out, {"weights_sha256": entry.sha256, "voxel_size_mm": entry.voxel_size_mm,
+                                 "data": f"phantom:{entry.anatomy}" if phantom else str(Path(data).resolve()),
+                                 "register": "true transforms" if phantom else register})
         cases = load_cases(source, names, CaseCache(out / "cache"))
     total = sum(len(c.volumes) * (len(c.volumes) - 1) for c in cases)
     bar = tqdm(total=total, desc="rank: translating pairs", unit="pair", disable=not progress)
