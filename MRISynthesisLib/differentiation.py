@@ -28,9 +28,9 @@ import numpy as np
 from . import RESEARCH_USE_NOTICE, __version__
 from .errors import InputError
 from .inference import choose_device
-from .inputs import check_volume, model_frames
+from .inputs import model_frames
 from .maps import differentiation_maps
-from .pipeline import Progress, default_reference, frames_of, prepare, report_progress, stage_progress
+from .pipeline import Progress, check_taken, default_reference, frames_of, prepare, report_progress, stage_progress
 from .predictors import translator
 from .preprocess import resample_to
 from .ranking import score_pair
@@ -70,15 +70,10 @@ def any_to_any_entry(model: str, anatomy: str | None, available: tuple[str, ...]
 
 
 def _check(inputs: Mapping[str, Volume], entry: WeightsEntry) -> None:
-    extra = [s for s in inputs if s not in entry.inputs]
-    if extra:
-        raise InputError(f"{entry.model} ({entry.key}) does not take {', '.join(extra)}; it takes "
-                         f"{', '.join(entry.inputs)}")
+    check_taken(inputs, entry)
     if len(inputs) < 2:
         raise InputError(f"imaging-differentiation maps compare sequences with each other: give at least two of "
                          f"{', '.join(entry.inputs)} (got {', '.join(inputs) or 'none'})")
-    for name, volume in inputs.items():
-        check_volume(volume, name, name)
 
 
 def case_differentiation_maps(inputs: Mapping[str, Volume], model: str = "seq2seq", *,

@@ -24,7 +24,7 @@ from . import RESEARCH_USE_NOTICE
 from .errors import InputError
 from .metrics import Image, Mask, prepare_pair
 from .preprocess import foreground_mask
-from .volume import Volume, refuse_overwrite
+from .volume import Volume, refuse_overwrite, write_volume
 
 #: IMPORTANT-Net's psi: minimum blue, maximum red.
 ERROR_COLORMAP = "jet"
@@ -239,3 +239,19 @@ def write_heatmap_png(anatomy: np.ndarray, heat: np.ndarray, path: str | Path, *
     fig.savefig(tmp, format="png", dpi=80)
     tmp.replace(path)
     return path
+
+
+def write_map_files(folder: str | Path, name: str, volume: Volume, anatomy: np.ndarray, heat: np.ndarray, *,
+                    title: str, grid: Volume, protect: Sequence[str | Path] = (),
+                    slice_index: int | None = None) -> tuple[Path, Path]:
+    """One sequence's M_d map as ``Md-<name>.nii.gz`` (``volume``, the overlay a viewer loads) and
+    ``Md-<name>.png`` (``heat`` over ``anatomy``, both on ``grid``'s voxels; see :func:`write_heatmap_png`).
+
+    ``volume`` and ``heat`` differ when the map was resampled onto a user's reference grid for the overlay
+    while the heatmap is drawn where it was computed. Returns the two paths.
+    """
+    folder = Path(folder)
+    path = write_volume(volume, folder / f"Md-{name}.nii.gz", protect=protect)
+    png = write_heatmap_png(anatomy, heat, folder / f"Md-{name}.png", title=title, slice_index=slice_index,
+                            spacing=grid.spacing, direction=grid.direction)
+    return path, png

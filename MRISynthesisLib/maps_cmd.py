@@ -17,7 +17,7 @@ from .errors import InputError
 from .inputs import load_case
 from .metrics import to_json_safe
 from .sequences import canonical, parse_assignments
-from .volume import discard_if_failed, output_folder, refuse_overwrite, write_volume
+from .volume import discard_if_failed, output_folder, refuse_overwrite
 
 
 def run_maps(input_items: list[str], out: str | Path, *, model: str = "seq2seq", reference: str | None = None,
@@ -63,13 +63,12 @@ def write_maps(result, out: Path, protect=(), slice_index: int | None = None) ->
     """Each map of a :class:`differentiation.DifferentiationMaps` as ``Md-<SEQ>.nii.gz`` and its heatmap PNG in
     ``out`` (on axial ``slice_index`` of the work grid, default where each map is largest); returns
     {sequence: {volume, png, foreground_mean}}."""
-    from .maps import write_heatmap_png
+    from .maps import write_map_files
 
     written = {}
     for name, volume in result.maps.items():
-        path = write_volume(volume, out / f"Md-{name}.nii.gz", protect=protect)
         anatomy_image, heat = result.on_work_grid[name]
-        png = write_heatmap_png(anatomy_image, heat, out / f"Md-{name}.png", title=f"M_d({name})",
-                                slice_index=slice_index, spacing=result.work_grid.spacing, direction=result.work_grid.direction)
+        path, png = write_map_files(out, name, volume, anatomy_image, heat, title=f"M_d({name})",
+                                    grid=result.work_grid, protect=protect, slice_index=slice_index)
         written[name] = {"volume": str(path), "png": str(png), "foreground_mean": result.foreground_means[name]}
     return written

@@ -78,9 +78,7 @@ def check_inputs(inputs: Mapping[str, Volume], entry: WeightsEntry, target: str)
     non-empty subset of its sequences without the target (an any-to-any model such as Seq2Seq)."""
     if target not in entry.targets:
         raise InputError(f"{entry.model} ({entry.key}) cannot produce {target}; it produces {', '.join(entry.targets)}")
-    extra = [s for s in inputs if s not in entry.inputs]
-    if extra:
-        raise InputError(f"{entry.model} does not take {', '.join(extra)}; it takes {', '.join(entry.inputs)}")
+    check_taken(inputs, entry)
     if set(entry.inputs) == set(entry.targets):
         if target in inputs:
             raise InputError(f"{target} is both an input and the target; give the real {target} for evaluation "
@@ -91,6 +89,13 @@ def check_inputs(inputs: Mapping[str, Volume], entry: WeightsEntry, target: str)
         missing = [s for s in entry.inputs if s not in inputs]
         if missing:
             raise InputError(f"{entry.model} needs {', '.join(entry.inputs)}; missing: {', '.join(missing)}")
+
+
+def check_taken(inputs: Mapping[str, Volume], entry: WeightsEntry) -> None:
+    """Every input is a sequence the model takes, and a usable volume (3D or a series, finite, not empty)."""
+    extra = [s for s in inputs if s not in entry.inputs]
+    if extra:
+        raise InputError(f"{entry.model} ({entry.key}) does not take {', '.join(extra)}; it takes {', '.join(entry.inputs)}")
     for name, volume in inputs.items():
         check_volume(volume, name, name)
 

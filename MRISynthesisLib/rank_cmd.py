@@ -25,7 +25,7 @@ from .maps import differentiation_maps
 from .predictors import translator
 from .quality import HELD_OUT_SEEDS
 from .ranking import PairScore, Ranking, rank, score_pair
-from .volume import Volume, discard_if_failed, output_folder, refuse_inside, write_volume
+from .volume import Volume, discard_if_failed, output_folder, refuse_inside
 
 #: the phantom subjects ranked by default (never used in training)
 DEFAULT_PHANTOM_SUBJECTS = len(HELD_OUT_SEEDS)
@@ -219,17 +219,16 @@ def _lpips_backbone(requested: str | None, say) -> str | None:
 
 
 def _write_maps(folder: Path, case, maps: Mapping[str, np.ndarray]) -> None:
-    from .maps import write_heatmap_png
+    """Each sequence's M_d of one cached case on that case's grid (its overlay and heatmap agree)."""
+    from .maps import write_map_files
 
     folder.mkdir(parents=True, exist_ok=True)
     grid = case.meta.get("grid", {})
     for name, array in maps.items():
         volume = Volume(array, tuple(grid.get("spacing", (1, 1, 1))), tuple(grid.get("origin", (0, 0, 0))),
                         tuple(grid.get("direction", (1, 0, 0, 0, 1, 0, 0, 0, 1))))
-        write_volume(volume, folder / f"Md-{name}.nii.gz")
         anatomy = case.volumes[name] if case.volumes[name].ndim == 3 else case.volumes[name].mean(0)
-        write_heatmap_png(anatomy, array, folder / f"Md-{name}.png", title=f"M_d({name}), {case.name}",
-                          spacing=volume.spacing, direction=volume.direction)
+        write_map_files(folder, name, volume, anatomy, array, title=f"M_d({name}), {case.name}", grid=volume)
 
 
 def write_outputs(result: Ranking, out: Path, scores: list[PairScore]) -> None:
