@@ -148,9 +148,15 @@ def aboutText(logic):
     return notice + "\n\n" + _("MRISynthesisLib version: {version}").format(version=version)
 
 
+#: what a model can make and a reference can be: the 3D sequences (DWI and DCE are 4D inputs only)
+TARGETS = ("T1", "T1ce", "T2", "FLAIR")
+REGISTRATION_PRESETS = ("rigid", "affine", "syn", "none")
+
 try:  # Slicer >= 5.4: panel state in a parameter node, so a saved scene restores it
+    from typing import Annotated
+
     from slicer import vtkMRMLScalarVolumeNode
-    from slicer.parameterNodeWrapper import parameterNodeWrapper
+    from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 except ImportError:  # older Slicer (or stand-ins): the panel works without saved state
     parameterNodeWrapper = None
 
@@ -158,7 +164,12 @@ if parameterNodeWrapper is not None:
 
     @parameterNodeWrapper
     class MRISynthesisParameterNode:
-        """Names match the widgets' SlicerParameterName properties in the .ui file."""
+        """Names match the widgets' SlicerParameterName properties in the .ui file.
+
+        Slicer binds a QComboBox only to a field with a fixed Choice list (it clears the box and fills it
+        with the choices) and a ctkSliderWidget only to a bounded float. The model and device lists change
+        with the selection and the machine, so those two boxes are not bound.
+        """
 
         t1: vtkMRMLScalarVolumeNode
         t1ce: vtkMRMLScalarVolumeNode
@@ -167,12 +178,10 @@ if parameterNodeWrapper is not None:
         dwi: vtkMRMLScalarVolumeNode
         dce: vtkMRMLScalarVolumeNode
         real: vtkMRMLScalarVolumeNode
-        target: str = "T1ce"
-        model: str = ""
-        reference: str = "T1"
-        register: str = "rigid"
-        device: str = "auto"
-        errorOpacity: float = 0.5
+        target: Annotated[str, Choice(list(TARGETS))] = "T1ce"
+        reference: Annotated[str, Choice(list(TARGETS))] = "T1"
+        register: Annotated[str, Choice(list(REGISTRATION_PRESETS))] = "rigid"
+        errorOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
 
 
 #: Python packages the library needs beyond what Slicer and its PyTorch extension ship
@@ -184,8 +193,6 @@ REQUIRED_PACKAGES = {
 }
 SEQUENCE_SELECTORS = {"T1": "t1Selector", "T1ce": "t1ceSelector", "T2": "t2Selector", "FLAIR": "flairSelector",
                       "DWI": "dwiSelector", "DCE": "dceSelector"}
-#: what a model can make and a reference can be: the 3D sequences (DWI and DCE are 4D inputs only)
-TARGETS = ("T1", "T1ce", "T2", "FLAIR")
 
 
 #
@@ -201,10 +208,13 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
         self.logic = None
         self.ui = None
         self._parameterNode = None
+        self._parameterGuiTag = None
+        self._sceneCloseObserver = None
         self.statusLabel = None
         self.process = None
         self.workFolder = None
         self._request = None
+        self._pendingOutput = ""
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -218,7 +228,7 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
         for sequence in TARGETS:
             self.ui.targetComboBox.addItem(sequence)
         self.ui.targetComboBox.currentText = "T1ce"
-        for preset in ("rigid", "affine", "syn", "none"):
+        for preset in REGISTRATION_PRESETS:
             self.ui.registerComboBox.addItem(preset)
         for sequence in TARGETS:
             self.ui.referenceComboBox.addItem(sequence)
@@ -240,16 +250,31 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
         self.ui.rankButton.connect("clicked(bool)", self.onRank)
         self.ui.compareButton.connect("clicked(bool)", self.onCompare)
         self.ui.mapsButton.connect("clicked(bool)", self.onMaps)
-        self._parameterNode = None
-        if parameterNodeWrapper is not None:
-            self._parameterNode = MRISynthesisParameterNode(self.logic.getParameterNode())
-            self._parameterNode.connectGui(self.ui)
+        self.initializeParameterNode()
+        # Close Scene removes the parameter node: bind the panel to the new scene's one
+        self._sceneCloseObserver = slicer.mrmlScene.AddObserver(slicer.mrmlScene.EndCloseEvent,
+                                                                lambda *_: self.initializeParameterNode())
         self.updateModels()
+
+    def initializeParameterNode(self):
+        """Bind the panel to this scene's parameter node (Slicer >= 5.4), unbinding the previous one."""
+        if parameterNodeWrapper is None:
+            return
+        self.releaseParameterNode()
+        self._parameterNode = MRISynthesisParameterNode(self.logic.getParameterNode())
+        self._parameterGuiTag = self._parameterNode.connectGui(self.ui)
+
+    def releaseParameterNode(self):
+        if self._parameterNode is not None and self._parameterGuiTag is not None:
+            self._parameterNode.disconnectGui(self._parameterGuiTag)
+        self._parameterNode, self._parameterGuiTag = None, None
 
     def cleanup(self):
         self.cancel()
-        if self._parameterNode is not None:
-            self._parameterNode.disconnectGui(self.ui)
+        if self._sceneCloseObserver is not None:
+            slicer.mrmlScene.RemoveObserver(self._sceneCloseObserver)
+            self._sceneCloseObserver = None
+        self.releaseParameterNode()
 
     # ------------------------------------------------------------------ selection
     def selectedInputs(self):
@@ -284,13 +309,10 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
         self.ui.applyButton.toolTip = "" if ready else _("Choose inputs and a target that a bundled model can make")
 
     def onAutoAssign(self):
-        from MRISynthesisLib.sequences import guess_from_description
+        from MRISynthesisSlicerLib.logic import assign_by_name
 
-        for node in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode"):
-            if node.IsA("vtkMRMLLabelMapVolumeNode"):
-                continue
-            text = node.GetAttribute("DICOM.SeriesDescription") or node.GetName()
-            sequence = guess_from_description(text)
+        nodes = assign_by_name(slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode"))
+        for sequence, node in nodes.items():
             if sequence in SEQUENCE_SELECTORS:
                 getattr(self.ui, SEQUENCE_SELECTORS[sequence]).setCurrentNode(node)
 
@@ -319,12 +341,13 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
             self.finishRun()
 
     def start(self):
-        from MRISynthesisSlicerLib.logic import check_selection, worker_command, write_inputs
+        from MRISynthesisSlicerLib.logic import check_selection, inputs_for_model, worker_command, write_inputs
 
         target = self.ui.targetComboBox.currentText
-        inputs = self.selectedInputs()
         real = self.ui.realSelector.currentNode()
-        check_selection(inputs, target, real)
+        check_selection(self.selectedInputs(), target, real)
+        # a model is offered when it takes a subset of the selection (TC-MGAN: T2 of T1, T2, FLAIR)
+        inputs = inputs_for_model(self.selectedInputs(), self.ui.modelComboBox.currentData)
         self.workFolder = tempfile.mkdtemp(prefix="MRISynthesis-")
         # as the views show them (parent transforms applied), DCE/DWI sequences as 4D files
         files, realFile = write_inputs(inputs, self.workFolder, real, target)
@@ -368,11 +391,19 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
         self.startWorker(command)
 
     def startWorker(self, command):
+        from MRISynthesisSlicerLib.logic import worker_environment
+
         self.process = qt.QProcess()
         self.process.setProcessChannelMode(qt.QProcess.MergedChannels)
+        environment = qt.QProcessEnvironment.systemEnvironment()
+        for name, value in worker_environment(dict(os.environ)).items():
+            environment.insert(name, value)
+        self.process.setProcessEnvironment(environment)
         self.process.connect("readyReadStandardOutput()", self.onOutput)
         self.process.connect("finished(int)", self.onFinished)
+        self.process.connect("errorOccurred(QProcess::ProcessError)", self.onProcessError)
         self.output = []
+        self._pendingOutput = ""
         self.ui.applyButton.text = _("Cancel")
         self.ui.applyButton.enabled = True
         self.ui.mapsButton.enabled = False
@@ -381,10 +412,13 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
         self.process.start(command[0], command[1:])
 
     def onOutput(self):
-        from MRISynthesisSlicerLib.logic import parse_progress
+        from MRISynthesisSlicerLib.logic import complete_lines, parse_progress
 
+        if self.process is None:
+            return
         text = bytes(self.process.readAllStandardOutput().data()).decode(errors="replace")
-        for line in text.splitlines():
+        lines, self._pendingOutput = complete_lines(self._pendingOutput, text)
+        for line in lines:
             progress = parse_progress(line)
             if progress is None:
                 self.output.append(line)
@@ -393,9 +427,21 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
             self.ui.progressBar.value = int(100 * progress[0])
             self.ui.statusLabel.setText(progress[1])
 
+    def onProcessError(self, error):
+        """The worker could not start (no PythonSlicer, say): ``finished`` never comes, so end the run here."""
+        if self.process is None or error != qt.QProcess.FailedToStart:
+            return
+        program = self.process.program()
+        self.finishRun()
+        slicer.util.errorDisplay(_("The worker process could not start ({program}).").format(program=program))
+        self.ui.statusLabel.setText(_("Failed; see the message and the log."))
+
     def onFinished(self, exitCode):
         if self.process is None:
             return
+        if self._pendingOutput:  # the last line had no newline
+            self.output.append(self._pendingOutput)
+            self._pendingOutput = ""
         try:
             if exitCode != 0:
                 errors = [line for line in self.output if line.startswith("error:")] or self.output[-5:]
@@ -476,7 +522,9 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
             inputs = self.selectedInputs()
             if real is not None:
                 inputs[self.ui.targetComboBox.currentText] = real
-            table, report = self.logic.compareModels(inputs)
+            device = self.ui.deviceComboBox.currentData or self.ui.deviceComboBox.currentText
+            table, report = self.logic.compareModels(inputs, register=self.ui.registerComboBox.currentText,
+                                                     device=device)
             slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(table.GetID())
             qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(report))
 
@@ -548,10 +596,11 @@ class MRISynthesisLogic(ScriptedLoadableModuleLogic):
 
     def showFiles(self, target, model, out, errorFile, referenceNode):
         """Nodes from a worker's output files (the volume, its JSON report, the error map)."""
+        from MRISynthesisLib.synthesize_cmd import report_path
         from MRISynthesisLib.volume import read_volume
         from MRISynthesisSlicerLib.logic import SynthesisLogic
 
-        report = json.loads(open(os.path.splitext(out)[0] + ".json").read())
+        report = json.loads(report_path(out).read_text())
         error = None
         if errorFile and os.path.exists(errorFile):
             error = (read_volume(errorFile), report["error_map"]["max_error"])
@@ -586,7 +635,7 @@ class MRISynthesisLogic(ScriptedLoadableModuleLogic):
         run_rank(f"phantom:{anatomy}:{subjects}", "seq2seq", out, progress=False)
         return show_ranking(slicer.mrmlScene, json.loads(open(os.path.join(out, "ranking.json")).read()))
 
-    def compareModels(self, inputs):
+    def compareModels(self, inputs, register="rigid", device="auto"):
         """Every eligible model on the selected complete case: a metrics table node and the HTML report."""
         from MRISynthesisLib.compare import run_compare
         from MRISynthesisLib.sequences import SUFFIX_2023
@@ -597,7 +646,8 @@ class MRISynthesisLogic(ScriptedLoadableModuleLogic):
         case = os.path.join(folder, "cases", "loaded")
         os.makedirs(case)
         write_inputs(inputs, case, file_name=lambda seq: f"loaded-{SUFFIX_2023[seq]}.nii.gz")
-        report = run_compare(os.path.join(folder, "cases"), os.path.join(folder, "report"), progress=False)
+        report = run_compare(os.path.join(folder, "cases"), os.path.join(folder, "report"), register=register,
+                             device=device, progress=False)
         return metrics_table(slicer.mrmlScene, "model comparison", report["rows"]), \
             os.path.join(folder, "report", "report.html")
 

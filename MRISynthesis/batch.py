@@ -26,38 +26,50 @@ def main(argv):
     from MRISynthesisLib.inputs import SERIES_SEQUENCES
     from MRISynthesisLib.metrics import to_json_safe
     from MRISynthesisLib.sequences import canonical, parse_assignments
-    from MRISynthesisLib.volume import read_volume, refuse_overwrite
+    from MRISynthesisLib.synthesize_cmd import report_path
+    from MRISynthesisLib.volume import read_volume, refuse_overwrite, write_volume
     from MRISynthesisSlicerLib.logic import SynthesisLogic
-    from MRISynthesisSlicerLib.nodes import series_node
+    from MRISynthesisSlicerLib.nodes import sequence_behind, series_from_node, series_node
 
     args = build_parser().parse_args(["synthesize", *argv])
     try:
         files = parse_assignments(args.input)
         protected = [*files.values(), *([args.real] if args.real else [])]
-        refuse_overwrite(args.out, protected)
-        nodes = {}
-        for seq, path in files.items():
+        for path in [args.out, *([args.error_map] if args.error_map else [])]:
+            refuse_overwrite(path, protected)
+        if args.error_map and not args.real:
+            raise InputError("--error-map needs --real (the acquired target to compare with)")
+
+        def load(seq, path):
             if not os.path.exists(path):
                 raise InputError(f"{path}: no such file")
             if canonical(seq) in SERIES_SEQUENCES:  # 4D: the library's reader keeps the frames' JSON sidecar
-                nodes[seq] = series_node(slicer.mrmlScene, read_volume(path), os.path.basename(path))[0]
+                return series_node(slicer.mrmlScene, read_volume(path), os.path.basename(path))[0]
+            return slicer.util.loadVolume(str(path))
+
+        def save(node, path):
+            if sequence_behind(node) is not None:  # a series result: every frame, not the one the views show
+                write_volume(series_from_node(node), path, protect=protected)
             else:
-                nodes[seq] = slicer.util.loadVolume(str(path))
-        real = slicer.util.loadVolume(args.real) if args.real else None
+                slicer.util.saveNode(node, str(path))
+
+        nodes = {seq: load(seq, path) for seq, path in files.items()}
+        real = load(args.target, args.real) if args.real else None
         run = SynthesisLogic(slicer.mrmlScene).synthesize(
             nodes, canonical(args.target), args.model, reference=args.reference and canonical(args.reference),
-            register=args.register, device=args.device, real=real)
-        slicer.util.saveNode(run.synthesized, args.out)
+            register=args.register, device=args.device, real=real, phases=args.phases)
+        save(run.synthesized, args.out)
         report = {"output": args.out, "provenance": {k[len("MRISynthesis."):]: run.synthesized.GetAttribute(k)
                                                      for k in run.synthesized.GetAttributeNames()
                                                      if k.startswith("MRISynthesis.")}}
         if run.error_map is not None and args.error_map:
-            slicer.util.saveNode(run.error_map, args.error_map)
+            save(run.error_map, args.error_map)
         if run.metrics is not None:
             report["metrics"] = {run.metrics.GetCellText(r, 0): float(run.metrics.GetCellText(r, 1))
                                  for r in range(run.metrics.GetNumberOfRows())}
-        with open(os.path.splitext(os.path.splitext(args.out)[0])[0] + ".json", "w") as handle:
-            json.dump(to_json_safe(report), handle, indent=1)
+        sidecar = report_path(args.out)  # named as the command line names it
+        refuse_overwrite(sidecar, protected)
+        sidecar.write_text(json.dumps(to_json_safe(report), indent=1))
         print(f"wrote {args.out}")
         return 0
     except InputError as error:

@@ -82,13 +82,20 @@ def run_synthesize(model: str, input_items: list[str], target: str, out: str | P
         if error_map_path:
             write_volume(result.error_map.volume, error_map_path, protect=protected)
             report["error_map"] = {"file": error_map_path, "max_error": result.error_map.max_error}
-    sidecar = out.with_name(out.name.split(".")[0] + ".json")
+    sidecar = report_path(out)
     refuse_overwrite(sidecar, protected)
     sidecar.write_text(json.dumps(report, indent=1, allow_nan=False))
     say(f"wrote {out} ({result.provenance['seconds']} s; {RESEARCH_USE_NOTICE})")
     if result.metrics is not None:
         say("against the real target: " + ", ".join(f"{k} {v:.4g}" for k, v in _headline(result.metrics).items()))
     return report
+
+
+def report_path(out: str | Path) -> Path:
+    """Where the JSON report of a synthesized ``out`` goes: beside it, named up to its first dot
+    (``t1ce.nii.gz`` -> ``t1ce.json``), so every extension gives the same name."""
+    out = Path(out)
+    return out.with_name(out.name.split(".")[0] + ".json")
 
 
 def _headline(result: Mapping) -> dict[str, float]:

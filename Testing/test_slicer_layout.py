@@ -194,6 +194,20 @@ def test_module_cmake_ships_library_package(module_code):
     assert (Path(root) / "MRISynthesisLib" / "__init__.py").is_file(), root
 
 
+def test_module_cmake_ships_the_bundled_weights_where_the_library_looks(module_code):
+    from MRISynthesisLib.weights import MODELS_DIR
+
+    # weights.MODELS_DIR is <folder holding MRISynthesisLib>/Resources/Models; the built extension must
+    # copy the weights there, relative to the same root as the package (else no model is offered)
+    assert MODELS_DIR == LIB_DIR.parent / "Resources" / "Models"
+    assert re.search(r"file\s*\(\s*GLOB\b[^)]*\bRELATIVE\s+\"\$\{MRISYNTHESISLIB_SOURCE_ROOT\}\"[^)]*"
+                     r"\$\{MRISYNTHESISLIB_SOURCE_ROOT\}/Resources/Models/\*", module_code, re.S)
+    assert re.search(r"list\s*\(\s*APPEND\s+MRISYNTHESISLIB_RESOURCES\s+\$\{MRISYNTHESIS_MODEL_FILES\}", module_code)
+    lib_call = " ".join(_cmake_call_args(module_code, "ctkMacroCompilePythonScript")[0].split())
+    assert 'RESOURCES "${MRISYNTHESISLIB_RESOURCES}"' in lib_call
+    assert (MODELS_DIR / "manifest.json").is_file()
+
+
 def test_module_cmake_registers_self_test(module_code):
     block = re.search(r"if\s*\(\s*BUILD_TESTING\s*\)(.*?)endif\s*\(", module_code, re.S)
     assert block, "if(BUILD_TESTING) ... endif() is missing"
@@ -466,6 +480,31 @@ def test_ui_parameter_names_match_the_parameter_node():
     bound = {p.find("string").text for w in _ui_widgets().values() for p in w.findall("property")
              if p.get("name") == "SlicerParameterName"}
     assert bound and bound <= fields, f"unknown parameter names in the .ui: {sorted(bound - fields)}"
+
+
+def test_bound_widgets_have_the_annotations_slicers_connectors_require():
+    """Slicer's parameterNodeWrapper raises on connectGui (and the panel never finishes setting up) when a
+    QComboBox is bound to a field without a Choice list, or a ctkSliderWidget to an unbounded float."""
+    wrapper = next(node for node in ast.walk(_module_ast())
+                   if isinstance(node, ast.ClassDef) and node.name == "MRISynthesisParameterNode")
+    annotations = {item.target.id: ast.unparse(item.annotation) for item in wrapper.body
+                   if isinstance(item, ast.AnnAssign)}
+    required = {"QComboBox": "Choice(", "ctkSliderWidget": "WithinRange("}
+    checked = 0
+    for widget in _ui_widgets().values():
+        names = [p.find("string").text for p in widget.findall("property") if p.get("name") == "SlicerParameterName"]
+        if names and widget.get("class") in required:
+            assert required[widget.get("class")] in annotations[names[0]], (widget.get("name"), annotations[names[0]])
+            checked += 1
+    assert checked >= 4
+    # the model and device lists change with the selection and the machine: a Choice list would wipe them
+    assert not {"model", "device"} & set(annotations)
+
+
+def test_the_panel_unbinds_with_the_tag_connect_gave():
+    source = MODULE_PY.read_text(encoding="utf-8")
+    assert "disconnectGui(self.ui)" not in source
+    assert "self._parameterGuiTag = self._parameterNode.connectGui(self.ui)" in source
 
 
 def test_module_cmake_ships_the_panel_and_its_mrml_logic(module_code):

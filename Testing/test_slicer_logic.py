@@ -133,6 +133,79 @@ def test_worker_command_and_progress_lines():
     assert parse_progress("wrote /t/out.nrrd") is None and parse_progress("PROGRESS x y") is None
 
 
+def test_worker_output_split_across_reads_is_parsed_only_when_whole():
+    from MRISynthesisSlicerLib.logic import complete_lines, parse_progress
+
+    lines, pending = complete_lines("", "PROGRESS 0.2500 registering T2\nPROGRESS 0.5")
+    assert lines == ["PROGRESS 0.2500 registering T2"] and pending == "PROGRESS 0.5"
+    lines, pending = complete_lines(pending, "000 predicting\r\nerror: T2 has NaN")
+    assert [parse_progress(line) for line in lines] == [(0.5, "predicting")]
+    assert pending == "error: T2 has NaN"  # kept until the worker ends, then read whole
+    assert complete_lines("", "") == ([], "")
+
+
+def test_the_worker_finds_the_library_the_panel_imported(tmp_path):
+    import os
+    import subprocess
+
+    import MRISynthesisLib
+    from MRISynthesisSlicerLib.logic import worker_environment
+
+    root = str(Path(MRISynthesisLib.__file__).resolve().parents[1])
+    other = str(tmp_path)
+    environment = worker_environment({"PYTHONPATH": os.pathsep.join([other, root])})
+    assert environment["PYTHONPATH"].split(os.pathsep) == [root, other]  # first, and once
+    # a child started elsewhere, with only that environment, imports the same package
+    code = "import MRISynthesisLib, pathlib; print(pathlib.Path(MRISynthesisLib.__file__).resolve().parents[1])"
+    child = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True,
+                           env={**worker_environment({}), "PATH": os.environ.get("PATH", "")})
+    assert child.stdout.strip() == root
+
+
+@pytest.fixture(scope="module")
+def brain_bundle(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("brain-models")
+    for model in ("tc-mgan", "seq2seq"):
+        bundle_untrained(folder, model)
+    return folder
+
+
+def test_an_offered_fixed_input_model_gets_only_the_selected_sequences_it_takes(scene, brain_bundle):
+    from MRISynthesisSlicerLib.logic import inputs_for_model, model_choices
+
+    subject = sample_brain(5, resolution=4.0, n_lesions=1)
+    nodes = {seq: node_from_volume(scene, subject.sequences[seq], seq) for seq in ("T1", "T2", "FLAIR")}
+    _, choices = model_choices("T1ce", set(nodes), brain_bundle)
+    offered = {file: model for file, model, reason in choices if reason is None}
+    assert offered == {"tc-mgan-brain-lite.pt": "tc-mgan", "seq2seq-brain-lite.pt": "seq2seq"}
+    assert inputs_for_model(nodes, "tc-mgan-brain-lite.pt", brain_bundle) == {"T2": nodes["T2"]}
+    assert inputs_for_model(nodes, "seq2seq-brain-lite.pt", brain_bundle) == nodes
+    with pytest.raises(InputError, match="does not take T1, FLAIR"):  # what the panel used to send
+        SynthesisLogic(scene).synthesize(nodes, "T1ce", "tc-mgan", device="cpu", weights_folder=brain_bundle)
+    run = SynthesisLogic(scene).synthesize(inputs_for_model(nodes, "tc-mgan-brain-lite.pt", brain_bundle), "T1ce",
+                                           "tc-mgan", register="none", device="cpu", weights_folder=brain_bundle)
+    assert run.synthesized.GetName() == "T1ce synthesized by tc-mgan"
+    with pytest.raises(InputError, match="no bundled model 'missing.pt'"):
+        inputs_for_model(nodes, "missing.pt", brain_bundle)
+
+
+def test_auto_assign_skips_label_maps_and_the_modules_own_results(scene):
+    from MRISynthesisSlicerLib.logic import assign_by_name
+    from MRISynthesisSlicerLib.nodes import set_provenance
+
+    volume = make_volume((4, 5, 6), seed=1)
+    t1 = node_from_volume(scene, volume, "case-t1n")
+    gad = node_from_volume(scene, volume, "AX T1 POST GAD")
+    flair = node_from_volume(scene, volume, "scan 3")
+    flair.SetAttribute("DICOM.SeriesDescription", "T2 FLAIR AX")  # the description wins over the name
+    synthesized = node_from_volume(scene, volume, "T1ce synthesized by unet-ct1")
+    set_provenance(synthesized, {"model": "unet-ct1"})
+    labels = node_from_volume(scene, volume, "T2 labels",
+                              node=scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "T2 labels"))
+    assigned = assign_by_name([t1, gad, flair, synthesized, labels])
+    assert assigned == {"T1": t1, "T1ce": gad, "FLAIR": flair}
+
+
 def test_ranking_becomes_a_table_and_a_bar_chart(scene):
     from MRISynthesisSlicerLib.logic import show_ranking
 

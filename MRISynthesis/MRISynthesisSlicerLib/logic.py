@@ -144,7 +144,7 @@ class SynthesisLogic:
 
     def synthesize(self, inputs: Mapping[str, object], target: str, model: str, *, reference: str | None = None,
                    register: str = "rigid", device: str = "auto", real=None, progress: Progress | None = None,
-                   weights_folder=None) -> RunNodes:
+                   weights_folder=None, phases: int | None = None) -> RunNodes:
         """Run the pipeline in this process on the selected nodes and show the results."""
         from MRISynthesisLib.pipeline import synthesize
 
@@ -153,7 +153,7 @@ class SynthesisLogic:
         volumes = {seq: checked_volume(node, seq) for seq, node in chosen.items()}
         result = synthesize(volumes, target, model, reference=reference, register=register,
                             real=checked_volume(real, target) if real is not None else None, device=device,
-                            progress=progress, weights_folder=weights_folder,
+                            progress=progress, weights_folder=weights_folder, phases=phases,
                             input_names={seq: f"node '{node.GetName()}'" for seq, node in chosen.items()})
         reference_node = chosen.get(result.provenance["reference"])
         error = (result.error_map.volume, result.error_map.max_error) if result.error_map is not None else None
@@ -253,6 +253,40 @@ def model_choices(target: str, present: set[str], weights_folder=None) -> tuple[
                                                                                weights_folder)]
 
 
+def inputs_for_model(inputs: Mapping[str, object], weights_file: str | None, weights_folder=None) -> dict[str, object]:
+    """The selected nodes that the model of ``weights_file`` takes. The panel offers a fixed-input model
+    whenever its inputs are a subset of the selection (TC-MGAN, T2 alone, when T1, T2 and FLAIR are
+    selected), while the pipeline refuses an input a model does not take; an any-to-any model keeps all."""
+    from MRISynthesisLib.weights import read_manifest
+
+    entries = {e.file: e for e in read_manifest(weights_folder)}
+    if weights_file not in entries:
+        raise InputError(f"no bundled model '{weights_file}' to run; choose one from the list")
+    taken = set(entries[weights_file].inputs)
+    return {seq: node for seq, node in inputs.items() if node is not None and canonical(seq) in taken}
+
+
+def assign_by_name(nodes) -> dict[str, object]:
+    """{sequence: node} for the panel's Auto-assign, from each volume's DICOM series description or else its
+    name (the last match of a sequence wins). Label maps and this module's own results are skipped: a
+    "T1ce synthesized by ..." volume, an error map or an M_d map is named after a sequence but is not one
+    (they carry ``MRISynthesis.*`` attributes)."""
+    from MRISynthesisLib.sequences import guess_from_description
+
+    from .nodes import PROVENANCE_PREFIX
+
+    assigned: dict[str, object] = {}
+    for node in nodes:
+        if node.IsA("vtkMRMLLabelMapVolumeNode"):
+            continue
+        if any(name.startswith(PROVENANCE_PREFIX) for name in (node.GetAttributeNames() or ())):
+            continue
+        sequence = guess_from_description(node.GetAttribute("DICOM.SeriesDescription") or node.GetName())
+        if sequence is not None:
+            assigned[sequence] = node
+    return assigned
+
+
 def write_inputs(inputs: Mapping[str, object], folder, real=None, target: str = "",
                  file_name: Callable[[str], str] = lambda seq: f"{seq}.nii.gz") -> tuple[dict[str, str], str | None]:
     """The selected nodes as files the worker process reads: each node as the views show it (parent
@@ -304,6 +338,27 @@ def read_maps(folder) -> tuple[dict[str, object], dict[str, float], dict]:
     report = json.loads((Path(folder) / "maps.json").read_text())
     maps = {seq: read_volume(entry["volume"]) for seq, entry in report["maps"].items()}
     return maps, {seq: entry["foreground_mean"] for seq, entry in report["maps"].items()}, report["provenance"]
+
+
+def worker_environment(environment: Mapping[str, str]) -> dict[str, str]:
+    """What to set in the worker process's environment: PYTHONPATH led by the folder that holds
+    MRISynthesisLib, so ``python -m MRISynthesisLib`` finds the same library as the panel, also when the
+    module is loaded from a source checkout (where only the panel's own sys.path was extended)."""
+    import os
+    from pathlib import Path
+
+    import MRISynthesisLib
+
+    root = str(Path(MRISynthesisLib.__file__).resolve().parents[1])
+    rest = [p for p in environment.get("PYTHONPATH", "").split(os.pathsep) if p and p != root]
+    return {"PYTHONPATH": os.pathsep.join([root, *rest])}
+
+
+def complete_lines(pending: str, text: str) -> tuple[list[str], str]:
+    """(the complete lines of ``pending + text``, the unfinished rest): a worker's output arrives in chunks
+    that may split a ``PROGRESS`` or ``error:`` line, which is only read once it is whole."""
+    parts = (pending + text).split("\n")
+    return [line.rstrip("\r") for line in parts[:-1]], parts[-1]
 
 
 def parse_progress(line: str) -> tuple[float, str] | None:
