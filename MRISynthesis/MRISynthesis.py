@@ -406,7 +406,8 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
         self._pendingOutput = ""
         self.ui.applyButton.text = _("Cancel")
         self.ui.applyButton.enabled = True
-        self.ui.mapsButton.enabled = False
+        for button in (self.ui.mapsButton, self.ui.rankButton, self.ui.compareButton):
+            button.enabled = False
         self.ui.progressBar.value = 0
         self.ui.statusLabel.setText(_("Starting..."))
         self.process.start(command[0], command[1:])
@@ -452,6 +453,9 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
             if request["kind"] == "maps":
                 self.showMaps(request)
                 return
+            if request["kind"] == "rank":
+                self.showRanking(request)
+                return
             run = self.logic.showFiles(request["target"], request["model"], request["out"], request["error"],
                                        request["reference"])
             background = self.ui.realSelector.currentNode() or run.synthesized
@@ -489,7 +493,8 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
             self.workFolder = None
         if self.ui is not None:
             self.ui.applyButton.text = _("Synthesize")
-            self.ui.mapsButton.enabled = True
+            for button in (self.ui.mapsButton, self.ui.rankButton, self.ui.compareButton):
+                button.enabled = True
             self.updateApply()
 
     def onOpacity(self, value):
@@ -497,12 +502,32 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
 
     # ------------------------------------------------------------------ ranking and comparison
     def onRank(self):
-        with slicer.util.tryWithErrorDisplay(_("Ranking failed."), waitCursor=True):
+        """Rank the phantom's sequences in a worker process (minutes), with progress and Cancel."""
+        if self.process is not None:
+            return
+        try:
+            from MRISynthesisSlicerLib.logic import rank_worker_command
+
             self.logic.ensureDependencies()
-            table, chart = self.logic.rankPhantom(self.ui.rankSubjectsSpinBox.value,
-                                                  self.ui.rankAnatomyComboBox.currentText)
-            slicer.modules.plots.logic().ShowChartInLayout(chart)
-            slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(table.GetID())
+            self.workFolder = tempfile.mkdtemp(prefix="MRISynthesis-rank-")
+            out = os.path.join(self.workFolder, "ranking")
+            device = self.ui.deviceComboBox.currentData or self.ui.deviceComboBox.currentText
+            command = rank_worker_command(shutil.which("PythonSlicer") or sys.executable,
+                                          self.ui.rankAnatomyComboBox.currentText, self.ui.rankSubjectsSpinBox.value,
+                                          out, device=device)
+            self._request = {"kind": "rank", "out": out}
+            self.startWorker(command)
+        except Exception as error:  # shown to the user, and in the log
+            logging.exception("MRISynthesis")
+            slicer.util.errorDisplay(_("Ranking could not start: {error}").format(error=error))
+            self.finishRun()
+
+    def showRanking(self, request):
+        table, chart = self.logic.showRankingFiles(request["out"])
+        slicer.modules.plots.logic().ShowChartInLayout(chart)
+        slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(table.GetID())
+        self.ui.statusLabel.setText(_("Done: the ranking table and chart"))
+        self.ui.progressBar.value = 100
 
     def onMaps(self):
         if self.process is not None:
@@ -628,12 +653,22 @@ class MRISynthesisLogic(ScriptedLoadableModuleLogic):
         return load_phantom(slicer.mrmlScene, seed, anatomy=anatomy)
 
     def rankPhantom(self, subjects, anatomy="brain"):
+        """In this process (scripts, tests); the panel uses a worker process instead."""
         from MRISynthesisLib.rank_cmd import run_rank
-        from MRISynthesisSlicerLib.logic import show_ranking
 
         out = tempfile.mkdtemp(prefix="MRISynthesis-rank-")
-        run_rank(f"phantom:{anatomy}:{subjects}", "seq2seq", out, progress=False)
-        return show_ranking(slicer.mrmlScene, json.loads(open(os.path.join(out, "ranking.json")).read()))
+        try:
+            run_rank(f"phantom:{anatomy}:{subjects}", "seq2seq", out, progress=False)
+            return self.showRankingFiles(out)
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
+
+    def showRankingFiles(self, folder):
+        """The table and bar-chart nodes of a ranking folder's ``ranking.json``."""
+        from MRISynthesisSlicerLib.logic import show_ranking
+
+        with open(os.path.join(folder, "ranking.json")) as handle:
+            return show_ranking(slicer.mrmlScene, json.load(handle))
 
     def compareModels(self, inputs, register="rigid", device="auto"):
         """Every eligible model on the selected complete case: a metrics table node and the HTML report."""

@@ -131,10 +131,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _cmd_rank(args: argparse.Namespace) -> int:
     from .rank_cmd import run_rank
+    from .synthesize_cmd import progress_lines
 
     result = run_rank(args.data, args.model, args.out, anatomy=args.anatomy, device=args.device,
-                      bootstrap=args.bootstrap, progress=not args.quiet, score_within=args.score_within,
-                      register=args.register)
+                      bootstrap=args.bootstrap, progress=not (args.quiet or args.progress_lines),
+                      score_within=args.score_within, register=args.register,
+                      on_pair=progress_lines()[1] if args.progress_lines else None)
     print(f"pair metrics within the {result.extra['scored_within']}")
     print(f"{'sequence':10} {'C_t':>7} {'rank':>4} {'C_d':>7} {'rank':>4}")
     for row in result.table():
@@ -371,6 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "are co-registered, as BraTS releases are)")
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--progress-lines", action="store_true",
+                   help="report progress as 'PROGRESS <fraction> <message>' lines (for the Slicer panel)")
 
     p = add("maps", "imaging-differentiation maps of one case: where each sequence shows what the others cannot",
             _cmd_maps)

@@ -98,8 +98,10 @@ SCORE_REGIONS = ("foreground", "organ")
 def run_rank(data: str, model: str, out: str | Path, *, anatomy: str | None = None, device: str = "auto",
              bootstrap: int = 1000, lpips_backbone: str | None = "imagenet", progress: bool = True,
              weights_folder: str | Path | None = None, score_within: str = "foreground", register: str = "none",
-             say=print) -> Ranking:
+             on_pair: Callable[[float, str], object] | None = None, say=print) -> Ranking:
     """Rank the model's sequences on ``data`` and write every output to ``out``.
+
+    ``on_pair(fraction, message)`` is called after each translated pair (the Slicer panel's progress).
 
     ``register``: for a folder of cases, the preset that registers each case's sequences onto its reference
     first (``none``: co-registered, as BraTS cases are); every case is resampled to the model's voxel size.
@@ -158,6 +160,8 @@ def run_rank(data: str, model: str, out: str | Path, *, anatomy: str | None = No
                 scores.append(PairScore(case.name, src, tgt, **score_pair(case.volumes[tgt], pred, scored,
                                                                           lpips_backbone=lpips_backbone)))
                 bar.update(1)
+                if on_pair is not None:
+                    on_pair(len(scores) / total, f"{case.name}: {src} -> {tgt}")
         maps = differentiation_maps(case.volumes, predictions, case.mask)
         _write_maps(out / "maps" / case.name, case, maps)
         if enhanced in maps:

@@ -91,9 +91,13 @@ def test_rank_command(models, tmp_path, monkeypatch, capsys):
 
     monkeypatch.setenv("MRISYNTHESIS_MODELS_DIR", str(models))
     assert main(["rank", "--data", "phantom:brain:2", "--model", "seq2seq", "--out", str(tmp_path / "r"),
-                 "--bootstrap", "0", "--device", "cpu", "--quiet"]) == 0
+                 "--bootstrap", "0", "--device", "cpu", "--progress-lines"]) == 0
     printed = capsys.readouterr().out
     assert all(s in printed for s in EVERY) and "C_d" in printed
+    # what the Slicer panel's worker reads: one line per translated pair, rising to 1
+    fractions = [float(line.split()[1]) for line in printed.splitlines() if line.startswith("PROGRESS ")]
+    assert len(fractions) == 2 * len(EVERY) * (len(EVERY) - 1)
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert main(["rank", "--data", "phantom:brain:2", "--model", "unet-ct1", "--out", str(tmp_path / "u"), "--quiet"]) == 2
     assert "any-to-any" in capsys.readouterr().err
 

@@ -132,6 +132,13 @@ def test_worker_command_and_progress_lines():
     assert parse_progress("PROGRESS 0.5000 registering T2 to T1\n") == (0.5, "registering T2 to T1")
     assert parse_progress("wrote /t/out.nrrd") is None and parse_progress("PROGRESS x y") is None
 
+    from MRISynthesisSlicerLib.logic import rank_worker_command
+
+    command = rank_worker_command("PythonSlicer", "breast", 3, "/t/ranking", device="cpu")
+    parsed = build_parser().parse_args(command[3:])
+    assert (parsed.data, parsed.model, parsed.out, parsed.device) == ("phantom:breast:3", "seq2seq", "/t/ranking", "cpu")
+    assert parsed.progress_lines
+
 
 def test_worker_output_split_across_reads_is_parsed_only_when_whole():
     from MRISynthesisSlicerLib.logic import complete_lines, parse_progress

@@ -328,6 +328,13 @@ def maps_worker_command(python: str, files: Mapping[str, str], out: str, *, refe
     return command + (["--reference", reference] if reference else [])
 
 
+def rank_worker_command(python: str, anatomy: str, subjects: int, out: str, *, device: str = "auto") -> list[str]:
+    """The ``mri-synthesis rank`` command on held-out phantom subjects that the panel runs in a worker process
+    (as :func:`worker_command`): a ranking takes minutes, which the GUI thread must not spend."""
+    return [python, "-m", "MRISynthesisLib", "rank", "--data", f"phantom:{anatomy}:{int(subjects)}", "--model",
+            "seq2seq", "--out", out, "--device", device, "--progress-lines"]
+
+
 def read_maps(folder) -> tuple[dict[str, object], dict[str, float], dict]:
     """({sequence: M_d Volume}, {sequence: foreground mean}, provenance) from a ``maps`` run's folder."""
     import json
