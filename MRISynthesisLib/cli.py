@@ -480,6 +480,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    if argv is None and getattr(args, "progress_lines", False):  # a worker of the Slicer panel: end with it
+        from .worker import exit_with_parent
+
+        exit_with_parent()
     try:
         return int(args.handler(args) or 0)
     except InputError as err:
