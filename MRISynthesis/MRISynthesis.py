@@ -456,6 +456,9 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
             if request["kind"] == "rank":
                 self.showRanking(request)
                 return
+            if request["kind"] == "compare":
+                self.showComparison(request)
+                return
             run = self.logic.showFiles(request["target"], request["model"], request["out"], request["error"],
                                        request["reference"])
             background = self.ui.realSelector.currentNode() or run.synthesized
@@ -541,17 +544,38 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
             self.finishRun()
 
     def onCompare(self):
-        with slicer.util.tryWithErrorDisplay(_("Comparison failed."), waitCursor=True):
+        """Every eligible model on the loaded complete case, in a worker process with progress and Cancel."""
+        if self.process is not None:
+            return
+        try:
+            from MRISynthesisSlicerLib.logic import compare_worker_command
+
             self.logic.ensureDependencies()
             real = self.ui.realSelector.currentNode()
             inputs = self.selectedInputs()
             if real is not None:
                 inputs[self.ui.targetComboBox.currentText] = real
+            self.workFolder = tempfile.mkdtemp(prefix="MRISynthesis-compare-")
+            cases = self.logic.writeCompareCase(inputs, self.workFolder)
+            # the report stays after the run (the browser shows it); the work folder with the inputs goes
+            report = tempfile.mkdtemp(prefix="MRISynthesis-report-")
+            os.rmdir(report)  # compare makes its --out folder itself
             device = self.ui.deviceComboBox.currentData or self.ui.deviceComboBox.currentText
-            table, report = self.logic.compareModels(inputs, register=self.ui.registerComboBox.currentText,
-                                                     device=device)
-            slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(table.GetID())
-            qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(report))
+            command = compare_worker_command(shutil.which("PythonSlicer") or sys.executable, cases, report,
+                                             register=self.ui.registerComboBox.currentText, device=device)
+            self._request = {"kind": "compare", "out": report}
+            self.startWorker(command)
+        except Exception as error:  # shown to the user, and in the log
+            logging.exception("MRISynthesis")
+            slicer.util.errorDisplay(_("Comparison could not start: {error}").format(error=error))
+            self.finishRun()
+
+    def showComparison(self, request):
+        table, report = self.logic.showCompareFiles(request["out"])
+        slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(table.GetID())
+        qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(report))
+        self.ui.statusLabel.setText(_("Done: the comparison table; the report opens in the browser"))
+        self.ui.progressBar.value = 100
 
 
 #
@@ -671,20 +695,32 @@ class MRISynthesisLogic(ScriptedLoadableModuleLogic):
             return show_ranking(slicer.mrmlScene, json.load(handle))
 
     def compareModels(self, inputs, register="rigid", device="auto"):
-        """Every eligible model on the selected complete case: a metrics table node and the HTML report."""
+        """In this process (scripts, tests): every eligible model on the selected complete case; a metrics
+        table node and the HTML report's path. The panel uses a worker process instead."""
         from MRISynthesisLib.compare import run_compare
-        from MRISynthesisLib.sequences import SUFFIX_2023
-        from MRISynthesisSlicerLib.logic import write_inputs
-        from MRISynthesisSlicerLib.nodes import metrics_table
 
         folder = tempfile.mkdtemp(prefix="MRISynthesis-compare-")
+        run_compare(self.writeCompareCase(inputs, folder), os.path.join(folder, "report"), register=register,
+                    device=device, progress=False)
+        return self.showCompareFiles(os.path.join(folder, "report"))
+
+    def writeCompareCase(self, inputs, folder):
+        """The selected nodes as one BraTS-named case under ``folder``/cases; returns that cases folder."""
+        from MRISynthesisLib.sequences import SUFFIX_2023
+        from MRISynthesisSlicerLib.logic import write_inputs
+
         case = os.path.join(folder, "cases", "loaded")
         os.makedirs(case)
         write_inputs(inputs, case, file_name=lambda seq: f"loaded-{SUFFIX_2023[seq]}.nii.gz")
-        report = run_compare(os.path.join(folder, "cases"), os.path.join(folder, "report"), register=register,
-                             device=device, progress=False)
-        return metrics_table(slicer.mrmlScene, "model comparison", report["rows"]), \
-            os.path.join(folder, "report", "report.html")
+        return os.path.join(folder, "cases")
+
+    def showCompareFiles(self, folder):
+        """(metrics table node, report.html path) from a comparison's output folder."""
+        from MRISynthesisSlicerLib.nodes import metrics_table
+
+        with open(os.path.join(folder, "compare.json")) as handle:
+            rows = json.load(handle)["rows"]
+        return metrics_table(slicer.mrmlScene, "model comparison", rows), os.path.join(folder, "report.html")
 
 
 #

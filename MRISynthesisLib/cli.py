@@ -239,9 +239,11 @@ def _cmd_batch(args: argparse.Namespace) -> int:
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     from .compare import HEADLINE, run_compare
+    from .synthesize_cmd import progress_lines
 
     report = run_compare(args.data, args.out, models=tuple(args.models or ()), anatomy=args.anatomy,
-                         register=args.register, device=args.device, progress=not args.quiet)
+                         register=args.register, device=args.device, progress=not (args.quiet or args.progress_lines),
+                         on_step=progress_lines()[1] if args.progress_lines else None)
     print(f"{'target':6} {'model':14} {'cases':>5} " + " ".join(f"{k.upper():>8}" for k in HEADLINE))
     for m in report["means"]:
         print(f"{m['target']:6} {m['model']:14} {m['cases']:5d} " + " ".join(f"{m[k]:8.3f}" for k in HEADLINE))
@@ -461,6 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--register", default="none", choices=("none", "rigid", "affine", "syn"))
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--progress-lines", action="store_true",
+                   help="report progress as 'PROGRESS <fraction> <message>' lines (for the Slicer panel)")
     p = add("evaluate-models", "bundled models on held-out phantom subjects beside voxel-wise baselines",
             _cmd_evaluate_models)
     p.add_argument("--anatomy", choices=ANATOMIES)

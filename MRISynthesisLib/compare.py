@@ -51,33 +51,34 @@ def lpips_available() -> tuple[bool, str]:
 
 def compare_case(case: str, volumes: Mapping[str, Volume], seg: Volume | None, *, anatomy: str = "brain",
                  models: tuple[str, ...] | None = None, register: str = "none", device: str = "auto",
-                 weights_folder=None, lpips: bool = False) -> tuple[list[dict], dict]:
-    """Rows of metrics and, per target, the images for the montage ({target: {"real": .., model: (synth, error)}})."""
+                 weights_folder=None, lpips: bool = False,
+                 progress: Callable[[float, str], object] | None = None) -> tuple[list[dict], dict]:
+    """Rows of metrics and, per target, the images for the montage ({target: {"real": .., model: (synth, error)}});
+    ``progress(fraction, message)`` before each model's synthesis."""
     from .metrics import brasyn_ssim
     from .pipeline import synthesize
     from .preprocess import resample_to
 
+    plan = [(target, entry) for target in EXPECTED[anatomy] if target in volumes
+            for entry in eligible(target, set(volumes) - {target}, anatomy, weights_folder)
+            if not models or entry.model in models]
     rows, images = [], {}
-    for target in EXPECTED[anatomy]:
-        if target not in volumes:
-            continue
-        others = {k: v for k, v in volumes.items() if k != target}
-        for entry in eligible(target, set(others), anatomy, weights_folder):
-            if models and entry.model not in models:
-                continue
-            usable = {k: v for k, v in others.items() if k in entry.inputs}
-            result = synthesize(usable, target, entry.model, anatomy=anatomy, register=register, real=volumes[target],
-                                device=device, weights_folder=weights_folder)
-            metrics = result.metrics["metrics"]
-            row = {"case": case, "target": target, "model": entry.model, "weights": entry.file,
-                   **{k: float(metrics[k]["volume"]) for k in HEADLINE},
-                   "lpips": _lpips(result.real, result.volume, lpips)}
-            if seg is not None:
-                brasyn = brasyn_ssim(result.real, result.volume, resample_to(seg, result.volume, interpolation="nearest"))
-                row.update({"brasyn_ssim_tumour": brasyn.tumour, "brasyn_ssim_non_tumour": brasyn.non_tumour})
-            rows.append(row)
-            shown = images.setdefault(target, {"real": result.real})
-            shown[entry.model] = (result.volume, result.error_map)
+    for step, (target, entry) in enumerate(plan):
+        if progress is not None:
+            progress(step / len(plan), f"{case}: {entry.model} -> {target}")
+        usable = {k: v for k, v in volumes.items() if k != target and k in entry.inputs}
+        result = synthesize(usable, target, entry.model, anatomy=anatomy, register=register, real=volumes[target],
+                            device=device, weights_folder=weights_folder)
+        metrics = result.metrics["metrics"]
+        row = {"case": case, "target": target, "model": entry.model, "weights": entry.file,
+               **{k: float(metrics[k]["volume"]) for k in HEADLINE},
+               "lpips": _lpips(result.real, result.volume, lpips)}
+        if seg is not None:
+            brasyn = brasyn_ssim(result.real, result.volume, resample_to(seg, result.volume, interpolation="nearest"))
+            row.update({"brasyn_ssim_tumour": brasyn.tumour, "brasyn_ssim_non_tumour": brasyn.non_tumour})
+        rows.append(row)
+        shown = images.setdefault(target, {"real": result.real})
+        shown[entry.model] = (result.volume, result.error_map)
     return rows, images
 
 
@@ -161,16 +162,19 @@ def write_report(out: Path, rows: list[dict], means: list[dict], best: dict, mon
 
 def run_compare(data: str | Path, out: str | Path, *, models: tuple[str, ...] | None = None, anatomy: str = "brain",
                 register: str = "none", device: str = "auto", weights_folder=None, progress: bool = True,
-                say: Callable[[str], None] = print) -> dict:
+                on_step: Callable[[float, str], object] | None = None, say: Callable[[str], None] = print) -> dict:
+    """Every eligible model on every complete case; ``on_step(fraction of the whole, message)`` before each
+    synthesis (the Slicer panel's progress)."""
     refuse_inside(out, data)
     cases = list_cases(data)
     with discard_if_failed(out):  # refused for its data: no empty report folder left behind
         return _compare_cases(cases, output_folder(out), models=models, anatomy=anatomy, register=register,
-                              device=device, weights_folder=weights_folder, progress=progress, say=say)
+                              device=device, weights_folder=weights_folder, progress=progress, on_step=on_step,
+                              say=say)
 
 
 def _compare_cases(cases: Mapping[str, Mapping[str, Path]], out: Path, *, models, anatomy: str, register: str,
-                   device: str, weights_folder, progress: bool, say: Callable[[str], None]) -> dict:
+                   device: str, weights_folder, progress: bool, on_step, say: Callable[[str], None]) -> dict:
     from tqdm import tqdm
 
     from .inputs import load_case
@@ -179,7 +183,7 @@ def _compare_cases(cases: Mapping[str, Mapping[str, Path]], out: Path, *, models
     use_lpips, lpips_note = lpips_available()
     notes = [] if use_lpips else [f"LPIPS unavailable: {lpips_note}"]
     rows, montages, failures = [], [], []
-    for case, files in tqdm(cases.items(), desc="compare", unit="case", disable=not progress):
+    for index, (case, files) in enumerate(tqdm(cases.items(), desc="compare", unit="case", disable=not progress)):
         if "error" in files:
             say(f"{case}: skipped: {files['error']}")
             continue
@@ -190,8 +194,11 @@ def _compare_cases(cases: Mapping[str, Mapping[str, Path]], out: Path, *, models
         try:
             volumes = load_case({k: v for k, v in files.items() if k != SEGMENTATION})
             seg = read_volume(files[SEGMENTATION]) if SEGMENTATION in files else None
+            within = None if on_step is None else (
+                lambda fraction, message, i=index: on_step((i + fraction) / len(cases), message))
             case_rows, images = compare_case(case, volumes, seg, anatomy=anatomy, models=models, register=register,
-                                             device=device, weights_folder=weights_folder, lpips=use_lpips)
+                                             device=device, weights_folder=weights_folder, lpips=use_lpips,
+                                             progress=within)
         except InputError as err:
             say(f"{case}: FAILED: {err}")
             failures.append(f"{case}: {err}")

@@ -37,10 +37,14 @@ def dataset(tmp_path_factory):
 
 
 def test_compare_reports_every_eligible_model_per_target(models, dataset, tmp_path):
-    log = []
+    log, steps = [], []
     report = run_compare(dataset, tmp_path / "cmp", device="cpu", weights_folder=models, progress=False,
-                         say=log.append)
+                         on_step=lambda fraction, message: steps.append((fraction, message)), say=log.append)
     rows = report["rows"]
+    # one step before each synthesis, as fractions of the whole run (the panel's progress bar); the
+    # incomplete case is skipped without steps
+    assert len(steps) == len(rows) and [f for f, _ in steps] == sorted(f for f, _ in steps)
+    assert steps[0] == (0.0, "MRIS-BRAIN-00080: seq2seq -> T1") and all(0 <= f < 0.5 for f, _ in steps)
     assert {r["case"] for r in rows} == {"MRIS-BRAIN-00080"} and any("not complete" in line for line in log)
     pairs = {(r["target"], r["model"]) for r in rows}
     assert pairs == {("T1ce", "unet-ct1"), *((t, "seq2seq") for t in EVERY)}

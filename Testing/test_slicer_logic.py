@@ -138,6 +138,12 @@ def test_worker_command_and_progress_lines():
     parsed = build_parser().parse_args(command[3:])
     assert (parsed.data, parsed.model, parsed.out, parsed.device) == ("phantom:breast:3", "seq2seq", "/t/ranking", "cpu")
     assert parsed.progress_lines
+    from MRISynthesisSlicerLib.logic import compare_worker_command
+
+    command = compare_worker_command("PythonSlicer", "/t/cases", "/t/report", register="rigid", device="cpu")
+    parsed = build_parser().parse_args(command[3:])
+    assert (parsed.data, parsed.out, parsed.register, parsed.device) == ("/t/cases", "/t/report", "rigid", "cpu")
+    assert parsed.progress_lines
 
 
 def test_worker_output_split_across_reads_is_parsed_only_when_whole():

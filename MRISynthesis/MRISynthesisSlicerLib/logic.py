@@ -335,6 +335,13 @@ def rank_worker_command(python: str, anatomy: str, subjects: int, out: str, *, d
             "seq2seq", "--out", out, "--device", device, "--progress-lines"]
 
 
+def compare_worker_command(python: str, data: str, out: str, *, register: str = "rigid",
+                           device: str = "auto") -> list[str]:
+    """The ``mri-synthesis compare`` command on the panel's case folder, run in a worker process."""
+    return [python, "-m", "MRISynthesisLib", "compare", "--data", data, "--out", out, "--register", register,
+            "--device", device, "--progress-lines"]
+
+
 def read_maps(folder) -> tuple[dict[str, object], dict[str, float], dict]:
     """({sequence: M_d Volume}, {sequence: foreground mean}, provenance) from a ``maps`` run's folder."""
     import json
