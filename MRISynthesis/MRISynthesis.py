@@ -645,8 +645,7 @@ class MRISynthesisLogic(ScriptedLoadableModuleLogic):
 
     def showFiles(self, target, model, out, errorFile, referenceNode):
         """Nodes from a worker's output files (the volume, its JSON report, the error map)."""
-        from MRISynthesisLib.synthesize_cmd import report_path
-        from MRISynthesisLib.volume import read_volume
+        from MRISynthesisLib.volume import read_volume, report_path
         from MRISynthesisSlicerLib.logic import SynthesisLogic
 
         report = json.loads(report_path(out).read_text())

@@ -26,8 +26,7 @@ def main(argv):
     from MRISynthesisLib.inputs import SERIES_SEQUENCES
     from MRISynthesisLib.metrics import to_json_safe
     from MRISynthesisLib.sequences import canonical, parse_assignments
-    from MRISynthesisLib.synthesize_cmd import report_path
-    from MRISynthesisLib.volume import read_volume, refuse_overwrite, write_volume
+    from MRISynthesisLib.volume import read_volume, refuse_overwrite, refuse_same_outputs, report_path, write_volume
     from MRISynthesisSlicerLib.logic import SynthesisLogic
     from MRISynthesisSlicerLib.nodes import sequence_behind, series_from_node, series_node
 
@@ -35,6 +34,7 @@ def main(argv):
     try:
         files = parse_assignments(args.input)
         protected = [*files.values(), *([args.real] if args.real else [])]
+        refuse_same_outputs({"--out": args.out, "--error-map": args.error_map, "the report": report_path(args.out)})
         for path in [args.out, *([args.error_map] if args.error_map else [])]:
             refuse_overwrite(path, protected)
         if args.error_map and not args.real:

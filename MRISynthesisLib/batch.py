@@ -133,7 +133,7 @@ def synthesize_case(case: str, files: Mapping[str, Path], plan: Mapping[str, tup
     """Write every planned target of one case; returns the files written."""
     from .inputs import load_case
     from .pipeline import synthesize
-    from .volume import output_folder, write_volume
+    from .volume import output_folder, refuse_overwrite, report_path, write_volume
 
     present = {k: v for k, v in files.items() if k != SEGMENTATION}
     inputs = load_case(present)
@@ -146,8 +146,9 @@ def synthesize_case(case: str, files: Mapping[str, Path], plan: Mapping[str, tup
             output_folder(path.parent)
         write_volume(result.volume, path, protect=list(files.values()))
         if not brasyn:
-            path.with_name(path.name.split(".")[0] + ".json").write_text(
-                json.dumps({"provenance": result.provenance, "model_choice": why}, indent=1))
+            report = report_path(path)
+            refuse_overwrite(report, list(files.values()))
+            report.write_text(json.dumps({"provenance": result.provenance, "model_choice": why}, indent=1))
         written.append(str(path))
         say(f"{case}: {target} by {why} -> {path.name}")
     return written

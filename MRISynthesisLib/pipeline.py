@@ -261,6 +261,8 @@ def synthesize(inputs: Mapping[str, Volume], target: str, model: str = "unet-ct1
 
     predicted = run_plan(plan, prepared.stacked, torch_device, stage_progress(progress, 0.3, 0.95))
     synth = finish(prepared, predicted)
+    if real is not None and synth.is_series:  # the frames stand for the real series' (times, b-values)
+        synth = Volume.adopting(synth.array, synth.spacing, synth.origin, synth.direction, real.frames)
     report_progress(progress, 0.97, "synthesis done")
 
     provenance = {
@@ -304,7 +306,8 @@ def compare_to_real(synth: Volume, real: Volume, *, register: str = "rigid",
     scale = max(_compare_volumes(s, r)[1].max_error for s, r in pairs)
     compared = [_compare_volumes(s, r, max_error=scale) for s, r in pairs]
     metrics = _mean_over_frames([m for m, _ in compared])
-    volume = Volume(np.stack([e.volume.array for _, e in compared]), synth.spacing, synth.origin, synth.direction)
+    volume = Volume(np.stack([e.volume.array for _, e in compared]), synth.spacing, synth.origin, synth.direction,
+                    synth.frames)
     return metrics, replace(compared[0][1], volume=volume), real_on_grid
 
 

@@ -9,10 +9,10 @@ from typing import Callable, Mapping
 
 from . import RESEARCH_USE_NOTICE
 from .errors import InputError
-from .inputs import check_volume, load_case, model_frames
+from .inputs import SERIES_SEQUENCES, check_volume, load_case, model_frames
 from .metrics import to_json_safe
 from .sequences import SUFFIX_2023, canonical, parse_assignments
-from .volume import read_volume, refuse_overwrite, write_volume
+from .volume import read_volume, refuse_overwrite, refuse_same_outputs, report_path, sidecar_path, write_volume
 from .weights import read_manifest
 
 #: What the demo would run, model by model; the ones without bundled weights are named as such.
@@ -58,8 +58,14 @@ def run_synthesize(model: str, input_items: list[str], target: str, out: str | P
     files = parse_assignments(input_items)
     out = Path(out)
     protected = [*files.values(), *([real] if real else [])]
-    for path in [out, *([Path(error_map_path)] if error_map_path else [])]:
-        refuse_overwrite(path, protected)
+    series = target in SERIES_SEQUENCES  # written with a frame sidecar each
+    outputs = {"--out": out, "--error-map": error_map_path, "the report": report_path(out),
+               "--out's frame sidecar": sidecar_path(out) if series else None,
+               "--error-map's frame sidecar": sidecar_path(error_map_path) if series and error_map_path else None}
+    refuse_same_outputs(outputs)
+    for path in outputs.values():  # before the work: none of them may be an input or an input's sidecar
+        if path is not None:
+            refuse_overwrite(path, protected)
     if error_map_path and not real:
         raise InputError("--error-map needs --real (the acquired target to compare with)")
     if not out.parent.exists():
@@ -89,13 +95,6 @@ def run_synthesize(model: str, input_items: list[str], target: str, out: str | P
     if result.metrics is not None:
         say("against the real target: " + ", ".join(f"{k} {v:.4g}" for k, v in _headline(result.metrics).items()))
     return report
-
-
-def report_path(out: str | Path) -> Path:
-    """Where the JSON report of a synthesized ``out`` goes: beside it, named up to its first dot
-    (``t1ce.nii.gz`` -> ``t1ce.json``), so every extension gives the same name."""
-    out = Path(out)
-    return out.with_name(out.name.split(".")[0] + ".json")
 
 
 def _headline(result: Mapping) -> dict[str, float]:

@@ -273,6 +273,26 @@ def sidecar_path(path: str | Path) -> Path:
     return path.with_name(path.name[: len(path.name) - len(suffix)] + ".json")
 
 
+def report_path(out: str | Path) -> Path:
+    """Where the JSON report of a synthesized ``out`` goes: beside it, named up to its first dot, as
+    ``<name>.report.json`` (``t1ce.nii.gz`` -> ``t1ce.report.json``). Not ``<name>.json``: that is an
+    image's BIDS sidecar, which for a series output holds its frames (and for an input, must stay its own)."""
+    out = Path(out)
+    return out.with_name(out.name.split(".")[0] + ".report.json")
+
+
+def refuse_same_outputs(outputs: Mapping[str, str | Path | None]) -> None:
+    """Raise when two of the named ``outputs`` ({what: path}) are one file: the second would replace the first."""
+    seen: dict[str, str] = {}
+    for what, path in outputs.items():
+        if path is None:
+            continue
+        key = os.path.normcase(os.path.realpath(path))
+        if key in seen:
+            raise InputError(f"{seen[key]} and {what} name the same file ({path}); give each its own")
+        seen[key] = what
+
+
 def read_volume(path: str | Path) -> Volume:
     """Read a NIfTI, NRRD or MHA file; a 4D file becomes a series, with frames from its JSON sidecar.
 
@@ -403,9 +423,13 @@ def refuse_overwrite(path: str | Path, protect: Sequence[str | Path]) -> None:
     the user's data.
     """
     path = Path(path)
+    if not path.exists():
+        return
     for other in protect:
-        if path.exists() and Path(other).exists() and os.path.samefile(path, other):
-            raise InputError(f"{path}: output would overwrite an input file ({other})")
+        # an input's own JSON sidecar (a series' frames) belongs to it as much as its image
+        for input_file in (Path(other), sidecar_path(other)):
+            if input_file.exists() and os.path.samefile(path, input_file):
+                raise InputError(f"{path}: output would overwrite an input file ({input_file})")
 
 
 def write_volume(volume: Volume, path: str | Path, *, compress: bool = True, protect: Sequence[str | Path] = ()) -> Path:
@@ -418,6 +442,8 @@ def write_volume(volume: Volume, path: str | Path, *, compress: bool = True, pro
     if _suffix(path) not in SUPPORTED_SUFFIXES:
         raise InputError(f"{path}: unsupported output type (use one of {', '.join(SUPPORTED_SUFFIXES)})")
     refuse_overwrite(path, protect)
+    if volume.is_series:
+        refuse_overwrite(sidecar_path(path), protect)
     if not path.parent.exists():
         raise InputError(f"{path.parent}: output folder does not exist")
     # write then rename: no half-written file on failure, and a name of its own per writer, so two

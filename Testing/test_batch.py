@@ -67,7 +67,7 @@ def test_default_layout_writes_case_folders_with_provenance(models, dataset, tmp
     out = tmp_path / "out"
     run_batch(dataset, out, model="seq2seq", device="cpu", progress=False, weights_folder=models, say=lambda m: None)
     case = sorted(p.name for p in dataset.iterdir())[0]
-    assert (out / case / f"{case}-t1c.nii.gz").exists() and (out / case / f"{case}-t1c.json").exists()
+    assert (out / case / f"{case}-t1c.nii.gz").exists() and (out / case / f"{case}-t1c.report.json").exists()
 
 
 def test_bad_requests(models, dataset, tmp_path):

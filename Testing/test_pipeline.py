@@ -101,7 +101,7 @@ def test_synthesize_command(bundle, subject, tmp_path, monkeypatch, capsys):
     out = tmp_path / "synth-t1c.nii.gz"
     assert main([*args, "--out", str(out), "--real", str(files["T1ce"]), "--error-map", str(tmp_path / "err.nii.gz")]) == 0
     assert read_volume(out).spatial_shape == subject.sequences["T1"].spatial_shape
-    report = json.loads((tmp_path / "synth-t1c.json").read_text())
+    report = json.loads((tmp_path / "synth-t1c.report.json").read_text())
     assert report["provenance"]["model"] == "unet-ct1" and "ssim" in report["metrics"]["metrics"]
     assert (tmp_path / "err.nii.gz").exists()
     capsys.readouterr()
@@ -114,6 +114,11 @@ def test_synthesize_command(bundle, subject, tmp_path, monkeypatch, capsys):
     assert "would overwrite an input" in capsys.readouterr().err
     assert main([*args, "--out", str(tmp_path / "missing" / "x.nii.gz")]) == 2
     assert "output folder does not exist" in capsys.readouterr().err
+    synthesized = out.read_bytes()
+    # two outputs on one file: the error map would have replaced the synthesized volume
+    assert main([*args, "--out", str(out), "--real", str(files["T1ce"]), "--error-map", str(out)]) == 2
+    assert "--out and --error-map name the same file" in capsys.readouterr().err  # reported as the later one
+    assert out.read_bytes() == synthesized
     assert hash_files(files.values()) == before
 
 

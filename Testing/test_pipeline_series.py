@@ -79,3 +79,29 @@ def test_series_shapes_the_model_cannot_take_are_refused(series_model, breast):
     one_phase = seq["DCE"].with_array(seq["DCE"].array[:1], frames=seq["DCE"].frames[:1])
     with pytest.raises(InputError, match="DCE must be a 4D series"):
         _run({"T1": seq["T1"], "DCE": one_phase}, "T2", series_model)
+
+
+def test_a_series_written_by_the_command_line_reads_back_and_input_sidecars_stay_theirs(series_model, breast,
+                                                                                         tmp_path, monkeypatch, capsys):
+    """A DCE result keeps its frames in its own sidecar (the report is ``<name>.report.json``), and an output
+    whose frame sidecar would land on an input's (``dwi.nrrd`` beside ``dwi.nii.gz``) is refused before any work."""
+    from MRISynthesisLib.cli import main
+    from MRISynthesisLib.volume import read_volume, write_volume
+
+    monkeypatch.setenv("MRISYNTHESIS_MODELS_DIR", str(series_model))
+    files = {k: write_volume(breast.sequences[k], tmp_path / f"{k.lower()}.nii.gz") for k in BREAST}
+    before = {p: p.read_bytes() for p in tmp_path.iterdir()}  # the images and the DWI's and DCE's sidecars
+    args = ["synthesize", "--model", "seq2seq", "--target", "DCE", "--register", "none", "--device", "cpu", "--quiet",
+            "--input", *(f"{k}={files[k]}" for k in ("T1", "T2", "DWI"))]
+    out = tmp_path / "synth-dce.nii.gz"
+    assert main([*args, "--out", str(out), "--real", str(files["DCE"])]) == 0
+    back = read_volume(out)  # its sidecar holds its frames, not the report
+    assert back.shape == breast.sequences["DCE"].shape
+    assert [f["time_min"] for f in back.frames] == pytest.approx([f["time_min"] for f in breast.sequences["DCE"].frames])
+    assert "metrics" in (tmp_path / "synth-dce.report.json").read_text()
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "dwi.nrrd")]) == 2
+    refused = capsys.readouterr().err
+    assert "would overwrite an input file" in refused and "dwi.json" in refused
+    assert not (tmp_path / "dwi.nrrd").exists()
+    assert all(p.read_bytes() == content for p, content in before.items())
