@@ -18,6 +18,8 @@ from .errors import InputError
 ANATOMIES = ("brain", "breast")
 TRANSFORMS = ("rigid", "affine", "syn")
 MODEL_NAMES = ("important-net", "seq2seq", "tc-mgan", "unet-ct1", "mp-gan")
+#: the models that synthesize a sequence from others (MP-GAN generates lesion patches from noise instead)
+SYNTHESIS_MODELS = tuple(m for m in MODEL_NAMES if m != "mp-gan")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -166,9 +168,14 @@ def _cmd_evaluate_models(args: argparse.Namespace) -> int:
     from .training.export import write_model_card
     from .weights import read_manifest, write_manifest
 
+    from .phantom.cases import FIRST_TRAINING_SEED
+
     seeds = tuple(args.seeds or HELD_OUT_SEEDS)
-    if any(s >= 10000 for s in seeds):
-        raise InputError("seeds of 10000 and above are training subjects; choose held-out seeds below 10000")
+    if any(s < 0 or s >= FIRST_TRAINING_SEED for s in seeds):
+        raise InputError(f"--seeds must be held-out subjects, from 0 to {FIRST_TRAINING_SEED - 1} (seeds from "
+                         f"{FIRST_TRAINING_SEED} are training subjects)")
+    if args.json and (not args.json.endswith(".json") or Path(args.json).is_dir()):  # checked before the work
+        raise InputError(f"--json {args.json}: give a .json file to write the results to")
     results = evaluate_bundled(args.anatomy, seeds, model=args.model, targets=tuple(args.target or ()))
     if not results:
         raise InputError("no bundled sequence-to-sequence model matches --anatomy/--model/--target")
@@ -338,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--single-thread", action="store_true", help="one thread: bit-for-bit repeatable with --seed")
 
     p = add("synthesize", "synthesize a missing sequence from the available ones", _cmd_synthesize)
-    p.add_argument("--model", required=True, choices=MODEL_NAMES)
+    p.add_argument("--model", required=True, choices=SYNTHESIS_MODELS)
     p.add_argument("--input", nargs="+", required=True, action="extend", metavar="SEQ=FILE")
     p.add_argument("--target", required=True)
     p.add_argument("--out", required=True, help="output file (.nii.gz, .nrrd, .mha); a .json report is written beside it")
@@ -447,7 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("batch", "synthesize every missing sequence of a folder of cases", _cmd_batch)
     p.add_argument("--data", required=True, help="folder of case folders (BraTS 2021/2023 naming) or a manifest CSV")
     p.add_argument("--out", required=True, help="output folder (not inside --data)")
-    p.add_argument("--model", default="best", help="a model name, or best: the best measured bundled model per target")
+    p.add_argument("--model", default="best", choices=("best", *SYNTHESIS_MODELS),
+                   help="a model name, or best: the best measured bundled model per target")
     p.add_argument("--anatomy", choices=("brain",), default="brain")
     p.add_argument("--brasyn", action="store_true", help="write exactly the BraSyn layout (only the missing files, flat)")
     p.add_argument("--register", default="none", choices=("none", "rigid", "affine", "syn"),
@@ -458,7 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("compare", "compare models side by side on complete cases", _cmd_compare)
     p.add_argument("--data", required=True, help="folder of complete cases (BraTS naming) or a manifest CSV")
     p.add_argument("--out", required=True, help="folder for compare.csv, compare.json and report.html")
-    p.add_argument("--models", nargs="+", choices=MODEL_NAMES, help="only these models (default: every eligible one)")
+    p.add_argument("--models", nargs="+", choices=SYNTHESIS_MODELS, help="only these models (default: every eligible one)")
     p.add_argument("--anatomy", choices=("brain",), default="brain")
     p.add_argument("--register", default="none", choices=("none", "rigid", "affine", "syn"))
     p.add_argument("--device", default="auto")

@@ -18,11 +18,11 @@ import numpy as np
 
 from .errors import InputError
 from .models.mp_gan import CHANNELS, CLASSES, LESION_CLASSES, TRAINING
+from .phantom.cases import FIRST_TRAINING_SEED
 
 #: held-out breast phantom seeds for real patches (training uses 10000 and above)
 REAL_SEEDS = tuple(range(200, 230))
 #: the first training seed (``training.trainer.source_for``); held-out seeds stay below it
-FIRST_TRAINING_SEED = 10000
 
 
 def held_out_seeds(n: int) -> list[int]:
@@ -137,6 +137,8 @@ def run_evaluate_gan(real: str, out: str | Path | None, *, variant: str = "dcgan
     """Per class: 1-NN accuracy, FID (or why not) and kinetics of generated against real patches."""
     from .gan_eval import dce_statistics, fid, one_nn_accuracy
 
+    if out is not None and Path(out).exists() and not Path(out).is_dir():  # before minutes of work
+        raise InputError(f"{out}: exists and is not a folder")
     entry, _ = find_generator(variant, weights_folder)
     size = int(entry.build_overrides.get("patch_size", 64))
     patches, classes = real_patches(real, size, entry.foreground)

@@ -109,6 +109,8 @@ def run_rank(data: str, model: str, out: str | Path, *, anatomy: str | None = No
     ``score_within`` is where each pair's metrics are computed: ``"foreground"`` (the head or body, the
     default) or ``"organ"`` (the organ's own tissue where a case knows it, else its foreground): the
     phantom brain without scalp and skull, as a skull-stripped BraTS case, the paper's data, has it."""
+    if bootstrap < 0:
+        raise InputError(f"--bootstrap must be 0 (no intervals) or more resamples, not {bootstrap}")
     if score_within not in SCORE_REGIONS:
         raise InputError(f"score_within must be one of {', '.join(SCORE_REGIONS)}, not {score_within!r}")
     from tqdm import tqdm

@@ -12,7 +12,7 @@ from .errors import InputError
 from .inputs import SERIES_SEQUENCES, check_volume, load_case, model_frames
 from .metrics import to_json_safe
 from .sequences import SUFFIX_2023, canonical, parse_assignments
-from .volume import read_volume, refuse_overwrite, refuse_same_outputs, report_path, sidecar_path, write_volume
+from .volume import output_folder, read_volume, refuse_overwrite, refuse_same_outputs, report_path, sidecar_path, write_volume
 from .weights import read_manifest
 
 #: What the demo would run, model by model; the ones without bundled weights are named as such.
@@ -128,8 +128,16 @@ def run_demo(out: str | Path, anatomy: str = "brain", model: str | None = None, 
             say(f"{m} -> {t}: no bundled weights yet in this version, skipped")
     if not runnable:
         raise InputError(f"no bundled weights for the {anatomy} demo yet")
-    out = Path(out)
-    (out / "inputs").mkdir(parents=True, exist_ok=True)
+    from .inference import choose_device
+    from .phantom.cases import FIRST_TRAINING_SEED
+
+    if seed < 0 or seed >= FIRST_TRAINING_SEED:
+        raise InputError(f"--seed {seed}: the demo's subject must be held out, a seed from 0 to "
+                         f"{FIRST_TRAINING_SEED - 1} (seeds from {FIRST_TRAINING_SEED} are training subjects)")
+
+    choose_device(device)  # an unusable --device is refused before anything is written
+    out = output_folder(out)
+    (out / "inputs").mkdir(exist_ok=True)
     voxel = min(bundled[step].voxel_size_mm for step in runnable)
     say(f"simulating held-out {anatomy} phantom subject (seed {seed}, {voxel:g} mm, sequences misaligned as acquired)")
     subject = sample(anatomy, seed, resolution=voxel)

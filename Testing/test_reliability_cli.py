@@ -474,3 +474,47 @@ def test_unwritable_output_folder(tmp_path, capsys, unwritable, command):
     work.mkdir()
     argv = UNWRITABLE[command](work, unwritable)
     assert_refused(capsys, work, argv, [str(unwritable)])
+
+
+# --------------------------------------------------------------------- options refused before any output
+def _existing_file(tmp: Path) -> Path:
+    path = tmp / "a-file.nii.gz"
+    write_volume(good_volume(0), path)
+    return path
+
+
+BAD_OPTIONS = {
+    "demo-negative-seed": (lambda tmp: ["demo", "--seed", "-1", "--out", tmp / "d"], ["--seed -1", "held out"]),
+    "demo-training-seed": (lambda tmp: ["demo", "--seed", "10000", "--out", tmp / "d"], ["training subjects"]),
+    "demo-unknown-device": (lambda tmp: ["demo", "--device", "tpu", "--out", tmp / "d"], ["tpu"]),
+    "demo-out-is-a-file": (lambda tmp: ["demo", "--out", _existing_file(tmp)], ["exists and is not a folder"]),
+    "evaluate-models-negative-seed": (lambda tmp: ["evaluate-models", "--seeds", "-1"], ["--seeds", "held-out"]),
+    "evaluate-models-json-not-json": (lambda tmp: ["evaluate-models", "--seeds", "7", "--json", _existing_file(tmp)],
+                                      ["--json", ".json file"]),
+    "rank-negative-bootstrap": (lambda tmp: ["rank", "--data", "phantom:brain:1", "--out", tmp / "r", "--bootstrap",
+                                             "-1"], ["--bootstrap"]),
+    "phantom-zero-resolution": (lambda tmp: ["phantom", "--anatomy", "brain", "--resolution", "0", "--out", tmp / "p"], ["--resolution"]),
+    "phantom-nan-resolution": (lambda tmp: ["phantom", "--anatomy", "brain", "--resolution", "nan", "--out", tmp / "p"], ["--resolution"]),
+    "evaluate-gan-out-is-a-file": (lambda tmp: ["evaluate-gan", "--out", _existing_file(tmp)],
+                                   ["exists and is not a folder"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_OPTIONS))
+def test_bad_options_are_refused_before_any_output(tmp_path, capsys, name):
+    """A bad option is one ``error:`` line and exit 2, never a traceback, and nothing is written first (the
+    demo's inputs, an empty output folder, a ranking's cache)."""
+    make, needles = BAD_OPTIONS[name]
+    assert_refused(capsys, tmp_path, make(tmp_path), needles)
+
+
+@pytest.mark.parametrize("command", ["batch", "compare", "synthesize"])
+def test_only_synthesis_models_are_offered_where_a_sequence_is_synthesized(tmp_path, capsys, command):
+    """``mp-gan`` makes lesion patches from noise, and an unknown name is no model: both are usage errors
+    (``batch --model foo`` used to skip every case and exit 0)."""
+    flag = "--models" if command == "compare" else "--model"
+    for model in ("foo", "mp-gan"):
+        code, _, err = run_cli(capsys, command, "--data", tmp_path, "--out", tmp_path / "o", flag, model,
+                               *(["--input", "T1=x.nii.gz", "--target", "T2"] if command == "synthesize" else []))
+        assert code == 2 and "invalid choice" in err and model in err
+    assert not (tmp_path / "o").exists()

@@ -20,6 +20,11 @@ from ..volume import output_folder, write_volume
 from . import ANATOMIES, sample
 
 
+#: phantom seeds from here on are training subjects (``train --data phantom:...``); held-out evaluation,
+#: the demo and the tests use lower seeds, so no model is ever judged on a subject it was trained on
+FIRST_TRAINING_SEED = 10000
+
+
 def case_name(anatomy: str, seed: int) -> str:
     return f"MRIS-{anatomy.upper()}-{seed:05d}"
 
@@ -56,6 +61,8 @@ def write_cases(anatomy: str, *, n: int = 1, seed: int = 0, out: str | Path, png
         raise InputError(f"--n must be at least 1, not {n}")
     if seed < 0:
         raise InputError(f"--seed must be non-negative, not {seed}")
+    if resolution is not None and not 0.5 <= resolution <= 8:  # before the output folder is made
+        raise InputError(f"--resolution must be between 0.5 and 8 mm, not {resolution}")
     out = output_folder(out)
     if resolution is not None:
         options["resolution"] = resolution

@@ -34,6 +34,7 @@ import torch
 from .. import __version__
 from ..errors import InputError
 from ..inference import choose_device
+from ..phantom.cases import FIRST_TRAINING_SEED
 from ..volume import discard_if_failed, output_folder, refuse_inside
 from . import checkpoint
 from .data import CaseCache, FolderSource, PhantomSource, build_cache, load_cases, split_cases
@@ -89,8 +90,8 @@ def source_for(data: str, recipe_cls, config: str, seed: int, anatomy: str | Non
             raise InputError(f"--data {data}: the number of subjects must be an integer") from err
         if n < 2:
             raise InputError(f"--data {data}: at least 2 subjects are needed (one for validation)")
-        # training seeds start at 10000: the tests, the demo and held-out evaluation use lower seeds
-        seeds = [10000 + 1000 * seed + i for i in range(n)]
+        # the tests, the demo and held-out evaluation use seeds below FIRST_TRAINING_SEED
+        seeds = [FIRST_TRAINING_SEED + 1000 * seed + i for i in range(n)]
         return PhantomSource(anatomy, seeds, sequences=sequences, scheme=recipe_cls.normalization,
                              resolution=recipe_cls.phantom_resolution[config], foreground=recipe_cls.foreground)
     return FolderSource(data, sequences=sequences, scheme=recipe_cls.normalization, foreground=recipe_cls.foreground)
