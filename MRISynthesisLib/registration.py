@@ -182,13 +182,36 @@ class Registration:
         """The inverse transform (moving -> fixed) in memory."""
         return transform_from_files(self.inverse)
 
+    def linear_matrix(self) -> list[list[float]] | None:
+        """The forward transform (a fixed-space point to its moving-space point, LPS millimetres) as a 4x4
+        matrix when it is linear (rigid, affine); None for a deformable one or none at all."""
+        if not self.forward or not all(str(p).endswith(".mat") for p in self.forward):
+            return None
+        transform = self.to_sitk()
+        origin = np.asarray(transform.TransformPoint((0.0, 0.0, 0.0)))
+        columns = [np.asarray(transform.TransformPoint(tuple(axis))) - origin for axis in np.eye(3)]
+        matrix = np.eye(4)
+        matrix[:3, :3] = np.stack(columns, axis=1)
+        matrix[:3, 3] = origin
+        return [[round(float(v), 6) for v in row] for row in matrix]
+
     def summary(self) -> dict:
+        """What a report records. Transform files are listed only where they outlive this result (a
+        caller's ``out_dir``); a temporary folder's are gone once it is, so a linear transform is recorded
+        as its matrix instead."""
         def rounded(value: float | None) -> float | None:
             return None if value is None else round(value, 5)
-        return {"preset": self.preset, "mutual_information_before": rounded(self.mi_before),
-                "mutual_information_after": rounded(self.mi_after), "seconds": round(self.seconds, 3),
-                "forward_transforms": [str(p) for p in self.forward],
-                "inverse_transforms": [str(p) for p in self.inverse]}
+        record = {"preset": self.preset, "mutual_information_before": rounded(self.mi_before),
+                  "mutual_information_after": rounded(self.mi_after), "seconds": round(self.seconds, 3)}
+        if self._owned is None:
+            record.update(forward_transforms=[str(p) for p in self.forward],
+                          inverse_transforms=[str(p) for p in self.inverse])
+        elif self.forward:
+            record["transform_files"] = "not kept (temporary); run `mri-synthesis register` to keep them"
+        matrix = self.linear_matrix()
+        if matrix is not None:
+            record["fixed_to_moving_matrix_lps_mm"] = matrix
+        return record
 
 
 def register(fixed: Volume, moving: Volume, preset: str = "rigid", *, seed: int | None = None,

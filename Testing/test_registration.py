@@ -68,6 +68,25 @@ def test_rigid_recovers_the_phantom_motion(subject, sequence):
     assert result.mi_after > result.mi_before
 
 
+def test_a_report_keeps_the_transform_that_outlives_it(subject, tmp_path):
+    """Without ``out_dir`` the transform files live in a temporary folder gone with the result (synthesize
+    and maps reports used to list those dead paths): the report records the rigid transform as its matrix,
+    which sends points where the files did; with ``out_dir`` it lists the kept files as well."""
+    result = register(subject.sequences["T1"], subject.sequences["T2"], "rigid", seed=1)
+    record = result.summary()
+    assert "forward_transforms" not in record and "not kept" in record["transform_files"]
+    matrix = np.asarray(record["fixed_to_moving_matrix_lps_mm"])
+    transform = result.to_sitk()
+    for point in _brain_points(subject, step=97):
+        assert np.allclose(matrix[:3, :3] @ point + matrix[:3, 3], transform.TransformPoint(point), atol=1e-3)
+    assert np.allclose(matrix[3], [0, 0, 0, 1]) and not np.allclose(matrix, np.eye(4), atol=1e-2)
+    kept = register(subject.sequences["T1"], subject.sequences["T2"], "rigid", seed=1, out_dir=tmp_path).summary()
+    assert all(Path(p).is_file() for p in kept["forward_transforms"] + kept["inverse_transforms"])
+    assert "fixed_to_moving_matrix_lps_mm" in kept
+    assert "fixed_to_moving_matrix_lps_mm" not in register(subject.sequences["T1"], subject.sequences["T2"],
+                                                           "none").summary()
+
+
 def test_linear_pyramid_keeps_antspyx_defaults_and_drops_levels_too_coarse_for_small_images():
     defaults = linear_pyramid((155, 240, 240), (60, 120, 120))
     assert defaults == {"aff_shrink_factors": (6, 4, 2, 1), "aff_smoothing_sigmas": (3, 2, 1, 0),
