@@ -211,9 +211,12 @@ def prepare(inputs: Mapping[str, Volume], order: tuple[str, ...], reference: str
 
 def finish(prepared: Prepared, predicted: np.ndarray) -> Volume:
     """A normalised prediction ((z, y, x), or (frames, z, y, x) for a series target) on the work grid ->
-    the reference's intensity scale and grid, body only."""
+    the reference's intensity scale and grid, body only, never below zero.
+
+    MR magnitudes are non-negative, but undoing a z-score gives ``mean - 5 SD`` (negative for most
+    images) wherever the model predicts background inside the dilated body: those voxels are air, 0."""
     head = ndimage.binary_dilation(prepared.body, iterations=2)
-    values = np.where(head, prepared.scale.invert(predicted), 0.0).astype(np.float32)
+    values = np.where(head, np.maximum(prepared.scale.invert(predicted), 0.0), 0.0).astype(np.float32)
     work = prepared.work
     synth = Volume(values, work.spacing, work.origin, work.direction)
     return resample_to(synth, prepared.fixed) if work is not prepared.fixed else synth

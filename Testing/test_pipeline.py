@@ -223,3 +223,21 @@ def test_a_manifest_without_foreground_reads_as_otsu(tmp_path):
     assert read_manifest(tmp_path)[0].foreground == "otsu"
     (tmp_path / "manifest.json").write_text(json.dumps({"weights": [{**entry, "foreground": "body"}]}))
     assert read_manifest(tmp_path)[0].foreground == "body"
+
+
+def test_a_prediction_of_background_inside_the_body_comes_out_as_zero_not_negative(breast):
+    """Undoing the z-score of a background prediction (-1: z = -5) gives mean - 5 SD, negative for an MR
+    image: the output is a magnitude, so those voxels are 0; the rest keeps the reference's scale."""
+    from MRISynthesisLib.pipeline import finish, prepare
+
+    prepared = prepare({k: breast.sequences[k] for k in ("T1", "T2")}, ("T1", "T2"), "T1", "none", 4.0,
+                       foreground="body")
+    assert prepared.scale.invert(np.full(1, -1.0))[0] < 0  # the case the clip exists for
+    predicted = prepared.stacked[0].copy()  # T1 itself, normalised, then background over half the body
+    half = predicted.shape[0] // 2
+    predicted[:half] = -1.0
+    raw = prepared.scale.invert(predicted)
+    assert (raw[prepared.body] < 0).any()  # undone as it is, background inside the body is negative
+    out = finish(prepared, predicted)  # on T1's own (anisotropic) grid
+    assert out.array.min() == 0.0
+    assert out.array.max() > 0.5 * raw.max()  # the anatomy keeps the reference's scale
