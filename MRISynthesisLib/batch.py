@@ -105,9 +105,12 @@ def _target_path(out: Path, case: str, files: Mapping[str, Path], target: str, b
     return out / case / f"{case}-{SUFFIX_2023[target]}.nii.gz"
 
 
-def _why_none_can(err: InputError, target: str, present: set[str], anatomy: str, weights_folder) -> str:
-    """choose_model's refusal plus what each model that makes ``target`` would still need."""
-    needs = [reason for _, reason in explain(target, present, anatomy, weights_folder) if reason and "needs" in reason]
+def _why_none_can(err: InputError, target: str, present: set[str], anatomy: str, weights_folder,
+                  model: str = "best") -> str:
+    """choose_model's refusal plus what the asked-for model (with ``best``, each model that makes ``target``)
+    would still need."""
+    needs = [reason for _, reason in explain(target, present, anatomy, weights_folder)
+             if reason and "needs" in reason and (model == "best" or reason.startswith(f"{model} "))]
     return f"{err}" + (f" ({'; '.join(needs)})" if needs else "")
 
 
@@ -121,7 +124,7 @@ def plan_case(case: str, files: Mapping[str, Path], out: Path, *, anatomy: str, 
         try:
             entry, why = choose_model(target, present, anatomy, model, weights_folder)
         except InputError as err:
-            reasons.append(_why_none_can(err, target, present, anatomy, weights_folder))
+            reasons.append(_why_none_can(err, target, present, anatomy, weights_folder, model))
             continue
         plan[target] = (_target_path(out, case, files, target, brasyn), entry, why)
     return plan, reasons

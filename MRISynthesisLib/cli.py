@@ -317,8 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="outputs/demo")
     p.add_argument("--seed", type=int, default=7, help="phantom subject (never used in training)")
     p.add_argument("--anatomy", choices=ANATOMIES, default="brain")
-    p.add_argument("--model", choices=MODEL_NAMES)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--model", choices=SYNTHESIS_MODELS)
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
 
     p = add("phantom", "write physics-phantom subjects as BraTS-style case folders", _cmd_phantom)
     p.add_argument("--anatomy", choices=ANATOMIES, required=True)

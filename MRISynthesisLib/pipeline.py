@@ -190,7 +190,8 @@ def prepare(inputs: Mapping[str, Volume], order: tuple[str, ...], reference: str
     work = work_grid(fixed, voxel_size_mm)
     on_work, registrations = {}, {}
     for i, name in enumerate(order):
-        report_progress(progress, 0.3 * i / len(order), f"registering {name} to {reference}")
+        report_progress(progress, 0.3 * i / len(order),
+                        f"resampling {name}" if name == reference else f"registering {name} to {reference}")
         if name == reference:
             on_work[name] = resample_to(given, work)
             continue
@@ -281,26 +282,30 @@ def synthesize(inputs: Mapping[str, Volume], target: str, model: str = "unet-ct1
     if real is not None:
         report_progress(progress, 0.98, f"comparing with the real {target}")
         result.metrics, result.error_map, result.real = compare_to_real(synth, real, register=register,
-                                                                        reference=prepared.fixed)
+                                                                        reference=prepared.fixed,
+                                                                        registrations=result.registrations)
     report_progress(progress, 1.0, "done")
     return result
 
 
-def compare_to_real(synth: Volume, real: Volume, *, register: str = "rigid",
-                    reference: Volume | None = None) -> tuple[dict, object, Volume]:
+def compare_to_real(synth: Volume, real: Volume, *, register: str = "rigid", reference: Volume | None = None,
+                    registrations: dict | None = None) -> tuple[dict, object, Volume]:
     """Metrics, colour error map and the aligned real target, for ``synth`` against the acquired target.
 
     The real target is registered onto the reference (as the inputs were) before comparing, so its own
     acquisition's motion does not count as synthesis error. A series is compared frame by frame: its
     metrics are the means over frames (each frame's own under ``per_frame``) and its error map is a
-    series with one colour scale for all frames.
+    series with one colour scale for all frames. The real target's registration summary is added to
+    ``registrations`` (under "real target") when given, as the inputs' are.
     """
     check_volume(real, "real target", "real target", series=synth.is_series)
     if synth.is_series and synth.shape[0] != real.shape[0]:
         raise InputError(f"the real target is a series of {real.shape[0]} frames but the synthesized one has "
                          f"{synth.shape[0]}")
     if reference is not None and register != "none":
-        real, _ = align(reference, real, register, "real")
+        real, summary = align(reference, real, register, "real")
+        if registrations is not None:
+            registrations["real target"] = summary
     real_on_grid = require_overlap(resample_to(real, synth), "the real target", "the synthesized volume", register)
     if not synth.is_series:
         metrics, errors = _compare_volumes(synth, real_on_grid)

@@ -122,6 +122,12 @@ def run_rank(data: str, model: str, out: str | Path, *, anatomy: str | None = No
 
     phantom = data.startswith("phantom:")
     anatomy = anatomy or (data.split(":")[1] if phantom else None)
+    if phantom:
+        from .phantom import ANATOMIES
+
+        if anatomy not in ANATOMIES:
+            raise InputError(f"--data {data}: unknown phantom anatomy '{anatomy}'; the phantom simulates "
+                             f"{' and '.join(ANATOMIES)}")
     entry = any_to_any_entry(model, anatomy or None, (), weights_folder, purpose="ranking")
     if phantom and register != "none":
         raise InputError(f"--register {register} is for a folder of cases; phantom subjects are moved onto their "

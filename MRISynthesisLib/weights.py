@@ -102,7 +102,8 @@ def find(model: str, target: str | None = None, anatomy: str | None = None,
         entries.sort(key=lambda e: -len(set(available) & set(e.inputs)))
     if not entries:
         what = model + (f" -> {target}" if target else "") + (f" ({anatomy})" if anatomy else "")
-        bundled = ", ".join(f"{e.model}: {'+'.join(e.inputs)} -> {'+'.join(e.targets)}" for e in read_manifest(folder))
+        bundled = ", ".join(f"{e.model} ({e.file}): {'+'.join(e.inputs)} -> {'+'.join(e.targets)}"
+                            for e in read_manifest(folder))
         raise InputError(f"no bundled weights for {what}; bundled: {bundled or 'none'}")
     return entries[0]
 

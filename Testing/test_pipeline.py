@@ -103,6 +103,8 @@ def test_synthesize_command(bundle, subject, tmp_path, monkeypatch, capsys):
     assert read_volume(out).spatial_shape == subject.sequences["T1"].spatial_shape
     report = json.loads((tmp_path / "synth-t1c.report.json").read_text())
     assert report["provenance"]["model"] == "unet-ct1" and "ssim" in report["metrics"]["metrics"]
+    # every moved volume's registration is recorded, the real target's too
+    assert set(report["registrations"]) == {"T2", "FLAIR", "real target"}
     assert (tmp_path / "err.nii.gz").exists()
     capsys.readouterr()
     lines_args = [a for a in args if a != "--quiet"] + ["--progress-lines", "--out", str(tmp_path / "again.nii.gz")]

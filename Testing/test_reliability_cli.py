@@ -518,3 +518,8 @@ def test_only_synthesis_models_are_offered_where_a_sequence_is_synthesized(tmp_p
                                *(["--input", "T1=x.nii.gz", "--target", "T2"] if command == "synthesize" else []))
         assert code == 2 and "invalid choice" in err and model in err
     assert not (tmp_path / "o").exists()
+
+
+def test_an_unknown_phantom_anatomy_is_named(tmp_path, capsys):
+    assert_refused(capsys, tmp_path, ["rank", "--data", "phantom:lung:2", "--out", tmp_path / "r"],
+                   ["unknown phantom anatomy 'lung'", "brain and breast"])

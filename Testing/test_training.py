@@ -55,8 +55,13 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, cache_seed_dir):
         folder.mkdir()
         _reuse_cache(cache_seed_dir, folder)
     train(TrainOptions(model="unet-ct1", out=str(straight), steps=4, **SMALL), progress=False)
-    train(TrainOptions(model="unet-ct1", out=str(interrupted), steps=2, **SMALL), progress=False)
-    train(TrainOptions(model="unet-ct1", out=str(interrupted), steps=4, resume=True, **SMALL), progress=False)
+    train(TrainOptions(model="unet-ct1", out=str(interrupted), steps=2, command="mri-synthesis train --steps 2",
+                       **SMALL), progress=False)
+    train(TrainOptions(model="unet-ct1", out=str(interrupted), steps=4, resume=True,
+                       command="mri-synthesis train --steps 4 --resume", **SMALL), progress=False)
+    # the run's record (and so its model card) keeps every invocation, in order
+    assert json.loads((interrupted / "run.json").read_text())["options"]["command"] == \
+        "mri-synthesis train --steps 2 ; then mri-synthesis train --steps 4 --resume"
     a, b = _weights(straight), _weights(interrupted)
     assert a.keys() == b.keys()
     for key in a:

@@ -153,6 +153,11 @@ def _prepare_run_folder(options: TrainOptions, rank: int, initialised_from: str 
             if initialised_from:  # which weights "bundled" meant when the run began (the card names them)
                 record["initialised_from"] = initialised_from
             run_file.write_text(json.dumps(record, indent=1))
+        elif options.resume and options.command:  # the card's "exact command" is every invocation, in order
+            record = json.loads(run_file.read_text())
+            before = record.setdefault("options", {}).get("command", "")
+            record["options"]["command"] = f"{before} ; then {options.command}" if before else options.command
+            run_file.write_text(json.dumps(record, indent=1))
     return out
 
 
