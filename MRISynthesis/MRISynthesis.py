@@ -288,7 +288,7 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
         reasons = []
         try:
             anatomy, choices = self.logic.modelChoices(target, present)
-        except ImportError as error:
+        except Exception as error:  # the library missing, or a models folder that cannot be read: say which
             self.ui.modelReasonLabel.setText(str(error))
             anatomy, choices = None, []
         for file, model, reason in choices:

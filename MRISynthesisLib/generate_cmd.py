@@ -56,6 +56,8 @@ def generate(lesion_class: str, n: int, *, variant: str = "dcgan", seed: int = 0
         raise InputError(f"unknown class '{lesion_class}'; use one of {', '.join(CLASSES)}")
     if int(n) < 1:
         raise InputError(f"--n must be at least 1, not {n}")
+    if seed < 0:
+        raise InputError(f"--seed must be non-negative, not {seed}")
     _, generator = find_generator(variant, weights_folder)
     return generator.sample(int(n), lesion_class, seed=seed).float().numpy()
 

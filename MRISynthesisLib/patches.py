@@ -151,7 +151,9 @@ def load_patches(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
             names = tuple(data["channels"]), tuple(data["class_names"])
             patches, classes = data["patches"], data["classes"]
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
-        raise InputError(f"{path}: not a patch file (corrupt or truncated?): {' '.join(str(err).split())[:200]}") from err
+        why = "not an .npz archive" if "pickled" in str(err) else ' '.join(str(err).split())[:200]
+        raise InputError(f"{path}: not a patch file as evaluate-gan writes it (corrupt, truncated, or another "
+                         f"kind of file?): {why}") from err
     if names != (CHANNELS, CLASSES):
         raise InputError(f"{path}: patches of other channels or classes than the MP-GAN's")
     bad = non_finite(patches)

@@ -27,9 +27,17 @@ MODELS_DIR_VARIABLE = "MRISYNTHESIS_MODELS_DIR"
 
 
 def models_dir(folder: str | Path | None = None) -> Path:
-    """``folder`` if given, else $MRISYNTHESIS_MODELS_DIR if set, else the bundled Resources/Models."""
+    """``folder`` if given, else $MRISYNTHESIS_MODELS_DIR if set, else the bundled Resources/Models.
+
+    A $MRISYNTHESIS_MODELS_DIR that is not a folder is an error: silently finding no weights there would
+    read as "no models bundled"."""
     import os
-    return Path(folder or os.environ.get(MODELS_DIR_VARIABLE) or MODELS_DIR)
+    if folder:
+        return Path(folder)
+    chosen = os.environ.get(MODELS_DIR_VARIABLE)
+    if chosen and not Path(chosen).is_dir():
+        raise InputError(f"${MODELS_DIR_VARIABLE}={chosen}: no such folder of weights")
+    return Path(chosen or MODELS_DIR)
 
 
 @dataclass(frozen=True)

@@ -523,3 +523,20 @@ def test_only_synthesis_models_are_offered_where_a_sequence_is_synthesized(tmp_p
 def test_an_unknown_phantom_anatomy_is_named(tmp_path, capsys):
     assert_refused(capsys, tmp_path, ["rank", "--data", "phantom:lung:2", "--out", tmp_path / "r"],
                    ["unknown phantom anatomy 'lung'", "brain and breast"])
+
+
+def test_a_models_folder_that_does_not_exist_is_named(tmp_path, capsys, monkeypatch):
+    """An environment variable pointing nowhere used to read as "no models bundled"."""
+    monkeypatch.setenv("MRISYNTHESIS_MODELS_DIR", str(tmp_path / "nowhere"))
+    assert_refused(capsys, tmp_path, ["models"], ["MRISYNTHESIS_MODELS_DIR", "no such folder of weights"])
+
+
+def test_a_negative_generation_seed_is_refused(tmp_path, capsys):
+    assert_refused(capsys, tmp_path, ["generate", "--class", "benign", "--n", "2", "--seed", "-1", "--out",
+                                      tmp_path / "g"], ["--seed must be non-negative"])
+
+
+def test_an_image_given_as_a_patch_file_is_named_as_such(tmp_path, capsys):
+    image = _existing_file(tmp_path)
+    assert_refused(capsys, tmp_path, ["evaluate-gan", "--real", image], [image.name, "not a patch file",
+                                                                         "not an .npz archive"])
