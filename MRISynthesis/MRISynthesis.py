@@ -332,13 +332,27 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
             self.cancel()
             self.ui.statusLabel.setText(_("Cancelled; nothing was added to the scene."))
             return
+        self.launch(self.start, _("Synthesis could not start: {error}"))
+
+    def launch(self, start, failure):
+        """Run ``start`` (which prepares a worker run and starts it) unless a run is going; a failure to start
+        is shown (``failure`` with its ``{error}``) and logged, and the panel is left ready."""
+        if self.process is not None:
+            return
         try:
             self.logic.ensureDependencies()
-            self.start()
+            start()
         except Exception as error:  # shown to the user, and in the log
             logging.exception("MRISynthesis")
-            slicer.util.errorDisplay(_("Synthesis could not start: {error}").format(error=error))
+            slicer.util.errorDisplay(failure.format(error=error))
             self.finishRun()
+
+    def device(self):
+        return self.ui.deviceComboBox.currentData or self.ui.deviceComboBox.currentText
+
+    def python(self):
+        """The interpreter that runs the worker: Slicer's launcher, or this one outside Slicer's install."""
+        return shutil.which("PythonSlicer") or sys.executable
 
     def start(self):
         from MRISynthesisSlicerLib.logic import check_selection, inputs_for_model, worker_command, write_inputs
@@ -355,10 +369,9 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
         out = os.path.join(self.workFolder, "synthesized.nrrd")
         errorFile = os.path.join(self.workFolder, "error.nrrd") if real is not None else None
         reference = self.ui.referenceComboBox.currentText if self.ui.referenceComboBox.currentText in files else None
-        device = self.ui.deviceComboBox.currentData or self.ui.deviceComboBox.currentText
-        command = worker_command(shutil.which("PythonSlicer") or sys.executable, files, target, model, out,
-                                 reference=reference, register=self.ui.registerComboBox.currentText,
-                                 device=device, real=realFile, error_map=errorFile)
+        command = worker_command(self.python(), files, target, model, out, reference=reference,
+                                 register=self.ui.registerComboBox.currentText, device=self.device(), real=realFile,
+                                 error_map=errorFile)
         self._request = {"kind": "synthesis", "target": target, "model": model, "out": out, "error": errorFile,
                          "reference": inputs.get(reference or "T1") or next(iter(inputs.values()))}
         self.startWorker(command)
@@ -383,10 +396,8 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
         files, _unused = write_inputs(inputs, self.workFolder)
         out = os.path.join(self.workFolder, "maps")
         reference = self.ui.referenceComboBox.currentText if self.ui.referenceComboBox.currentText in files else None
-        device = self.ui.deviceComboBox.currentData or self.ui.deviceComboBox.currentText
-        command = maps_worker_command(shutil.which("PythonSlicer") or sys.executable, files, out,
-                                      reference=reference, register=self.ui.registerComboBox.currentText,
-                                      device=device)
+        command = maps_worker_command(self.python(), files, out, reference=reference,
+                                      register=self.ui.registerComboBox.currentText, device=self.device())
         self._request = {"kind": "maps", "out": out, "inputs": inputs}
         self.startWorker(command)
 
@@ -505,25 +516,18 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
 
     # ------------------------------------------------------------------ ranking and comparison
     def onRank(self):
-        """Rank the phantom's sequences in a worker process (minutes), with progress and Cancel."""
-        if self.process is not None:
-            return
-        try:
-            from MRISynthesisSlicerLib.logic import rank_worker_command
+        self.launch(self.startRank, _("Ranking could not start: {error}"))
 
-            self.logic.ensureDependencies()
-            self.workFolder = tempfile.mkdtemp(prefix="MRISynthesis-rank-")
-            out = os.path.join(self.workFolder, "ranking")
-            device = self.ui.deviceComboBox.currentData or self.ui.deviceComboBox.currentText
-            command = rank_worker_command(shutil.which("PythonSlicer") or sys.executable,
-                                          self.ui.rankAnatomyComboBox.currentText, self.ui.rankSubjectsSpinBox.value,
-                                          out, device=device)
-            self._request = {"kind": "rank", "out": out}
-            self.startWorker(command)
-        except Exception as error:  # shown to the user, and in the log
-            logging.exception("MRISynthesis")
-            slicer.util.errorDisplay(_("Ranking could not start: {error}").format(error=error))
-            self.finishRun()
+    def startRank(self):
+        """Rank the phantom's sequences in a worker process (minutes), with progress and Cancel."""
+        from MRISynthesisSlicerLib.logic import rank_worker_command
+
+        self.workFolder = tempfile.mkdtemp(prefix="MRISynthesis-rank-")
+        out = os.path.join(self.workFolder, "ranking")
+        command = rank_worker_command(self.python(), self.ui.rankAnatomyComboBox.currentText,
+                                      self.ui.rankSubjectsSpinBox.value, out, device=self.device())
+        self._request = {"kind": "rank", "out": out}
+        self.startWorker(command)
 
     def showRanking(self, request):
         table, chart = self.logic.showRankingFiles(request["out"])
@@ -533,42 +537,28 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
         self.ui.progressBar.value = 100
 
     def onMaps(self):
-        if self.process is not None:
-            return
-        try:
-            self.logic.ensureDependencies()
-            self.startMaps()
-        except Exception as error:  # shown to the user, and in the log
-            logging.exception("MRISynthesis")
-            slicer.util.errorDisplay(_("Differentiation maps could not start: {error}").format(error=error))
-            self.finishRun()
+        self.launch(self.startMaps, _("Differentiation maps could not start: {error}"))
 
     def onCompare(self):
-        """Every eligible model on the loaded complete case, in a worker process with progress and Cancel."""
-        if self.process is not None:
-            return
-        try:
-            from MRISynthesisSlicerLib.logic import compare_worker_command
+        self.launch(self.startCompare, _("Comparison could not start: {error}"))
 
-            self.logic.ensureDependencies()
-            real = self.ui.realSelector.currentNode()
-            inputs = self.selectedInputs()
-            if real is not None:
-                inputs[self.ui.targetComboBox.currentText] = real
-            self.workFolder = tempfile.mkdtemp(prefix="MRISynthesis-compare-")
-            cases = self.logic.writeCompareCase(inputs, self.workFolder)
-            # the report stays after the run (the browser shows it); the work folder with the inputs goes
-            report = tempfile.mkdtemp(prefix="MRISynthesis-report-")
-            os.rmdir(report)  # compare makes its --out folder itself
-            device = self.ui.deviceComboBox.currentData or self.ui.deviceComboBox.currentText
-            command = compare_worker_command(shutil.which("PythonSlicer") or sys.executable, cases, report,
-                                             register=self.ui.registerComboBox.currentText, device=device)
-            self._request = {"kind": "compare", "out": report}
-            self.startWorker(command)
-        except Exception as error:  # shown to the user, and in the log
-            logging.exception("MRISynthesis")
-            slicer.util.errorDisplay(_("Comparison could not start: {error}").format(error=error))
-            self.finishRun()
+    def startCompare(self):
+        """Every eligible model on the loaded complete case, in a worker process with progress and Cancel."""
+        from MRISynthesisSlicerLib.logic import compare_worker_command
+
+        real = self.ui.realSelector.currentNode()
+        inputs = self.selectedInputs()
+        if real is not None:
+            inputs[self.ui.targetComboBox.currentText] = real
+        self.workFolder = tempfile.mkdtemp(prefix="MRISynthesis-compare-")
+        cases = self.logic.writeCompareCase(inputs, self.workFolder)
+        # the report stays after the run (the browser shows it); the work folder with the inputs goes
+        report = tempfile.mkdtemp(prefix="MRISynthesis-report-")
+        os.rmdir(report)  # compare makes its --out folder itself
+        command = compare_worker_command(self.python(), cases, report, register=self.ui.registerComboBox.currentText,
+                                         device=self.device())
+        self._request = {"kind": "compare", "out": report}
+        self.startWorker(command)
 
     def showComparison(self, request):
         table, report = self.logic.showCompareFiles(request["out"])
