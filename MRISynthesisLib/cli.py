@@ -302,6 +302,15 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------- parser
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """--device, --quiet and --progress-lines: the options of every command the Slicer panel runs as a worker."""
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--progress-lines", action="store_true",
+                   help="report progress as 'PROGRESS <fraction> <message>' lines (for the Slicer panel); the "
+                        "command then also exits when the process that started it ends")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="mri-synthesis", description=f"Synthesis of missing MRI sequences. {RESEARCH_USE_NOTICE}")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -356,10 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--error-map", help="write the colour error map volume here (needs --real)")
     p.add_argument("--phases", type=int, help="frames of a 4D series target (Seq2Seq breast DCE or DWI; default "
                    "the --real series' count, else the model's)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--quiet", action="store_true")
-    p.add_argument("--progress-lines", action="store_true",
-                   help="report progress as 'PROGRESS <fraction> <message>' lines (for the Slicer panel)")
+    add_run_options(p)
 
     p = add("evaluate", "image-quality metrics of a synthesized volume against the real one", _cmd_evaluate)
     p.add_argument("--real", required=True, help="the real (acquired) volume")
@@ -380,10 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--register", choices=TRANSFORMS + ("none",), default="none",
                    help="for a folder: register each case's sequences onto its T1 first (default none: the cases "
                         "are co-registered, as BraTS releases are)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--quiet", action="store_true")
-    p.add_argument("--progress-lines", action="store_true",
-                   help="report progress as 'PROGRESS <fraction> <message>' lines (for the Slicer panel)")
+    add_run_options(p)
 
     p = add("maps", "imaging-differentiation maps of one case: where each sequence shows what the others cannot",
             _cmd_maps)
@@ -395,10 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", help="sequence the others are registered to and the maps' grid (default T1, else "
                    "the input with the finest voxels)")
     p.add_argument("--register", choices=TRANSFORMS + ("none",), default="rigid")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--quiet", action="store_true")
-    p.add_argument("--progress-lines", action="store_true",
-                   help="report progress as 'PROGRESS <fraction> <message>' lines (for the Slicer panel)")
+    add_run_options(p)
 
     p = add("train", "train a model headless (torchrun for many GPUs)", _cmd_train)
     p.add_argument("--model", required=True, choices=MODEL_NAMES)
@@ -469,10 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", nargs="+", choices=SYNTHESIS_MODELS, help="only these models (default: every eligible one)")
     p.add_argument("--anatomy", choices=("brain",), default="brain")
     p.add_argument("--register", default="none", choices=("none", "rigid", "affine", "syn"))
-    p.add_argument("--device", default="auto")
-    p.add_argument("--quiet", action="store_true")
-    p.add_argument("--progress-lines", action="store_true",
-                   help="report progress as 'PROGRESS <fraction> <message>' lines (for the Slicer panel)")
+    add_run_options(p)
     p = add("evaluate-models", "bundled models on held-out phantom subjects beside voxel-wise baselines",
             _cmd_evaluate_models)
     p.add_argument("--anatomy", choices=ANATOMIES)

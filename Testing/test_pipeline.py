@@ -56,7 +56,7 @@ def test_synthesize_puts_the_target_on_the_reference_grid(bundle, subject):
     t1 = subject.sequences["T1"]
     assert result.volume.spatial_shape == t1.spatial_shape and result.volume.spacing == t1.spacing
     assert np.isfinite(result.volume.array).all()
-    assert set(result.registrations) == {"T2", "FLAIR"}
+    assert set(result.registrations) == {"T2", "FLAIR", "real target"}
     assert result.provenance["weights_sha256"] == find("unet-ct1", folder=bundle).sha256
     assert "Research use only" in result.provenance["notice"]
     assert result.metrics is not None and "ssim" in result.metrics["metrics"]

@@ -153,12 +153,19 @@ def _prepare_run_folder(options: TrainOptions, rank: int, initialised_from: str 
             if initialised_from:  # which weights "bundled" meant when the run began (the card names them)
                 record["initialised_from"] = initialised_from
             run_file.write_text(json.dumps(record, indent=1))
-        elif options.resume and options.command:  # the card's "exact command" is every invocation, in order
-            record = json.loads(run_file.read_text())
-            before = record.setdefault("options", {}).get("command", "")
-            record["options"]["command"] = f"{before} ; then {options.command}" if before else options.command
-            run_file.write_text(json.dumps(record, indent=1))
     return out
+
+
+def _record_resume_command(out: Path, command: str) -> None:
+    """Append a resumed invocation to run.json's command (the model card's "exact command" is every
+    invocation, in order). Called once the checkpoint has loaded: a refused resume changes nothing."""
+    if not command:
+        return
+    run_file = out / "run.json"
+    record = json.loads(run_file.read_text())
+    before = record.setdefault("options", {}).get("command", "")
+    record["options"]["command"] = f"{before} ; then {command}" if before else command
+    run_file.write_text(json.dumps(record, indent=1))
 
 
 class StepBatches(torch.utils.data.Dataset):
@@ -276,6 +283,8 @@ def train(options: TrainOptions, *, progress: bool = True, say=print) -> dict:
         out = _prepare_run_folder(options, rank, initialised_from)
         # a damaged checkpoint is named before the data are prepared or split.json is rewritten
         resumed = checkpoint.load(out / "checkpoints" / "last.pt") if options.resume else None
+        if resumed is not None and rank == 0:
+            _record_resume_command(out, options.command)
         source = source_for(options.data, recipe_cls, options.config, options.seed, anatomy)
         names = source.names()
         train_names, val_names = split_cases(names, options.validation_fraction, options.seed)
