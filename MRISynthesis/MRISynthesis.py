@@ -289,8 +289,8 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
         try:
             anatomy, choices = self.logic.modelChoices(target, present)
         except Exception as error:  # the library missing, or a models folder that cannot be read: say which
-            self.ui.modelReasonLabel.setText(str(error))
             anatomy, choices = None, []
+            reasons.append(str(error))
         for file, model, reason in choices:
             if reason is None:
                 self.ui.modelComboBox.addItem(model, file)
@@ -498,6 +498,8 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
             process, self.process = self.process, None
             process.kill()
             process.waitForFinished(3000)
+            if self._request and self._request.get("kind") == "compare":  # its report folder is outside workFolder
+                shutil.rmtree(self._request["out"], ignore_errors=True)
         self.finishRun()
 
     def finishRun(self):

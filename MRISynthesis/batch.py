@@ -26,7 +26,8 @@ def main(argv):
     from MRISynthesisLib.inputs import SERIES_SEQUENCES
     from MRISynthesisLib.metrics import to_json_safe
     from MRISynthesisLib.sequences import canonical, parse_assignments
-    from MRISynthesisLib.volume import read_volume, refuse_overwrite, refuse_same_outputs, report_path, write_volume
+    from MRISynthesisLib.synthesize_cmd import check_outputs
+    from MRISynthesisLib.volume import read_volume, refuse_overwrite, report_path, write_volume
     from MRISynthesisSlicerLib.logic import SynthesisLogic
     from MRISynthesisSlicerLib.nodes import sequence_behind, series_from_node, series_node
 
@@ -34,9 +35,7 @@ def main(argv):
     try:
         files = parse_assignments(args.input)
         protected = [*files.values(), *([args.real] if args.real else [])]
-        refuse_same_outputs({"--out": args.out, "--error-map": args.error_map, "the report": report_path(args.out)})
-        for path in [args.out, *([args.error_map] if args.error_map else [])]:
-            refuse_overwrite(path, protected)
+        check_outputs(args.out, args.error_map, canonical(args.target), protected)
         if args.error_map and not args.real:
             raise InputError("--error-map needs --real (the acquired target to compare with)")
 

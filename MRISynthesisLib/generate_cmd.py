@@ -22,7 +22,6 @@ from .phantom.cases import FIRST_TRAINING_SEED
 
 #: held-out breast phantom seeds for real patches (training uses 10000 and above)
 REAL_SEEDS = tuple(range(200, 230))
-#: the first training seed (``training.trainer.source_for``); held-out seeds stay below it
 
 
 def held_out_seeds(n: int) -> list[int]:

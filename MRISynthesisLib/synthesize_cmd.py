@@ -49,6 +49,19 @@ def progress_bar(description: str):
     return bar, update
 
 
+def check_outputs(out: str | Path, error_map: str | Path | None, target: str, protected) -> None:
+    """Before any work: the files a synthesis writes (the volume, its error map, the report, and for a
+    series target their frame sidecars) are distinct, and none is a ``protected`` input or its sidecar."""
+    series = target in SERIES_SEQUENCES  # written with a frame sidecar each
+    outputs = {"--out": out, "--error-map": error_map, "the report": report_path(out),
+               "--out's frame sidecar": sidecar_path(out) if series else None,
+               "--error-map's frame sidecar": sidecar_path(error_map) if series and error_map else None}
+    refuse_same_outputs(outputs)
+    for path in outputs.values():
+        if path is not None:
+            refuse_overwrite(path, protected)
+
+
 def run_synthesize(model: str, input_items: list[str], target: str, out: str | Path, *, reference: str | None,
                    register: str, real: str | None, error_map_path: str | None, device: str,
                    phases: int | None = None, say: Callable[[str], None] = print, progress: bool | str = True) -> dict:
@@ -58,14 +71,7 @@ def run_synthesize(model: str, input_items: list[str], target: str, out: str | P
     files = parse_assignments(input_items)
     out = Path(out)
     protected = [*files.values(), *([real] if real else [])]
-    series = target in SERIES_SEQUENCES  # written with a frame sidecar each
-    outputs = {"--out": out, "--error-map": error_map_path, "the report": report_path(out),
-               "--out's frame sidecar": sidecar_path(out) if series else None,
-               "--error-map's frame sidecar": sidecar_path(error_map_path) if series and error_map_path else None}
-    refuse_same_outputs(outputs)
-    for path in outputs.values():  # before the work: none of them may be an input or an input's sidecar
-        if path is not None:
-            refuse_overwrite(path, protected)
+    check_outputs(out, error_map_path, target, protected)
     if error_map_path and not real:
         raise InputError("--error-map needs --real (the acquired target to compare with)")
     if not out.parent.exists():

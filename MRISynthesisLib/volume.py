@@ -274,11 +274,20 @@ def sidecar_path(path: str | Path) -> Path:
 
 
 def report_path(out: str | Path) -> Path:
-    """Where the JSON report of a synthesized ``out`` goes: beside it, named up to its first dot, as
-    ``<name>.report.json`` (``t1ce.nii.gz`` -> ``t1ce.report.json``). Not ``<name>.json``: that is an
-    image's BIDS sidecar, which for a series output holds its frames (and for an input, must stay its own)."""
-    out = Path(out)
-    return out.with_name(out.name.split(".")[0] + ".report.json")
+    """Where the JSON report of a synthesized ``out`` goes: beside it, its name without the image suffix
+    plus ``.report.json`` (``t1ce.nii.gz`` -> ``t1ce.report.json``, ``case.t1ce.nii.gz`` ->
+    ``case.t1ce.report.json``). Not ``<name>.json``: that is an image's BIDS sidecar, which for a series
+    output holds its frames (and for an input, must stay its own)."""
+    side = sidecar_path(out)
+    return side.with_name(side.name[: -len(".json")] + ".report.json")
+
+
+def is_frame_sidecar(path: str | Path) -> bool:
+    """Whether ``path`` is a series' frame sidecar (JSON with a ``frames`` list), not some other JSON file."""
+    try:
+        return isinstance(json.loads(Path(path).read_text()).get("frames"), list)
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def refuse_same_outputs(outputs: Mapping[str, str | Path | None]) -> None:
@@ -426,8 +435,10 @@ def refuse_overwrite(path: str | Path, protect: Sequence[str | Path]) -> None:
     if not path.exists():
         return
     for other in protect:
-        # an input's own JSON sidecar (a series' frames) belongs to it as much as its image
-        for input_file in (Path(other), sidecar_path(other)):
+        # a series input's frame sidecar belongs to it as much as its image (another JSON beside a 3D
+        # input, an earlier run's report say, is not the input's)
+        side = sidecar_path(other)
+        for input_file in (Path(other), *([side] if is_frame_sidecar(side) else [])):
             if input_file.exists() and os.path.samefile(path, input_file):
                 raise InputError(f"{path}: output would overwrite an input file ({input_file})")
 

@@ -123,3 +123,13 @@ def test_bad_inputs(case, tmp_path):
         run_evaluate(tmp_path / "nothing.nii.gz", case["synth"], **quiet)
     with pytest.raises(InputError, match="output folder does not exist"):
         run_evaluate(case["real"], case["synth"], json_path=tmp_path / "no" / "m.json", **quiet)
+
+
+def test_the_json_beside_a_3d_input_can_be_written_again(case, tmp_path):
+    """``synth.json`` beside ``synth.nii.gz`` is a report of an earlier run, not the volume's frame sidecar
+    (a 3D image has none): rerunning the same command rewrites it. A series' sidecar stays protected
+    (``test_pipeline_series``)."""
+    report = tmp_path / "synth.json"
+    assert _run(case["real"], case["synth"], json_path=report)[0] == 0
+    assert _run(case["real"], case["synth"], json_path=report)[0] == 0
+    assert json.loads(report.read_text())["real"] == str(case["real"])

@@ -55,7 +55,7 @@ def test_a_series_target_is_read_compared_and_written_whole(batch, tmp_path, mon
     assert synthesized.shape == subject.sequences["DCE"].shape  # every frame, not the one a browser shows
     assert read_volume(error_map).shape == subject.sequences["DCE"].shape
     assert len({float(np.abs(frame).sum()) for frame in synthesized.array}) > 1
-    report = tmp_path / "dce.report.json"  # the command line's name for the report of dce.synthesized.nii.gz
+    report = tmp_path / "dce.synthesized.report.json"  # the command line's name for the report
     assert report.is_file() and "metrics" in report.read_text()
     assert {seq: path.read_bytes() for seq, path in files.items()} == before
 

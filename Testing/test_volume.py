@@ -453,3 +453,13 @@ def test_adopting_keeps_a_handed_over_buffer_and_copies_anything_else():
         copied = Volume.adopting(other)  # a view of someone's buffer, or not float32: copied as the constructor does
         assert not np.shares_memory(copied.array, other)
         np.testing.assert_array_equal(copied.array, other)
+
+
+def test_a_report_is_named_after_the_whole_image_name():
+    """Two outputs that differ after their first dot get two reports, never one shared file."""
+    from MRISynthesisLib.volume import report_path
+
+    assert report_path("out/t1ce.nii.gz") == Path("out/t1ce.report.json")
+    assert report_path("case.t1ce.nii.gz") != report_path("case.flair.nii.gz")
+    assert report_path("case.t1ce.nrrd").name == "case.t1ce.report.json"
+    assert report_path("x.report.nii.gz") != sidecar_path("x.report.nii.gz")  # a series output's frames stay

@@ -283,8 +283,6 @@ def train(options: TrainOptions, *, progress: bool = True, say=print) -> dict:
         out = _prepare_run_folder(options, rank, initialised_from)
         # a damaged checkpoint is named before the data are prepared or split.json is rewritten
         resumed = checkpoint.load(out / "checkpoints" / "last.pt") if options.resume else None
-        if resumed is not None and rank == 0:
-            _record_resume_command(out, options.command)
         source = source_for(options.data, recipe_cls, options.config, options.seed, anatomy)
         names = source.names()
         train_names, val_names = split_cases(names, options.validation_fraction, options.seed)
@@ -292,6 +290,8 @@ def train(options: TrainOptions, *, progress: bool = True, say=print) -> dict:
         if rank == 0:
             (out / "split.json").write_text(json.dumps({"train": train_names, "validation": val_names}, indent=1))
             build_cache(source, names, cache)  # build the cache once, before other ranks read it
+            if resumed is not None:  # the resume is accepted: checkpoint and data both read
+                _record_resume_command(out, options.command)
     if world > 1:
         torch.distributed.barrier()
     train_cases = load_cases(source, train_names, cache, recipe.prepare_case)
