@@ -4,14 +4,23 @@ The panel cancels a run by killing the process it started, ``PythonSlicer``, whi
 a launcher running the real interpreter as its own child. Killing the launcher leaves that child running
 (still using the CPU or GPU, writing into a folder the panel has deleted). So the commands run with
 ``--progress-lines`` (the panel's mode) watch their parent and exit as soon as it is gone.
+
+A launcher killed in the first second, before the worker has read its parent's pid, would leave the
+worker watching the process it was re-parented to (init or a subreaper), for ever. So the panel also
+names itself in ``MRISYNTHESIS_PANEL_PID``: a worker whose parent is neither the panel nor a child of the
+panel has lost its launcher already and exits at once.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import threading
 import time
+
+#: the environment variable in which the panel gives its own process id to the workers it starts
+PANEL_PID_VARIABLE = "MRISYNTHESIS_PANEL_PID"
 
 
 def _parent_alive(parent: int) -> bool:
@@ -30,10 +39,37 @@ def _parent_alive(parent: int) -> bool:
     return os.getppid() == parent  # POSIX: an orphan is re-parented (to init or a subreaper)
 
 
+def _parent_of(pid: int) -> int | None:
+    """The parent of process ``pid`` (POSIX: /proc on Linux, ``ps`` elsewhere); None when unknown."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:  # "pid (name) state ppid ...": the name may hold spaces
+            return int(handle.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        pass
+    try:
+        answer = subprocess.run(["ps", "-o", "ppid=", "-p", str(pid)], capture_output=True, text=True, timeout=5)
+        return int(answer.stdout.strip())
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+
+
+def lost_launcher(parent: int, panel: int) -> bool:
+    """Whether a worker whose parent is ``parent`` has already lost the launcher between it and the panel
+    ``panel`` (POSIX: it was re-parented). False when that cannot be told."""
+    if parent == panel:  # started by the panel itself, no launcher between
+        return False
+    grandparent = _parent_of(parent)
+    return grandparent is not None and grandparent != panel
+
+
 def exit_with_parent(interval_s: float = 1.0) -> threading.Thread:
     """Start a daemon thread that ends this process (exit code 143, as SIGTERM would) within
-    ``interval_s`` of its parent process ending. Returns the thread."""
+    ``interval_s`` of its parent process ending; at once when ``MRISYNTHESIS_PANEL_PID`` names a panel
+    whose launcher has already gone (see the module doc). Returns the thread."""
     parent = os.getppid()
+    panel = os.environ.get(PANEL_PID_VARIABLE, "")
+    if sys.platform != "win32" and panel.isdigit() and lost_launcher(parent, int(panel)):
+        os._exit(143)
 
     def watch() -> None:
         while _parent_alive(parent):

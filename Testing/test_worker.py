@@ -18,8 +18,20 @@ LAUNCHER = """
 import subprocess, sys, time
 child = subprocess.Popen({command!r})
 print(child.pid, flush=True)
-time.sleep(60)
+time.sleep({wait_s})
 """
+
+#: a worker that starts its watch a second late, as one importing torch does
+LATE_WATCH = "import time; time.sleep(1); from MRISynthesisLib.worker import exit_with_parent; exit_with_parent(0.1); time.sleep(60)"
+
+
+def _panel_environment(panel_pid: int | None) -> dict[str, str]:
+    from MRISynthesisLib.worker import PANEL_PID_VARIABLE
+
+    environment = {k: v for k, v in os.environ.items() if k != PANEL_PID_VARIABLE}
+    if panel_pid is not None:
+        environment[PANEL_PID_VARIABLE] = str(panel_pid)
+    return environment
 
 
 def _alive(pid: int) -> bool:
@@ -46,8 +58,8 @@ def _wait_gone(pid: int, seconds: float) -> bool:
 def _kill_the_launcher_of(command: list[str], settle_s: float) -> bool:
     """Start ``command`` through a launcher, let it work ``settle_s``, kill the launcher: did the worker end
     within 10 s? (It is killed afterwards either way.)"""
-    launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER.format(command=command)], stdout=subprocess.PIPE,
-                                text=True)
+    launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER.format(command=command, wait_s=60)],
+                                stdout=subprocess.PIPE, text=True, env=_panel_environment(os.getpid()))
     worker = int(launcher.stdout.readline())
     try:
         time.sleep(settle_s)
@@ -75,3 +87,36 @@ def test_a_command_run_for_the_panel_ends_with_its_launcher(tmp_path):
 def test_without_the_watch_the_orphan_runs_on():
     """The case the watch exists for: killing the launcher alone does not end its child."""
     assert not _kill_the_launcher_of([sys.executable, "-c", "import time; time.sleep(60)"], settle_s=0.5)
+
+
+def _launcher_gone_before_the_watch(panel_pid: int | None) -> bool:
+    """The launcher starts the worker and dies at once, before the worker reads its parent: did the
+    worker end within 10 s? (It is killed afterwards either way.)"""
+    launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER.format(command=[sys.executable, "-c", LATE_WATCH],
+                                                                         wait_s=0)],
+                                stdout=subprocess.PIPE, text=True, env=_panel_environment(panel_pid))
+    worker = int(launcher.stdout.readline())  # not read to its end: the worker holds that pipe too
+    launcher.wait()
+    try:
+        return _wait_gone(worker, 10)
+    finally:
+        if _alive(worker):
+            os.kill(worker, signal.SIGKILL)
+
+
+def test_a_worker_whose_launcher_died_before_it_looked_exits():
+    """Cancel in the first second: the panel's pid tells the worker it was re-parented already."""
+    assert _launcher_gone_before_the_watch(panel_pid=os.getpid())
+
+
+def test_without_the_panel_pid_that_worker_runs_on():
+    """The case the panel's pid exists for: its parent, read too late, is whoever adopted it."""
+    assert not _launcher_gone_before_the_watch(panel_pid=None)
+
+
+def test_the_panel_as_direct_parent_is_not_a_lost_launcher():
+    from MRISynthesisLib.worker import lost_launcher
+
+    assert not lost_launcher(os.getpid(), os.getpid())
+    assert not lost_launcher(os.getpid(), os.getppid())  # our parent is the panel, we are the launcher
+    assert lost_launcher(os.getpid(), 999_999_999)  # a parent that is no child of that panel

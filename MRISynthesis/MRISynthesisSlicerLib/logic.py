@@ -357,15 +357,17 @@ def read_maps(folder) -> tuple[dict[str, object], dict[str, float], dict]:
 def worker_environment(environment: Mapping[str, str]) -> dict[str, str]:
     """What to set in the worker process's environment: PYTHONPATH led by the folder that holds
     MRISynthesisLib, so ``python -m MRISynthesisLib`` finds the same library as the panel, also when the
-    module is loaded from a source checkout (where only the panel's own sys.path was extended)."""
+    module is loaded from a source checkout (where only the panel's own sys.path was extended); and the
+    panel's process id, by which a worker tells that its launcher died before it started watching it."""
     import os
     from pathlib import Path
 
     import MRISynthesisLib
+    from MRISynthesisLib.worker import PANEL_PID_VARIABLE
 
     root = str(Path(MRISynthesisLib.__file__).resolve().parents[1])
     rest = [p for p in environment.get("PYTHONPATH", "").split(os.pathsep) if p and p != root]
-    return {"PYTHONPATH": os.pathsep.join([root, *rest])}
+    return {"PYTHONPATH": os.pathsep.join([root, *rest]), PANEL_PID_VARIABLE: str(os.getpid())}
 
 
 def complete_lines(pending: str, text: str) -> tuple[list[str], str]:
