@@ -158,12 +158,18 @@ def align(fixed: Volume, moving: Volume, register: str, name: str, grid: Volume 
     acquisition: the transform is estimated on the mean of its frames (which shows the anatomy of all of
     them) and applied to every frame, so the frames stay aligned with each other.
     """
-    if not moving.is_series:
-        result = run_registration(fixed, moving, register, name=name)
-        on_fixed = grid is None or grid is fixed
-        return (result.registered if on_fixed else result.apply(moving, grid=grid)), result.summary()
-    result = run_registration(fixed, moving.frame(0).with_array(moving.array.mean(axis=0)), register, name=name)
+    result = registration_onto(fixed, moving, register, name)
+    if not moving.is_series and (grid is None or grid is fixed):
+        return result.registered, result.summary()
     return result.apply(moving, grid=grid), result.summary()
+
+
+def registration_onto(fixed: Volume, moving: Volume, register: str, name: str):
+    """The registration of ``moving`` onto the 3D ``fixed`` volume (a ``registration.Registration``, whose
+    ``apply`` moves any volume of the same acquisition alike); a series by the mean of its frames."""
+    if moving.is_series:
+        moving = moving.frame(0).with_array(moving.array.mean(axis=0))
+    return run_registration(fixed, moving, register, name=name)
 
 
 def frames_of(volume: Volume) -> np.ndarray:

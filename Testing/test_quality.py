@@ -28,9 +28,12 @@ def test_evaluate_models_prints_the_model_beside_both_baselines_and_updates_the_
     assert main(["evaluate-models", "--model", "seq2seq", "--target", "T1ce", "--seeds", "7",
                  "--json", str(out), "--update-manifest"]) == 0
     printed = capsys.readouterr().out
-    assert all(m in printed for m in ("seq2seq", "linear", "hgb"))
+    assert all(m in printed for m in ("seq2seq", "linear", "hgb", "ceiling"))
     result, = json.loads(out.read_text())
-    assert result["target"] == "T1ce" and set(result["methods"]) == {"seq2seq", "linear", "hgb"}
+    assert result["target"] == "T1ce" and set(result["methods"]) == {"seq2seq", "linear", "hgb", "ceiling"}
+    psnr = {method: stats["psnr"]["mean"] for method, stats in result["methods"].items()}
+    # the target's own noiseless, bias-free self, registered like the real one, beats every method
+    assert psnr["ceiling"] > max(psnr["hgb"], psnr["linear"], psnr["seq2seq"]) + 3
     entry, = read_manifest(models)
     assert "verdict" in entry.metrics and entry.metrics["held_out_seeds"] == "7"
     assert "seq2seq PSNR" in (models / "seq2seq-brain-lite.md").read_text()
@@ -53,6 +56,9 @@ def test_any_to_any_models_are_evaluated_from_every_other_sequence_and_the_verdi
     assert verdict(good, "m").startswith("beats both") and "meets the 3 dB" in verdict(good, "m")
     weak = {"m": stats(21.0, 0.6), "linear": stats(20.0, 0.3), "hgb": stats(21.5, 0.35)}
     assert "does NOT beat" in verdict(weak, "m") and "short of" in verdict(weak, "m")
+    assert "ceiling" not in verdict(weak, "m")
+    assert verdict({**good, "ceiling": stats(30.0, 0.9)}, "m").endswith(
+        "50 % of the 10.00 dB between linear regression and the ceiling")
     two = manifest_metrics([{"target": "T1", "model": "m", "methods": good}, {"target": "T2", "model": "m", "methods": weak}])
     assert "T1: verdict" in two and "T2: m PSNR" in two
 
@@ -89,6 +95,7 @@ def test_a_series_model_is_evaluated_on_whole_series_beside_baselines_that_predi
     assert to_dce.linear.coef_.shape == (6, 1 + 1 + 2) and len(to_dce.hgb.estimators_) == 6
     monkeypatch.setenv("MRISYNTHESIS_MODELS_DIR", str(folder))
     result = quality.evaluate_entry(entry, "DCE", seeds=(7,), baseline_seeds=(10000,), say=lambda _: None)
-    assert set(result) == {"seq2seq", "linear", "hgb"}
+    assert set(result) == {"seq2seq", "linear", "hgb", "ceiling"}
     assert all(0 < result[m]["psnr"]["mean"] < 100 for m in result)
+    assert result["ceiling"]["psnr"]["mean"] > result["hgb"]["psnr"]["mean"]  # the series twin moved alike
     assert result["hgb"]["psnr"]["mean"] > result["seq2seq"]["psnr"]["mean"]  # an untrained model loses
