@@ -2,8 +2,9 @@
 
 Run: python benchmarks/quality.py [--anatomy brain] [--seeds 7 8 9 11 12]
 Prints SSIM, PSNR (dB), NMSE and MAE (mean ± SD over subjects; inside the foreground, on z-scored
-intensities) for each model and for linear-regression and gradient-boosting baselines fitted on
-training-seed subjects, and writes benchmarks/results/<machine>-quality.json.
+intensities) for each model, for linear-regression and gradient-boosting baselines fitted on
+training-seed subjects and for the ceiling (each target without noise and bias field; see
+MRISynthesisLib.quality), and writes benchmarks/results/<machine>-quality.json.
 """
 
 from __future__ import annotations
