@@ -470,7 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--anatomy", choices=("brain",), default="brain")
     p.add_argument("--register", default="none", choices=("none", "rigid", "affine", "syn"))
     add_run_options(p)
-    p = add("evaluate-models", "bundled models on held-out phantom subjects beside voxel-wise baselines and the noiseless, bias-free ceiling",
+    p = add("evaluate-models",
+            "bundled models on held-out phantom subjects beside voxel-wise baselines and the noiseless, bias-free ceiling",
             _cmd_evaluate_models)
     p.add_argument("--anatomy", choices=ANATOMIES)
     p.add_argument("--model", choices=MODEL_NAMES)
