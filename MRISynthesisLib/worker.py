@@ -7,8 +7,8 @@ a launcher running the real interpreter as its own child. Killing the launcher l
 
 A launcher killed in the first second, before the worker has read its parent's pid, would leave the
 worker watching the process it was re-parented to (init or a subreaper), for ever. So the panel also
-names itself in ``MRISYNTHESIS_PANEL_PID``: a worker whose parent is neither the panel nor a child of the
-panel has lost its launcher already and exits at once.
+names itself in ``MRISYNTHESIS_PANEL_PID``: a worker that does not descend from the panel (through however
+many launchers) has lost its launcher already and exits at once.
 """
 
 from __future__ import annotations
@@ -53,13 +53,20 @@ def _parent_of(pid: int) -> int | None:
         return None
 
 
-def lost_launcher(parent: int, panel: int) -> bool:
+def lost_launcher(parent: int, panel: int, max_depth: int = 16) -> bool:
     """Whether a worker whose parent is ``parent`` has already lost the launcher between it and the panel
-    ``panel`` (POSIX: it was re-parented). False when that cannot be told."""
-    if parent == panel:  # started by the panel itself, no launcher between
-        return False
-    grandparent = _parent_of(parent)
-    return grandparent is not None and grandparent != panel
+    ``panel`` (POSIX: it was re-parented, so the panel is no longer among its ancestors). Any number of
+    launchers may stand between them; False when the ancestry cannot be read."""
+    pid = parent
+    for _ in range(max_depth):
+        if pid == panel:
+            return False
+        if pid <= 1:  # init (or the kernel): the chain to the panel is broken
+            return True
+        pid = _parent_of(pid)
+        if pid is None:
+            return False
+    return False
 
 
 def exit_with_parent(interval_s: float = 1.0) -> threading.Thread:

@@ -114,9 +114,10 @@ def test_without_the_panel_pid_that_worker_runs_on():
     assert not _launcher_gone_before_the_watch(panel_pid=None)
 
 
-def test_the_panel_as_direct_parent_is_not_a_lost_launcher():
-    from MRISynthesisLib.worker import lost_launcher
+def test_a_worker_that_descends_from_the_panel_through_launchers_is_not_lost():
+    from MRISynthesisLib.worker import _parent_of, lost_launcher
 
     assert not lost_launcher(os.getpid(), os.getpid())
     assert not lost_launcher(os.getpid(), os.getppid())  # our parent is the panel, we are the launcher
-    assert lost_launcher(os.getpid(), 999_999_999)  # a parent that is no child of that panel
+    assert not lost_launcher(os.getpid(), _parent_of(os.getppid()) or 1)  # two launchers between
+    assert lost_launcher(os.getpid(), 999_999_999)  # a parent that does not descend from that panel
