@@ -159,9 +159,15 @@ def align(fixed: Volume, moving: Volume, register: str, name: str, grid: Volume 
     them) and applied to every frame, so the frames stay aligned with each other.
     """
     result = registration_onto(fixed, moving, register, name)
-    if not moving.is_series and (grid is None or grid is fixed):
-        return result.registered, result.summary()
-    return result.apply(moving, grid=grid), result.summary()
+    return moved(result, moving, grid), result.summary()
+
+
+def moved(result, moving: Volume, grid: Volume | None = None) -> Volume:
+    """``moving`` on ``grid`` (default the fixed grid) by the registration ``result`` estimated for it by
+    :func:`registration_onto`: a 3D volume on the fixed grid is the registration's own output."""
+    if not moving.is_series and (grid is None or grid is result.fixed_grid):
+        return result.registered
+    return result.apply(moving, grid=grid)
 
 
 def registration_onto(fixed: Volume, moving: Volume, register: str, name: str):

@@ -34,6 +34,14 @@ def _panel_environment(panel_pid: int | None) -> dict[str, str]:
     return environment
 
 
+def _through_a_launcher(command: list[str], wait_s: float, panel_pid: int | None) -> tuple[subprocess.Popen, int]:
+    """Start ``command`` as the child of a launcher that lives ``wait_s``: (the launcher, the worker's pid).
+    The launcher's output is not read to its end: the worker holds that pipe too."""
+    launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER.format(command=command, wait_s=wait_s)],
+                                stdout=subprocess.PIPE, text=True, env=_panel_environment(panel_pid))
+    return launcher, int(launcher.stdout.readline())
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -58,9 +66,7 @@ def _wait_gone(pid: int, seconds: float) -> bool:
 def _kill_the_launcher_of(command: list[str], settle_s: float) -> bool:
     """Start ``command`` through a launcher, let it work ``settle_s``, kill the launcher: did the worker end
     within 10 s? (It is killed afterwards either way.)"""
-    launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER.format(command=command, wait_s=60)],
-                                stdout=subprocess.PIPE, text=True, env=_panel_environment(os.getpid()))
-    worker = int(launcher.stdout.readline())
+    launcher, worker = _through_a_launcher(command, wait_s=60, panel_pid=os.getpid())
     try:
         time.sleep(settle_s)
         assert _alive(worker), "the worker ended before its launcher was killed"
@@ -92,10 +98,7 @@ def test_without_the_watch_the_orphan_runs_on():
 def _launcher_gone_before_the_watch(panel_pid: int | None) -> bool:
     """The launcher starts the worker and dies at once, before the worker reads its parent: did the
     worker end within 10 s? (It is killed afterwards either way.)"""
-    launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER.format(command=[sys.executable, "-c", LATE_WATCH],
-                                                                         wait_s=0)],
-                                stdout=subprocess.PIPE, text=True, env=_panel_environment(panel_pid))
-    worker = int(launcher.stdout.readline())  # not read to its end: the worker holds that pipe too
+    launcher, worker = _through_a_launcher([sys.executable, "-c", LATE_WATCH], wait_s=0, panel_pid=panel_pid)
     launcher.wait()
     try:
         return _wait_gone(worker, 10)
