@@ -146,7 +146,8 @@ def _cmd_rank(args: argparse.Namespace) -> int:
     contrast = result.extra.get("md_enhancing_over_normal")
     if contrast and contrast["subjects"]:
         said = ", ".join(f"{name} {value:.1f}" for name, value in contrast["subjects"].items())
-        print(f"M_d({contrast['sequence']}) inside enhancing tissue over normal {contrast['normal']}: {said}")
+        print(f"M_d({contrast['sequence']}) inside enhancing tissue over normal {contrast['normal']}: {said}; "
+              f"over all of them {contrast['pooled']:.1f}")
     print(f"tables, charts and M_d maps in {args.out}")
     return 0
 

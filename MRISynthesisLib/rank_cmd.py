@@ -16,7 +16,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -76,11 +76,11 @@ def _cached(folder: Path, source: str, target: str, compute: Callable[[], np.nda
 ENHANCING = {"brain": ("T1ce", (3,)), "breast": ("DCE", (1, 2))}
 
 
-def enhancing_contrast(md: np.ndarray, labels: np.ndarray, mask: np.ndarray,
-                       enhancing_labels: tuple[int, ...] = ENHANCING["brain"][1],
-                       organ: np.ndarray | None = None) -> float | None:
-    """Mean of an M_d map inside the enhancing tissue over its mean in normal tissue: every foreground voxel
-    without a label, within the organ when the case knows it (normal *brain*, not the scalp and skull a
+def enhancing_and_normal_sums(md: np.ndarray, labels: np.ndarray, mask: np.ndarray,
+                              enhancing_labels: tuple[int, ...] = ENHANCING["brain"][1],
+                              organ: np.ndarray | None = None) -> tuple[float, int, float, int] | None:
+    """Sum and voxel count of an M_d map inside the enhancing tissue, then in normal tissue: every foreground
+    voxel without a label, within the organ when the case knows it (normal *brain*, not the scalp and skull a
     skull-stripped scan would not have); None without enhancing voxels."""
     enhancing = np.isin(labels, enhancing_labels)
     normal = mask & (labels == 0)
@@ -88,7 +88,24 @@ def enhancing_contrast(md: np.ndarray, labels: np.ndarray, mask: np.ndarray,
         normal &= organ
     if not enhancing.any() or not normal.any():
         return None
-    return float(md[enhancing].mean() / max(float(md[normal].mean()), 1e-12))
+    return float(md[enhancing].sum()), int(enhancing.sum()), float(md[normal].sum()), int(normal.sum())
+
+
+def contrast_of(sums: Iterable[tuple[float, int, float, int]]) -> float | None:
+    """Mean inside the enhancing tissue over mean in normal tissue, pooled over every case's voxels in ``sums``."""
+    totals = np.sum(np.asarray(list(sums), dtype=np.float64).reshape(-1, 4), axis=0)
+    if totals[1] == 0 or totals[3] == 0:
+        return None
+    return float((totals[0] / totals[1]) / max(totals[2] / totals[3], 1e-12))
+
+
+def enhancing_contrast(md: np.ndarray, labels: np.ndarray, mask: np.ndarray,
+                       enhancing_labels: tuple[int, ...] = ENHANCING["brain"][1],
+                       organ: np.ndarray | None = None) -> float | None:
+    """Mean of an M_d map inside the enhancing tissue over its mean in normal tissue (see
+    :func:`enhancing_and_normal_sums`); None without enhancing voxels."""
+    sums = enhancing_and_normal_sums(md, labels, mask, enhancing_labels, organ)
+    return None if sums is None else contrast_of([sums])
 
 
 #: where ``run_rank`` can compute each pair's metrics
@@ -149,6 +166,7 @@ def run_rank(data: str, model: str, out: str | Path, *, anatomy: str | None = No
     bar = tqdm(total=total, desc="rank: translating pairs", unit="pair", disable=not progress)
     scores: list[PairScore] = []
     contrasts: dict[str, float] = {}
+    contrast_sums: list[tuple[float, int, float, int]] = []  # every case's, for the contrast over all of them
     normal_regions: set[str] = set()  # what "normal" meant: the organ's tissue where a case knows it
     scored_regions: set[str] = set()  # where the pair metrics were computed
     enhanced, labels = ENHANCING.get(entry.anatomy, (None, ()))
@@ -173,15 +191,19 @@ def run_rank(data: str, model: str, out: str | Path, *, anatomy: str | None = No
         maps = differentiation_maps(case.volumes, predictions, case.mask)
         _write_maps(out / "maps" / case.name, case, maps)
         if enhanced in maps:
-            ratio = enhancing_contrast(maps[enhanced], case.labels, case.mask, labels, case.organ)
-            if ratio is not None:
-                contrasts[case.name] = ratio
+            sums = enhancing_and_normal_sums(maps[enhanced], case.labels, case.mask, labels, case.organ)
+            if sums is not None:
+                contrasts[case.name] = contrast_of([sums])
+                contrast_sums.append(sums)
                 normal_regions.add(organ_name)
     bar.close()
     result = rank(scores, entry.inputs, bootstrap=bootstrap)
     result.extra["scored_within"] = " and ".join(sorted(scored_regions))
     if enhanced:
+        # "pooled": the mean over every subject's enhancing voxels over the mean over every subject's normal
+        # ones, so a subject with a large enhancing lesion weighs more than one with a few voxels of it
         result.extra["md_enhancing_over_normal"] = {"sequence": enhanced, "labels": list(labels), "subjects": contrasts,
+                                                    "pooled": contrast_of(contrast_sums),
                                                     "normal": " and ".join(sorted(normal_regions)) + " without labels"}
     write_outputs(result, out, scores)
     for note in result.notes:

@@ -42,6 +42,7 @@ def test_rank_writes_tables_charts_and_maps_and_reuses_predictions(models, tmp_p
     assert len(list((out / "predictions").rglob("*.npy"))) == 2 * 12
     contrast = result.extra["md_enhancing_over_normal"]
     assert contrast["sequence"] == "T1ce" and all(v > 0 for v in contrast["subjects"].values())
+    assert np.isfinite(contrast["pooled"]) and contrast["pooled"] > 0  # a ratio of pooled means (tested below)
     assert contrast["normal"] == "brain tissue without labels"  # the phantom knows its intracranial tissue
 
     # a rerun translates nothing again
@@ -124,6 +125,23 @@ def test_enhancing_contrast_of_an_md_map():
     md[0, 0, 0] = 64.0  # an unlabelled scalp voxel: (62 + 64) / 63 makes a mean of 2 over the foreground
     assert enhancing_contrast(md, labels, mask) == pytest.approx(3.0)
     assert enhancing_contrast(md, labels, mask, organ=organ) == pytest.approx(6.0)
+
+
+def test_enhancing_contrast_over_several_cases_weighs_their_voxels():
+    from MRISynthesisLib.rank_cmd import contrast_of, enhancing_and_normal_sums
+
+    mask = np.ones((4, 4, 4), bool)
+    small, large = np.zeros((4, 4, 4), np.uint8), np.zeros((4, 4, 4), np.uint8)
+    small[0, 0, 0] = 3
+    large[:2] = 3  # 32 enhancing voxels, 32 normal
+    md_small, md_large = np.ones((4, 4, 4)), np.ones((4, 4, 4))
+    md_small[0, 0, 0] = 20.0
+    md_large[:2] = 2.0
+    sums = [enhancing_and_normal_sums(md_small, small, mask), enhancing_and_normal_sums(md_large, large, mask)]
+    assert sums[0] == (20.0, 1, 63.0, 63) and contrast_of(sums[:1]) == pytest.approx(20.0)
+    # (20 + 64) / 33 inside over (63 + 32) / 95 outside: the large lesion outweighs the single bright voxel
+    assert contrast_of(sums) == pytest.approx(84 / 33)
+    assert contrast_of([]) is None
 
 
 def test_a_series_map_is_averaged_over_its_frames():
