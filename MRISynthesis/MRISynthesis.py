@@ -83,7 +83,7 @@ class MRISynthesis(ScriptedLoadableModule):
             "that can make the target from your inputs are offered. Results appear in a subject-hierarchy "
             "folder: the synthesized volume, with a real target a colour error map overlay and a metrics "
             "table. The same work runs headless: <code>mri-synthesis --help</code> (or "
-            "<code>Slicer --no-main-window --python-script batch.py -- ...</code>).<br><br>"
+            "<code>Slicer --no-main-window --python-script MRISynthesisSlicerLib/batch.py -- ...</code>).<br><br>"
             'See the <a href="https://github.com/mrisynthesis/SlicerMRISynthesis">project page</a> '
             "for documentation."
         )
@@ -184,6 +184,8 @@ if parameterNodeWrapper is not None:
         errorOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
 
 
+#: the library's torch requirement (pyproject.toml), passed to the PyTorch extension's installer
+TORCH_REQUIREMENT = ">=2.2"
 #: Python packages the library needs beyond what Slicer and its PyTorch extension ship
 #: (module name to import -> pip requirement)
 REQUIRED_PACKAGES = {
@@ -281,7 +283,7 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
         return {seq: getattr(self.ui, name).currentNode() for seq, name in SEQUENCE_SELECTORS.items()
                 if getattr(self.ui, name).currentNode() is not None}
 
-    def updateModels(self, *_):
+    def updateModels(self, *args):
         target = self.ui.targetComboBox.currentText
         present = {seq for seq in self.selectedInputs() if seq != target}
         self.ui.modelComboBox.clear()
@@ -301,7 +303,7 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
         self.ui.modelReasonLabel.setText("\n".join(reasons))
         self.updateApply()
 
-    def updateApply(self, *_):
+    def updateApply(self, *args):
         if self.process is not None:
             return
         ready = self.ui.modelComboBox.count > 0 and bool(self.selectedInputs())
@@ -404,14 +406,20 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
     def startWorker(self, command):
         from MRISynthesisSlicerLib.logic import worker_environment
 
-        self.process = qt.QProcess()
+        # a parent makes Qt, not Python's reference count, own the process: finishRun, called from its own
+        # finished/errorOccurred signals, may then drop it safely and deleteLater frees it afterwards
+        self.process = qt.QProcess(self.parent)
         self.process.setProcessChannelMode(qt.QProcess.MergedChannels)
-        environment = qt.QProcessEnvironment.systemEnvironment()
-        for name, value in worker_environment(dict(os.environ)).items():
+        # the environment Slicer started with, as slicer.util.launchConsoleProcess uses: the worker,
+        # PythonSlicer, is a launcher that sets up Slicer's paths itself (not twice over the panel's)
+        startup = getattr(slicer.util, "startupEnvironment", None)
+        base = dict(startup()) if startup is not None else dict(os.environ)
+        environment = qt.QProcessEnvironment()
+        for name, value in {**base, **worker_environment(base)}.items():
             environment.insert(name, value)
         self.process.setProcessEnvironment(environment)
         self.process.connect("readyReadStandardOutput()", self.onOutput)
-        self.process.connect("finished(int)", self.onFinished)
+        self.process.connect("finished(int,QProcess::ExitStatus)", self.onFinished)
         self.process.connect("errorOccurred(QProcess::ProcessError)", self.onProcessError)
         self.output = []
         self._pendingOutput = ""
@@ -448,9 +456,11 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
         slicer.util.errorDisplay(_("The worker process could not start ({program}).").format(program=program))
         self.ui.statusLabel.setText(_("Failed; see the message and the log."))
 
-    def onFinished(self, exitCode):
+    def onFinished(self, exitCode, exitStatus=None):
         if self.process is None:
             return
+        if exitStatus == qt.QProcess.CrashExit and exitCode == 0:  # killed by a signal: not a success
+            exitCode = 1
         if self._pendingOutput:  # the last line had no newline
             self.output.append(self._pendingOutput)
             self._pendingOutput = ""
@@ -476,6 +486,10 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
             slicer.util.setSliceViewerLayers(background=run.synthesized if run.error_map is None else background,
                                              foreground=run.error_map,
                                              foregroundOpacity=self.ui.errorOpacitySlider.value)
+            if run.metrics is not None:  # with a real target: the metrics beside the slices
+                from MRISynthesisSlicerLib.views import show_table
+
+                show_table(run.metrics)
             self.ui.statusLabel.setText(_("Done: {name}").format(name=run.synthesized.GetName()))
             self.ui.progressBar.value = 100
         except Exception as error:
@@ -485,10 +499,12 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
             self.finishRun()
 
     def showMaps(self, request):
+        from MRISynthesisSlicerLib.views import show_table
+
         run = self.logic.showMapsFiles(request["out"], request["inputs"])
         slicer.util.setSliceViewerLayers(background=run.reference, foreground=run.maps[run.shown],
                                          foregroundOpacity=self.ui.errorOpacitySlider.value)
-        slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(run.table.GetID())
+        show_table(run.table)
         self.ui.statusLabel.setText(_("Done: {name} over the reference; the other maps are in the results "
                                       "folder").format(name=run.maps[run.shown].GetName()))
         self.ui.progressBar.value = 100
@@ -498,12 +514,15 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
             process, self.process = self.process, None
             process.kill()
             process.waitForFinished(3000)
+            process.deleteLater()
             if self._request and self._request.get("kind") == "compare":  # its report folder is outside workFolder
                 shutil.rmtree(self._request["out"], ignore_errors=True)
         self.finishRun()
 
     def finishRun(self):
-        self.process = None
+        process, self.process = self.process, None
+        if process is not None:
+            process.deleteLater()  # not now: this may run inside one of its signals
         if self.workFolder:
             shutil.rmtree(self.workFolder, ignore_errors=True)
             self.workFolder = None
@@ -532,9 +551,11 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
         self.startWorker(command)
 
     def showRanking(self, request):
+        from MRISynthesisSlicerLib.views import show_table
+
         table, chart = self.logic.showRankingFiles(request["out"])
+        show_table(table, with_plot=True)  # first: the chart then stays in this layout's plot view
         slicer.modules.plots.logic().ShowChartInLayout(chart)
-        slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(table.GetID())
         self.ui.statusLabel.setText(_("Done: the ranking table and chart"))
         self.ui.progressBar.value = 100
 
@@ -563,8 +584,10 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
         self.startWorker(command)
 
     def showComparison(self, request):
+        from MRISynthesisSlicerLib.views import show_table
+
         table, report = self.logic.showCompareFiles(request["out"])
-        slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(table.GetID())
+        show_table(table)
         qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(report))
         self.ui.statusLabel.setText(_("Done: the comparison table; the report opens in the browser"))
         self.ui.progressBar.value = 100
@@ -597,22 +620,27 @@ class MRISynthesisLogic(ScriptedLoadableModuleLogic):
 
     # dependencies
     def missingPackages(self):
-        return [requirement for name, requirement in REQUIRED_PACKAGES.items()
-                if importlib.util.find_spec(name) is None]
+        """The requirements not met: missing, or installed at a version they do not accept."""
+        from MRISynthesisSlicerLib.dependencies import unmet
+
+        return unmet(REQUIRED_PACKAGES.values())
 
     def ensureDependencies(self):
         """torch through the PyTorch extension, the rest with pip, after the user agrees (once)."""
         if importlib.util.find_spec("torch") is None:
             import PyTorchUtils
 
-            if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True) is None:
+            if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True,
+                                                             torchVersionRequirement=TORCH_REQUIREMENT) is None:
                 raise RuntimeError(_("PyTorch is required; install it from the PyTorch extension."))
         missing = self.missingPackages()
         if missing:
             if not slicer.app.testingEnabled() and not slicer.util.confirmOkCancelDisplay(
                     _("MRISynthesis needs these Python packages, which will be installed now:\n") + "\n".join(missing)):
                 raise RuntimeError(_("The required Python packages were not installed."))
-            slicer.util.pip_install(" ".join(missing))
+            from MRISynthesisSlicerLib.dependencies import pip_arguments
+
+            slicer.util.pip_install(" ".join(pip_arguments(REQUIRED_PACKAGES.values())))
 
     def gpuName(self):
         if importlib.util.find_spec("torch") is None:

@@ -30,7 +30,7 @@ def batch(monkeypatch):
                         lambda path: node_from_volume(scene, read_volume(path), Path(path).name), raising=False)
     monkeypatch.setattr(slicer.util, "saveNode",
                         lambda node, path: bool(write_volume(volume_from_node(node), path)), raising=False)
-    spec = importlib.util.spec_from_file_location("mrisynthesis_batch", MODULE_DIR / "batch.py")
+    spec = importlib.util.spec_from_file_location("mrisynthesis_batch", MODULE_DIR / "MRISynthesisSlicerLib" / "batch.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -67,3 +67,31 @@ def test_an_error_map_without_the_real_target_is_refused(batch, tmp_path, capsys
     assert code == 2
     assert "--error-map needs --real" in capsys.readouterr().err
     assert not (tmp_path / "out.nii.gz").exists()
+
+
+def test_a_reader_failure_exits_with_1_and_its_traceback(batch, tmp_path, monkeypatch, capsys):
+    """slicer.util.loadVolume raises RuntimeError on a file it cannot read; Slicer run with --python-script
+    only exits when the script tells it to, so the script must return, not raise."""
+    t1 = write_volume(sample("brain", 5, resolution=4.0).sequences["T1"], tmp_path / "t1.nii.gz")
+
+    def unreadable(path):
+        raise RuntimeError(f"Failed to load node from file: {path}")
+    monkeypatch.setattr(slicer.util, "loadVolume", unreadable, raising=False)
+    code = batch.main(["--model", "unet-ct1", "--target", "T1ce", "--out", str(tmp_path / "out.nii.gz"),
+                       "--input", f"T1={t1}", "--input", f"T2={t1}", "--input", f"FLAIR={t1}"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "Failed to load node from file" in err
+    assert not (tmp_path / "out.nii.gz").exists()
+
+
+def test_leave_exits_slicer_through_slicer_util_exit(batch, monkeypatch):
+    exits = []
+    monkeypatch.setattr(slicer, "app", object(), raising=False)
+    monkeypatch.setattr(slicer.util, "exit", exits.append, raising=False)
+    batch.leave(3)
+    assert exits == [3]
+    monkeypatch.setattr(slicer, "app", None, raising=False)
+    with pytest.raises(SystemExit) as raised:
+        batch.leave(2)
+    assert raised.value.code == 2

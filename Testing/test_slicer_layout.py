@@ -507,7 +507,45 @@ def test_the_panel_unbinds_with_the_tag_connect_gave():
     assert "self._parameterGuiTag = self._parameterNode.connectGui(self.ui)" in source
 
 
+def test_every_node_selector_gets_the_scene():
+    """A qMRMLNodeComboBox lists nothing until the module's mrmlSceneChanged reaches its setMRMLScene; the
+    parameter node's connector sets node types, never the scene."""
+    selectors = {name for name, w in _ui_widgets().items() if w.get("class") == "qMRMLNodeComboBox"}
+    connected = {c.findtext("receiver") for c in ET.parse(UI_FILE).iter("connection")
+                 if c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)"
+                 and c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)"}
+    assert len(selectors) >= 7 and not selectors - connected, f"selectors without the scene: {sorted(selectors - connected)}"
+
+
+def _names_bound_in(function: ast.AST) -> set[str]:
+    """Every name a function binds locally: parameters (*args, **kwargs too) and assignment targets."""
+    arguments = function.args
+    names = {a.arg for a in arguments.posonlyargs + arguments.args + arguments.kwonlyargs}
+    names |= {a.arg for a in (arguments.vararg, arguments.kwarg) if a is not None}
+    for node in ast.walk(function):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+    return names
+
+
+def test_no_function_hides_the_translation_function():
+    """The panel's strings go through ``_`` (slicer.i18n.tr); a function that binds ``_`` itself (``*_``,
+    ``for _ in``) turns every ``_("...")`` inside it into a call of a tuple or an int."""
+    tree = _module_ast()
+    offenders = [f"{node.name} (line {node.lineno})" for node in ast.walk(tree)
+                 if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and "_" in _names_bound_in(node)
+                 and any(isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "_"
+                         for call in ast.walk(node))]
+    assert not offenders, f"functions that bind _ and call it: {offenders}"
+
+
+def test_the_module_folder_holds_one_python_file():
+    """Slicer loads every .py at the top of a module folder as a module at start-up ("class batch was not
+    found"); scripts belong in MRISynthesisSlicerLib."""
+    assert sorted(p.name for p in MODULE_DIR.glob("*.py")) == ["MRISynthesis.py"]
+
+
 def test_module_cmake_ships_the_panel_and_its_mrml_logic(module_code):
     for path in ("Resources/UI/${MODULE_NAME}.ui", "MRISynthesisSlicerLib/logic.py", "MRISynthesisSlicerLib/nodes.py",
-                 "batch.py"):
+                 "MRISynthesisSlicerLib/batch.py"):
         assert path in module_code, path

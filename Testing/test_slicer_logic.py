@@ -213,7 +213,7 @@ def test_auto_assign_skips_label_maps_and_the_modules_own_results(scene):
     flair.SetAttribute("DICOM.SeriesDescription", "T2 FLAIR AX")  # the description wins over the name
     synthesized = node_from_volume(scene, volume, "T1ce synthesized by unet-ct1")
     set_provenance(synthesized, {"model": "unet-ct1"})
-    labels = node_from_volume(scene, volume, "T2 labels",
+    labels = node_from_volume(scene, volume.with_array(np.rint(volume.array)), "T2 labels",
                               node=scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "T2 labels"))
     assigned = assign_by_name([t1, gad, flair, synthesized, labels])
     assert assigned == {"T1": t1, "T1ce": gad, "FLAIR": flair}
@@ -309,7 +309,15 @@ def test_phantom_case_loads_as_nodes(scene):
     nodes = load_phantom(scene, seed=9, resolution=4.0)
     assert set(nodes) == {"T1", "T1ce", "T2", "FLAIR", "labels"}
     assert nodes["labels"].IsA("vtkMRMLLabelMapVolumeNode") and slicer.util.arrayFromVolume(nodes["labels"]).max() > 0
+    assert np.issubdtype(slicer.util.arrayFromVolume(nodes["labels"]).dtype, np.integer)  # colour lookup needs integers
+    assert slicer.util.arrayFromVolume(nodes["T2"]).dtype == np.float32
     assert nodes["T2"].GetName() == "phantom 9 T2"
+
+
+def test_a_label_map_node_refuses_fractional_labels(scene):
+    labels = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "labels")
+    with pytest.raises(InputError, match="whole numbers"):
+        node_from_volume(scene, make_volume((4, 5, 6), seed=1), "labels", node=labels)
 
 
 # --------------------------------------------------------------------- breast: 4D series as sequence nodes

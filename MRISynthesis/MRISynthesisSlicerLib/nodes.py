@@ -161,11 +161,21 @@ def volume_from_node_components(node):
 
 
 def _fill(node, volume) -> None:
-    """Copy a 3D ``volume``'s voxels and geometry into ``node`` (which may be outside any scene)."""
+    """Copy a 3D ``volume``'s voxels and geometry into ``node`` (which may be outside any scene): float32
+    intensities, or 16-bit integer labels into a label map node (colour lookup and segmentations need them)."""
     import slicer
     import vtk
 
-    slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(volume.array, dtype=np.float32))
+    if node.IsA("vtkMRMLLabelMapVolumeNode"):
+        from MRISynthesisLib.errors import InputError
+
+        labels = np.asarray(volume.array)
+        if not np.array_equal(labels, np.rint(labels)) or labels.min() < -32768 or labels.max() > 32767:
+            raise InputError(f"{node.GetName()}: a label map holds whole numbers in the 16-bit range")
+        voxels = np.ascontiguousarray(labels, dtype=np.int16)
+    else:
+        voxels = np.ascontiguousarray(volume.array, dtype=np.float32)
+    slicer.util.updateVolumeFromArray(node, voxels)
     matrix = vtk.vtkMatrix4x4()
     for r, row in enumerate(ijk_to_ras(volume)):
         for c, value in enumerate(row):

@@ -83,7 +83,7 @@ ran in 18 s on one CPU thread.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -97,7 +97,7 @@ from .spec import ModelSpec
 #: Index of each sequence in the one-hot target code. The first four are the paper's BraTS order.
 SEQUENCE_ORDER: tuple[str, ...] = ("T1", "T1ce", "T2", "FLAIR", "PD", "DWI", "ADC", "DCE")
 
-Target = int | str | torch.Tensor
+Target = Union[int, str, torch.Tensor]  # typing.Union: Slicer 5.6-5.8 run Python 3.9
 
 _CONFIGS: dict[str, dict] = {
     "paper": dict(in_channels=3, out_channels=3, channels=(64, 128, 256), encoder_blocks=6, decoder_blocks=6,

@@ -1,23 +1,29 @@
 """Headless synthesis inside Slicer: the same arguments as ``mri-synthesis synthesize``.
 
-    Slicer --no-main-window --python-script <module folder>/batch.py -- \\
+    Slicer --no-main-window --python-script <module folder>/MRISynthesisSlicerLib/batch.py -- \\
         --model unet-ct1 --input T1=t1.nii.gz T2=t2.nii.gz FLAIR=flair.nii.gz --target T1ce --out t1ce.nii.gz \\
         [--reference T1] [--register rigid] [--real t1ce-real.nii.gz --error-map err.nii.gz] [--device auto]
 
 Volumes are read with Slicer's readers (so anything Slicer opens works), turned into the library's
 volumes by the module's MRML logic, synthesized with the same pipeline as the CLI, and written with
 Slicer's writers; the JSON report beside the output is the CLI's. Exit code 2 and one ``error:`` line
-for bad input, as the CLI.
+for bad input, as the CLI; 1 with the traceback for anything else, so that Slicer exits rather than waits.
+
+It lives in the package, not beside MRISynthesis.py: Slicer loads every ``.py`` at the top of a module
+folder as a module of its own at start-up.
 """
 
 import json
 import os
 import sys
+import traceback
 
 import slicer
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # a source checkout
+MODULE_FOLDER = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # holds MRISynthesisSlicerLib
+for folder in (os.path.dirname(MODULE_FOLDER), MODULE_FOLDER):  # a source checkout's root holds MRISynthesisLib
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
 
 
 def main(argv):
@@ -74,8 +80,18 @@ def main(argv):
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except Exception:  # noqa: BLE001 - a bug, or a reader's RuntimeError: report it and exit, never hang
+        traceback.print_exc()
+        return 1
+
+
+def leave(code):
+    """Exit Slicer with ``code`` (slicer.util.exit keeps a --testing run from overwriting it), or Python."""
+    if getattr(slicer, "app", None) is None:
+        sys.exit(code)
+    exit_slicer = getattr(getattr(slicer, "util", None), "exit", None)
+    exit_slicer(code) if exit_slicer is not None else slicer.app.exit(code)
 
 
 if __name__ == "__main__":
-    code = main(sys.argv[1:])
-    slicer.app.exit(code) if hasattr(slicer, "app") and slicer.app else sys.exit(code)
+    leave(main(sys.argv[1:]))

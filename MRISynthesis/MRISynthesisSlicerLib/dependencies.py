@@ -1,0 +1,52 @@
+"""Which Python packages the panel must install into Slicer's Python, and how, without touching PyTorch.
+
+Standard library and ``packaging`` (pip's copy when it is not installed) only: this runs before the
+library's own dependencies exist.
+A package counts as present only at a version its requirement accepts (another extension may have
+installed an older nibabel, say). The pip command pins the installed torch and torchvision: MONAI and
+LPIPS depend on torch, and an unpinned pip would replace the build the PyTorch extension chose for the
+machine's driver with PyPI's default (CPU-only on Windows), or upgrade it past what the driver supports;
+pinned, pip picks the newest MONAI release that accepts the torch already there.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from typing import Callable, Iterable, Optional
+
+try:
+    from packaging.requirements import Requirement
+except ImportError:  # a Python without packaging still has pip, which vendors it
+    from pip._vendor.packaging.requirements import Requirement
+
+#: what the PyTorch extension installs and pip must leave as it is
+TORCH_DISTRIBUTIONS = ("torch", "torchvision")
+
+
+def _installed(name: str, version_of: Callable[[str], str]) -> Optional[str]:
+    try:
+        return version_of(name)
+    except PackageNotFoundError:
+        return None
+
+
+def unmet(requirements: Iterable[str], version_of: Callable[[str], str] = version) -> list[str]:
+    """The requirements (pip syntax) that are missing here or installed at a version they do not accept."""
+    missing = []
+    for text in requirements:
+        requirement = Requirement(text)
+        installed = _installed(requirement.name, version_of)
+        if installed is None or not requirement.specifier.contains(installed, prereleases=True):
+            missing.append(text)
+    return missing
+
+
+def pip_arguments(requirements: Iterable[str], version_of: Callable[[str], str] = version) -> list[str]:
+    """What to pass to pip: the unmet requirements, then ``torch==<installed>`` (and torchvision) so pip
+    resolves around the PyTorch build in place instead of replacing it; empty when nothing is unmet."""
+    needed = unmet(requirements, version_of)
+    if not needed:
+        return []
+    pins = [f"{name}=={installed}" for name in TORCH_DISTRIBUTIONS
+            if (installed := _installed(name, version_of)) is not None]
+    return needed + pins
