@@ -20,6 +20,8 @@ TRANSFORMS = ("rigid", "affine", "syn")
 MODEL_NAMES = ("important-net", "seq2seq", "tc-mgan", "unet-ct1", "mp-gan")
 #: the models that synthesize a sequence from others (MP-GAN generates lesion patches from noise instead)
 SYNTHESIS_MODELS = tuple(m for m in MODEL_NAMES if m != "mp-gan")
+MIRROR_HELP = ("test-time mirroring: average with the mirrored prediction of the mirrored inputs "
+               "(twice the inference time, a few tenths of a dB)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -64,7 +66,7 @@ def _cmd_synthesize(args: argparse.Namespace) -> int:
 
     run_synthesize(args.model, args.input, args.target, args.out, reference=args.reference, register=args.register,
                    real=args.real, error_map_path=args.error_map, device=args.device, phases=args.phases,
-                   progress="lines" if args.progress_lines else not args.quiet)
+                   progress="lines" if args.progress_lines else not args.quiet, mirror=args.mirror)
     return 0
 
 
@@ -177,7 +179,11 @@ def _cmd_evaluate_models(args: argparse.Namespace) -> int:
                          f"{FIRST_TRAINING_SEED} are training subjects)")
     if args.json and (not args.json.endswith(".json") or Path(args.json).is_dir()):  # checked before the work
         raise InputError(f"--json {args.json}: give a .json file to write the results to")
-    results = evaluate_bundled(args.anatomy, seeds, model=args.model, targets=tuple(args.target or ()))
+    if args.mirror and args.update_manifest:
+        raise InputError("--mirror with --update-manifest: the manifest holds the figures of the default "
+                         "inference, without mirroring")
+    results = evaluate_bundled(args.anatomy, seeds, model=args.model, targets=tuple(args.target or ()),
+                               mirror=args.mirror)
     if not results:
         raise InputError("no bundled sequence-to-sequence model matches --anatomy/--model/--target")
     print(f"{'weights':28s} {'target':6s} {'method':14s} " + " ".join(f"{k.upper():>15s}" for k in HEADLINE))
@@ -366,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--error-map", help="write the colour error map volume here (needs --real)")
     p.add_argument("--phases", type=int, help="frames of a 4D series target (Seq2Seq breast DCE or DWI; default "
                    "the --real series' count, else the model's)")
+    p.add_argument("--mirror", action="store_true", help=MIRROR_HELP)
     add_run_options(p)
 
     p = add("evaluate", "image-quality metrics of a synthesized volume against the real one", _cmd_evaluate)
@@ -481,6 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--update-manifest", action="store_true",
                    help="store the figures in the models folder's manifest and model cards")
+    p.add_argument("--mirror", action="store_true", help=MIRROR_HELP)
 
     p = add("models", "list the models: inputs -> outputs, size, bundled weights", _cmd_models)
     p.add_argument("--json", action="store_true", help="print the table as JSON")

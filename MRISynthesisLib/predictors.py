@@ -8,7 +8,7 @@ ranking all run every model the same way.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -106,9 +106,27 @@ def plan_for(entry: WeightsEntry, net: nn.Module, target: str, available: Sequen
     return _PLANS[entry.model](entry, net, target, available, phases)
 
 
-def run_plan(plan: Plan, stacked: np.ndarray, device, progress: Progress | None = None) -> np.ndarray:
+def mirrored(predictor: Predictor) -> Predictor:
+    """Test-time mirroring: the mean of the prediction and the mirrored prediction of the mirrored input,
+    along x, the last axis of a slice or a patch.
+
+    Training flips that same array axis (``training.sampling``), so the mirrored input is one the network
+    learned from; averaging the two cancels part of each prediction's own error (nnU-Net mirrors by default
+    for the same reason), for twice the inference time. Measured on the bundled brain models: +0.1 to
+    +0.35 dB PSNR on held-out phantom subjects (README, *Bundled weights*)."""
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        return (predictor(x) + predictor(x.flip(-1)).flip(-1)) / 2
+    return predict
+
+
+def run_plan(plan: Plan, stacked: np.ndarray, device, progress: Progress | None = None, *,
+             mirror: bool = False) -> np.ndarray:
     """The target predicted over a whole normalised (channels, z, y, x) volume, as ``plan`` says: (z, y, x),
-    or (phases, z, y, x) for a series target. ``stacked`` holds every frame of a series input."""
+    or (phases, z, y, x) for a series target. ``stacked`` holds every frame of a series input. ``mirror``:
+    average with the mirrored prediction (:func:`mirrored`)."""
+    if mirror:
+        plan = replace(plan, predictor=mirrored(plan.predictor))
     if plan.patch_size:
         predicted = predict_patches(plan.predictor, stacked, patch_size=plan.patch_size, multiple=plan.multiple,
                                     device=device, progress=progress)

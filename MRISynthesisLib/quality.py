@@ -147,8 +147,10 @@ def _predict_baseline(regressor, prepared) -> np.ndarray:
 
 
 def evaluate_entry(entry: WeightsEntry, target: str, seeds=HELD_OUT_SEEDS, *, device: str = "cpu",
-                   baseline_seeds=BASELINE_TRAIN_SEEDS, say=print, subjects: Subjects | None = None) -> dict:
-    """Per method (model, linear, hgb): mean and SD over ``seeds`` of SSIM, PSNR, NMSE, MAE.
+                   baseline_seeds=BASELINE_TRAIN_SEEDS, say=print, subjects: Subjects | None = None,
+                   mirror: bool = False) -> dict:
+    """Per method (model, linear, hgb): mean and SD over ``seeds`` of SSIM, PSNR, NMSE, MAE; ``mirror``: the
+    model with test-time mirroring.
 
     Each held-out subject is synthesized as the pipeline does it for a user: its sequences, misaligned on
     their own grids, rigidly registered onto the reference, and the real target registered there too.
@@ -170,7 +172,7 @@ def evaluate_entry(entry: WeightsEntry, target: str, seeds=HELD_OUT_SEEDS, *, de
         clean = subjects.subject(entry.anatomy, seed, entry.voxel_size_mm, clean=True).sequences[target]
         real, ceiling = subjects.real_and_ceiling((entry.file, seed, reference, "real " + target), prepared.fixed,
                                                   real, clean)
-        outputs = {entry.model: run_plan(plan, prepared.stacked, device),
+        outputs = {entry.model: run_plan(plan, prepared.stacked, device, mirror=mirror),
                    "linear": _predict_baseline(baselines.linear, prepared),
                    "hgb": _predict_baseline(baselines.hgb, prepared)}
         synthesized = {method: finish(prepared, values) for method, values in outputs.items()}
@@ -183,7 +185,7 @@ def evaluate_entry(entry: WeightsEntry, target: str, seeds=HELD_OUT_SEEDS, *, de
 
 
 def evaluate_bundled(anatomy: str | None = None, seeds=HELD_OUT_SEEDS, say=print, *, model: str | None = None,
-                     targets: tuple[str, ...] | None = None) -> list[dict]:
+                     targets: tuple[str, ...] | None = None, mirror: bool = False) -> list[dict]:
     """Every bundled sequence-to-sequence model (optionally one ``model``, some ``targets``) on ``seeds``."""
     from .predictors import has_plan
 
@@ -196,7 +198,8 @@ def evaluate_bundled(anatomy: str | None = None, seeds=HELD_OUT_SEEDS, say=print
                 continue
             say(f"{entry.model} ({entry.file}) -> {target} on held-out seeds {', '.join(map(str, seeds))}")
             results.append({"weights": entry.file, "model": entry.model, "target": target, "seeds": list(seeds),
-                            "methods": evaluate_entry(entry, target, seeds, say=say, subjects=subjects)})
+                            "mirror": mirror,
+                            "methods": evaluate_entry(entry, target, seeds, say=say, subjects=subjects, mirror=mirror)})
     return results
 
 

@@ -64,7 +64,8 @@ def check_outputs(out: str | Path, error_map: str | Path | None, target: str, pr
 
 def run_synthesize(model: str, input_items: list[str], target: str, out: str | Path, *, reference: str | None,
                    register: str, real: str | None, error_map_path: str | None, device: str,
-                   phases: int | None = None, say: Callable[[str], None] = print, progress: bool | str = True) -> dict:
+                   phases: int | None = None, say: Callable[[str], None] = print, progress: bool | str = True,
+                   mirror: bool = False) -> dict:
     from .pipeline import synthesize
 
     target = canonical(target)
@@ -82,7 +83,7 @@ def run_synthesize(model: str, input_items: list[str], target: str, out: str | P
                    progress_bar(f"{model} -> {target}") if progress else (None, None))
     try:
         result = synthesize(inputs, target, model, reference=reference and canonical(reference), register=register,
-                            real=real_volume, device=device, progress=update, phases=phases,
+                            real=real_volume, device=device, progress=update, phases=phases, mirror=mirror,
                             input_names={k: str(v) for k, v in files.items()})
     finally:
         if bar is not None:

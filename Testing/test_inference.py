@@ -188,3 +188,28 @@ def test_patches_shrink_to_fit_and_give_the_same_volume(monkeypatch):
                             multiple=16, device="cpu")
     assert seen and max(max(s) for s in seen) <= 48
     np.testing.assert_allclose(tiled, whole, atol=1e-5)
+
+
+def _x_ramp_predictor(x: torch.Tensor) -> torch.Tensor:
+    """Not mirror-symmetric: the first channel times a ramp along x (the last axis) plus its x index."""
+    ramp = torch.linspace(0.0, 1.0, x.shape[-1], dtype=x.dtype)
+    return x[:, :1] * ramp + ramp
+
+
+@pytest.mark.parametrize("patch_size", [None, (4, 8, 8)])
+def test_mirroring_averages_with_the_mirrored_prediction_of_the_mirrored_input(patch_size):
+    from MRISynthesisLib.predictors import Plan, run_plan
+
+    volume = _volume((2, 4, 8, 8), seed=3)
+    before = volume.copy()
+    plan = Plan(_x_ramp_predictor, ("T1", "T2"), patch_size=patch_size)
+    plain = run_plan(plan, volume, "cpu")
+    mirrored = run_plan(plan, volume, "cpu", mirror=True)
+    ramp = np.linspace(0.0, 1.0, 8, dtype=np.float32)
+    np.testing.assert_allclose(plain, volume[0] * ramp + ramp, atol=1e-5)
+    symmetric = (ramp + ramp[::-1]) / 2  # the flipped prediction weighs each voxel by the ramp read backwards
+    np.testing.assert_allclose(mirrored, volume[0] * symmetric + symmetric, atol=1e-5)
+    # mirrored inference is mirror-equivariant, whatever the network
+    flipped = run_plan(plan, np.ascontiguousarray(volume[..., ::-1]), "cpu", mirror=True)
+    np.testing.assert_allclose(flipped, mirrored[..., ::-1], atol=1e-5)
+    np.testing.assert_array_equal(volume, before)

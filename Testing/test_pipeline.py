@@ -243,3 +243,13 @@ def test_a_prediction_of_background_inside_the_body_comes_out_as_zero_not_negati
     out = finish(prepared, predicted)  # on T1's own (anisotropic) grid
     assert out.array.min() == 0.0
     assert out.array.max() > 0.5 * raw.max()  # the anatomy keeps the reference's scale
+
+
+def test_mirroring_is_an_option_the_provenance_records(bundle, subject):
+    inputs = {k: subject.sequences[k] for k in ("T1", "T2", "FLAIR")}
+    plain = synthesize(inputs, "T1ce", "unet-ct1", weights_folder=bundle, device="cpu", register="none")
+    mirrored = synthesize(inputs, "T1ce", "unet-ct1", weights_folder=bundle, device="cpu", register="none", mirror=True)
+    assert plain.provenance["test_time_mirroring"] is False and mirrored.provenance["test_time_mirroring"] is True
+    assert mirrored.volume.spatial_shape == plain.volume.spatial_shape
+    assert np.isfinite(mirrored.volume.array).all()
+    assert not np.allclose(mirrored.volume.array, plain.volume.array)  # an untrained net is not mirror-symmetric

@@ -44,6 +44,10 @@ def test_evaluate_models_refuses_training_seeds_and_empty_selections(models, cap
     assert "training subjects" in capsys.readouterr().err
     assert main(["evaluate-models", "--model", "unet-ct1"]) == 2
     assert "no bundled sequence-to-sequence model" in capsys.readouterr().err
+    manifest = (models / "manifest.json").read_bytes()
+    assert main(["evaluate-models", "--mirror", "--update-manifest"]) == 2  # the manifest is the default inference's
+    assert "--mirror with --update-manifest" in capsys.readouterr().err
+    assert (models / "manifest.json").read_bytes() == manifest
 
 
 def test_any_to_any_models_are_evaluated_from_every_other_sequence_and_the_verdict_is_honest():

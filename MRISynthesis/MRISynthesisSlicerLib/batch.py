@@ -62,7 +62,7 @@ def main(argv):
         real = load(args.target, args.real) if args.real else None
         run = SynthesisLogic(slicer.mrmlScene).synthesize(
             nodes, canonical(args.target), args.model, reference=args.reference and canonical(args.reference),
-            register=args.register, device=args.device, real=real, phases=args.phases)
+            register=args.register, device=args.device, real=real, phases=args.phases, mirror=args.mirror)
         save(run.synthesized, args.out)
         report = {"output": args.out, "provenance": {k[len("MRISynthesis."):]: run.synthesized.GetAttribute(k)
                                                      for k in run.synthesized.GetAttributeNames()

@@ -144,7 +144,7 @@ class SynthesisLogic:
 
     def synthesize(self, inputs: Mapping[str, object], target: str, model: str, *, reference: str | None = None,
                    register: str = "rigid", device: str = "auto", real=None, progress: Progress | None = None,
-                   weights_folder=None, phases: int | None = None) -> RunNodes:
+                   weights_folder=None, phases: int | None = None, mirror: bool = False) -> RunNodes:
         """Run the pipeline in this process on the selected nodes and show the results."""
         from MRISynthesisLib.pipeline import synthesize
 
@@ -153,7 +153,7 @@ class SynthesisLogic:
         volumes = {seq: checked_volume(node, seq) for seq, node in chosen.items()}
         result = synthesize(volumes, target, model, reference=reference, register=register,
                             real=checked_volume(real, target) if real is not None else None, device=device,
-                            progress=progress, weights_folder=weights_folder, phases=phases,
+                            progress=progress, weights_folder=weights_folder, phases=phases, mirror=mirror,
                             input_names={seq: f"node '{node.GetName()}'" for seq, node in chosen.items()})
         reference_node = chosen.get(result.provenance["reference"])
         error = (result.error_map.volume, result.error_map.max_error) if result.error_map is not None else None
