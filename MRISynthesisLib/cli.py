@@ -495,6 +495,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: options that name a file or folder to write or read
+PATH_OPTIONS = ("out", "json", "error_map", "real", "synth", "mask", "fixed", "data", "run")
+
+
+def refuse_empty_paths(args: argparse.Namespace) -> None:
+    """``--out ""`` and the like: Path("") is the current folder, where nobody meant to write."""
+    for name in PATH_OPTIONS:
+        if getattr(args, name, None) == "":
+            raise InputError(f"--{name.replace('_', '-')} is empty; name a file or folder")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -504,6 +515,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         exit_with_parent()
     try:
+        refuse_empty_paths(args)
         return int(args.handler(args) or 0)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -18,7 +18,7 @@ from . import RESEARCH_USE_NOTICE, __version__
 from .errors import InputError
 from .metrics import evaluate, to_json_safe
 from .perceptual import lpips_distance
-from .volume import Volume, read_volume, refuse_overwrite, require_same_geometry
+from .volume import Volume, check_output_file, read_volume, refuse_overwrite, require_same_geometry
 
 #: Table rows: metric key, label, number format.
 _ROWS = (("ssim", "SSIM", ".4f"), ("psnr", "PSNR (dB)", ".2f"), ("nmse", "NMSE", ".4g"),
@@ -65,10 +65,8 @@ def run_evaluate(real_path: str | Path, synth_path: str | Path, mask_path: str |
     if mask_path is not None:
         inputs["mask"] = Path(mask_path)
     if json_path is not None:
-        json_path = Path(json_path)
+        json_path = check_output_file(json_path, image=False)
         refuse_overwrite(json_path, list(inputs.values()))
-        if not json_path.parent.is_dir():
-            raise InputError(f"{json_path.parent}: output folder does not exist")
     volumes = {name: _read(path) for name, path in inputs.items()}
     require_same_geometry({str(inputs[name]): volume for name, volume in volumes.items()})
     if data_range is None:

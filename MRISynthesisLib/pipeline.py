@@ -41,6 +41,7 @@ from .inputs import check_volume, model_frames
 from .predictors import plan_for, run_plan
 from .preprocess import Normalization, foreground_mask, resample_to
 from .registration import PRESETS, register as run_registration
+from .sequences import canonical, canonical_keys
 from .volume import Volume
 from .weights import WeightsEntry, find, load_model
 
@@ -100,17 +101,43 @@ def check_taken(inputs: Mapping[str, Volume], entry: WeightsEntry) -> None:
         check_volume(volume, name, name)
 
 
+#: the orientation every model was trained in (the phantom's, as NIfTI files are usually stored): voxel axes
+#: toward the patient's right, anterior and superior, in this package's LPS physical space; 2D models see
+#: axial slices, and test-time mirroring flips left and right
+TRAINING_DIRECTION = np.diag([-1.0, -1.0, 1.0])
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+
+
+def training_orientation(direction: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
+    """The axes of ``direction`` (3 x 3, columns in LPS) permuted and flipped to be closest to
+    :data:`TRAINING_DIRECTION`, and for each new axis the old one it is. A sagittal or coronal acquisition,
+    or one stored flipped, is then sliced and mirrored as the training data were (nibabel's
+    ``io_orientation``, which resolves oblique axes to their nearest anatomical direction)."""
+    from nibabel.orientations import io_orientation
+
+    ras = _LPS_TO_RAS @ np.asarray(direction, float)
+    affine = np.eye(4)
+    affine[:3, :3] = ras
+    orientation = io_orientation(affine)  # per voxel axis: (RAS axis, sign)
+    order = tuple(int(np.flatnonzero(orientation[:, 0] == axis)[0]) for axis in range(3))
+    columns = np.stack([ras[:, old] * orientation[old, 1] for old in order], axis=1)
+    return _LPS_TO_RAS @ columns, order
+
+
 def work_grid(reference: Volume, voxel_mm: float) -> Volume:
-    """The isotropic ``voxel_mm`` grid a model runs on, covering ``reference``'s field of view in its
-    orientation and centred where it is (``reference`` itself when it already has that voxel size)."""
-    if np.allclose(reference.spacing, voxel_mm, rtol=0.02):
+    """The isotropic ``voxel_mm`` grid a model runs on: ``reference``'s field of view, centred where it is,
+    with its axes in the training orientation (:func:`training_orientation`); ``reference`` itself when
+    it already has that voxel size and orientation."""
+    direction, order = training_orientation(reference.direction_matrix)
+    spacing = np.asarray(reference.spacing)
+    if np.allclose(spacing, voxel_mm, rtol=0.02) and np.allclose(direction, reference.direction_matrix):
         return reference
-    extent = np.asarray(reference.size_xyz) * np.asarray(reference.spacing)
+    sizes = np.asarray(reference.size_xyz)
+    extent = (sizes * spacing)[list(order)]
     size = np.maximum(np.round(extent / voxel_mm).astype(int), 8)
-    # keep the field of view centred where it was
-    shift = (extent - size * voxel_mm) / 2 + (voxel_mm - np.asarray(reference.spacing)) / 2
-    origin = np.asarray(reference.origin) + reference.direction_matrix @ shift
-    return Volume(np.zeros(tuple(size[::-1]), np.float32), (voxel_mm,) * 3, tuple(origin), reference.direction)
+    centre = np.asarray(reference.origin) + reference.direction_matrix @ ((sizes - 1) * spacing / 2)
+    origin = centre - direction @ ((size - 1) * voxel_mm / 2)
+    return Volume(np.zeros(tuple(size[::-1]), np.float32), (voxel_mm,) * 3, tuple(origin), tuple(direction.ravel()))
 
 
 def require_overlap(aligned: Volume, name: str, reference: str, register: str) -> Volume:
@@ -224,12 +251,18 @@ def prepare(inputs: Mapping[str, Volume], order: tuple[str, ...], reference: str
 
 def finish(prepared: Prepared, predicted: np.ndarray) -> Volume:
     """A normalised prediction ((z, y, x), or (frames, z, y, x) for a series target) on the work grid ->
-    the reference's intensity scale and grid, body only, never below zero.
+    the reference's intensity scale and grid, body only, never below the reference's own floor.
 
     MR magnitudes are non-negative, but undoing a z-score gives ``mean - 5 SD`` (negative for most
-    images) wherever the model predicts background inside the dilated body: those voxels are air, 0."""
+    images) wherever the model predicts background inside the dilated body: those voxels are air, 0.
+    Inputs already normalised (z-scored, as many BraTS-style datasets are) or shifted have negative
+    intensities in tissue: there the floor is the reference's minimum, else most of the brain would be
+    clipped away, and air outside the body is 0 when the reference's range holds 0, else its minimum."""
+    low, high = float(np.min(prepared.fixed.array)), float(np.max(prepared.fixed.array))
+    floor = min(low, 0.0)
+    air = 0.0 if low <= 0.0 <= high else floor
     head = ndimage.binary_dilation(prepared.body, iterations=2)
-    values = np.where(head, np.maximum(prepared.scale.invert(predicted), 0.0), 0.0).astype(np.float32)
+    values = np.where(head, np.maximum(prepared.scale.invert(predicted), floor), air).astype(np.float32)
     work = prepared.work
     synth = Volume(values, work.spacing, work.origin, work.direction)
     return resample_to(synth, prepared.fixed) if work is not prepared.fixed else synth
@@ -248,7 +281,8 @@ def synthesize(inputs: Mapping[str, Volume], target: str, model: str = "unet-ct1
                progress: Progress | None = None, weights_folder: str | Path | None = None,
                input_names: Mapping[str, str] | None = None, phases: int | None = None,
                mirror: bool = False) -> SynthesisResult:
-    """Synthesize ``target`` from ``inputs`` ({canonical sequence: Volume}) with a bundled ``model``.
+    """Synthesize ``target`` from ``inputs`` ({sequence: Volume}; names as the CLI takes them, ``t1c`` or
+    ``T1Gd`` for T1ce) with a bundled ``model``.
 
     ``phases``: the frames of a 4D series target (a model with ``series`` in its manifest entry); default
     the real series' count when ``real`` is given, else the manifest's. ``mirror``: test-time mirroring
@@ -257,6 +291,8 @@ def synthesize(inputs: Mapping[str, Volume], target: str, model: str = "unet-ct1
     started = time.perf_counter()
     if register not in PRESETS:
         raise InputError(f"unknown registration preset '{register}'; use one of {', '.join(PRESETS)}")
+    inputs, target = canonical_keys(inputs), canonical(target)
+    reference = canonical(reference) if reference else reference
     entry = find(model, target, anatomy, weights_folder, available=tuple(inputs))
     check_inputs(inputs, entry, target)
     inputs = model_frames(inputs, entry.frames, entry.model, whole=entry.series)

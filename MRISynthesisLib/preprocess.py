@@ -230,6 +230,12 @@ def _foreground_values(array: np.ndarray, mask: np.ndarray | None) -> np.ndarray
 FOREGROUND_METHODS = ("body", "otsu")
 
 
+def _air_level(array: np.ndarray) -> float:
+    """The median of the outermost voxels of every face of a 3D field of view: air, in a head or body scan."""
+    faces = [np.take(array, index, axis=axis).ravel() for axis in range(array.ndim) for index in (0, -1)]
+    return float(np.median(np.concatenate(faces)))
+
+
 def foreground_mask(volume: Volume | np.ndarray, *, method: str = "body", fill_holes: bool = True,
                     largest_component: bool = True) -> np.ndarray:
     """Boolean head/body mask: a threshold, the largest connected component kept, holes filled.
@@ -240,6 +246,10 @@ def foreground_mask(volume: Volume | np.ndarray, *, method: str = "body", fill_h
     both breasts (Dice 0.29 against the phantom's true body, triangle 0.92; brain T1 0.91 against 0.99).
     ``otsu`` is kept because a model's normalisation is part of its training contract: weights record
     the method they were trained with (``WeightsEntry.foreground``).
+
+    An image with negative voxels is not a raw magnitude (z-scored, as many preprocessed datasets are, or
+    shifted): its air is not the darkest level, so the threshold applies to the distance from the air's
+    level, the median of the field of view's outer faces (z-scored tissue below 0 stays inside).
     """
     if method not in FOREGROUND_METHODS:
         raise InputError(f"unknown foreground method '{method}'; use one of {', '.join(FOREGROUND_METHODS)}")
@@ -250,6 +260,8 @@ def foreground_mask(volume: Volume | np.ndarray, *, method: str = "body", fill_h
         raise InputError("cannot compute a foreground mask on an image with NaN or Inf voxels")
     if np.ptp(array) == 0:
         raise InputError("cannot compute a foreground mask: the image is constant")
+    if array.min() < 0:
+        array = np.abs(array - _air_level(array))
     threshold = threshold_triangle(array) if method == "body" else threshold_otsu(array)
     mask = array > threshold
     if not mask.any():  # the triangle can sit on the top bin of a two-valued image

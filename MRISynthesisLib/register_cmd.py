@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 from .errors import InputError
 from .registration import PRESETS, register
-from .volume import SUPPORTED_SUFFIXES, Volume, output_folder, read_volume, refuse_overwrite, write_volume
+from .volume import SUPPORTED_SUFFIXES, Volume, discard_if_failed, output_folder, read_volume, refuse_overwrite, write_volume
 
 
 def _stem(path: Path) -> str:
@@ -47,17 +47,19 @@ def run_register(fixed_path: str | Path, moving_paths: Sequence[str | Path], pre
     inputs = [fixed_path, *moving_paths]
     for stem in stems:  # before any work: the transforms written first would be left behind
         refuse_overwrite(out / f"{stem}-registered.nii.gz", inputs)
-    output_folder(out)
     summary = {"fixed": str(fixed_path), "preset": preset, "seed": seed, "moving": []}
-    for path, stem, moving in zip(moving_paths, stems, movings):
-        representative = moving.frame(0) if moving.is_series else moving
-        result = register(fixed, representative, preset, seed=seed, single_thread=single_thread, out_dir=out, name=stem)
-        registered = result.apply(moving) if moving.is_series else result.registered
-        target = write_volume(registered, out / f"{stem}-registered.nii.gz", protect=inputs)
-        entry = {"moving": str(path), "registered": str(target), **result.summary()}
-        summary["moving"].append(entry)
-        measured = (f", mutual information {result.mi_before:.3f} -> {result.mi_after:.3f}"
-                    if result.mi_before is not None else "")
-        say(f"{path.name}: {preset} in {result.seconds:.1f} s{measured}; wrote {target}")
-    (out / "registration.json").write_text(json.dumps(summary, indent=1))
+    with discard_if_failed(out):  # a refused registration leaves no empty folder behind
+        output_folder(out)
+        for path, stem, moving in zip(moving_paths, stems, movings):
+            representative = moving.frame(0) if moving.is_series else moving
+            result = register(fixed, representative, preset, seed=seed, single_thread=single_thread, out_dir=out,
+                              name=stem)
+            registered = result.apply(moving) if moving.is_series else result.registered
+            target = write_volume(registered, out / f"{stem}-registered.nii.gz", protect=inputs)
+            entry = {"moving": str(path), "registered": str(target), **result.summary()}
+            summary["moving"].append(entry)
+            measured = (f", mutual information {result.mi_before:.3f} -> {result.mi_after:.3f}"
+                        if result.mi_before is not None else "")
+            say(f"{path.name}: {preset} in {result.seconds:.1f} s{measured}; wrote {target}")
+        (out / "registration.json").write_text(json.dumps(summary, indent=1))
     return summary

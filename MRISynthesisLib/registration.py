@@ -214,6 +214,10 @@ class Registration:
         return record
 
 
+#: ANTs smooths each axis with a recursive Gaussian, which needs at least 4 voxels along it
+MIN_VOXELS_PER_AXIS = 4
+
+
 def register(fixed: Volume, moving: Volume, preset: str = "rigid", *, seed: int | None = None,
              single_thread: bool = False, out_dir: str | Path | None = None, name: str = "moving") -> Registration:
     """Register ``moving`` onto ``fixed`` with an ANTs preset; inputs are never modified.
@@ -231,6 +235,12 @@ def register(fixed: Volume, moving: Volume, preset: str = "rigid", *, seed: int 
         raise InputError(f"unknown registration preset '{preset}'; use one of {', '.join(PRESETS)}")
     fixed.require_3d("fixed volume").require_finite("fixed volume").require_not_constant("fixed volume")
     moving.require_3d("moving volume").require_finite("moving volume").require_not_constant("moving volume")
+    if PRESETS[preset] is not None:
+        for role, volume in (("fixed", fixed), ("moving", moving)):
+            if min(volume.spatial_shape) < MIN_VOXELS_PER_AXIS:
+                raise InputError(f"the {role} volume has {min(volume.spatial_shape)} voxels along an axis "
+                                 f"({'x'.join(map(str, volume.size_xyz))}); registration needs at least "
+                                 f"{MIN_VOXELS_PER_AXIS} per axis (or use --register none)")
     from .preprocess import resample_to
 
     owned = None

@@ -9,9 +9,11 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping, TypeVar
 
 from .errors import InputError
+
+T = TypeVar("T")
 
 #: Canonical name -> one-line description.
 SEQUENCES: dict[str, str] = {
@@ -61,6 +63,21 @@ def canonical(name: str) -> str:
     close = difflib.get_close_matches(key, list(_ALIASES), n=1)
     hint = f" (did you mean {_ALIASES[close[0]]}?)" if close else ""
     raise InputError(f"unknown sequence name '{name}'{hint}; known: {', '.join(SEQUENCES)}")
+
+
+def canonical_keys(items: Mapping[str, T], describe: Callable[[T], str] | None = None,
+                   verb: str = "given") -> dict[str, T]:
+    """``items`` keyed by canonical sequence names (``t1c`` is T1ce); two entries for one sequence are
+    refused, each named through ``describe`` when given."""
+    chosen: dict[str, T] = {}
+    for name, value in items.items():
+        key = canonical(name)
+        if key in chosen:
+            which = (f": '{describe(chosen[key])}' and '{describe(value)}'" if describe
+                     else f" (as {name} and under another name)")
+            raise InputError(f"two volumes are {verb} for {key}{which}")
+        chosen[key] = value
+    return chosen
 
 
 def parse_assignments(items: Iterable[str], *, option: str = "--input") -> dict[str, Path]:

@@ -12,7 +12,7 @@ from .errors import InputError
 from .inputs import SERIES_SEQUENCES, check_volume, load_case, model_frames
 from .metrics import to_json_safe
 from .sequences import SUFFIX_2023, canonical, parse_assignments
-from .volume import output_folder, read_volume, refuse_overwrite, refuse_same_outputs, report_path, sidecar_path, write_volume
+from .volume import check_output_file, output_folder, read_volume, refuse_overwrite, refuse_same_outputs, report_path, sidecar_path, write_volume
 from .weights import read_manifest
 
 #: What the demo would run, model by model; the ones without bundled weights are named as such.
@@ -52,6 +52,10 @@ def progress_bar(description: str):
 def check_outputs(out: str | Path, error_map: str | Path | None, target: str, protected) -> None:
     """Before any work: the files a synthesis writes (the volume, its error map, the report, and for a
     series target their frame sidecars) are distinct, and none is a ``protected`` input or its sidecar."""
+    check_output_file(out)
+    check_output_file(report_path(out), image=False)
+    if error_map is not None:
+        check_output_file(error_map)
     series = target in SERIES_SEQUENCES  # written with a frame sidecar each
     outputs = {"--out": out, "--error-map": error_map, "the report": report_path(out),
                "--out's frame sidecar": sidecar_path(out) if series else None,
@@ -70,13 +74,11 @@ def run_synthesize(model: str, input_items: list[str], target: str, out: str | P
 
     target = canonical(target)
     files = parse_assignments(input_items)
-    out = Path(out)
     protected = [*files.values(), *([real] if real else [])]
-    check_outputs(out, error_map_path, target, protected)
+    check_outputs(out, error_map_path, target, protected)  # "" before Path() reads it as "."
+    out = Path(out)
     if error_map_path and not real:
         raise InputError("--error-map needs --real (the acquired target to compare with)")
-    if not out.parent.exists():
-        raise InputError(f"{out.parent}: output folder does not exist")
     inputs = load_case(files)
     real_volume = check_volume(read_volume(real), target, str(real)) if real else None
     bar, update = (progress_lines() if progress == "lines" else

@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -251,7 +252,7 @@ def require_same_geometry(volumes: Mapping[str, Volume], **tolerances: float) ->
         return
     first_name, first = items[0]
     for name, vol in items[1:]:
-        diffs = geometry_differences(first, vol, **tolerances)
+        diffs = geometry_differences(vol, first, **tolerances)  # "<name>'s vs <first_name>'s", as the sentence reads
         if diffs:
             raise InputError(f"{name} is not on the grid of {first_name}: {'; '.join(diffs)} "
                              "(register or resample it first)")
@@ -387,13 +388,38 @@ def _read_frames(path: Path, n_frames: int) -> tuple[dict, ...]:
         frames = json.loads(side.read_text())["frames"]
     except (ValueError, KeyError, TypeError) as err:
         raise InputError(f"{side}: not a valid frame sidecar (expected JSON with a 'frames' list)") from err
+    if not isinstance(frames, list) or not all(isinstance(frame, dict) for frame in frames):
+        raise InputError(f"{side}: not a valid frame sidecar ('frames' must be a list of objects, one per frame)")
+    for k, frame in enumerate(frames):
+        bad = [key for key, value in frame.items() if isinstance(value, float) and not math.isfinite(value)]
+        if bad:
+            raise InputError(f"{side}: frame {k} has a non-finite {', '.join(bad)}")
     if len(frames) != n_frames:
         raise InputError(f"{side}: describes {len(frames)} frames but the image has {n_frames}")
     return tuple(frames)
 
 
+def check_output_file(path: str | Path, *, image: bool = True) -> Path:
+    """Before any work: ``path`` names a file that can be written (an image of a supported type when
+    ``image``) in a folder that exists; not empty, not a folder, not under a file."""
+    if not str(path).strip():
+        raise InputError("an output file name is empty")
+    path = Path(path)
+    if image and _suffix(path) not in SUPPORTED_SUFFIXES:
+        raise InputError(f"{path}: unsupported output type (use one of {', '.join(SUPPORTED_SUFFIXES)})")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; give a file name")
+    if not path.parent.exists():
+        raise InputError(f"{path.parent}: output folder does not exist")
+    if not path.parent.is_dir():
+        raise InputError(f"{path.parent}: is not a folder")
+    return path
+
+
 def output_folder(path: str | Path) -> Path:
     """Create (if needed) and return an output folder; a clear error if it is a file or cannot be made."""
+    if not str(path).strip():
+        raise InputError("the output folder is empty; name one")
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise InputError(f"{path}: exists and is not a folder")
@@ -449,14 +475,10 @@ def write_volume(volume: Volume, path: str | Path, *, compress: bool = True, pro
     ``protect`` lists input files that must never be overwritten (an output equal to an input is an
     error, not a silent overwrite of the user's data).
     """
-    path = Path(path)
-    if _suffix(path) not in SUPPORTED_SUFFIXES:
-        raise InputError(f"{path}: unsupported output type (use one of {', '.join(SUPPORTED_SUFFIXES)})")
+    path = check_output_file(path)
     refuse_overwrite(path, protect)
     if volume.is_series:
         refuse_overwrite(sidecar_path(path), protect)
-    if not path.parent.exists():
-        raise InputError(f"{path.parent}: output folder does not exist")
     # write then rename: no half-written file on failure, and a name of its own per writer, so two
     # processes writing one path at once never interleave inside one temporary file
     tmp = path.with_name(f".partial-{os.getpid()}-{uuid.uuid4().hex[:8]}-{path.name}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,11 +87,53 @@ def read_manifest(folder: str | Path | None = None) -> list[WeightsEntry]:
         return []
     try:
         raw = json.loads(path.read_text())
-        return [WeightsEntry(**{**e, "inputs": tuple(e["inputs"]), "targets": tuple(e["targets"]),
-                                "patch_size": tuple(e["patch_size"]) if e.get("patch_size") else None})
-                for e in raw["weights"]]
+        entries = [WeightsEntry(**{**e, "inputs": tuple(e["inputs"]), "targets": tuple(e["targets"]),
+                                   "patch_size": tuple(e["patch_size"]) if e.get("patch_size") else None})
+                   for e in raw["weights"]]
     except (ValueError, KeyError, TypeError) as err:
         raise InputError(f"{path}: not a valid weights manifest ({err})") from err
+    for entry in entries:
+        problem = _entry_problem(entry)
+        if problem:
+            raise InputError(f"{path}: entry {entry.file!r}: {problem}")
+    return entries
+
+
+def _is_positive_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def _is_count(value, minimum: int = 1) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _entry_problem(entry: WeightsEntry) -> str | None:
+    """What is wrong with the types or ranges of an entry's fields, or None: a hand-edited manifest fails
+    here with the field's name, not later inside numpy or a model's constructor."""
+    texts = ("file", "model", "config", "anatomy", "normalization", "sha256", "foreground")
+    for name in texts:
+        if not isinstance(getattr(entry, name), str) or not getattr(entry, name):
+            return f"{name} must be a non-empty string, not {getattr(entry, name)!r}"
+    for name in ("inputs", "targets"):
+        values = getattr(entry, name)
+        if not values or not all(isinstance(v, str) and v for v in values):
+            return f"{name} must be a non-empty list of sequence names, not {list(values)!r}"
+    if not _is_positive_number(entry.voxel_size_mm):
+        return f"voxel_size_mm must be a positive number, not {entry.voxel_size_mm!r}"
+    if not _is_count(entry.size_bytes, 0):
+        return f"size_bytes must be a whole number, not {entry.size_bytes!r}"
+    if entry.patch_size is not None and not all(_is_count(v) for v in entry.patch_size):
+        return f"patch_size must hold positive whole numbers, not {list(entry.patch_size)!r}"
+    for name, minimum in (("frames", None), ("series", 1)):
+        mapping = getattr(entry, name)
+        if not isinstance(mapping, dict) or not all(
+                isinstance(k, str) and (isinstance(v, int) and not isinstance(v, bool)) and
+                (minimum is None or v >= minimum) for k, v in mapping.items()):
+            return f"{name} must map sequence names to {'frame counts' if minimum else 'frame indices'}, not {mapping!r}"
+    for name in ("training", "metrics", "build_overrides"):
+        if not isinstance(getattr(entry, name), dict):
+            return f"{name} must be an object, not {getattr(entry, name)!r}"
+    return None
 
 
 def write_manifest(entries: list[WeightsEntry], folder: str | Path | None = None) -> Path:
@@ -110,6 +153,9 @@ def find(model: str, target: str | None = None, anatomy: str | None = None,
         entries.sort(key=lambda e: -len(set(available) & set(e.inputs)))
     if not entries:
         what = model + (f" -> {target}" if target else "") + (f" ({anatomy})" if anatomy else "")
+        manifest = models_dir(folder) / MANIFEST
+        if not manifest.exists():
+            raise InputError(f"no bundled weights for {what}: {manifest} does not exist")
         bundled = ", ".join(f"{e.model} ({e.file}): {'+'.join(e.inputs)} -> {'+'.join(e.targets)}"
                             for e in read_manifest(folder))
         raise InputError(f"no bundled weights for {what}; bundled: {bundled or 'none'}")

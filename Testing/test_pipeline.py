@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from conftest import bundle_untrained, hash_files
 from MRISynthesisLib.cli import main
@@ -253,3 +254,79 @@ def test_mirroring_is_an_option_the_provenance_records(bundle, subject):
     assert mirrored.volume.spatial_shape == plain.volume.spatial_shape
     assert np.isfinite(mirrored.volume.array).all()
     assert not np.allclose(mirrored.volume.array, plain.volume.array)  # an untrained net is not mirror-symmetric
+
+
+def test_inputs_already_z_scored_keep_their_negative_tissue(bundle, subject):
+    """BraTS-style preprocessed inputs (foreground mean 0, SD 1, background 0) have negative intensities in
+    tissue; clipping the result at zero would blank about half of the head."""
+    from MRISynthesisLib.preprocess import foreground_mask
+
+    def z_scored(volume):
+        mask = foreground_mask(volume.array)
+        values = volume.array[mask]
+        return volume.with_array(np.where(mask, (volume.array - values.mean()) / values.std(), 0.0).astype(np.float32))
+
+    inputs = {k: z_scored(subject.sequences[k]) for k in ("T1", "T2", "FLAIR")}
+    result = synthesize(inputs, "T1ce", "unet-ct1", weights_folder=bundle, device="cpu", register="none")
+    head = foreground_mask(subject.sequences["T1"].array)
+    inside = result.volume.array[head]
+    assert (inside < 0).mean() > 0.1  # on the reference's scale, as the inputs are
+    assert (inside == 0).mean() < 0.01
+    assert inside.min() >= inputs["T1"].array.min() - 1e-4  # never below the reference's own floor
+    raw = synthesize({k: subject.sequences[k] for k in ("T1", "T2", "FLAIR")}, "T1ce", "unet-ct1", weights_folder=bundle,
+                     device="cpu", register="none")
+    air = ~ndimage.binary_dilation(head, iterations=3)
+    assert (result.volume.array[air] == 0).mean() == pytest.approx((raw.volume.array[air] == 0).mean(), abs=0.1)
+
+
+@pytest.mark.parametrize("field, value", [("voxel_size_mm", "abc"), ("voxel_size_mm", 0), ("patch_size", [-5, 0]),
+                                          ("inputs", []), ("series", {"DCE": 0}), ("size_bytes", 1.5)])
+def test_a_hand_edited_manifest_names_the_bad_field(bundle, tmp_path, field, value):
+    import shutil
+
+    folder = tmp_path / "models"
+    shutil.copytree(bundle, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["weights"][0][field] = value
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(InputError, match=f"manifest.json: entry .*: {field} must"):
+        find("unet-ct1", "T1ce", folder=folder)
+
+
+def test_a_weights_folder_without_a_manifest_says_so(bundle, tmp_path):
+    import shutil
+
+    folder = tmp_path / "models"
+    shutil.copytree(bundle, folder)
+    (folder / "manifest.json").unlink()
+    with pytest.raises(InputError, match="manifest.json does not exist"):
+        find("unet-ct1", "T1ce", folder=folder)
+
+
+def test_the_library_takes_sequence_aliases_as_the_command_line_does(bundle, subject):
+    inputs = {"t1n": subject.sequences["T1"], "t2w": subject.sequences["T2"], "t2f": subject.sequences["FLAIR"]}
+    result = synthesize(inputs, "t1c", "unet-ct1", weights_folder=bundle, device="cpu", register="none", reference="T1w")
+    assert result.provenance["target"] == "T1ce" and result.provenance["reference"] == "T1"
+    with pytest.raises(InputError, match="two volumes are given for T1"):
+        synthesize({**inputs, "T1": subject.sequences["T1"]}, "T1ce", "unet-ct1", weights_folder=bundle, device="cpu")
+
+
+@pytest.mark.parametrize("orientation", ["PIR", "LPI", "SAR"])
+def test_the_result_does_not_depend_on_how_the_inputs_are_stored(tmp_path, subject, orientation):
+    """A sagittal, coronal or flipped storage of the same head: the models run on axial slices in the
+    training orientation whatever the files' voxel order, so the synthesized head is the same."""
+    import SimpleITK as sitk
+
+    from MRISynthesisLib.volume import Volume
+
+    bundle_untrained(tmp_path, "tc-mgan", voxel_size_mm=VOXEL)
+    t2 = subject.sequences["T2"]
+    stored = Volume.from_sitk(sitk.DICOMOrient(t2.to_sitk(), orientation))
+    as_is = synthesize({"T2": t2}, "FLAIR", "tc-mgan", weights_folder=tmp_path, device="cpu", register="none")
+    other = synthesize({"T2": stored}, "FLAIR", "tc-mgan", weights_folder=tmp_path, device="cpu", register="none")
+    assert other.volume.spatial_shape == stored.spatial_shape  # the result is on the grid the file has
+    back = Volume.from_sitk(sitk.DICOMOrient(other.volume.to_sitk(), "LPS")).array
+    reference = Volume.from_sitk(sitk.DICOMOrient(as_is.volume.to_sitk(), "LPS")).array
+    assert back.shape == reference.shape
+    head = reference != 0
+    assert np.abs(back - reference)[head].mean() < 0.01 * np.abs(reference[head]).mean()

@@ -450,3 +450,18 @@ def test_foreground_mask_errors(value, message):
         foreground_mask(array)
     with pytest.raises(InputError, match=message):
         foreground_mask(Volume(array))
+
+
+def test_the_foreground_of_a_shifted_or_z_scored_image_is_the_magnitudes_one():
+    """Negative voxels mean a normalised or shifted image, whose air is not its darkest level."""
+    from MRISynthesisLib.phantom.brain import sample_brain
+
+    t1 = sample_brain(4, resolution=4.0).sequences["T1"].array
+    body = foreground_mask(t1)
+    def dice(a, b):
+        return 2 * (a & b).sum() / (a.sum() + b.sum())
+    assert dice(foreground_mask(t1 - 5000.0), body) > 0.99  # the air's noise sits on both sides of its median
+    tissue = t1[body]
+    z_scored = np.where(body, (t1 - tissue.mean()) / tissue.std(), 0.0)
+    assert (z_scored[body] < 0).mean() > 0.3  # a good part of the head lies below the air's 0
+    assert dice(foreground_mask(z_scored), body) > 0.99

@@ -266,6 +266,10 @@ def test_preset_none_and_bad_input(subject):
     series = Volume(np.stack([fixed.array, fixed.array]), fixed.spacing, fixed.origin, fixed.direction)
     with pytest.raises(InputError, match="4D series"):
         register(series, moving, "rigid")
+    two_slices = Volume(fixed.array[20:22].copy(), fixed.spacing, fixed.origin, fixed.direction)
+    with pytest.raises(InputError, match="fixed volume has 2 voxels along an axis.*at least 4"):
+        register(two_slices, moving, "rigid")
+    assert register(two_slices, moving, "none").registered.spatial_shape == two_slices.spatial_shape
 
 
 def test_register_command(subject, tmp_path, capsys):

@@ -508,6 +508,71 @@ def test_bad_options_are_refused_before_any_output(tmp_path, capsys, name):
     assert_refused(capsys, tmp_path, make(tmp_path), needles)
 
 
+# --------------------------------------------------------------------- output paths checked before any work
+def _a_regular_file(tmp: Path) -> Path:
+    path = tmp / "notes.txt"
+    path.write_text("not a folder")
+    return path
+
+
+def _with_out(argv, value):
+    argv = list(argv)
+    argv[argv.index("--out") + 1] = value
+    return argv
+
+
+def _synthesize_with_real(tmp: Path, *extra):
+    files = _synth_files(tmp)
+    return _synthesize_args(files, tmp / "synth.nii.gz", "--real", files["T1ce"], *extra)
+
+
+def _report_is_a_folder(tmp: Path):
+    (tmp / "synth.report.json").mkdir()
+    return _synthesize_args(_synth_files(tmp), tmp / "synth.nii.gz")
+
+
+BAD_OUTPUTS = {
+    "synthesize-out-under-a-file": (lambda tmp: _with_out(cmd_synthesize(tmp, lambda p: [])[0],
+                                                          _a_regular_file(tmp) / "synth.nii.gz"), ["is not a folder"]),
+    "synthesize-out-empty": (lambda tmp: _with_out(cmd_synthesize(tmp, lambda p: [])[0], ""), ["empty"]),
+    "synthesize-out-png": (lambda tmp: _with_out(cmd_synthesize(tmp, lambda p: [])[0], tmp / "synth.png"),
+                           ["synth.png", "unsupported output type"]),
+    "synthesize-report-is-a-folder": (_report_is_a_folder, ["synth.report.json", "is a folder"]),
+    "synthesize-error-map-png": (lambda tmp: _synthesize_with_real(tmp, "--error-map", tmp / "error.png"),
+                                 ["error.png", "unsupported output type"]),
+    "synthesize-error-map-folder-missing": (lambda tmp: _synthesize_with_real(tmp, "--error-map",
+                                                                              tmp / "nowhere" / "e.nii.gz"),
+                                            ["nowhere", "does not exist"]),
+    "synthesize-error-map-under-a-file": (lambda tmp: _synthesize_with_real(tmp, "--error-map",
+                                                                            _a_regular_file(tmp) / "e.nii.gz"),
+                                          ["is not a folder"]),
+    "evaluate-json-empty": (lambda tmp: [*cmd_evaluate(tmp, lambda p: [])[0][:-1], ""], ["empty"]),
+    "evaluate-json-under-a-file": (lambda tmp: [*cmd_evaluate(tmp, lambda p: [])[0][:-1],
+                                                _a_regular_file(tmp) / "m.json"], ["is not a folder"]),
+    "register-out-empty": (lambda tmp: _with_out(cmd_register(tmp, lambda p: [])[0], ""), ["--out is empty"]),
+    "evaluate-real-empty": (lambda tmp: ["evaluate", "--real", "", "--synth", tmp / "s.nii.gz"], ["--real is empty"]),
+}
+
+
+def _register_two_slices(tmp: Path):
+    fixed, moving = tmp / "t1.nii.gz", tmp / "t2.nii.gz"
+    thick = good_volume(1)
+    write_volume(Volume(np.ascontiguousarray(thick.array[:2]), thick.spacing, thick.origin, thick.direction), fixed)
+    write_volume(good_volume(2), moving)
+    return ["register", "--fixed", fixed, "--moving", moving, "--out", tmp / "out"]
+
+
+BAD_OUTPUTS["register-two-slices"] = (_register_two_slices, ["fixed volume has 2 voxels", "at least 4"])
+
+
+@pytest.mark.parametrize("name", sorted(BAD_OUTPUTS))
+def test_bad_output_paths_are_refused_before_any_work(tmp_path, capsys, name):
+    """An output under a file, empty, of a type that cannot be written, or where a folder stands: one
+    ``error:`` line before the synthesis runs, so no result is left without its report or error map."""
+    make, needles = BAD_OUTPUTS[name]
+    assert_refused(capsys, tmp_path, make(tmp_path), needles)
+
+
 @pytest.mark.parametrize("command", ["batch", "compare", "synthesize"])
 def test_only_synthesis_models_are_offered_where_a_sequence_is_synthesized(tmp_path, capsys, command):
     """``mp-gan`` makes lesion patches from noise, and an unknown name is no model: both are usage errors

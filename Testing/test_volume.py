@@ -265,6 +265,7 @@ def test_geometry_differences_detect_each_kind(changes, word):
     with pytest.raises(InputError, match=word) as err:
         require_same_geometry({"T1 (a.nii.gz)": a, "T2 (b.nii.gz)": b})
     assert "T2 (b.nii.gz) is not on the grid of T1 (a.nii.gz)" in str(err.value)
+    assert geometry_differences(b, a)[0] in str(err.value)  # T2's value first, as the sentence names it
 
 
 def test_geometry_differences_accept_tiny_differences():
@@ -463,3 +464,15 @@ def test_a_report_is_named_after_the_whole_image_name():
     assert report_path("case.t1ce.nii.gz") != report_path("case.flair.nii.gz")
     assert report_path("case.t1ce.nrrd").name == "case.t1ce.report.json"
     assert report_path("x.report.nii.gz") != sidecar_path("x.report.nii.gz")  # a series output's frames stay
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"frames": null}', "a list of objects"),
+    ('{"frames": [1, 2]}', "a list of objects"),
+    ('{"frames": [{"time_min": 0}, {"time_min": NaN}]}', "frame 1 has a non-finite time_min"),
+])
+def test_a_sidecar_with_the_wrong_types_is_an_input_error(tmp_path, content, message):
+    path = write_volume(make_volume((2, 3, 4, 5), seed=7, frames=[{"t": 0}, {"t": 60}]), tmp_path / "dce.nii.gz")
+    sidecar_path(path).write_text(content)
+    with pytest.raises(InputError, match=message):
+        read_volume(path)

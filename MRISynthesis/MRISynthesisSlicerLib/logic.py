@@ -18,7 +18,7 @@ from typing import Callable, Mapping
 
 from MRISynthesisLib.errors import InputError
 from MRISynthesisLib.inputs import SERIES_SEQUENCES, check_volume
-from MRISynthesisLib.sequences import canonical
+from MRISynthesisLib.sequences import canonical, canonical_keys
 
 from .nodes import (error_color_table, heat_color_table, is_series_node, metrics_table, node_from_volume, place_in_folder,
                     results_folder, sequence_behind, series_from_node, series_node, set_provenance,
@@ -69,15 +69,8 @@ SERIES_NODES = ("vtkMRMLMultiVolumeNode", "vtkMRMLDiffusionWeightedVolumeNode", 
 
 def canonical_inputs(inputs: Mapping[str, object]) -> dict[str, object]:
     """The selected nodes under canonical sequence names (``t1c`` is T1ce), an unknown name refused by name."""
-    chosen: dict[str, object] = {}
-    for seq, node in inputs.items():
-        if node is None:
-            continue
-        name = canonical(seq)
-        if name in chosen:
-            raise InputError(f"two volumes are selected for {name}: '{chosen[name].GetName()}' and '{node.GetName()}'")
-        chosen[name] = node
-    return chosen
+    return canonical_keys({seq: node for seq, node in inputs.items() if node is not None},
+                          describe=lambda node: node.GetName(), verb="selected")
 
 
 def canonical_selection(inputs: Mapping[str, object], target: str) -> tuple[dict[str, object], str]:
