@@ -354,7 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("register", "register sequences to a fixed one with ANTs", _cmd_register)
     p.add_argument("--fixed", required=True, help="reference volume (usually T1)")
-    p.add_argument("--moving", nargs="+", required=True, help="volumes to bring onto the fixed grid (4D: first frame)")
+    p.add_argument("--moving", nargs="+", required=True, help="volumes to bring onto the fixed grid (a 4D series: registered on its first frame, "
+                   "every frame written)")
     p.add_argument("--transform", choices=TRANSFORMS + ("none",), default="rigid")
     p.add_argument("--out", required=True, help="output folder: registered volumes, transforms, registration.json")
     p.add_argument("--seed", type=int, help="fix ANTs' random sampling (repeatable results)")

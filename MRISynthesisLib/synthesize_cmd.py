@@ -66,6 +66,18 @@ def check_outputs(out: str | Path, error_map: str | Path | None, target: str, pr
             refuse_overwrite(path, protected)
 
 
+def check_request(model: str, target: str, inputs: Mapping, reference: str | None, device: str) -> None:
+    """What the pipeline would refuse at once (no weights for the target, a reference that is not an input,
+    an unknown device), checked before the progress bar starts, so a refusal is the only line printed."""
+    from .inference import choose_device
+    from .weights import find
+
+    find(model, target, available=tuple(inputs))
+    if reference and canonical(reference) not in inputs:
+        raise InputError(f"reference sequence {canonical(reference)} is not among the inputs ({', '.join(inputs)})")
+    choose_device(device)
+
+
 def run_synthesize(model: str, input_items: list[str], target: str, out: str | Path, *, reference: str | None,
                    register: str, real: str | None, error_map_path: str | None, device: str,
                    phases: int | None = None, say: Callable[[str], None] = print, progress: bool | str = True,
@@ -81,6 +93,7 @@ def run_synthesize(model: str, input_items: list[str], target: str, out: str | P
         raise InputError("--error-map needs --real (the acquired target to compare with)")
     inputs = load_case(files)
     real_volume = check_volume(read_volume(real), target, str(real)) if real else None
+    check_request(model, target, inputs, reference, device)
     bar, update = (progress_lines() if progress == "lines" else
                    progress_bar(f"{model} -> {target}") if progress else (None, None))
     try:

@@ -82,6 +82,8 @@ def sha256_of(path: str | Path) -> str:
 
 
 def read_manifest(folder: str | Path | None = None) -> list[WeightsEntry]:
+    if folder and not Path(folder).is_dir():  # reading from a folder that is not there: not "no models"
+        raise InputError(f"{folder}: no such folder of weights")
     path = models_dir(folder) / MANIFEST
     if not path.exists():
         return []

@@ -330,3 +330,8 @@ def test_the_result_does_not_depend_on_how_the_inputs_are_stored(tmp_path, subje
     assert back.shape == reference.shape
     head = reference != 0
     assert np.abs(back - reference)[head].mean() < 0.01 * np.abs(reference[head]).mean()
+
+
+def test_a_weights_folder_that_is_not_there_is_named(subject, tmp_path):
+    with pytest.raises(InputError, match="nowhere: no such folder of weights"):
+        synthesize({"T2": subject.sequences["T2"]}, "FLAIR", "tc-mgan", weights_folder=tmp_path / "nowhere")

@@ -605,3 +605,14 @@ def test_an_image_given_as_a_patch_file_is_named_as_such(tmp_path, capsys):
     image = _existing_file(tmp_path)
     assert_refused(capsys, tmp_path, ["evaluate-gan", "--real", image], [image.name, "not a patch file",
                                                                          "not an .npz archive"])
+
+
+def test_a_refused_request_prints_no_progress_bar_first(tmp_path, capsys):
+    """Without --quiet a bar would start before the pipeline's own checks: the refusal must be the only line."""
+    files = _synth_files(tmp_path)
+    for extra, needle in ((["--reference", "PD"], "reference sequence PD"), (["--device", "tpu"], "tpu")):
+        args = [a for a in _synthesize_args(files, tmp_path / "synth.nii.gz") if a != "--quiet"] + extra
+        assert_refused(capsys, tmp_path, args, [needle])
+    args = [a for a in _synthesize_args(files, tmp_path / "synth.nii.gz") if a != "--quiet"]
+    args[args.index("T1ce")] = "T2"
+    assert_refused(capsys, tmp_path, args, ["no bundled weights for unet-ct1 -> T2"])
