@@ -165,6 +165,8 @@ class Volume:
         array = sitk.GetArrayFromImage(image)  # a fresh copy, handed over (float32 is then not copied again)
         if image.GetNumberOfComponentsPerPixel() != 1:
             raise InputError(f"expected a scalar image, but it has {image.GetNumberOfComponentsPerPixel()} components per voxel")
+        if np.iscomplexobj(array):  # a raw reconstruction: keeping the real part would silently drop the phase
+            raise InputError("the image holds complex values; give the magnitude image")
         if dim == 3:
             return cls.adopting(array, image.GetSpacing(), image.GetOrigin(), image.GetDirection())
         if dim == 4:
@@ -364,7 +366,10 @@ def _with_nifti_voxels(header: sitk.ImageFileReader, path: Path) -> sitk.Image:
     from nibabel.filebasedimages import ImageFileError
 
     try:
-        data = nib.load(str(path)).get_fdata(dtype=np.float32)  # applies scl_slope / scl_inter as ITK does
+        nifti = nib.load(str(path))
+        if np.issubdtype(nifti.get_data_dtype(), np.complexfloating):  # a raw reconstruction: the phase would go
+            raise InputError(f"{path}: the image holds complex values; give the magnitude image")
+        data = nifti.get_fdata(dtype=np.float32)  # applies scl_slope / scl_inter as ITK does
     except (ImageFileError, OSError, EOFError, ValueError, zlib.error) as err:
         detail = " ".join(str(err).split())[:200]
         raise InputError(f"{path}: cannot be read as an image (corrupt or truncated?): {detail}") from err

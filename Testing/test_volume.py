@@ -476,3 +476,12 @@ def test_a_sidecar_with_the_wrong_types_is_an_input_error(tmp_path, content, mes
     sidecar_path(path).write_text(content)
     with pytest.raises(InputError, match=message):
         read_volume(path)
+
+
+def test_a_complex_image_is_refused_not_cut_to_its_real_part(tmp_path):
+    import nibabel as nib
+
+    data = (np.random.default_rng(0).normal(size=(6, 7, 8)) + 1j).astype(np.complex64)
+    nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / "raw.nii.gz")
+    with pytest.raises(InputError, match="complex values; give the magnitude"):
+        read_volume(tmp_path / "raw.nii.gz")
