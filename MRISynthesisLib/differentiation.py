@@ -98,7 +98,7 @@ def case_differentiation_maps(inputs: Mapping[str, Volume], model: str = "seq2se
     order = tuple(inputs)
     # registration reports into [0, 0.3] of the whole, as in synthesize; the translations share [0.3, 0.95]
     prepared = prepare(inputs, order, reference, register, entry.voxel_size_mm, progress, entry.normalization,
-                       entry.foreground)
+                       entry.foreground, orientation=entry.orientation)
     normalised, offset = {}, 0
     for name in order:  # ``stacked`` holds every frame of every input, in ``order``
         count = frames_of(inputs[name]).shape[0]

@@ -101,34 +101,52 @@ def check_taken(inputs: Mapping[str, Volume], entry: WeightsEntry) -> None:
         check_volume(volume, name, name)
 
 
-#: the orientation every model was trained in (the phantom's, as NIfTI files are usually stored): voxel axes
-#: toward the patient's right, anterior and superior, in this package's LPS physical space; 2D models see
-#: axial slices, and test-time mirroring flips left and right
-TRAINING_DIRECTION = np.diag([-1.0, -1.0, 1.0])
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
 
-def training_orientation(direction: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
-    """The axes of ``direction`` (3 x 3, columns in LPS) permuted and flipped to be closest to
-    :data:`TRAINING_DIRECTION`, and for each new axis the old one it is. A sagittal or coronal acquisition,
-    or one stored flipped, is then sliced and mirrored as the training data were (nibabel's
-    ``io_orientation``, which resolves oblique axes to their nearest anatomical direction)."""
+def direction_of(codes: str) -> np.ndarray:
+    """The 3 x 3 direction (columns in this package's LPS space) of nibabel axis codes: ``RAS`` has voxel axes
+    toward the patient's right, anterior and superior (the brain phantom's, and most NIfTI files'),
+    ``LPS`` toward left, posterior and superior (the breast phantom's, DICOM's)."""
+    from nibabel.orientations import axcodes2ornt
+
+    orientation = axcodes2ornt(tuple(codes))
+    ras = np.zeros((3, 3))
+    for axis, (world, sign) in enumerate(orientation):
+        ras[int(world), axis] = sign
+    return _LPS_TO_RAS @ ras
+
+
+def reoriented(direction: np.ndarray, codes: str) -> tuple[np.ndarray, tuple[int, ...]]:
+    """The axes of ``direction`` (3 x 3, columns in LPS) permuted and flipped to be closest to ``codes``'s,
+    and for each new axis the old one it is: a sagittal, coronal or flipped acquisition is then sliced and
+    mirrored as the training data were (nibabel's ``io_orientation`` resolves oblique axes to their nearest
+    anatomical direction)."""
     from nibabel.orientations import io_orientation
 
     ras = _LPS_TO_RAS @ np.asarray(direction, float)
     affine = np.eye(4)
     affine[:3, :3] = ras
-    orientation = io_orientation(affine)  # per voxel axis: (RAS axis, sign)
-    order = tuple(int(np.flatnonzero(orientation[:, 0] == axis)[0]) for axis in range(3))
-    columns = np.stack([ras[:, old] * orientation[old, 1] for old in order], axis=1)
-    return _LPS_TO_RAS @ columns, order
+    have = io_orientation(affine)  # per voxel axis: (RAS world axis, sign)
+    want = _LPS_TO_RAS @ direction_of(codes)
+    order, columns = [], []
+    for axis in range(3):
+        world = int(np.flatnonzero(want[:, axis])[0])
+        old = int(np.flatnonzero(have[:, 0] == world)[0])
+        order.append(old)
+        columns.append(ras[:, old] * have[old, 1] * want[world, axis])
+    return _LPS_TO_RAS @ np.stack(columns, axis=1), tuple(order)
 
 
-def work_grid(reference: Volume, voxel_mm: float) -> Volume:
+def work_grid(reference: Volume, voxel_mm: float, orientation: str | None = None) -> Volume:
     """The isotropic ``voxel_mm`` grid a model runs on: ``reference``'s field of view, centred where it is,
-    with its axes in the training orientation (:func:`training_orientation`); ``reference`` itself when
-    it already has that voxel size and orientation."""
-    direction, order = training_orientation(reference.direction_matrix)
+    with its axes in the model's training ``orientation`` (axis codes, :func:`reoriented`; None: the
+    reference's own, for weights that do not record theirs); ``reference`` itself when it already has that
+    voxel size and orientation."""
+    if orientation is None:
+        direction, order = reference.direction_matrix, (0, 1, 2)
+    else:
+        direction, order = reoriented(reference.direction_matrix, orientation)
     spacing = np.asarray(reference.spacing)
     if np.allclose(spacing, voxel_mm, rtol=0.02) and np.allclose(direction, reference.direction_matrix):
         return reference
@@ -215,8 +233,9 @@ Aligner = Callable[[Volume, Volume, str, str, Volume], tuple[Volume, dict]]
 
 def prepare(inputs: Mapping[str, Volume], order: tuple[str, ...], reference: str, register: str, voxel_size_mm: float,
             progress: Progress | None = None, normalization: str = "zscore", foreground: str = "body",
-            aligner: Aligner = align) -> Prepared:
-    """Register every input onto the reference, move all to the work grid, normalise (steps 2-4).
+            aligner: Aligner = align, orientation: str | None = None) -> Prepared:
+    """Register every input onto the reference, move all to the work grid (in the model's training
+    ``orientation``, :func:`work_grid`), normalise (steps 2-4).
 
     ``foreground`` is the mask the normalisation's statistics come from, as the model was trained;
     the output is blanked outside the body (tissue against air) whatever the model's method. A series is
@@ -226,7 +245,7 @@ def prepare(inputs: Mapping[str, Volume], order: tuple[str, ...], reference: str
     """
     given = inputs[reference]
     fixed = given.frame(0) if given.is_series else given
-    work = work_grid(fixed, voxel_size_mm)
+    work = work_grid(fixed, voxel_size_mm, orientation)
     on_work, registrations = {}, {}
     for i, name in enumerate(order):
         report_progress(progress, 0.3 * i / len(order),
@@ -311,7 +330,7 @@ def synthesize(inputs: Mapping[str, Volume], target: str, model: str = "unet-ct1
     net = load_model(entry, weights_folder, torch_device)
     plan = plan_for(entry, net, target, tuple(inputs), phases)
     prepared = prepare(inputs, plan.order, reference, register, entry.voxel_size_mm, progress, entry.normalization,
-                       entry.foreground)
+                       entry.foreground, orientation=entry.orientation)
 
     predicted = run_plan(plan, prepared.stacked, torch_device, stage_progress(progress, 0.3, 0.95), mirror=mirror)
     synth = finish(prepared, predicted)

@@ -124,7 +124,8 @@ def fit_baselines(entry: WeightsEntry, target: str, seeds=BASELINE_TRAIN_SEEDS, 
         aligned = aligned_sequences(subject, (*sources, target))  # as the training cases are
         view = _model_view(entry, aligned, sources)
         prepared = prepare(view, sources, default_reference(view), "none", entry.voxel_size_mm,
-                           normalization=entry.normalization, foreground=entry.foreground)
+                           normalization=entry.normalization, foreground=entry.foreground,
+                           orientation=entry.orientation)
         real = frames_of(resample_to(aligned[target], prepared.work))  # the work grid: the reference's may differ
         region = np.broadcast_to(prepared.mask, real.shape)
         y = normalization_for(entry.normalization, real, region).apply(real)[:, prepared.mask].T
@@ -168,7 +169,8 @@ def evaluate_entry(entry: WeightsEntry, target: str, seeds=HELD_OUT_SEEDS, *, de
         view = _model_view(entry, subject.sequences, sources)
         reference = default_reference(view)
         prepared = prepare(view, plan.order, reference, "rigid", entry.voxel_size_mm, normalization=entry.normalization,
-                           foreground=entry.foreground, aligner=subjects.aligner(entry.file, seed, reference))
+                           foreground=entry.foreground, aligner=subjects.aligner(entry.file, seed, reference),
+                           orientation=entry.orientation)
         clean = subjects.subject(entry.anatomy, seed, entry.voxel_size_mm, clean=True).sequences[target]
         real, ceiling = subjects.real_and_ceiling((entry.file, seed, reference, "real " + target), prepared.fixed,
                                                   real, clean)

@@ -52,7 +52,8 @@ def source_for(data: str, entry, *, subjects: int | None = None, register: str =
         return PhantomSource(anatomy, seeds, sequences=entry.inputs, scheme=entry.normalization,
                              resolution=entry.voxel_size_mm, foreground=entry.foreground)
     return FolderSource(data, sequences=entry.inputs, scheme=entry.normalization, require_all=False,
-                        foreground=entry.foreground, voxel_size_mm=entry.voxel_size_mm, register=register)
+                        foreground=entry.foreground, voxel_size_mm=entry.voxel_size_mm, register=register,
+                        orientation=entry.orientation)
 
 
 def _cached(folder: Path, source: str, target: str, compute: Callable[[], np.ndarray]) -> np.ndarray:

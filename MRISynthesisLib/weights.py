@@ -67,6 +67,10 @@ class WeightsEntry:
     #: sequences the network takes and makes as whole 4D series (Seq2Seq breast: DWI, DCE), with the frames
     #: it makes when synthesizing one without a real series to follow (the training data's protocol)
     series: dict[str, int] = field(default_factory=dict)
+    #: the voxel-axis orientation the network was trained in (nibabel axis codes: ``RAS`` for the brain
+    #: phantom, ``LPS`` for the breast one); inputs are turned to it. None (weights that do not record it):
+    #: the reference input's own orientation
+    orientation: str | None = None
 
     @property
     def key(self) -> str:
@@ -109,6 +113,14 @@ def _is_count(value, minimum: int = 1) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
+def _is_axis_codes(value) -> bool:
+    """Three letters naming each of left/right, anterior/posterior and superior/inferior once: RAS, LPS, ..."""
+    pairs = ({"L", "R"}, {"A", "P"}, {"S", "I"})
+    return (isinstance(value, str) and len(value) == 3
+            and sorted(next(k for k, pair in enumerate(pairs) if c in pair) if any(c in p for p in pairs) else -1
+                       for c in value) == [0, 1, 2])
+
+
 def _entry_problem(entry: WeightsEntry) -> str | None:
     """What is wrong with the types or ranges of an entry's fields, or None: a hand-edited manifest fails
     here with the field's name, not later inside numpy or a model's constructor."""
@@ -132,6 +144,8 @@ def _entry_problem(entry: WeightsEntry) -> str | None:
                 isinstance(k, str) and (isinstance(v, int) and not isinstance(v, bool)) and
                 (minimum is None or v >= minimum) for k, v in mapping.items()):
             return f"{name} must map sequence names to {'frame counts' if minimum else 'frame indices'}, not {mapping!r}"
+    if entry.orientation is not None and not _is_axis_codes(entry.orientation):
+        return f"orientation must be three axis codes such as RAS or LPS, not {entry.orientation!r}"
     for name in ("training", "metrics", "build_overrides"):
         if not isinstance(getattr(entry, name), dict):
             return f"{name} must be an object, not {getattr(entry, name)!r}"

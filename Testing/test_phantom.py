@@ -220,3 +220,14 @@ def test_breast_series_metadata_and_grids():
 def test_bad_breast_options(bad, match):
     with pytest.raises(InputError, match=match):
         sample_breast(0, **bad)
+
+
+@pytest.mark.parametrize("anatomy", ["brain", "breast"])
+def test_the_recorded_phantom_orientation_is_the_one_its_subjects_have(anatomy):
+    """Exported weights record it as their training orientation (``WeightsEntry.orientation``)."""
+    from MRISynthesisLib.phantom import ORIENTATIONS, sample
+    from MRISynthesisLib.pipeline import direction_of
+
+    subject = sample(anatomy, 3, resolution=4.0)
+    for volume in subject.sequences.values():
+        np.testing.assert_allclose(volume.direction_matrix, direction_of(ORIENTATIONS[anatomy]), atol=1e-9)

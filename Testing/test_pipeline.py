@@ -280,7 +280,8 @@ def test_inputs_already_z_scored_keep_their_negative_tissue(bundle, subject):
 
 
 @pytest.mark.parametrize("field, value", [("voxel_size_mm", "abc"), ("voxel_size_mm", 0), ("patch_size", [-5, 0]),
-                                          ("inputs", []), ("series", {"DCE": 0}), ("size_bytes", 1.5)])
+                                          ("inputs", []), ("series", {"DCE": 0}), ("size_bytes", 1.5),
+                                          ("orientation", "RAX")])
 def test_a_hand_edited_manifest_names_the_bad_field(bundle, tmp_path, field, value):
     import shutil
 
@@ -319,7 +320,7 @@ def test_the_result_does_not_depend_on_how_the_inputs_are_stored(tmp_path, subje
 
     from MRISynthesisLib.volume import Volume
 
-    bundle_untrained(tmp_path, "tc-mgan", voxel_size_mm=VOXEL)
+    bundle_untrained(tmp_path, "tc-mgan", voxel_size_mm=VOXEL, orientation="RAS")
     t2 = subject.sequences["T2"]
     stored = Volume.from_sitk(sitk.DICOMOrient(t2.to_sitk(), orientation))
     as_is = synthesize({"T2": t2}, "FLAIR", "tc-mgan", weights_folder=tmp_path, device="cpu", register="none")
@@ -335,3 +336,22 @@ def test_the_result_does_not_depend_on_how_the_inputs_are_stored(tmp_path, subje
 def test_a_weights_folder_that_is_not_there_is_named(subject, tmp_path):
     with pytest.raises(InputError, match="nowhere: no such folder of weights"):
         synthesize({"T2": subject.sequences["T2"]}, "FLAIR", "tc-mgan", weights_folder=tmp_path / "nowhere")
+
+
+def test_weights_trained_in_another_orientation_get_their_inputs_in_it(tmp_path, subject):
+    """The breast phantom is stored LPS, the brain one RAS: each model's grid takes its own training
+    orientation (the manifest's), and weights that record none run in the reference's own."""
+    from MRISynthesisLib.pipeline import prepare, work_grid
+
+    t2 = subject.sequences["T2"]  # stored RAS, as the brain phantom
+    assert work_grid(t2, VOXEL, "RAS").direction == t2.direction
+    lps = work_grid(t2, VOXEL, "LPS")
+    np.testing.assert_allclose(lps.direction_matrix, np.eye(3))
+    assert lps.spatial_shape == work_grid(t2, VOXEL, "RAS").spatial_shape
+    assert work_grid(t2, VOXEL, None).direction == t2.direction
+    t1 = subject.sequences["T1"]  # 3 mm isotropic: already a work grid in its own orientation
+    assert work_grid(t1, 3.0, None) is t1 and work_grid(t1, 3.0, "RAS") is t1
+    assert work_grid(t1, 3.0, "LPS") is not t1
+    flipped = prepare({"T2": t2}, ("T2",), "T2", "none", VOXEL, orientation="LPS").stacked[0]
+    kept = prepare({"T2": t2}, ("T2",), "T2", "none", VOXEL, orientation="RAS").stacked[0]
+    np.testing.assert_allclose(flipped, kept[:, ::-1, ::-1], atol=1e-4)  # the same voxels, x and y reversed

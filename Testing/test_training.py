@@ -107,7 +107,9 @@ def test_init_from_a_checkpoint_starts_the_generator_there(tmp_path, cache_seed_
     from MRISynthesisLib.training.export import export_run
     entry = export_run(tmp_path, which="last", folder=tmp_path / "models")
     assert entry.training["initialised_from"] == run["initialised_from"]
+    assert entry.orientation == "RAS"  # trained on the brain phantom, stored RAS: inputs are turned to it
     card = (tmp_path / "models" / "unet-ct1-brain-lite.md").read_text()
+    assert "Orientation: voxel axes turned to RAS" in card
     assert f"Fine-tuned: the generator started from `{run['initialised_from']}`" in card
 
 

@@ -11,6 +11,9 @@ from ..errors import InputError
 from .subject import PhantomSubject
 
 ANATOMIES = ("brain", "breast")
+#: the voxel-axis orientation each anatomy's subjects are stored in (nibabel axis codes): what a model
+#: trained on them sees, recorded in its manifest entry (``WeightsEntry.orientation``)
+ORIENTATIONS = {"brain": "RAS", "breast": "LPS"}
 
 
 def sample(anatomy: str, seed: int = 0, **options) -> PhantomSubject:
@@ -24,4 +27,4 @@ def sample(anatomy: str, seed: int = 0, **options) -> PhantomSubject:
     raise InputError(f"unknown anatomy '{anatomy}'; the phantom simulates {', '.join(ANATOMIES)}")
 
 
-__all__ = ["ANATOMIES", "PhantomSubject", "sample"]
+__all__ = ["ANATOMIES", "ORIENTATIONS", "PhantomSubject", "sample"]

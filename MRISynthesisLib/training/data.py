@@ -197,14 +197,16 @@ class FolderSource:
     """Case folders under ``root`` (BraTS/breast naming) or the cases of a manifest CSV."""
 
     def __init__(self, root: str | Path, *, sequences: Sequence[str], scheme: str, require_all: bool = True,
-                 foreground: str = "body", voxel_size_mm: float | None = None, register: str = "none") -> None:
+                 foreground: str = "body", voxel_size_mm: float | None = None, register: str = "none",
+                 orientation: str | None = None) -> None:
         """``require_all=False`` (ranking): a case needs at least two of ``sequences`` and keeps those it has.
 
         ``voxel_size_mm`` (a trained model's, for ranking): each case is resampled onto that isotropic grid
         over its reference sequence's field of view, as ``synthesize`` does, since a network sees anatomy in
         voxels. ``register`` (a :data:`registration.PRESETS` name): every other sequence is first registered
         onto the reference (T1, else the finest); ``none`` takes the cases as aligned in physical space.
-        Without either, every sequence of a case must already share one grid (training's contract)."""
+        Without either, every sequence of a case must already share one grid (training's contract).
+        ``orientation`` (with ``voxel_size_mm``): the model's training orientation, which that grid takes."""
         from ..registration import PRESETS
 
         if register not in PRESETS:
@@ -212,7 +214,7 @@ class FolderSource:
         self.root, self.sequences, self.scheme = Path(root), [canonical(s) for s in sequences], scheme
         self.foreground = foreground
         self.require_all = require_all
-        self.voxel_size_mm, self.register = voxel_size_mm, register
+        self.voxel_size_mm, self.register, self.orientation = voxel_size_mm, register, orientation
         self.files = self._manifest(self.root) if self.root.is_file() else self._folders(self.root)
 
     def _folders(self, root: Path) -> dict[str, dict[str, Path]]:
@@ -263,7 +265,7 @@ class FolderSource:
 
         reference = default_reference(volumes)
         fixed = volumes[reference].frame(0) if volumes[reference].is_series else volumes[reference]
-        grid = work_grid(fixed, self.voxel_size_mm) if self.voxel_size_mm else fixed
+        grid = work_grid(fixed, self.voxel_size_mm, self.orientation) if self.voxel_size_mm else fixed
         moved = {}
         for seq, volume in volumes.items():
             if seq == reference or self.register == "none":

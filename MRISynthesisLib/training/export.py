@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..weights import WeightsEntry, export, models_dir
+from ..phantom import ORIENTATIONS as PHANTOM_ORIENTATIONS
 from .checkpoint import read_record
 from .recipes import recipe_for
 
@@ -46,6 +47,8 @@ def export_run(run_dir: str | Path, *, anatomy: str | None = None, which: str = 
         "inputs": inputs, "targets": targets, "normalization": recipe.normalization,
         "foreground": recipe.foreground,
         "voxel_size_mm": recipe.phantom_resolution[config] if options["data"].startswith("phantom") else 1.0,
+        # a folder of cases is read in each reference's own orientation, so only the phantom's is known
+        "orientation": PHANTOM_ORIENTATIONS[anatomy] if options["data"].startswith("phantom") else None,
         "patch_size": recipe.inference_size[config],
         "frames": {k: v for k, v in recipe.frames.items() if k in inputs},
         "series": dict(recipe.series.get(anatomy, {})),
@@ -62,6 +65,14 @@ def export_run(run_dir: str | Path, *, anatomy: str | None = None, which: str = 
     entry = export(checkpoint_path, fields, folder, network=recipe.inference_network)
     write_model_card(entry, folder)
     return entry
+
+
+def _orientation_words(orientation: str | None) -> str:
+    """The card's words on the grid's orientation: the one trained in, or the reference's own."""
+    if orientation is None:
+        return "Orientation: the reference's own voxel orientation (not recorded for these weights)"
+    return (f"Orientation: voxel axes turned to {orientation}, the orientation it was trained in; the result\n"
+            "  returns to the reference's grid")
 
 
 def _frames_line(frames: dict[str, int], series: dict[str, int]) -> str:
@@ -122,6 +133,7 @@ def write_model_card(entry: WeightsEntry, folder: str | Path | None = None) -> P
         preparation = f"""- Sequences, in channel order: {', '.join(entry.inputs)}; output: {', '.join(entry.targets)}.
 - Registered to the reference sequence (T1) and resampled to an isotropic {entry.voxel_size_mm:g} mm grid
   (the pipeline does both).
+- {_orientation_words(entry.orientation)}.
 - Intensities: `{entry.normalization}` normalisation within the `{entry.foreground}` foreground mask
   ({_FOREGROUND_WORDS[entry.foreground]}); the output is mapped back to the reference sequence's intensity scale.
 - Inference: {'3D patches of ' + 'x'.join(map(str, entry.patch_size)) + ' voxels, Gaussian-blended' if entry.patch_size else 'whole slices'}.{_frames_line(entry.frames, entry.series)}"""
