@@ -20,6 +20,9 @@ SERIES_SEQUENCES = {"DWI", "DCE"}
 def check_volume(volume: Volume, sequence: str, where: str, *, series: bool | None = None) -> Volume:
     """Shape, finiteness and content checks for one sequence; returns the volume unchanged. ``series``:
     whether it must be a 4D series (default: as its sequence is, DWI and DCE)."""
+    if not isinstance(volume, Volume):  # a bare array has no geometry to register or resample with
+        raise InputError(f"{where}: expected a Volume (volume.read_volume(path), or Volume(array, spacing, origin, "
+                         f"direction)), not {type(volume).__name__}")
     if (sequence in SERIES_SEQUENCES) if series is None else series:
         if not volume.is_series or volume.shape[0] < 2:
             raise InputError(f"{where}: {sequence} must be a 4D series (t, z, y, x) of 2 frames or more, but it "

@@ -355,3 +355,9 @@ def test_weights_trained_in_another_orientation_get_their_inputs_in_it(tmp_path,
     flipped = prepare({"T2": t2}, ("T2",), "T2", "none", VOXEL, orientation="LPS").stacked[0]
     kept = prepare({"T2": t2}, ("T2",), "T2", "none", VOXEL, orientation="RAS").stacked[0]
     np.testing.assert_allclose(flipped, kept[:, ::-1, ::-1], atol=1e-4)  # the same voxels, x and y reversed
+
+
+def test_a_bare_array_is_refused_with_what_to_give_instead(bundle, subject):
+    inputs = {"T1": subject.sequences["T1"].array, "T2": subject.sequences["T2"], "FLAIR": subject.sequences["FLAIR"]}
+    with pytest.raises(InputError, match="T1: expected a Volume .* not ndarray"):
+        synthesize(inputs, "T1ce", "unet-ct1", weights_folder=bundle, device="cpu")
