@@ -35,6 +35,7 @@ from .predictors import translator
 from .preprocess import resample_to
 from .ranking import score_pair
 from .registration import PRESETS
+from .sequences import canonical, canonical_keys
 from .volume import Volume
 from .weights import WeightsEntry, find, load_model
 
@@ -87,6 +88,8 @@ def case_differentiation_maps(inputs: Mapping[str, Volume], model: str = "seq2se
     started = time.perf_counter()
     if register not in PRESETS:
         raise InputError(f"unknown registration preset '{register}'; use one of {', '.join(PRESETS)}")
+    inputs = canonical_keys(inputs)  # aliases as the command line takes them
+    reference = canonical(reference) if reference else reference
     entry = any_to_any_entry(model, anatomy, tuple(inputs), weights_folder)
     _check(inputs, entry)
     inputs = model_frames(inputs, entry.frames, entry.model, whole=entry.series)

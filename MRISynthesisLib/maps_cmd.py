@@ -29,6 +29,8 @@ def run_maps(input_items: list[str], out: str | Path, *, model: str = "seq2seq",
     files = parse_assignments(input_items)
     protected = list(files.values())
     inputs = load_case(files)
+    if not str(out).strip():  # Path("") is the current folder
+        raise InputError("the output folder is empty; name one")
     out = Path(out)
     for name in inputs:
         for suffix in (".nii.gz", ".png"):

@@ -39,7 +39,7 @@ from .errors import InputError
 from .inference import Cancelled, choose_device
 from .inputs import check_volume, model_frames
 from .predictors import plan_for, run_plan
-from .preprocess import Normalization, foreground_mask, resample_to
+from .preprocess import Normalization, air_level, foreground_mask, resample_to
 from .registration import PRESETS, register as run_registration
 from .sequences import canonical, canonical_keys
 from .volume import Volume
@@ -143,6 +143,8 @@ def work_grid(reference: Volume, voxel_mm: float, orientation: str | None = None
     with its axes in the model's training ``orientation`` (axis codes, :func:`reoriented`; None: the
     reference's own, for weights that do not record theirs); ``reference`` itself when it already has that
     voxel size and orientation."""
+    if reference.is_series:  # the grid of its frames
+        reference = reference.frame(0)
     if orientation is None:
         direction, order = reference.direction_matrix, (0, 1, 2)
     else:
@@ -275,11 +277,15 @@ def finish(prepared: Prepared, predicted: np.ndarray) -> Volume:
     MR magnitudes are non-negative, but undoing a z-score gives ``mean - 5 SD`` (negative for most
     images) wherever the model predicts background inside the dilated body: those voxels are air, 0.
     Inputs already normalised (z-scored, as many BraTS-style datasets are) or shifted have negative
-    intensities in tissue: there the floor is the reference's minimum, else most of the brain would be
-    clipped away, and air outside the body is 0 when the reference's range holds 0, else its minimum."""
-    low, high = float(np.min(prepared.fixed.array)), float(np.max(prepared.fixed.array))
-    floor = min(low, 0.0)
-    air = 0.0 if low <= 0.0 <= high else floor
+    intensities: there the floor is the reference's own low end (its 0.1st percentile, so that one padding
+    voxel does not lift the clamp), else most of the brain would be clipped away, and air outside the body
+    takes the reference's air level (the median of its field of view's faces: 0 for BraTS-style z-scores,
+    the image minimum for a shifted one, below 0 for a whole-image z-score)."""
+    reference = prepared.fixed.array
+    if float(np.min(reference)) >= 0.0:  # a magnitude image
+        floor = air = 0.0
+    else:
+        floor, air = float(np.percentile(reference, 0.1)), air_level(reference)
     head = ndimage.binary_dilation(prepared.body, iterations=2)
     values = np.where(head, np.maximum(prepared.scale.invert(predicted), floor), air).astype(np.float32)
     work = prepared.work

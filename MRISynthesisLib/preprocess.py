@@ -230,7 +230,7 @@ def _foreground_values(array: np.ndarray, mask: np.ndarray | None) -> np.ndarray
 FOREGROUND_METHODS = ("body", "otsu")
 
 
-def _air_level(array: np.ndarray) -> float:
+def air_level(array: np.ndarray) -> float:
     """The median of the outermost voxels of every face of a 3D field of view: air, in a head or body scan."""
     faces = [np.take(array, index, axis=axis).ravel() for axis in range(array.ndim) for index in (0, -1)]
     return float(np.median(np.concatenate(faces)))
@@ -261,7 +261,7 @@ def foreground_mask(volume: Volume | np.ndarray, *, method: str = "body", fill_h
     if np.ptp(array) == 0:
         raise InputError("cannot compute a foreground mask: the image is constant")
     if array.min() < 0:
-        array = np.abs(array - _air_level(array))
+        array = np.abs(array - air_level(array))
     threshold = threshold_triangle(array) if method == "body" else threshold_otsu(array)
     mask = array > threshold
     if not mask.any():  # the triangle can sit on the top bin of a two-valued image

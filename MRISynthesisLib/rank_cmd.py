@@ -161,7 +161,9 @@ def run_rank(data: str, model: str, out: str | Path, *, anatomy: str | None = No
         out = output_folder(out)
         _check_preparation(out, {"weights_sha256": entry.sha256, "voxel_size_mm": entry.voxel_size_mm,
                                  "data": f"phantom:{entry.anatomy}" if phantom else str(Path(data).resolve()),
-                                 "register": "true transforms" if phantom else register})
+                                 "register": "true transforms" if phantom else register,
+                                 # folders of cases are turned to the weights' orientation; the phantom is made in it
+                                 **({} if phantom else {"orientation": entry.orientation})})
         cases = load_cases(source, names, CaseCache(out / "cache"))
     total = sum(len(c.volumes) * (len(c.volumes) - 1) for c in cases)
     bar = tqdm(total=total, desc="rank: translating pairs", unit="pair", disable=not progress)

@@ -38,6 +38,8 @@ def run_register(fixed_path: str | Path, moving_paths: Sequence[str | Path], pre
     """Register every moving file onto the fixed one; returns the summary written to registration.json."""
     if preset not in PRESETS:
         raise InputError(f"unknown registration preset '{preset}'; use one of {', '.join(PRESETS)}")
+    if not str(out).strip():  # Path("") is the current folder
+        raise InputError("the output folder is empty; name one")
     fixed_path, moving_paths, out = Path(fixed_path), [Path(p) for p in moving_paths], Path(out)
     stems = [_stem(p) for p in moving_paths]
     if len(set(stems)) != len(stems):

@@ -214,7 +214,8 @@ class Registration:
         return record
 
 
-#: ANTs smooths each axis with a recursive Gaussian, which needs at least 4 voxels along it
+#: ANTs smooths each axis of the fixed image (and SyN of the moving one too) with a recursive Gaussian, which
+#: needs at least 4 voxels along it
 MIN_VOXELS_PER_AXIS = 4
 
 
@@ -236,7 +237,8 @@ def register(fixed: Volume, moving: Volume, preset: str = "rigid", *, seed: int 
     fixed.require_3d("fixed volume").require_finite("fixed volume").require_not_constant("fixed volume")
     moving.require_3d("moving volume").require_finite("moving volume").require_not_constant("moving volume")
     if PRESETS[preset] is not None:
-        for role, volume in (("fixed", fixed), ("moving", moving)):
+        # the fixed image is smoothed per axis for the metric at every preset; the moving one only by SyN
+        for role, volume in (("fixed", fixed), *((("moving", moving),) if preset == "syn" else ())):
             if min(volume.spatial_shape) < MIN_VOXELS_PER_AXIS:
                 raise InputError(f"the {role} volume has {min(volume.spatial_shape)} voxels along an axis "
                                  f"({'x'.join(map(str, volume.size_xyz))}); registration needs at least "

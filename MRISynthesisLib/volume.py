@@ -367,12 +367,13 @@ def _with_nifti_voxels(header: sitk.ImageFileReader, path: Path) -> sitk.Image:
 
     try:
         nifti = nib.load(str(path))
-        if np.issubdtype(nifti.get_data_dtype(), np.complexfloating):  # a raw reconstruction: the phase would go
-            raise InputError(f"{path}: the image holds complex values; give the magnitude image")
-        data = nifti.get_fdata(dtype=np.float32)  # applies scl_slope / scl_inter as ITK does
+        complex_voxels = np.issubdtype(nifti.get_data_dtype(), np.complexfloating)
+        data = None if complex_voxels else nifti.get_fdata(dtype=np.float32)  # scl_slope / scl_inter as ITK
     except (ImageFileError, OSError, EOFError, ValueError, zlib.error) as err:
         detail = " ".join(str(err).split())[:200]
         raise InputError(f"{path}: cannot be read as an image (corrupt or truncated?): {detail}") from err
+    if complex_voxels:  # a raw reconstruction: keeping the real part would silently drop the phase
+        raise InputError(f"{path}: the image holds complex values; give the magnitude image")
     size = header.GetSize()
     while data.ndim > len(size) and data.shape[-1] == 1:
         data = data[..., 0]

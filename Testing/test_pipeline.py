@@ -278,6 +278,15 @@ def test_inputs_already_z_scored_keep_their_negative_tissue(bundle, subject):
     air = ~ndimage.binary_dilation(head, iterations=3)
     assert (result.volume.array[air] == 0).mean() == pytest.approx((raw.volume.array[air] == 0).mean(), abs=0.1)
 
+    # z-scored over the whole image, air included: the air sits below 0, and the result's air with it
+    whole = {k: subject.sequences[k].with_array(((subject.sequences[k].array - subject.sequences[k].array.mean())
+                                                 / subject.sequences[k].array.std()).astype(np.float32))
+             for k in ("T1", "T2", "FLAIR")}
+    shifted = synthesize(whole, "T1ce", "unet-ct1", weights_folder=bundle, device="cpu", register="none")
+    far = ~ndimage.binary_dilation(head, iterations=6)
+    from MRISynthesisLib.preprocess import air_level
+    np.testing.assert_allclose(np.median(shifted.volume.array[far]), air_level(whole["T1"].array), atol=0.05)
+
 
 @pytest.mark.parametrize("field, value", [("voxel_size_mm", "abc"), ("voxel_size_mm", 0), ("patch_size", [-5, 0]),
                                           ("inputs", []), ("series", {"DCE": 0}), ("size_bytes", 1.5),
@@ -361,3 +370,14 @@ def test_a_bare_array_is_refused_with_what_to_give_instead(bundle, subject):
     inputs = {"T1": subject.sequences["T1"].array, "T2": subject.sequences["T2"], "FLAIR": subject.sequences["FLAIR"]}
     with pytest.raises(InputError, match="T1: expected a Volume .* not ndarray"):
         synthesize(inputs, "T1ce", "unet-ct1", weights_folder=bundle, device="cpu")
+
+
+def test_the_work_grid_of_a_series_is_its_frames_grid(subject):
+    from MRISynthesisLib.pipeline import work_grid
+    from MRISynthesisLib.volume import Volume
+
+    t1 = subject.sequences["T1"]
+    series = Volume(np.stack([t1.array, t1.array]), t1.spacing, t1.origin, t1.direction)
+    for voxel in (3.0, VOXEL):
+        grid = work_grid(series, voxel, "RAS")
+        assert not grid.is_series and grid.spatial_shape == work_grid(t1, voxel, "RAS").spatial_shape

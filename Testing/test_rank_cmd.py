@@ -194,6 +194,8 @@ def test_a_folder_of_cases_is_ranked_on_the_models_grid_registered_when_asked(mo
              progress=False, weights_folder=models, register="rigid", say=lambda line: None)
     md = read_volume(out / "maps" / case / "Md-T1ce.nii.gz")
     np.testing.assert_allclose(md.spacing, (4.0, 4.0, 4.0))  # the model's grid, not the cases' 2 mm
+    import json
+    assert json.loads((out / "preparation.json").read_text())["orientation"] is None  # the untrained bundle's
     with pytest.raises(InputError, match="made with another register"):
         run_rank(str(data), "seq2seq", out, anatomy="brain", device="cpu", bootstrap=0, lpips_backbone=None,
                  progress=False, weights_folder=models, register="none", say=lambda line: None)

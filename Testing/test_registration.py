@@ -270,6 +270,10 @@ def test_preset_none_and_bad_input(subject):
     with pytest.raises(InputError, match="fixed volume has 2 voxels along an axis.*at least 4"):
         register(two_slices, moving, "rigid")
     assert register(two_slices, moving, "none").registered.spatial_shape == two_slices.spatial_shape
+    thin = Volume(moving.array[10:12].copy(), moving.spacing, moving.origin, moving.direction)
+    assert register(fixed, thin, "rigid").registered.spatial_shape == fixed.spatial_shape  # a thin slab moves
+    with pytest.raises(InputError, match="moving volume has 2 voxels along an axis"):
+        register(fixed, thin, "syn")
 
 
 def test_register_command(subject, tmp_path, capsys):
@@ -312,3 +316,17 @@ def test_the_registration_benchmark_runs_and_times_the_same_antspyx_calls(tmp_pa
     # the wrapper's own cost is our call less the antspyx time inside it: positive, and a fraction of it
     assert 0 < row["wrapper_s"] < row["ours_s"] and row["wrapper_share"] == pytest.approx(
         row["wrapper_s"] / (row["ours_s"] - row["wrapper_s"]))
+
+
+def test_an_empty_output_folder_is_refused_not_read_as_the_current_one(subject, tmp_path, monkeypatch):
+    from MRISynthesisLib.register_cmd import run_register
+    from MRISynthesisLib.volume import write_volume
+
+    fixed, moving = write_volume(subject.sequences["T1"], tmp_path / "t1.nii.gz"), write_volume(
+        subject.sequences["T2"], tmp_path / "t2.nii.gz")
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    with pytest.raises(InputError, match="output folder is empty"):
+        run_register(fixed, [moving], "rigid", "")
+    assert not any(work.iterdir())
