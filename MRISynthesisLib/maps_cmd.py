@@ -17,7 +17,7 @@ from .errors import InputError
 from .inputs import load_case
 from .metrics import to_json_safe
 from .sequences import canonical, parse_assignments
-from .volume import discard_if_failed, output_folder, refuse_overwrite
+from .volume import discard_if_failed, output_folder, refuse_overwrite, require_named
 
 
 def run_maps(input_items: list[str], out: str | Path, *, model: str = "seq2seq", reference: str | None = None,
@@ -29,9 +29,7 @@ def run_maps(input_items: list[str], out: str | Path, *, model: str = "seq2seq",
     files = parse_assignments(input_items)
     protected = list(files.values())
     inputs = load_case(files)
-    if not str(out).strip():  # Path("") is the current folder
-        raise InputError("the output folder is empty; name one")
-    out = Path(out)
+    out = require_named(out)
     for name in inputs:
         for suffix in (".nii.gz", ".png"):
             refuse_overwrite(out / f"Md-{name}{suffix}", protected)

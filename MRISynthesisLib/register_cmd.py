@@ -16,7 +16,8 @@ from typing import Callable, Sequence
 
 from .errors import InputError
 from .registration import PRESETS, register
-from .volume import SUPPORTED_SUFFIXES, Volume, discard_if_failed, output_folder, read_volume, refuse_overwrite, write_volume
+from .volume import (SUPPORTED_SUFFIXES, Volume, discard_if_failed, output_folder, read_volume, refuse_overwrite,
+                     require_named, write_volume)
 
 
 def _stem(path: Path) -> str:
@@ -38,9 +39,7 @@ def run_register(fixed_path: str | Path, moving_paths: Sequence[str | Path], pre
     """Register every moving file onto the fixed one; returns the summary written to registration.json."""
     if preset not in PRESETS:
         raise InputError(f"unknown registration preset '{preset}'; use one of {', '.join(PRESETS)}")
-    if not str(out).strip():  # Path("") is the current folder
-        raise InputError("the output folder is empty; name one")
-    fixed_path, moving_paths, out = Path(fixed_path), [Path(p) for p in moving_paths], Path(out)
+    fixed_path, moving_paths, out = Path(fixed_path), [Path(p) for p in moving_paths], require_named(out)
     stems = [_stem(p) for p in moving_paths]
     if len(set(stems)) != len(stems):
         raise InputError("two moving files share a name; their outputs would overwrite each other")

@@ -35,18 +35,32 @@ def progress_lines(line: Callable[[str], None] = print):
     return None, update
 
 
-def progress_bar(description: str):
-    """A tqdm bar in percent and the ``update(fraction, message)`` callback that moves it."""
-    from tqdm import tqdm
+class _LazyBar:
+    """A tqdm bar in percent, drawn at the first progress report: a request the pipeline refuses before any
+    work (no weights for the target, an unknown device) prints its error line alone."""
 
-    bar = tqdm(total=100, desc=description, unit="%", bar_format="{l_bar}{bar}| {n:.0f}% {postfix}")
+    def __init__(self, description: str) -> None:
+        self.description, self.bar = description, None
 
-    def update(fraction: float, message: str) -> bool:
-        bar.n = round(100 * fraction)
-        bar.set_postfix_str(message)
-        bar.refresh()
+    def update(self, fraction: float, message: str) -> bool:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=100, desc=self.description, unit="%", bar_format="{l_bar}{bar}| {n:.0f}% {postfix}")
+        self.bar.n = round(100 * fraction)
+        self.bar.set_postfix_str(message)
+        self.bar.refresh()
         return True
-    return bar, update
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def progress_bar(description: str):
+    """The bar (its ``close()``) and the ``update(fraction, message)`` callback that moves it."""
+    bar = _LazyBar(description)
+    return bar, bar.update
 
 
 def check_outputs(out: str | Path, error_map: str | Path | None, target: str, protected) -> None:
@@ -66,18 +80,6 @@ def check_outputs(out: str | Path, error_map: str | Path | None, target: str, pr
             refuse_overwrite(path, protected)
 
 
-def check_request(model: str, target: str, inputs: Mapping, reference: str | None, device: str) -> None:
-    """What the pipeline would refuse at once (no weights for the target, a reference that is not an input,
-    an unknown device), checked before the progress bar starts, so a refusal is the only line printed."""
-    from .inference import choose_device
-    from .weights import find
-
-    find(model, target, available=tuple(inputs))
-    if reference and canonical(reference) not in inputs:
-        raise InputError(f"reference sequence {canonical(reference)} is not among the inputs ({', '.join(inputs)})")
-    choose_device(device)
-
-
 def run_synthesize(model: str, input_items: list[str], target: str, out: str | Path, *, reference: str | None,
                    register: str, real: str | None, error_map_path: str | None, device: str,
                    phases: int | None = None, say: Callable[[str], None] = print, progress: bool | str = True,
@@ -93,7 +95,6 @@ def run_synthesize(model: str, input_items: list[str], target: str, out: str | P
         raise InputError("--error-map needs --real (the acquired target to compare with)")
     inputs = load_case(files)
     real_volume = check_volume(read_volume(real), target, str(real)) if real else None
-    check_request(model, target, inputs, reference, device)
     bar, update = (progress_lines() if progress == "lines" else
                    progress_bar(f"{model} -> {target}") if progress else (None, None))
     try:

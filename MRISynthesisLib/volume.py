@@ -405,12 +405,17 @@ def _read_frames(path: Path, n_frames: int) -> tuple[dict, ...]:
     return tuple(frames)
 
 
+def require_named(path: str | Path, what: str = "the output folder") -> Path:
+    """``path`` as a Path, unless it is empty: Path("") is the current folder, where nobody meant to write."""
+    if not str(path).strip():
+        raise InputError(f"{what} is empty; name one")
+    return Path(path)
+
+
 def check_output_file(path: str | Path, *, image: bool = True) -> Path:
     """Before any work: ``path`` names a file that can be written (an image of a supported type when
     ``image``) in a folder that exists; not empty, not a folder, not under a file."""
-    if not str(path).strip():
-        raise InputError("an output file name is empty")
-    path = Path(path)
+    path = require_named(path, "an output file name")
     if image and _suffix(path) not in SUPPORTED_SUFFIXES:
         raise InputError(f"{path}: unsupported output type (use one of {', '.join(SUPPORTED_SUFFIXES)})")
     if path.is_dir():
@@ -424,9 +429,7 @@ def check_output_file(path: str | Path, *, image: bool = True) -> Path:
 
 def output_folder(path: str | Path) -> Path:
     """Create (if needed) and return an output folder; a clear error if it is a file or cannot be made."""
-    if not str(path).strip():
-        raise InputError("the output folder is empty; name one")
-    path = Path(path)
+    path = require_named(path)
     if path.exists() and not path.is_dir():
         raise InputError(f"{path}: exists and is not a folder")
     try:
