@@ -101,6 +101,21 @@ def _adversarial_option(model: str, without: bool) -> dict:
     return {"adversarial": False}
 
 
+def _widths_option(model: str, widths: str | None) -> dict:
+    """``--widths A,B,C``: Seq2Seq's three encoder/decoder widths (full, half and quarter resolution)."""
+    if widths is None:
+        return {}
+    if model != "seq2seq":
+        raise InputError(f"--widths is for seq2seq; {model}'s widths are those of its configuration")
+    try:
+        channels = [int(w) for w in widths.split(",")]
+    except ValueError:
+        channels = []
+    if len(channels) != 3 or min(channels) < 1:
+        raise InputError(f"--widths takes three positive integers separated by commas (like 24,48,96), not {widths!r}")
+    return {"channels": channels}
+
+
 def _perceptual_option(model: str, without: bool) -> dict:
     """``--without-perceptual`` for recipes with a perceptual term; for others it has nothing to leave out."""
     from .training.recipes import recipe_for
@@ -118,7 +133,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                            workers=args.workers, anatomy=args.anatomy, command=_command_line(args),
                            recipe_options={**_perceptual_option(args.model, args.without_perceptual),
                                            **_variant_option(args.model, args.variant),
-                                           **_adversarial_option(args.model, args.without_adversarial)})
+                                           **_adversarial_option(args.model, args.without_adversarial),
+                                           **_widths_option(args.model, args.widths)})
     summary = train(options, progress=not args.quiet)
     print(f"trained {summary['model']} ({summary['config']}) for {summary['steps']} steps; best validation "
           f"{summary['selection']} {summary['best_score']:.4g}; checkpoints in {summary['run_dir']}/checkpoints")
@@ -433,6 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train without the VGG19 perceptual term (when its ImageNet weights are not available)")
     p.add_argument("--without-adversarial", action="store_true",
                    help="seq2seq only: train without the adversarial term of Eq. 2 (reconstruction and cycle only)")
+    p.add_argument("--widths", metavar="A,B,C",
+                   help="seq2seq only: the generator's widths at full, half and quarter resolution instead of the "
+                        "configuration's (lite 16,32,48; paper 64,128,256); stored with the exported weights")
     p.add_argument("--quiet", action="store_true")
 
     p = add("export", "export a training checkpoint as fp16 inference weights with a model card", _cmd_export)

@@ -201,3 +201,31 @@ def test_a_breast_run_exports_weights_that_take_and_make_whole_series(tmp_path):
     assert entry.anatomy == "breast" and entry.series == {"DWI": 2, "DCE": 6}
     card = (tmp_path / "models" / entry.file).with_suffix(".md").read_text()
     assert "4D series: DWI (2 frames when synthesized), DCE (6 frames when synthesized)" in card
+
+
+def test_widths_train_export_and_load_as_one_network(tmp_path, capsys):
+    """``--widths``: the generator is built with them, the export records them, loading rebuilds them."""
+    from MRISynthesisLib.cli import main
+    from MRISynthesisLib.training.export import export_run
+    from MRISynthesisLib.weights import load_model, read_manifest
+
+    recipe = _recipe(channels=[8, 12, 20], adversarial=False)
+    widths = {p.shape[0] for p in recipe.networks["generator"].parameters() if p.ndim == 4}
+    assert {8, 12, 20} <= widths and not {16, 32, 48} & widths  # none of lite's own widths
+    run = tmp_path / "run"
+    assert main(["train", "--model", "seq2seq", "--data", "phantom:brain:3", "--out", str(run), "--steps", "1",
+                 "--steps-per-epoch", "1", "--checkpoint-every", "1", "--batch-size", "1", "--workers", "0",
+                 "--without-perceptual", "--without-adversarial", "--widths", "8,12,20", "--quiet"]) == 0
+    export_run(run, which="last", folder=tmp_path / "models")
+    entry, = read_manifest(tmp_path / "models")
+    assert entry.build_overrides == {"channels": [8, 12, 20]}
+    net = load_model(entry, tmp_path / "models")
+    trained = checkpoint.load(run / "checkpoints" / "last.pt")["recipe"]["networks"]["generator"]
+    assert all(torch.allclose(v.float(), trained[k].float(), atol=1e-3, rtol=1e-2) for k, v in net.state_dict().items())
+    for bad in ("8,12", "8,x,20", "8,0,20"):
+        assert main(["train", "--model", "seq2seq", "--data", "phantom:brain:3", "--out", str(tmp_path / "r"),
+                     "--widths", bad, "--quiet"]) == 2
+        assert "--widths takes three positive integers" in capsys.readouterr().err
+    assert main(["train", "--model", "tc-mgan", "--data", "phantom:brain:3", "--out", str(tmp_path / "r"),
+                 "--widths", "8,12,20", "--quiet"]) == 2
+    assert "--widths is for seq2seq" in capsys.readouterr().err and not (tmp_path / "r").exists()

@@ -27,6 +27,9 @@ the paper; the rate decays polynomially (power 0.9, as the code) to 0 over ``dec
 Data: 2.5D stacks of three adjacent axial slices of every sequence, random in-plane crops of
 96 x 96 (``lite``, 2 mm phantom) or 192 x 192 (``paper``, the code's crop), intensities clipped to
 [0, 2 x p99] and mapped to [-1, 1] (``percentile``, the code's normalisation), random left-right flips.
+``channels`` (``--widths``) replaces the configuration's three widths: ``lite``'s quarter-resolution 48
+channels carry less than the 4 x 4 x 3 input values each of their positions stands for, so the network
+cannot pass even its own input through (README, *Where the target is missed*); wider weights record it.
 
 Tasks: brain T1, T1ce, T2, FLAIR (BraTS) and breast T1, T2, DWI, DCE (the paper's in-house protocol less
 the fat-saturated and subtraction series the phantom does not make). DWI (b = 0, 800) and DCE (pre-contrast
@@ -71,9 +74,11 @@ class Seq2SeqRecipe(Recipe):
     crop = {"lite": (96, 96), "paper": (192, 192)}
     patience = {"lite": 10, "paper": 20}
     uses_perceptual = True
+    model_options = ("channels",)
 
     def __init__(self, config: str, device: torch.device, amp: bool = False, *, anatomy: str | None = None,
-                 perceptual: str = "imagenet", adversarial: bool = True, decay_epochs: int | None = None) -> None:
+                 perceptual: str = "imagenet", adversarial: bool = True, decay_epochs: int | None = None,
+                 channels: tuple[int, int, int] | list[int] | None = None) -> None:
         if (anatomy or "brain") not in self.tasks:
             raise InputError(f"Seq2Seq trains on {' or '.join(self.tasks)} data, not {anatomy}")
         super().__init__(config, device, amp, anatomy=anatomy)
@@ -85,7 +90,8 @@ class Seq2SeqRecipe(Recipe):
         self.adversarial = adversarial
         if not adversarial:
             self.notes.append("training without the adversarial term of Eq. 2 (--without-adversarial)")
-        generator = build("seq2seq", config).to(device)  # the BraTS four lead its code order
+        widths = {} if channels is None else {"channels": tuple(channels)}  # --widths; the export records them
+        generator = build("seq2seq", config, **widths).to(device)  # the BraTS four lead its code order
         self.networks["generator"] = generator
         self.optimizers["generator"] = torch.optim.Adam(generator.parameters(), lr=2e-4, betas=(0.5, 0.999))
         if adversarial:
