@@ -27,9 +27,9 @@ the paper; the rate decays polynomially (power 0.9, as the code) to 0 over ``dec
 Data: 2.5D stacks of three adjacent axial slices of every sequence, random in-plane crops of
 96 x 96 (``lite``, 2 mm phantom) or 192 x 192 (``paper``, the code's crop), intensities clipped to
 [0, 2 x p99] and mapped to [-1, 1] (``percentile``, the code's normalisation), random left-right flips.
-``channels`` (``--widths``) replaces the configuration's three widths: ``lite``'s quarter-resolution 48
-channels carry less than the 4 x 4 x 3 input values each of their positions stands for, so the network
-cannot pass even its own input through (README, *Where the target is missed*); wider weights record it.
+``channels`` (``--widths``) replaces the configuration's three widths, to test whether ``lite``'s are what
+limits it (its bundled brain weights return T1 given T1 alone at 22 dB; README, *Where the target is
+missed*); the exported weights record them.
 
 Tasks: brain T1, T1ce, T2, FLAIR (BraTS) and breast T1, T2, DWI, DCE (the paper's in-house protocol less
 the fat-saturated and subtraction series the phantom does not make). DWI (b = 0, 800) and DCE (pre-contrast
