@@ -219,6 +219,7 @@ def test_widths_train_export_and_load_as_one_network(tmp_path, capsys):
     export_run(run, which="last", folder=tmp_path / "models")
     entry, = read_manifest(tmp_path / "models")
     assert entry.build_overrides == {"channels": [8, 12, 20]}
+    assert (tmp_path / "models" / entry.file).with_suffix(".md").read_text().startswith("# seq2seq (lite, widths 8-12-20)")
     net = load_model(entry, tmp_path / "models")
     trained = checkpoint.load(run / "checkpoints" / "last.pt")["recipe"]["networks"]["generator"]
     assert all(torch.allclose(v.float(), trained[k].float(), atol=1e-3, rtol=1e-2) for k, v in net.state_dict().items())

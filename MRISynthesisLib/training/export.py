@@ -146,7 +146,9 @@ def write_model_card(entry: WeightsEntry, folder: str | Path | None = None) -> P
   (each series clipped to [0, 2 x p99] within the `{entry.foreground}` foreground mask, {_FOREGROUND_WORDS[entry.foreground]},
   and mapped to [-1, 1])."""
     metric_lines = "\n".join(f"| {k} | {v} |" for k, v in entry.metrics.items()) or "| (not measured yet) | |"
-    text = f"""# {entry.model} ({entry.config}), {entry.anatomy}: {title}
+    widths = entry.build_overrides.get("channels")  # train --widths
+    configuration = entry.config + (f", widths {'-'.join(map(str, widths))}" if widths else "")
+    text = f"""# {entry.model} ({configuration}), {entry.anatomy}: {title}
 
 **Research use only.** Trained on the built-in physics phantom only; not validated on patient data; not
 for diagnosis or treatment decisions.
