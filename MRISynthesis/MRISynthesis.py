@@ -184,8 +184,9 @@ if parameterNodeWrapper is not None:
         errorOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
 
 
-#: the library's torch requirement (pyproject.toml), passed to the PyTorch extension's installer
-TORCH_REQUIREMENT = ">=2.2"
+#: the library's torch requirement (pyproject.toml; MONAI 1.5 needs 2.4.1), passed to the PyTorch
+#: extension's installer and checked against a torch already installed
+TORCH_REQUIREMENT = ">=2.4.1"
 #: Python packages the library needs beyond what Slicer and its PyTorch extension ship
 #: (module name to import -> pip requirement)
 REQUIRED_PACKAGES = {
@@ -633,6 +634,11 @@ class MRISynthesisLogic(ScriptedLoadableModuleLogic):
             if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True,
                                                              torchVersionRequirement=TORCH_REQUIREMENT) is None:
                 raise RuntimeError(_("PyTorch is required; install it from the PyTorch extension."))
+        from MRISynthesisSlicerLib.dependencies import torch_mismatch
+
+        mismatch = torch_mismatch(TORCH_REQUIREMENT)
+        if mismatch:
+            raise RuntimeError(mismatch)
         missing = self.missingPackages()
         if missing:
             if not slicer.app.testingEnabled() and not slicer.util.confirmOkCancelDisplay(

@@ -88,15 +88,18 @@ def cpu_headroom_bytes() -> int | None:
     (``MemAvailable``), what the address-space limit (``ulimit -v``) leaves above the current virtual
     size, and what a cgroup memory limit (v2 ``memory.max``, v1 ``memory.limit_in_bytes``) leaves above
     its usage. None where none of these can be read (not Linux)."""
-    import resource
+    try:
+        import resource  # POSIX only: Windows has no address-space limit to read
+    except ImportError:
+        resource = None
 
     room = []
     available = _proc_kib("/proc/meminfo", "MemAvailable")
     if available is not None:
         room.append(available)
-    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    soft = resource.getrlimit(resource.RLIMIT_AS)[0] if resource else None
     virtual = _proc_kib("/proc/self/status", "VmSize")
-    if soft != resource.RLIM_INFINITY and virtual is not None:
+    if resource and soft != resource.RLIM_INFINITY and virtual is not None:
         room.append(soft - virtual)
     for limit, usage in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
                          ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes")):

@@ -14,6 +14,14 @@ from .weights import WeightsEntry, read_manifest
 
 #: the sequences a case is expected to have, per anatomy
 EXPECTED = {"brain": ("T1", "T1ce", "T2", "FLAIR")}
+#: models that generate patches de novo rather than translate sequences (``predictors`` has no plan for
+#: them); named here so that the Slicer panel can list models before torch is installed
+PATCH_GENERATORS = frozenset({"mp-gan"})
+
+
+def translates(model: str) -> bool:
+    """True for the sequence-to-sequence models, those ``predictors.plan_for`` runs."""
+    return model not in PATCH_GENERATORS
 
 
 def _measured_psnr(entry: WeightsEntry, target: str) -> float | None:
@@ -27,11 +35,9 @@ def _measured_psnr(entry: WeightsEntry, target: str) -> float | None:
 
 def eligible(target: str, present: set[str], anatomy: str, weights_folder=None) -> list[WeightsEntry]:
     """Bundled models that make ``target`` from (a subset of) the ``present`` sequences."""
-    from .predictors import has_plan
-
     out = []
     for e in read_manifest(weights_folder):
-        if e.anatomy != anatomy or target not in e.targets or not has_plan(e.model):
+        if e.anatomy != anatomy or target not in e.targets or not translates(e.model):
             continue
         any_to_any = set(e.inputs) == set(e.targets)
         if (any_to_any and present & (set(e.inputs) - {target})) or (not any_to_any and set(e.inputs) <= present):
@@ -79,13 +85,11 @@ def infer_anatomy(present: set[str], weights_folder=None, default: str = "brain"
 def explain(target: str, present: set[str], anatomy: str, weights_folder=None) -> list[tuple[str, str | None]]:
     """Every bundled model of ``anatomy``: (file, None when it can make ``target`` from ``present``, else
     a one-line reason it cannot)."""
-    from .predictors import has_plan
-
     out = []
     for e in read_manifest(weights_folder):
         if e.anatomy != anatomy:
             continue
-        if not has_plan(e.model):
+        if not translates(e.model):
             reason = f"{e.model} generates patches; it does not translate sequences"
         elif target not in e.targets:
             reason = f"{e.model} makes {', '.join(e.targets)}, not {target}"

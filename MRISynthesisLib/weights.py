@@ -14,12 +14,13 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from .errors import InputError
+
+if TYPE_CHECKING:  # torch is imported where weights are read or written, so the manifest reads without it
+    import torch
+    from torch import nn
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "Resources" / "Models"
 MANIFEST = "manifest.json"
@@ -180,6 +181,8 @@ def find(model: str, target: str | None = None, anatomy: str | None = None,
 
 def read_weights(path: str | Path):
     """What a weight file holds, read without running code (``weights_only``); a damaged file is named."""
+    import torch
+
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for damaged archives
@@ -210,8 +213,9 @@ def load_model(entry: WeightsEntry, folder: str | Path | None = None, device: st
 def export(checkpoint_path: str | Path, entry_fields: dict[str, Any], folder: str | Path | None = None,
            network: str = "generator") -> WeightsEntry:
     """Write a training checkpoint's network as fp16 weights, add it to the manifest, return the entry."""
-    from .training import checkpoint
+    import torch
 
+    from .training import checkpoint
     from .volume import output_folder
 
     folder = output_folder(models_dir(folder))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -161,6 +162,21 @@ def test_headroom_sees_an_address_space_limit():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert 250 << 20 < int(done.stdout.split()[-1]) <= 300 << 20
+
+
+def test_headroom_without_the_posix_resource_module(monkeypatch):
+    """Windows has no ``resource`` module: the headroom is then what the system reports, not a crash of
+    every CPU run."""
+    from MRISynthesisLib import inference
+
+    monkeypatch.setitem(sys.modules, "resource", None)
+    headroom = inference.cpu_headroom_bytes()
+    available = inference._proc_kib("/proc/meminfo", "MemAvailable")
+    if available is None:
+        assert headroom is None
+    else:
+        assert 0 <= headroom <= available
+    assert inference.cpu_budget_bytes() > 0
 
 
 def test_patches_shrink_to_fit_and_give_the_same_volume(monkeypatch):

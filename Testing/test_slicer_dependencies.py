@@ -14,7 +14,7 @@ from packaging.requirements import Requirement
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "MRISynthesis"))
 
-from MRISynthesisSlicerLib.dependencies import pip_arguments, unmet  # noqa: E402
+from MRISynthesisSlicerLib.dependencies import pip_arguments, torch_mismatch, unmet  # noqa: E402
 
 #: what Slicer itself (numpy, scipy, SimpleITK) or its PyTorch extension (torch, torchvision) provides
 PROVIDED = {"numpy", "scipy", "simpleitk", "torch", "torchvision"}
@@ -39,6 +39,15 @@ def test_pip_keeps_the_installed_torch_build():
     assert pip_arguments(["monai>=1.5"], version_of) == ["monai>=1.5", "torch==2.4.1+cu118", "torchvision==0.19.1+cu118"]
     assert pip_arguments(["monai>=1.5"], _versions(monai="1.5.2", torch="2.4.1")) == []
     assert pip_arguments(["lpips>=0.1.4"], _versions()) == ["lpips>=0.1.4"]  # no torch yet: nothing to pin
+
+
+def test_a_torch_too_old_for_the_library_is_named_with_what_to_do():
+    """pip is told to keep the installed torch, so a torch older than MONAI accepts would make the
+    installation fail unresolved; it is caught first, with the version and the way to update it."""
+    message = torch_mismatch(">=2.4.1", _versions(torch="2.2.2+cu121"))
+    assert "2.2.2+cu121" in message and "torch>=2.4.1" in message and "PyTorch Utils" in message
+    assert torch_mismatch(">=2.4.1", _versions(torch="2.4.1+cpu")) is None
+    assert torch_mismatch(">=2.4.1", _versions()) is None  # none yet: the PyTorch extension installs one
 
 
 def test_the_real_environment_meets_the_library_requirements():

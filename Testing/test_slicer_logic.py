@@ -25,6 +25,16 @@ def scene():
     return slicer.vtkMRMLScene()
 
 
+def _assert_only_zero_is_transparent(node) -> None:
+    """A map shown as a foreground: its empty (zero) voxels let the background through (a slice view
+    takes a volume's opacity from its threshold), every voxel above zero, the brightest included, shows."""
+    display = node.GetDisplayNode()
+    values = volume_from_node(node).array
+    assert display.GetApplyThreshold()
+    assert 0.0 < display.GetLowerThreshold() <= values[values > 0].min()
+    assert display.GetUpperThreshold() >= values.max()
+
+
 def _ijk_to_ras(node) -> np.ndarray:
     import vtk
     m = vtk.vtkMatrix4x4()
@@ -71,6 +81,7 @@ def test_synthesis_from_nodes_makes_named_coloured_attributed_nodes_in_a_folder(
     display = run.error_map.GetDisplayNode()
     assert scene.GetNodeByID(display.GetColorNodeID()).GetName() == ERROR_COLOR_TABLE
     assert display.GetWindowLevelMin() == 0.0 and display.GetWindowLevelMax() > 0
+    _assert_only_zero_is_transparent(run.error_map)
     assert run.metrics.GetNumberOfRows() == 4 and run.metrics.GetCellText(1, 0) == "PSNR"
     hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
     for node in (run.synthesized, run.error_map, run.metrics):
@@ -173,6 +184,13 @@ def test_the_worker_finds_the_library_the_panel_imported(tmp_path):
     child = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True,
                            env={**worker_environment({}), "PATH": os.environ.get("PATH", "")})
     assert child.stdout.strip() == root
+    # and prints what the panel decodes (UTF-8) whatever the locale: a path in Greek, an ellipsis
+    message = "error: /data/εγκέφαλος/t1.nii.gz: cannot be read…"
+    code = f"print({ascii(message)})"  # the program itself in ASCII, as the locale reads it
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True,
+                           env={**worker_environment({}), "PATH": os.environ.get("PATH", ""), "LC_ALL": "C",
+                                "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0"})  # an ASCII locale
+    assert child.stdout.decode("utf-8").strip() == message
 
 
 @pytest.fixture(scope="module")
@@ -256,6 +274,7 @@ def test_differentiation_maps_of_the_selected_nodes_become_heat_overlays_on_the_
         display = node.GetDisplayNode()
         assert scene.GetNodeByID(display.GetColorNodeID()).GetName() == HEAT_COLOR_TABLE
         windows.add((display.GetWindowLevelMin(), display.GetWindowLevelMax()))
+        _assert_only_zero_is_transparent(node)
     assert len(windows) == 1 and next(iter(windows))[0] == 0.0  # one scale, so the maps compare
     means = [float(run.table.GetCellText(r, 1)) for r in range(run.table.GetNumberOfRows())]
     assert run.table.GetNumberOfRows() == 3 and means == sorted(means, reverse=True)
@@ -301,6 +320,31 @@ def test_the_panel_offers_the_models_of_the_anatomy_the_selected_sequences_belon
     anatomy, choices = model_choices("T2", {"T1", "T1ce"}, folder)
     assert anatomy == "brain"
     assert choices == [("important-net-brain-lite.pt", "important-net", "important-net needs FLAIR as well")]
+
+
+def test_the_panel_lists_the_models_before_torch_and_the_other_packages_are_installed():
+    """A fresh Slicer has none of the packages the first run installs (torch through the PyTorch
+    extension, the rest with pip); the model list, which decides whether Synthesize is enabled, must not
+    need them, or the button the installation hangs on is never enabled."""
+    import subprocess
+
+    absent = ["torch", "monai", "ants", "nibabel", "nilearn", "skimage", "sklearn", "lpips", "tqdm", "matplotlib"]
+    module_dir = Path(__file__).resolve().parents[1] / "MRISynthesis"
+    code = (f"import sys; sys.modules.update(dict.fromkeys({absent!r})); sys.path.insert(0, {str(module_dir)!r}); "
+            "from MRISynthesisSlicerLib.logic import model_choices; "
+            "anatomy, choices = model_choices('T1ce', {'T1', 'T2', 'FLAIR'}); "
+            "print(anatomy, sorted(model for _, model, reason in choices if reason is None))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split(None, 1) == ["brain", "['seq2seq', 'tc-mgan', 'unet-ct1']\n"]
+
+
+def test_the_models_the_selection_offers_are_those_the_pipeline_can_run():
+    from MRISynthesisLib.models import NAMES
+    from MRISynthesisLib.predictors import has_plan
+    from MRISynthesisLib.selection import translates
+
+    assert {name: translates(name) for name in NAMES} == {name: has_plan(name) for name in NAMES}
 
 
 def test_phantom_case_loads_as_nodes(scene):

@@ -50,3 +50,15 @@ def pip_arguments(requirements: Iterable[str], version_of: Callable[[str], str] 
     pins = [f"{name}=={installed}" for name in TORCH_DISTRIBUTIONS
             if (installed := _installed(name, version_of)) is not None]
     return needed + pins
+
+
+def torch_mismatch(requirement: str, version_of: Callable[[str], str] = version) -> Optional[str]:
+    """Why the torch in place will not do (installed, but at a version ``requirement``, like ``>=2.4.1``,
+    does not accept), or None. pip must not replace it (see above), and it cannot be swapped inside a
+    running Slicer, so the user updates it through the PyTorch extension; the message says how."""
+    installed = _installed("torch", version_of)
+    if installed is None or Requirement(f"torch{requirement}").specifier.contains(installed, prereleases=True):
+        return None
+    return (f"PyTorch {installed} is installed, but MRISynthesis needs torch{requirement} (MONAI, which it uses, "
+            "requires it). Update PyTorch in the PyTorch Utils module (uninstall, restart Slicer, install), then "
+            "open MRI Synthesis again.")

@@ -21,7 +21,7 @@ from MRISynthesisLib.inputs import SERIES_SEQUENCES, check_volume
 from MRISynthesisLib.sequences import canonical, canonical_keys
 
 from .nodes import (error_color_table, heat_color_table, is_series_node, metrics_table, node_from_volume, place_in_folder,
-                    results_folder, sequence_behind, series_from_node, series_node, set_provenance,
+                    results_folder, sequence_behind, series_from_node, series_node, set_provenance, show_as_overlay,
                     volume_from_node)
 
 Progress = Callable[[float, str], "bool | None"]
@@ -164,10 +164,7 @@ class SynthesisLogic:
         if error is not None:
             volume, max_error = error
             run.error_map = self._result_node(volume, f"{target} error map ({model})", folder)
-            display = run.error_map.GetDisplayNode()
-            display.SetAndObserveColorNodeID(error_color_table(self.scene).GetID())
-            display.AutoWindowLevelOff()
-            display.SetWindowLevelMinMax(0.0, float(max_error))
+            show_as_overlay(run.error_map, error_color_table(self.scene), max_error)
             set_provenance(run.error_map, {**provenance, "map": "|real - synthesized| (IMPORTANT-Net eq. 9)",
                                            "max_error": max_error})
         if metrics is not None:
@@ -208,10 +205,7 @@ class SynthesisLogic:
         for seq, volume in maps.items():
             node = node_from_volume(self.scene, volume, f"M_d({seq})")
             place_in_folder(self.scene, node, folder)
-            display = node.GetDisplayNode()
-            display.SetAndObserveColorNodeID(heat_color_table(self.scene).GetID())
-            display.AutoWindowLevelOff()
-            display.SetWindowLevelMinMax(0.0, top)
+            show_as_overlay(node, heat_color_table(self.scene), top)
             set_provenance(node, {**provenance, "sequence": seq, "foreground_mean": means[seq]})
             nodes[seq] = node
         rows = [{"sequence": seq, "mean M_d in the foreground": float(means[seq])}
@@ -351,7 +345,9 @@ def worker_environment(environment: Mapping[str, str]) -> dict[str, str]:
     """What to set in the worker process's environment: PYTHONPATH led by the folder that holds
     MRISynthesisLib, so ``python -m MRISynthesisLib`` finds the same library as the panel, also when the
     module is loaded from a source checkout (where only the panel's own sys.path was extended); and the
-    panel's process id, by which a worker tells that its launcher died before it started watching it."""
+    panel's process id, by which a worker tells that its launcher died before it started watching it;
+    and UTF-8 for its output, which the panel decodes as UTF-8 (a pipe otherwise takes the Windows code
+    page, which garbles, or cannot even print, a path or message outside it)."""
     import os
     from pathlib import Path
 
@@ -360,7 +356,8 @@ def worker_environment(environment: Mapping[str, str]) -> dict[str, str]:
 
     root = str(Path(MRISynthesisLib.__file__).resolve().parents[1])
     rest = [p for p in environment.get("PYTHONPATH", "").split(os.pathsep) if p and p != root]
-    return {"PYTHONPATH": os.pathsep.join([root, *rest]), PANEL_PID_VARIABLE: str(os.getpid())}
+    return {"PYTHONPATH": os.pathsep.join([root, *rest]), PANEL_PID_VARIABLE: str(os.getpid()),
+            "PYTHONIOENCODING": "utf-8"}
 
 
 def complete_lines(pending: str, text: str) -> tuple[list[str], str]:

@@ -269,6 +269,22 @@ def heat_color_table(scene):
     return _matplotlib_color_table(scene, HEAT_COLOR_TABLE, "hot")
 
 
+def show_as_overlay(node, color_node, top: float) -> None:
+    """Colour ``node`` through ``color_node`` on [0, ``top``], with its zero voxels transparent.
+
+    A scalar volume's opacity in a slice view comes from its threshold, not from its colour table, so
+    without one a map shown as a foreground tints the whole field of view with the colour of zero (jet's
+    dark blue, hot's black) wherever the map is empty. Everything above zero stays visible, values above
+    ``top`` included (they take the colour of ``top``)."""
+    display = node.GetDisplayNode()
+    display.SetAndObserveColorNodeID(color_node.GetID())
+    display.AutoWindowLevelOff()
+    display.SetWindowLevelMinMax(0.0, float(top))
+    highest = max(float(top), float(node.GetImageData().GetScalarRange()[1]))
+    display.SetThreshold(float(np.nextafter(np.float32(0), np.float32(1))), highest)
+    display.ApplyThresholdOn()
+
+
 def set_provenance(node, provenance: Mapping[str, object]) -> None:
     """Every provenance field as an ``MRISynthesis.<key>`` node attribute (strings)."""
     for key, value in provenance.items():
