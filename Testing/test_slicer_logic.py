@@ -373,6 +373,23 @@ def breast_bundle(tmp_path_factory):
     return folder
 
 
+def test_a_series_indexed_in_seconds_gets_its_frame_times_in_minutes(scene):
+    """DICOM and 4D NRRD series arrive as sequences whose time index counts seconds; the library's frames
+    hold minutes, so a 90 s phase must read 1.5 min, not 90."""
+    from MRISynthesisSlicerLib.nodes import series_from_node
+
+    sequence = scene.AddNewNodeByClass("vtkMRMLSequenceNode", "DCE from DICOM")
+    sequence.SetIndexName("time")
+    sequence.SetIndexUnit("s")
+    sequence.SetIndexType(sequence.NumericIndex)
+    for k, seconds in enumerate(("0", "90", "180")):
+        sequence.SetDataNodeAtValue(node_from_volume(scene, make_volume(seed=k), f"phase {k}"), seconds)
+    assert [f["time_min"] for f in series_from_node(sequence).frames] == pytest.approx([0.0, 1.5, 3.0])
+    sequence.SetIndexName("echo")
+    sequence.SetIndexUnit("ms")
+    assert series_from_node(sequence).frames[1] == {"index": 1, "echo": 90.0, "unit": "ms"}
+
+
 def test_series_come_back_from_sequence_nodes_and_their_proxies_frame_by_frame(scene):
     from MRISynthesisSlicerLib.logic import load_phantom
     from MRISynthesisSlicerLib.nodes import sequence_behind, series_from_node

@@ -90,9 +90,23 @@ def volume_from_node(node, shown_by=None):
         raise InputError(f"{node.GetName()}: its geometry in the scene is not a volume's: {err}") from err
 
 
-def _frame_key(index_name: str) -> str:
-    """A Slicer sequence index name -> the frame metadata key of the library's series (FRAME_INDEX reversed)."""
-    return next((key for key, (name, _) in FRAME_INDEX.items() if name == index_name), "index")
+#: a sequence's time index in these units, as minutes (DICOM and 4D NRRD series come indexed in seconds)
+MINUTES_PER = {"min": 1.0, "s": 1 / 60, "sec": 1 / 60, "ms": 1 / 60000}
+
+
+def _frame_record(index_name: str, unit: str, value: str, k: int) -> dict:
+    """Frame ``k``'s metadata from its sequence's index (FRAME_INDEX reversed): a time in minutes whatever
+    unit the sequence counts in, a b-value; an index the library has no key for stays as it is."""
+    try:
+        number = float(value)
+    except ValueError:
+        return {"index": k, "label": value}
+    if index_name == "time" and unit.strip().lower() in MINUTES_PER:
+        return {"time_min": number * MINUTES_PER[unit.strip().lower()]}
+    key = next((key for key, (name, own_unit) in FRAME_INDEX.items() if name == index_name and own_unit == unit), None)
+    if key is None:
+        return {"index": k, index_name or "value": number, **({"unit": unit} if unit else {})}
+    return {key: number}
 
 
 def sequence_behind(node):
@@ -126,7 +140,6 @@ def series_from_node(node):
     sequence = node if proxy is None else sequence_behind(node)
     if sequence is None:
         return volume_from_node_components(node)
-    key = _frame_key(sequence.GetIndexName())
     frames, records = [], []
     for k in range(sequence.GetNumberOfDataNodes()):
         data = sequence.GetNthDataNode(k)
@@ -137,11 +150,7 @@ def series_from_node(node):
         if differences:
             raise InputError(f"'{node.GetName()}': frame {k} is not on the grid of frame 0 ({'; '.join(differences)})")
         frames.append(frame)
-        value = sequence.GetNthIndexValue(k)
-        try:
-            records.append({key: float(value)})
-        except ValueError:
-            records.append({"index": k, "label": value})
+        records.append(_frame_record(sequence.GetIndexName(), sequence.GetIndexUnit(), sequence.GetNthIndexValue(k), k))
     if not frames:
         raise InputError(f"'{node.GetName()}': the sequence holds no frames")
     first = frames[0]
