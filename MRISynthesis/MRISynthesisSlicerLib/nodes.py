@@ -101,9 +101,10 @@ def _frame_record(index_name: str, unit: str, value: str, k: int) -> dict:
         number = float(value)
     except ValueError:
         return {"index": k, "label": value}
-    if index_name == "time" and unit.strip().lower() in MINUTES_PER:
-        return {"time_min": number * MINUTES_PER[unit.strip().lower()]}
-    key = next((key for key, (name, own_unit) in FRAME_INDEX.items() if name == index_name and own_unit == unit), None)
+    unit = unit.strip().lower()
+    if index_name == "time" and unit in MINUTES_PER:
+        return {"time_min": number * MINUTES_PER[unit]}
+    key = next((key for key, (name, _) in FRAME_INDEX.items() if name == index_name and name != "time"), None)
     if key is None:
         return {"index": k, index_name or "value": number, **({"unit": unit} if unit else {})}
     return {key: number}
