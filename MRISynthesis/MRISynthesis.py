@@ -520,12 +520,23 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
                 shutil.rmtree(self._request["out"], ignore_errors=True)
         self.finishRun()
 
+    def removeWorkFolder(self, folder, attemptsLeft=10):
+        """Delete a run's temporary folder, retrying each second while a killed worker still holds its files."""
+        from MRISynthesisSlicerLib.logic import remove_work_folder
+
+        if remove_work_folder(folder):
+            return
+        if attemptsLeft > 0:
+            qt.QTimer.singleShot(1000, lambda: self.removeWorkFolder(folder, attemptsLeft - 1))
+        else:
+            logging.warning(f"MRISynthesis could not delete its temporary folder {folder}; delete it by hand")
+
     def finishRun(self):
         process, self.process = self.process, None
         if process is not None:
             process.deleteLater()  # not now: this may run inside one of its signals
         if self.workFolder:
-            shutil.rmtree(self.workFolder, ignore_errors=True)
+            self.removeWorkFolder(self.workFolder)
             self.workFolder = None
         if self.ui is not None:
             self.ui.applyButton.text = _("Synthesize")

@@ -157,6 +157,28 @@ def test_worker_command_and_progress_lines():
     assert parsed.progress_lines
 
 
+def test_a_run_folder_is_removed_or_reported_still_there(tmp_path, monkeypatch):
+    """The panel deletes a run's folder of patient copies; where a killed worker still holds a file
+    (Windows), the removal says so, and the panel tries again."""
+    import shutil
+
+    from MRISynthesisSlicerLib.logic import remove_work_folder
+
+    folder = tmp_path / "MRISynthesis-run"
+    (folder / "inputs").mkdir(parents=True)
+    (folder / "inputs" / "T1.nrrd").write_bytes(b"patient data")
+    real_rmtree = shutil.rmtree
+
+    def locked(path, ignore_errors=False):  # what Windows does with a file a live process holds open
+        for child in (folder / "inputs").iterdir():
+            if child.name != "T1.nrrd":
+                child.unlink()
+    monkeypatch.setattr(shutil, "rmtree", locked)
+    assert remove_work_folder(folder) is False and (folder / "inputs" / "T1.nrrd").exists()
+    monkeypatch.setattr(shutil, "rmtree", real_rmtree)
+    assert remove_work_folder(folder) is True and not folder.exists()
+
+
 def test_worker_output_split_across_reads_is_parsed_only_when_whole():
     from MRISynthesisSlicerLib.logic import complete_lines, parse_progress
 

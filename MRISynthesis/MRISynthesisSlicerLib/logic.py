@@ -360,6 +360,18 @@ def worker_environment(environment: Mapping[str, str]) -> dict[str, str]:
             "PYTHONIOENCODING": "utf-8"}
 
 
+def remove_work_folder(path) -> bool:
+    """Delete a run's temporary folder (it holds copies of the patient's volumes); True once it is gone.
+
+    On Windows the files of a cancelled worker stay locked until its process has exited, which it does
+    within a second or so of its launcher being killed, so a False here means "try again shortly"."""
+    import os
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+    return not os.path.exists(path)
+
+
 def complete_lines(pending: str, text: str) -> tuple[list[str], str]:
     """(the complete lines of ``pending + text``, the unfinished rest): a worker's output arrives in chunks
     that may split a ``PROGRESS`` or ``error:`` line, which is only read once it is whole."""
