@@ -37,6 +37,8 @@ import SimpleITK as sitk
 from .errors import InputError
 
 SUPPORTED_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+#: headers whose voxels are in a data file beside them
+DETACHED_SUFFIXES = (".nhdr", ".mhd")
 IDENTITY_DIRECTION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 
 
@@ -321,12 +323,17 @@ def read_volume(path: str | Path) -> Volume:
         raise InputError(f"{path}: unsupported file type (use one of {', '.join(SUPPORTED_SUFFIXES)})")
     if path.stat().st_size == 0:
         raise InputError(f"{path}: file is empty")
+    if _suffix(path) in DETACHED_SUFFIXES and not path.name.endswith(_suffix(path)):
+        raise InputError(f"{path}: rename it (and its data file's reference) with a lower-case {_suffix(path)}: "
+                         "ITK reads a detached header only by its lower-case suffix")
     try:
-        if _suffix(path) in (".nii", ".nii.gz"):
-            header = _read_sitk(path, header_only=True)
-            image = _with_nifti_voxels(header, path)
-        else:
-            image = _read_sitk(path)
+        with _as_itk_reads_it(path) as readable:
+            if _suffix(path) in (".nii", ".nii.gz"):
+                image = _with_nifti_voxels(_read_sitk(readable, header_only=True), readable, shown_as=path)
+            else:
+                image = _read_sitk(readable)
+        if image.GetDimension() == 4 and image.GetSize()[3] == 1:  # a 3D volume stored with a fourth axis of
+            return Volume.from_sitk(image[:, :, :, 0])              # one, read as NIfTI's (x, y, z, 1) is
         frames = _read_frames(path, image.GetSize()[3]) if image.GetDimension() == 4 else ()
         return Volume.from_sitk(image, frames)
     except InputError as err:
@@ -337,21 +344,34 @@ def read_volume(path: str | Path) -> Volume:
         raise InputError(f"{path}: cannot be read as an image (corrupt or truncated?): {detail.strip()[:200]}") from err
 
 
-def _read_sitk(path: Path, *, header_only: bool = False) -> sitk.ImageFileReader | sitk.Image:
-    """Read an image (or only its header) with ITK, even when ``x.nii`` lies beside the ``x.nii.gz`` asked for.
+@contextmanager
+def _as_itk_reads_it(path: Path) -> Iterator[Path]:
+    """``path``, or a link to it under a name ITK and nibabel read correctly, in a temporary folder.
 
-    The NIfTI library inside ITK looks for ``x.nii`` (and ``x.hdr``) before ``x.nii.gz`` whatever name it
-    is given (ITK issue #2243, nifti_clib issue #129), so it would silently read the wrong file.
+    Two names mislead them: ``x.nii.gz`` with an ``x.nii`` (or ``x.hdr``) beside it, which the NIfTI
+    library inside ITK opens instead whatever name it is given (ITK issue #2243, nifti_clib issue #129),
+    so it would silently read the wrong file; and a mixed-case suffix (``T1.Nii.gz``), which it refuses.
+    The link has the suffix in lower case. (A detached header, .nhdr or .mhd, names its data file beside
+    it, so it is never linked.)
     """
-    stem = path.name[: -len(".nii.gz")]
-    if _suffix(path) == ".nii.gz" and any((path.parent / (stem + ext)).exists() for ext in (".nii", ".hdr", ".nia")):
-        with tempfile.TemporaryDirectory(prefix="mri-synthesis-") as folder:
-            alone = Path(folder) / path.name
-            try:
-                os.symlink(path.resolve(), alone)
-            except OSError:  # no symlinks (Windows without developer mode): copy instead
-                shutil.copyfile(path, alone)
-            return _read_sitk(alone, header_only=header_only)
+    suffix = _suffix(path)
+    stem = path.name[: len(path.name) - len(suffix)]
+    shadowed = suffix == ".nii.gz" and any((path.parent / (stem + ext)).exists() for ext in (".nii", ".hdr", ".nia"))
+    mixed_case = not path.name.endswith(suffix) and suffix not in DETACHED_SUFFIXES
+    if not (shadowed or mixed_case):
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="mri-synthesis-") as folder:
+        alone = Path(folder) / (stem + suffix)
+        try:
+            os.symlink(path.resolve(), alone)
+        except OSError:  # no symlinks (Windows without developer mode): copy instead
+            shutil.copyfile(path, alone)
+        yield alone
+
+
+def _read_sitk(path: Path, *, header_only: bool = False) -> sitk.ImageFileReader | sitk.Image:
+    """Read an image (or only its header) with ITK."""
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     if header_only:
@@ -360,13 +380,15 @@ def _read_sitk(path: Path, *, header_only: bool = False) -> sitk.ImageFileReader
     return reader.Execute()
 
 
-def _with_nifti_voxels(header: sitk.ImageFileReader, path: Path) -> sitk.Image:
-    """An ITK image with ``header``'s geometry and the voxels nibabel reads from ``path``."""
+def _with_nifti_voxels(header: sitk.ImageFileReader, readable: Path, shown_as: Path) -> sitk.Image:
+    """An ITK image with ``header``'s geometry and the voxels nibabel reads from ``readable`` (the file the
+    user named ``shown_as``, which the messages name)."""
     import nibabel as nib
     from nibabel.filebasedimages import ImageFileError
 
+    path = shown_as
     try:
-        nifti = nib.load(str(path))
+        nifti = nib.load(str(readable))
         complex_voxels = np.issubdtype(nifti.get_data_dtype(), np.complexfloating)
         data = None if complex_voxels else nifti.get_fdata(dtype=np.float32)  # scl_slope / scl_inter as ITK
     except (ImageFileError, OSError, EOFError, ValueError, zlib.error) as err:
@@ -387,13 +409,19 @@ def _with_nifti_voxels(header: sitk.ImageFileReader, path: Path) -> sitk.Image:
 
 
 def _read_frames(path: Path, n_frames: int) -> tuple[dict, ...]:
+    """A series' frame metadata: from our frame sidecar (``<name>.json`` with a ``frames`` list); else, for a
+    DWI converted by dcm2niix (whose ``<name>.json`` is its BIDS sidecar, with no frames), the b-values
+    of its ``<name>.bval``; else the frames' indices."""
     side = sidecar_path(path)
-    if not side.exists():
-        return tuple({"index": i} for i in range(n_frames))
     try:
-        frames = json.loads(side.read_text())["frames"]
-    except (ValueError, KeyError, TypeError) as err:
+        content = json.loads(side.read_text()) if side.exists() else {}
+    except ValueError as err:
         raise InputError(f"{side}: not a valid frame sidecar (expected JSON with a 'frames' list)") from err
+    if not isinstance(content, dict):
+        raise InputError(f"{side}: not a valid frame sidecar (expected JSON with a 'frames' list)")
+    if "frames" not in content:  # no sidecar, or a BIDS one (dcm2niix writes one beside every image)
+        return _bval_frames(side.with_suffix(".bval"), n_frames) or tuple({"index": i} for i in range(n_frames))
+    frames = content["frames"]
     if not isinstance(frames, list) or not all(isinstance(frame, dict) for frame in frames):
         raise InputError(f"{side}: not a valid frame sidecar ('frames' must be a list of objects, one per frame)")
     for k, frame in enumerate(frames):
@@ -403,6 +431,19 @@ def _read_frames(path: Path, n_frames: int) -> tuple[dict, ...]:
     if len(frames) != n_frames:
         raise InputError(f"{side}: describes {len(frames)} frames but the image has {n_frames}")
     return tuple(frames)
+
+
+def _bval_frames(bval: Path, n_frames: int) -> tuple[dict, ...] | None:
+    """Frames ``{"b_value": b}`` from a BIDS/FSL ``.bval`` file (one b-value per volume), or None without one."""
+    if not bval.exists():
+        return None
+    try:
+        values = [float(v) for v in bval.read_text().split()]
+    except ValueError as err:
+        raise InputError(f"{bval}: not a list of b-values") from err
+    if len(values) != n_frames:
+        raise InputError(f"{bval}: lists {len(values)} b-values but the image has {n_frames} frames")
+    return tuple({"b_value": b} for b in values)
 
 
 def require_named(path: str | Path, what: str = "the output folder") -> Path:
@@ -418,6 +459,9 @@ def check_output_file(path: str | Path, *, image: bool = True) -> Path:
     path = require_named(path, "an output file name")
     if image and _suffix(path) not in SUPPORTED_SUFFIXES:
         raise InputError(f"{path}: unsupported output type (use one of {', '.join(SUPPORTED_SUFFIXES)})")
+    if image and _suffix(path) in DETACHED_SUFFIXES and not path.name.endswith(_suffix(path)):
+        raise InputError(f"{path}: give the suffix in lower case ({_suffix(path)}): ITK reads a detached header "
+                         "only by its lower-case suffix")
     if path.is_dir():
         raise InputError(f"{path}: is a folder; give a file name")
     if not path.parent.exists():
@@ -488,16 +532,24 @@ def write_volume(volume: Volume, path: str | Path, *, compress: bool = True, pro
     refuse_overwrite(path, protect)
     if volume.is_series:
         refuse_overwrite(sidecar_path(path), protect)
-    # write then rename: no half-written file on failure, and a name of its own per writer, so two
-    # processes writing one path at once never interleave inside one temporary file
-    tmp = path.with_name(f".partial-{os.getpid()}-{uuid.uuid4().hex[:8]}-{path.name}")
+    # written into a folder of its own beside the target, then moved: no half-written file on failure, two
+    # processes writing one path at once never interleave, and a detached header (.nhdr, .mhd) keeps the
+    # name of the data file it was written with. Written with the suffix in lower case, which is how ITK
+    # tells the format (T1.NII.GZ is written as T1.nii.gz, then renamed).
+    suffix = _suffix(path)
+    staging = path.with_name(f".partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    written = staging / (path.name[: len(path.name) - len(suffix)] + suffix)
     try:
-        sitk.WriteImage(volume.to_sitk(), str(tmp), useCompression=compress)
-        tmp.replace(path)
+        staging.mkdir()
+        sitk.WriteImage(volume.to_sitk(), str(written), useCompression=compress)
+        for data_file in (f for f in staging.iterdir() if f != written):  # a detached header's voxels
+            data_file.replace(path.parent / data_file.name)
+        written.replace(path)
     except (RuntimeError, OSError) as err:
-        tmp.unlink(missing_ok=True)
         lines = str(err).strip().splitlines() or [type(err).__name__]
         raise InputError(f"{path}: cannot be written: {lines[-1][:200]}") from err
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     if volume.is_series:
         sidecar_path(path).write_text(json.dumps({"frames": list(volume.frames) or
                                                   [{"index": i} for i in range(volume.shape[0])]}, indent=1))

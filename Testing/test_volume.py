@@ -93,6 +93,55 @@ def test_series_without_sidecar_gets_indexed_frames(tmp_path):
     assert [dict(f) for f in back.frames] == [{"index": 0}, {"index": 1}]
 
 
+def test_a_dcm2niix_dwi_reads_with_its_bids_sidecar_and_bval_file(tmp_path):
+    """dcm2niix writes a BIDS ``<name>.json`` (acquisition fields, no frames) beside every image and the
+    b-values in ``<name>.bval``: the series reads, its frames carrying the b-values."""
+    series = make_volume((3, 3, 4, 5), seed=8)
+    path = write_volume(series, tmp_path / "sub-01_dwi.nii.gz")
+    side = sidecar_path(path)
+    side.write_text(json.dumps({"Manufacturer": "Siemens", "EchoTime": 0.089, "RepetitionTime": 5.2}))
+    assert [dict(f) for f in read_volume(path).frames] == [{"index": 0}, {"index": 1}, {"index": 2}]
+    (tmp_path / "sub-01_dwi.bval").write_text("0 800 1500\n")
+    back = read_volume(path)
+    assert [dict(f) for f in back.frames] == [{"b_value": 0.0}, {"b_value": 800.0}, {"b_value": 1500.0}]
+    np.testing.assert_array_equal(back.array, series.array)
+    (tmp_path / "sub-01_dwi.bval").write_text("0 800\n")
+    with pytest.raises(InputError, match="2 b-values but the image has 3 frames"):
+        read_volume(path)
+
+
+@pytest.mark.parametrize("suffix", [".mha", ".nrrd"])
+def test_a_3d_volume_stored_with_a_fourth_axis_of_one_reads_as_3d(tmp_path, suffix):
+    """As NIfTI's (x, y, z, 1) does: some converters write a 3D scan as a one-frame 4D image."""
+    volume = make_volume(seed=9)
+    image = sitk.JoinSeries(volume.to_sitk())  # (x, y, z) -> (x, y, z, 1), its geometry kept
+    sitk.WriteImage(image, str(tmp_path / f"t1{suffix}"))
+    back = read_volume(tmp_path / f"t1{suffix}")
+    assert not back.is_series and back.shape == volume.shape
+    np.testing.assert_array_equal(back.array, volume.array)
+    assert geometry_differences(back, volume) == []
+
+
+@pytest.mark.parametrize("name", ["T1CE.NII.GZ", "t1ce.Nii.gz", "t1ce.NII", "t1ce.MHA", "t1ce.Nrrd"])
+def test_an_upper_or_mixed_case_suffix_is_written_and_read_under_that_name(tmp_path, name):
+    """The name the user gave, whatever its case: ITK tells formats by lower-case suffixes only."""
+    volume = make_volume(seed=10)
+    path = write_volume(volume, tmp_path / name)
+    assert path.name == name and os.listdir(tmp_path) == [name]  # nothing half-written left beside it
+    np.testing.assert_array_equal(read_volume(path).array, volume.array)
+
+
+@pytest.mark.parametrize("suffix, data_suffix", [(".nhdr", ".raw.gz"), (".mhd", ".zraw")])
+def test_a_detached_header_names_its_data_file_and_a_rewrite_leaves_no_orphan(tmp_path, suffix, data_suffix):
+    volume = make_volume(seed=11)
+    path = write_volume(volume, tmp_path / f"t1ce{suffix}")
+    write_volume(volume, path)  # again, over the first
+    assert sorted(os.listdir(tmp_path)) == sorted([f"t1ce{suffix}", f"t1ce{data_suffix}"])
+    np.testing.assert_array_equal(read_volume(path).array, volume.array)
+    with pytest.raises(InputError, match="lower case"):
+        write_volume(volume, tmp_path / f"T1CE{suffix.upper()}")
+
+
 def test_sidecar_with_wrong_frame_count_is_an_input_error(tmp_path):
     series = make_volume((2, 3, 4, 5), seed=7, frames=[{"t": 0}, {"t": 60}])
     path = write_volume(series, tmp_path / "dce.nrrd")
