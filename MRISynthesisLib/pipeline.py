@@ -39,7 +39,7 @@ from .errors import InputError
 from .inference import Cancelled, choose_device
 from .inputs import check_volume, model_frames
 from .predictors import plan_for, run_plan
-from .preprocess import Normalization, air_level, foreground_mask, resample_to
+from .preprocess import Normalization, air_level, foreground_mask, is_magnitude, resample_to
 from .registration import PRESETS, register as run_registration
 from .sequences import canonical, canonical_keys
 from .volume import Volume
@@ -279,10 +279,11 @@ def finish(prepared: Prepared, predicted: np.ndarray) -> Volume:
     Inputs already normalised (z-scored, as many BraTS-style datasets are) or shifted have negative
     intensities: there the floor is the reference's own low end (its 0.1st percentile, so that one padding
     voxel does not lift the clamp), else most of the brain would be clipped away, and air outside the body
-    takes the reference's air level (the median of its field of view's faces: 0 for BraTS-style z-scores,
-    the image minimum for a shifted one, below 0 for a whole-image z-score)."""
+    takes the reference's air level (``preprocess.air_level``: 0 for BraTS-style z-scores, the image minimum
+    for a shifted one, below 0 for a whole-image z-score). A magnitude image with a few negative voxels
+    from another tool's interpolation is still a magnitude image (``preprocess.is_magnitude``)."""
     reference = prepared.fixed.array
-    if float(np.min(reference)) >= 0.0:  # a magnitude image
+    if is_magnitude(reference):
         floor = air = 0.0
     else:
         floor, air = float(np.percentile(reference, 0.1)), air_level(reference)

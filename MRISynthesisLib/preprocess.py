@@ -231,9 +231,21 @@ FOREGROUND_METHODS = ("body", "otsu")
 
 
 def air_level(array: np.ndarray) -> float:
-    """The median of the outermost voxels of every face of a 3D field of view: air, in a head or body scan."""
+    """The level of air in a head or body scan: the median of the most uniform outer face of the field of
+    view (the smallest interquartile range). Air is uniform, noise apart; a face that cuts through tissue,
+    as the top and bottom faces of a slab of a few slices do, is not, and pooling every face would let it
+    pass tissue off as air."""
     faces = [np.take(array, index, axis=axis).ravel() for axis in range(array.ndim) for index in (0, -1)]
-    return float(np.median(np.concatenate(faces)))
+    spreads = [float(np.subtract(*np.percentile(face, [75, 25]))) for face in faces]
+    return float(np.median(faces[int(np.argmin(spreads))]))
+
+
+def is_magnitude(array: np.ndarray) -> bool:
+    """Whether ``array`` is a raw magnitude image (air darkest, at about 0) rather than a normalised or
+    shifted one: fewer than 1 % of its voxels below 0. Interpolation by other tools (B-spline, sinc)
+    leaves a few slightly negative voxels at sharp edges of a magnitude image; that does not make it
+    a z-scored one."""
+    return float(np.percentile(array, 1)) >= 0.0
 
 
 def foreground_mask(volume: Volume | np.ndarray, *, method: str = "body", fill_holes: bool = True,
@@ -247,9 +259,9 @@ def foreground_mask(volume: Volume | np.ndarray, *, method: str = "body", fill_h
     ``otsu`` is kept because a model's normalisation is part of its training contract: weights record
     the method they were trained with (``WeightsEntry.foreground``).
 
-    An image with negative voxels is not a raw magnitude (z-scored, as many preprocessed datasets are, or
-    shifted): its air is not the darkest level, so the threshold applies to the distance from the air's
-    level, the median of the field of view's outer faces (z-scored tissue below 0 stays inside).
+    An image that is not a raw magnitude (:func:`is_magnitude`: z-scored, as many preprocessed datasets
+    are, or shifted) has its air at another level than the darkest, so the threshold applies to the
+    distance from the air's level (:func:`air_level`; z-scored tissue below 0 stays inside).
     """
     if method not in FOREGROUND_METHODS:
         raise InputError(f"unknown foreground method '{method}'; use one of {', '.join(FOREGROUND_METHODS)}")
@@ -260,7 +272,7 @@ def foreground_mask(volume: Volume | np.ndarray, *, method: str = "body", fill_h
         raise InputError("cannot compute a foreground mask on an image with NaN or Inf voxels")
     if np.ptp(array) == 0:
         raise InputError("cannot compute a foreground mask: the image is constant")
-    if array.min() < 0:
+    if not is_magnitude(array):
         array = np.abs(array - air_level(array))
     threshold = threshold_triangle(array) if method == "body" else threshold_otsu(array)
     mask = array > threshold

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from MRISynthesisLib.errors import InputError
-from MRISynthesisLib.preprocess import (CropPad, Normalization, crop_or_pad, foreground_mask, reference_grid,
-                                        resample_to, undo_crop_or_pad)
+from MRISynthesisLib.preprocess import (CropPad, Normalization, air_level, crop_or_pad, foreground_mask, is_magnitude,
+                                        reference_grid, resample_to, undo_crop_or_pad)
 from MRISynthesisLib.volume import Volume
 
 from conftest import OBLIQUE, ORIGIN, SPACING, make_volume, rotation_matrix
@@ -465,3 +465,37 @@ def test_the_foreground_of_a_shifted_or_z_scored_image_is_the_magnitudes_one():
     z_scored = np.where(body, (t1 - tissue.mean()) / tissue.std(), 0.0)
     assert (z_scored[body] < 0).mean() > 0.3  # a good part of the head lies below the air's 0
     assert dice(foreground_mask(z_scored), body) > 0.99
+
+
+def test_a_few_negative_voxels_from_interpolation_do_not_unmake_the_foreground():
+    """Another tool's B-spline or sinc resampling leaves a few slightly negative voxels at sharp edges of a
+    magnitude image: still a magnitude image, its air still the darkest level (in a slab of a few slices,
+    whose top and bottom faces are mostly head, taking it for a z-scored image lost the whole head)."""
+    from MRISynthesisLib.phantom.brain import sample_brain
+
+    t1 = sample_brain(4, resolution=4.0).sequences["T1"].array
+    body = foreground_mask(t1)
+    middle = t1.shape[0] // 2
+    slab, slab_body = t1[middle - 3:middle + 3], body[middle - 3:middle + 3]
+    undershoot = slab.copy()
+    undershoot.flat[np.flatnonzero(slab_body)[::997]] = -0.05 * float(slab.max())
+    assert is_magnitude(undershoot) and not is_magnitude(slab - 5000.0)
+    mask = foreground_mask(undershoot)
+    assert 2 * (mask & slab_body).sum() / (mask.sum() + slab_body.sum()) > 0.97
+
+
+def test_the_air_of_a_slab_is_found_where_the_slab_is_uniform():
+    """A slab of a few slices whose top and bottom faces cut through the head: air is the level of the
+    uniform side faces, not the median of faces that are mostly tissue."""
+    from MRISynthesisLib.phantom.brain import sample_brain
+
+    t1 = sample_brain(4, resolution=4.0).sequences["T1"].array
+    body = foreground_mask(t1)
+    middle = t1.shape[0] // 2
+    slab, slab_body = t1[middle - 3:middle + 3], body[middle - 3:middle + 3]
+    tissue = slab[slab_body]
+    z_scored = (slab - tissue.mean()) / tissue.std()  # over the whole slab, air below 0
+    assert air_level(z_scored) == pytest.approx(float(np.median(z_scored[:, :, 0])), abs=0.05)
+    mask = foreground_mask(z_scored)
+    assert 2 * (mask & slab_body).sum() / (mask.sum() + slab_body.sum()) > 0.97
+
