@@ -39,6 +39,26 @@ from .errors import InputError
 SUPPORTED_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 #: headers whose voxels are in a data file beside them
 DETACHED_SUFFIXES = (".nhdr", ".mhd")
+#: a series' frame keys and the index name and unit Slicer's sequences (and their .seq.nrrd files) give them
+FRAME_INDEX = {"time_min": ("time", "min"), "b_value": ("b-value", "s/mm2")}
+#: a time index in these units, as minutes (DICOM and 4D NRRD series come indexed in seconds)
+MINUTES_PER = {"min": 1.0, "s": 1 / 60, "sec": 1 / 60, "ms": 1 / 60000}
+
+
+def frame_record(index_name: str, unit: str, value: str, k: int) -> dict:
+    """Frame ``k``'s metadata from an index (a Slicer sequence's, a 4D NRRD's ``axis 0 index values``): a time
+    in minutes whatever unit it counts in, a b-value; an index the library has no key for stays as it is."""
+    try:
+        number = float(value)
+    except ValueError:
+        return {"index": k, "label": value}
+    unit = unit.strip().lower()
+    if index_name == "time" and unit in MINUTES_PER:
+        return {"time_min": number * MINUTES_PER[unit]}
+    key = next((key for key, (name, _) in FRAME_INDEX.items() if name == index_name and name != "time"), None)
+    if key is None:
+        return {"index": k, index_name or "value": number, **({"unit": unit} if unit else {})}
+    return {key: number}
 IDENTITY_DIRECTION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 
 
@@ -332,6 +352,8 @@ def read_volume(path: str | Path) -> Volume:
                 image = _with_nifti_voxels(_read_sitk(readable, header_only=True), readable, shown_as=path)
             else:
                 image = _read_sitk(readable)
+        if image.GetNumberOfComponentsPerPixel() > 1 and _metadata(image, "NRRD_kinds[pixel]") == "list":
+            return _listed_series(image)
         if image.GetDimension() == 4 and image.GetSize()[3] == 1:  # a 3D volume stored with a fourth axis of
             return Volume.from_sitk(image[:, :, :, 0])              # one, read as NIfTI's (x, y, z, 1) is
         frames = _read_frames(path, image.GetSize()[3]) if image.GetDimension() == 4 else ()
@@ -342,6 +364,23 @@ def read_volume(path: str | Path) -> Volume:
         first = str(err).strip().splitlines()
         detail = next((line for line in first if "ERROR" in line or "rror" in line), first[0] if first else "")
         raise InputError(f"{path}: cannot be read as an image (corrupt or truncated?): {detail.strip()[:200]}") from err
+
+
+def _metadata(image: sitk.Image, key: str) -> str:
+    return image.GetMetaData(key).strip() if image.HasMetaDataKey(key) else ""
+
+
+def _listed_series(image: sitk.Image) -> Volume:
+    """A 4D NRRD whose first axis is a ``list`` (how Slicer saves a sequence, ``.seq.nrrd``): ITK reads it as
+    a 3D image of several components, which are the frames; their values come from ``axis 0 index values``
+    (time in minutes, b-values), else they are numbered."""
+    array = np.moveaxis(sitk.GetArrayFromImage(image), -1, 0)  # (z, y, x, frames) -> (frames, z, y, x)
+    values = _metadata(image, "axis 0 index values").split()
+    name, unit = _metadata(image, "axis 0 quantity"), _metadata(image, "axis 0 unit")
+    frames = ([frame_record(name, unit, v, k) for k, v in enumerate(values)] if len(values) == len(array)
+              else [{"index": k} for k in range(len(array))])
+    return Volume.adopting(np.ascontiguousarray(array), image.GetSpacing(), image.GetOrigin(), image.GetDirection(),
+                           frames)
 
 
 @contextmanager

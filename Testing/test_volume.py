@@ -142,6 +142,25 @@ def test_a_detached_header_names_its_data_file_and_a_rewrite_leaves_no_orphan(tm
         write_volume(volume, tmp_path / f"T1CE{suffix.upper()}")
 
 
+def test_a_slicer_sequence_saved_as_nrrd_reads_as_a_series_with_its_frame_times(tmp_path):
+    """Slicer saves a sequence (a DCE loaded from DICOM, say) as a 4D NRRD whose first axis is a ``list``
+    indexed in seconds; ITK reads it as one image of several components. Those are the frames, at
+    0, 1.5 and 3 minutes, on the scan's grid."""
+    data = np.random.default_rng(12).uniform(0, 1000, (5, 6, 7, 3)).astype(np.float32)  # (z, y, x, frame)
+    (tmp_path / "dce.raw").write_bytes(data.tobytes())
+    (tmp_path / "dce.seq.nhdr").write_text(
+        "NRRD0004\ntype: float\ndimension: 4\nspace: left-posterior-superior\nsizes: 3 7 6 5\n"
+        "space directions: none (0,1.5,0) (-2,0,0) (0,0,3)\nkinds: list domain domain domain\n"
+        "endian: little\nencoding: raw\nspace origin: (10,20,30)\naxis 0 index type:=numeric\n"
+        "axis 0 index values:=0 90 180\naxis 0 quantity:=time\naxis 0 unit:=s\ndata file: dce.raw\n")
+    series = read_volume(tmp_path / "dce.seq.nhdr")
+    assert series.is_series and series.shape == (3, 5, 6, 7)
+    np.testing.assert_array_equal(series.array, np.moveaxis(data, -1, 0))
+    assert [f["time_min"] for f in series.frames] == pytest.approx([0.0, 1.5, 3.0])
+    assert series.spacing == (1.5, 2.0, 3.0) and series.origin == (10.0, 20.0, 30.0)
+    np.testing.assert_allclose(np.reshape(series.direction, (3, 3)), [[0, -1, 0], [1, 0, 0], [0, 0, 1]])
+
+
 def test_sidecar_with_wrong_frame_count_is_an_input_error(tmp_path):
     series = make_volume((2, 3, 4, 5), seed=7, frames=[{"t": 0}, {"t": 60}])
     path = write_volume(series, tmp_path / "dce.nrrd")

@@ -90,26 +90,6 @@ def volume_from_node(node, shown_by=None):
         raise InputError(f"{node.GetName()}: its geometry in the scene is not a volume's: {err}") from err
 
 
-#: a sequence's time index in these units, as minutes (DICOM and 4D NRRD series come indexed in seconds)
-MINUTES_PER = {"min": 1.0, "s": 1 / 60, "sec": 1 / 60, "ms": 1 / 60000}
-
-
-def _frame_record(index_name: str, unit: str, value: str, k: int) -> dict:
-    """Frame ``k``'s metadata from its sequence's index (FRAME_INDEX reversed): a time in minutes whatever
-    unit the sequence counts in, a b-value; an index the library has no key for stays as it is."""
-    try:
-        number = float(value)
-    except ValueError:
-        return {"index": k, "label": value}
-    unit = unit.strip().lower()
-    if index_name == "time" and unit in MINUTES_PER:
-        return {"time_min": number * MINUTES_PER[unit]}
-    key = next((key for key, (name, _) in FRAME_INDEX.items() if name == index_name and name != "time"), None)
-    if key is None:
-        return {"index": k, index_name or "value": number, **({"unit": unit} if unit else {})}
-    return {key: number}
-
-
 def sequence_behind(node):
     """The sequence node a proxy volume shows (the volume a sequence browser puts in the views), else None."""
     scene = node.GetScene()
@@ -135,7 +115,7 @@ def series_from_node(node):
     metadata from the sequence's index: DCE times in minutes, DWI b-values), or from a multi-component
     volume (MultiVolume; frames numbered). Every frame must share one grid."""
     from MRISynthesisLib.errors import InputError
-    from MRISynthesisLib.volume import Volume, geometry_differences
+    from MRISynthesisLib.volume import Volume, frame_record, geometry_differences
 
     proxy = None if node.IsA("vtkMRMLSequenceNode") else node
     sequence = node if proxy is None else sequence_behind(node)
@@ -151,7 +131,7 @@ def series_from_node(node):
         if differences:
             raise InputError(f"'{node.GetName()}': frame {k} is not on the grid of frame 0 ({'; '.join(differences)})")
         frames.append(frame)
-        records.append(_frame_record(sequence.GetIndexName(), sequence.GetIndexUnit(), sequence.GetNthIndexValue(k), k))
+        records.append(frame_record(sequence.GetIndexName(), sequence.GetIndexUnit(), sequence.GetNthIndexValue(k), k))
     if not frames:
         raise InputError(f"'{node.GetName()}': the sequence holds no frames")
     first = frames[0]
@@ -204,7 +184,6 @@ def node_from_volume(scene, volume, name: str, node=None):
 
 
 #: how a series' per-frame metadata key becomes a Slicer sequence index (name, unit)
-FRAME_INDEX = {"time_min": ("time", "min"), "b_value": ("b-value", "s/mm2")}
 
 
 def _sequences_logic(scene):
@@ -224,6 +203,8 @@ def series_node(scene, volume, name: str):
     per frame, indexed by the frame's time or b-value, and a browser whose proxy volume (named ``name``)
     the views display and the user can step through. Returns (sequence, browser, proxy)."""
     import slicer
+
+    from MRISynthesisLib.volume import FRAME_INDEX
 
     key = next(iter(volume.frames[0]), None) if volume.frames else None
     index_name, unit = FRAME_INDEX.get(key, ("frame", ""))
