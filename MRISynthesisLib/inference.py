@@ -231,7 +231,9 @@ def predict_patches(predictor: Predictor, volume: np.ndarray, *, patch_size: Seq
                     widest_channels: int = 32, multiple: int = 1, progress: Progress | None = None) -> np.ndarray:
     """Apply a 3D predictor over overlapping patches blended with Gaussian weights (MONAI).
 
-    Volumes smaller than a patch are padded; the output has the input's spatial shape. With
+    An axis shorter than a patch is padded by repeating its edge voxels (MONAI's ``replicate``), not with
+    MONAI's default 0, which on z-scored inputs is the tissue's mean and would frame a small field of view
+    in a tissue the network never saw; the output has the input's spatial shape. With
     ``multiple`` > 1 (the network's down-sampling factor) and no ``batch_size``, a patch too big for
     the memory budget is made smaller (:func:`fitting_patch`) rather than run out of memory.
     """
@@ -262,5 +264,5 @@ def predict_patches(predictor: Predictor, volume: np.ndarray, *, patch_size: Seq
     inputs = torch.from_numpy(np.ascontiguousarray(volume[None], dtype=np.float32))
     with torch.no_grad():
         result = sliding_window_inference(inputs, patch_size, batch, run, overlap=overlap, mode="gaussian",
-                                          sw_device=device, device=torch.device("cpu"))
+                                          padding_mode="replicate", sw_device=device, device=torch.device("cpu"))
     return result[0].numpy().astype(np.float32, copy=False)

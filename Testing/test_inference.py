@@ -179,6 +179,18 @@ def test_headroom_without_the_posix_resource_module(monkeypatch):
     assert inference.cpu_budget_bytes() > 0
 
 
+def test_a_volume_smaller_than_a_patch_is_padded_with_its_own_edges_not_zero():
+    """On z-scored inputs 0 is the tissue's mean: a field of view smaller than a patch must be continued
+    by what lies at its edges, not framed by a tissue training never showed there. The network here answers
+    every voxel with the brightest input of its patch, which the padding must not change."""
+    volume = _volume((2, 10, 12, 14), seed=3) * 0.4 - 0.6  # z-scored-like, everything below 0
+    def brightest(x: torch.Tensor) -> torch.Tensor:
+        return torch.ones_like(x[:, :1]) * x.amax(dim=(1, 2, 3, 4), keepdim=True)
+    out = predict_patches(brightest, volume, patch_size=(16, 16, 16), device="cpu", amp=False, batch_size=1)
+    assert out.shape == (1, 10, 12, 14)
+    np.testing.assert_allclose(out, volume[0].max(), atol=1e-3)  # the Gaussian blend, to float precision
+
+
 def test_patches_shrink_to_fit_and_give_the_same_volume(monkeypatch):
     """With too little memory for one 96^3 patch the engine takes smaller patches (multiples of the
     network's factor, never under twice it) instead of failing; a voxel-wise network gives the same
