@@ -37,6 +37,7 @@ import SimpleITK as sitk
 from .errors import InputError
 
 SUPPORTED_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+IDENTITY_DIRECTION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 #: headers whose voxels are in a data file beside them
 DETACHED_SUFFIXES = (".nhdr", ".mhd")
 #: a series' frame keys and the index name and unit Slicer's sequences (and their .seq.nrrd files) give them
@@ -59,7 +60,6 @@ def frame_record(index_name: str, unit: str, value: str, k: int) -> dict:
     if key is None:
         return {"index": k, index_name or "value": number, **({"unit": unit} if unit else {})}
     return {key: number}
-IDENTITY_DIRECTION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 
 
 def _as_triple(values: Sequence[float], name: str) -> tuple[float, float, float]:

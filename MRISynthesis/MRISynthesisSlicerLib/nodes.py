@@ -183,9 +183,6 @@ def node_from_volume(scene, volume, name: str, node=None):
     return node
 
 
-#: how a series' per-frame metadata key becomes a Slicer sequence index (name, unit)
-
-
 def _sequences_logic(scene):
     """The application's Sequences logic; without the application (tests), a private one on ``scene``."""
     import slicer
