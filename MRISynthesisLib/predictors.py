@@ -81,11 +81,6 @@ _PLANS: dict[str, Callable[[WeightsEntry, nn.Module, str, Sequence[str], int], P
 }
 
 
-def has_plan(model: str) -> bool:
-    """True for the sequence-to-sequence models (the MP-GAN generates patches; it has no plan)."""
-    return model in _PLANS
-
-
 def plan_for(entry: WeightsEntry, net: nn.Module, target: str, available: Sequence[str],
              phases: int | None = None) -> Plan:
     """The plan to synthesize ``target`` with ``entry``'s network from the ``available`` sequences.

@@ -189,11 +189,11 @@ def evaluate_entry(entry: WeightsEntry, target: str, seeds=HELD_OUT_SEEDS, *, de
 def evaluate_bundled(anatomy: str | None = None, seeds=HELD_OUT_SEEDS, say=print, *, model: str | None = None,
                      targets: tuple[str, ...] | None = None, mirror: bool = False) -> list[dict]:
     """Every bundled sequence-to-sequence model (optionally one ``model``, some ``targets``) on ``seeds``."""
-    from .predictors import has_plan
+    from .selection import translates
 
     results, subjects = [], Subjects()
     for entry in read_manifest():
-        if (anatomy and entry.anatomy != anatomy) or (model and entry.model != model) or not has_plan(entry.model):
+        if (anatomy and entry.anatomy != anatomy) or (model and entry.model != model) or not translates(entry.model):
             continue
         for target in entry.targets:
             if targets and target not in targets:

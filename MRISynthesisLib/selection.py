@@ -20,7 +20,8 @@ PATCH_GENERATORS = frozenset({"mp-gan"})
 
 
 def translates(model: str) -> bool:
-    """True for the sequence-to-sequence models, those ``predictors.plan_for`` runs."""
+    """True for the sequence-to-sequence models, those ``predictors.plan_for`` has a plan for (the one
+    list of them: the pipeline, the evaluation, the model cards and the panel all ask here)."""
     return model not in PATCH_GENERATORS
 
 

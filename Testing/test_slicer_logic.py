@@ -363,10 +363,10 @@ def test_the_panel_lists_the_models_before_torch_and_the_other_packages_are_inst
 
 def test_the_models_the_selection_offers_are_those_the_pipeline_can_run():
     from MRISynthesisLib.models import NAMES
-    from MRISynthesisLib.predictors import has_plan
+    from MRISynthesisLib.predictors import _PLANS
     from MRISynthesisLib.selection import translates
 
-    assert {name: translates(name) for name in NAMES} == {name: has_plan(name) for name in NAMES}
+    assert {name: translates(name) for name in NAMES} == {name: name in _PLANS for name in NAMES}
 
 
 def test_phantom_case_loads_as_nodes(scene):

@@ -125,10 +125,10 @@ def _warm_up_line(training: dict) -> str:
 
 def write_model_card(entry: WeightsEntry, folder: str | Path | None = None) -> Path:
     """A Markdown model card beside the weights: intended use, inputs, training, measured metrics, limits."""
-    from ..predictors import has_plan
+    from ..selection import translates
 
     training = entry.training
-    if has_plan(entry.model):
+    if translates(entry.model):
         title = f"{' + '.join(entry.inputs)} -> {' + '.join(entry.targets)}"
         preparation = f"""- Sequences, in channel order: {', '.join(entry.inputs)}; output: {', '.join(entry.targets)}.
 - Registered to the reference sequence (T1) and resampled to an isotropic {entry.voxel_size_mm:g} mm grid
