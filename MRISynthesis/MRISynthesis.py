@@ -491,13 +491,22 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
                 from MRISynthesisSlicerLib.views import show_table
 
                 show_table(run.metrics)
-            self.ui.statusLabel.setText(_("Done: {name}").format(name=run.synthesized.GetName()))
+            self.ui.statusLabel.setText(self.doneText(_("Done: {name}").format(name=run.synthesized.GetName()),
+                                                      run.warnings))
             self.ui.progressBar.value = 100
         except Exception as error:
             logging.exception("MRISynthesis")
             slicer.util.errorDisplay(_("Could not load the results: {error}").format(error=error))
         finally:
             self.finishRun()
+
+    @staticmethod
+    def doneText(done, warnings):
+        """The status line of a finished run, with what the user must know about its result (an input whose
+        field of view leaves part of the anatomy blank), which also goes to the log."""
+        for warning in warnings:
+            logging.warning(f"MRISynthesis: {warning}")
+        return done if not warnings else done + "\n" + _("Warning: ") + "; ".join(warnings)
 
     def showMaps(self, request):
         from MRISynthesisSlicerLib.views import show_table
@@ -506,8 +515,9 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
         slicer.util.setSliceViewerLayers(background=run.reference, foreground=run.maps[run.shown],
                                          foregroundOpacity=self.ui.errorOpacitySlider.value)
         show_table(run.table)
-        self.ui.statusLabel.setText(_("Done: {name} over the reference; the other maps are in the results "
-                                      "folder").format(name=run.maps[run.shown].GetName()))
+        self.ui.statusLabel.setText(self.doneText(_("Done: {name} over the reference; the other maps are in the "
+                                                    "results folder").format(name=run.maps[run.shown].GetName()),
+                                                  run.warnings))
         self.ui.progressBar.value = 100
 
     def cancel(self):

@@ -30,7 +30,8 @@ from .errors import InputError
 from .inference import choose_device
 from .inputs import model_frames
 from .maps import differentiation_maps
-from .pipeline import Progress, check_taken, default_reference, frames_of, prepare, report_progress, stage_progress
+from .pipeline import (Progress, check_taken, coverage_warnings, default_reference, frames_of, prepare, report_progress,
+                       stage_progress)
 from .predictors import translator
 from .preprocess import resample_to
 from .ranking import score_pair
@@ -109,6 +110,9 @@ def case_differentiation_maps(inputs: Mapping[str, Volume], model: str = "seq2se
         normalised[name] = block if inputs[name].is_series else block[0]
         offset += count
 
+    region = prepared.mask & prepared.covered  # foreground where every sequence has data
+    if not region.any():
+        raise InputError("the sequences' fields of view share no tissue: nothing to translate")
     pairs = [(source, target) for target in order for source in order if source != target]
     translate = translator(entry, net, torch_device)
     predictions, translations = {}, []
@@ -116,23 +120,25 @@ def case_differentiation_maps(inputs: Mapping[str, Volume], model: str = "seq2se
         start, end = 0.3 + 0.65 * k / len(pairs), 0.3 + 0.65 * (k + 1) / len(pairs)
         report_progress(progress, start, f"translating {source} -> {target}")
         predictions[(source, target)] = translate(normalised, source, target, stage_progress(progress, start, end))
-        scores = score_pair(normalised[target], predictions[(source, target)], prepared.mask, lpips_backbone=None)
+        scores = score_pair(normalised[target], predictions[(source, target)], region, lpips_backbone=None)
         translations.append({"source": source, "target": target, "psnr": scores["psnr"], "ssim": scores["ssim"]})
 
     report_progress(progress, 0.96, "imaging-differentiation maps")
     work = prepared.work
     maps, on_work, means = {}, {}, {}
-    for name, array in differentiation_maps(normalised, predictions, prepared.mask).items():
+    for name, array in differentiation_maps(normalised, predictions, region).items():
         on_work_map = Volume(array, work.spacing, work.origin, work.direction)
         maps[name] = resample_to(on_work_map, prepared.fixed) if work is not prepared.fixed else on_work_map
         anatomy_image = normalised[name].mean(0) if normalised[name].ndim == 4 else normalised[name]
         on_work[name] = (anatomy_image, array)
-        means[name] = float(array[prepared.mask].mean())
+        means[name] = float(array[region].mean())
     provenance = {
         "model": entry.model, "configuration": entry.config, "weights": entry.file, "weights_sha256": entry.sha256,
         "inputs": dict(input_names) if input_names else {n: f"in-memory {n}" for n in inputs},
         "reference": reference, "registration": register, "device": str(torch_device),
         "work_voxel_size_mm": entry.voxel_size_mm,
+        "input_coverage": {n: round(share, 4) for n, share in prepared.coverage.items()},
+        "warnings": coverage_warnings(prepared.coverage, reference),
         "map": "M_d(X_i) = mean over j != i of |X'_{j->i} - X_i| (Seq2Seq Eq. 5)",
         "units": f"mean absolute difference of {entry.normalization}-normalised intensities"
                  + (" ([-1, 1] scale)" if entry.normalization == "percentile" else " (foreground SD units)"),

@@ -56,6 +56,8 @@ def run_maps(input_items: list[str], out: str | Path, *, model: str = "seq2seq",
     most = max(result.foreground_means, key=result.foreground_means.get)
     say(f"least predictable from the others: {most}; maps in {out} ({result.provenance['seconds']} s; "
         f"{RESEARCH_USE_NOTICE})")
+    for warning in result.provenance["warnings"]:
+        say(f"warning: {warning}")
     return report
 
 

@@ -39,7 +39,7 @@ from .errors import InputError
 from .inference import Cancelled, choose_device
 from .inputs import check_volume, model_frames
 from .predictors import plan_for, run_plan
-from .preprocess import Normalization, air_level, foreground_mask, is_magnitude, resample_to
+from .preprocess import Normalization, air_level, coverage_on, foreground_mask, is_magnitude, resample_to
 from .registration import PRESETS, register as run_registration
 from .sequences import canonical, canonical_keys
 from .volume import Volume
@@ -184,6 +184,8 @@ class Prepared:
     scale: Normalization  # the reference's normalisation, inverted to express the output
     registrations: dict[str, dict]
     body: np.ndarray  # tissue against air on the work grid: outside it the output is zero
+    covered: np.ndarray  # where every input has data (inside all their fields of view): outside, no output
+    coverage: dict[str, float]  # per input, the share of the body inside its field of view
 
 
 def normalization_for(scheme: str, array: np.ndarray, mask: np.ndarray) -> Normalization:
@@ -195,9 +197,11 @@ def normalization_for(scheme: str, array: np.ndarray, mask: np.ndarray) -> Norma
     raise InputError(f"unknown normalisation '{scheme}' in the weights manifest")
 
 
-def align(fixed: Volume, moving: Volume, register: str, name: str, grid: Volume | None = None) -> tuple[Volume, dict]:
+def align(fixed: Volume, moving: Volume, register: str, name: str,
+          grid: Volume | None = None) -> tuple[Volume, dict, np.ndarray]:
     """``moving`` registered onto the 3D ``fixed`` volume and resampled onto ``grid`` (default: ``fixed``'s
-    own grid), and the registration's summary.
+    own grid), the registration's summary, and which voxels of the grid lie inside ``moving``'s field of
+    view once moved (elsewhere the resampled values are a fill of 0, not tissue).
 
     The transform is estimated against ``fixed``; the moving volume is then interpolated once, straight
     onto ``grid`` (the model's work grid), rather than onto the fixed grid and again onto the work grid:
@@ -206,7 +210,7 @@ def align(fixed: Volume, moving: Volume, register: str, name: str, grid: Volume 
     them) and applied to every frame, so the frames stay aligned with each other.
     """
     result = registration_onto(fixed, moving, register, name)
-    return moved(result, moving, grid), result.summary()
+    return moved(result, moving, grid), result.summary(), result.coverage(moving, grid=grid)
 
 
 def moved(result, moving: Volume, grid: Volume | None = None) -> Volume:
@@ -230,7 +234,10 @@ def frames_of(volume: Volume) -> np.ndarray:
     return volume.array if volume.is_series else volume.array[None]
 
 
-Aligner = Callable[[Volume, Volume, str, str, Volume], tuple[Volume, dict]]
+Aligner = Callable[[Volume, Volume, str, str, Volume], tuple[Volume, dict, np.ndarray]]
+
+#: an input covering less of the body than this gets a warning in the provenance
+FULL_COVERAGE = 0.99
 
 
 def prepare(inputs: Mapping[str, Volume], order: tuple[str, ...], reference: str, register: str, voxel_size_mm: float,
@@ -240,7 +247,10 @@ def prepare(inputs: Mapping[str, Volume], order: tuple[str, ...], reference: str
     ``orientation``, :func:`work_grid`), normalise (steps 2-4).
 
     ``foreground`` is the mask the normalisation's statistics come from, as the model was trained;
-    the output is blanked outside the body (tissue against air) whatever the model's method. A series is
+    the output is blanked outside the body (tissue against air) whatever the model's method. An input
+    whose field of view ends inside the reference's (a slab FLAIR, a partial-coverage DWI) is normalised
+    by the tissue it shows, not by the zeros filled in where it has no data, and the output is left blank
+    where any input has none: a network fed zeros as tissue would draw something there. A series is
     normalised as one (the same statistics for all its frames, as ``training.data.normalize_case``) and
     enters ``stacked`` frame by frame. ``aligner`` does the registration (:func:`align`'s signature): an
     evaluation over many targets passes one that remembers what it registered.
@@ -248,26 +258,49 @@ def prepare(inputs: Mapping[str, Volume], order: tuple[str, ...], reference: str
     given = inputs[reference]
     fixed = given.frame(0) if given.is_series else given
     work = work_grid(fixed, voxel_size_mm, orientation)
-    on_work, registrations = {}, {}
+    on_work, registrations, inside = {}, {}, {}
     for i, name in enumerate(order):
         report_progress(progress, 0.3 * i / len(order),
                         f"resampling {name}" if name == reference else f"registering {name} to {reference}")
         if name == reference:
-            on_work[name] = resample_to(given, work)
+            on_work[name], inside[name] = resample_to(given, work), coverage_on(given, work)
             continue
-        moved, registrations[name] = aligner(fixed, inputs[name], register, name, work)
+        moved, registrations[name], inside[name] = aligner(fixed, inputs[name], register, name, work)
         on_work[name] = require_overlap(moved, name, reference, register)
     frames = {n: frames_of(v) for n, v in on_work.items()}
-    mean_image = np.mean([a.mean(axis=0) for a in frames.values()], axis=0)
-    mask = foreground_mask(mean_image, method=foreground)
-    body = mask if foreground == "body" else foreground_mask(mean_image)
+    mask = foreground_mask(mean_where_covered(frames, inside), method=foreground)
+    body = mask if foreground == "body" else foreground_mask(mean_where_covered(frames, inside))
+    if reference not in inside:
+        inside[reference] = coverage_on(given, work)
+    coverage = {n: float(np.count_nonzero(body & c) / max(np.count_nonzero(body), 1)) for n, c in inside.items()}
 
-    def normalization_of(array: np.ndarray) -> Normalization:
-        return normalization_for(normalization, array, np.broadcast_to(mask, array.shape))
-    norms = {n: normalization_of(a) for n, a in frames.items()}
+    def normalization_of(name: str, array: np.ndarray) -> Normalization:
+        region = mask & inside[name]
+        if not region.any():
+            raise InputError(f"{name} covers none of the {'tissue' if foreground == 'body' else 'foreground'} "
+                             f"of {reference}: its field of view lies outside the anatomy")
+        return normalization_for(normalization, array, np.broadcast_to(region, array.shape))
+    norms = {n: normalization_of(n, a) for n, a in frames.items()}
     stacked = np.concatenate([norms[n].apply(frames[n]) for n in order])
-    scale = norms[reference] if reference in norms else normalization_of(frames_of(resample_to(given, work)))
-    return Prepared(fixed, reference, work, stacked, mask, scale, registrations, body)
+    scale = norms[reference] if reference in norms else normalization_of(reference, frames_of(resample_to(given, work)))
+    covered = np.logical_and.reduce([inside[n] for n in order])
+    return Prepared(fixed, reference, work, stacked, mask, scale, registrations, body, covered,
+                    {n: coverage[n] for n in order})
+
+
+def mean_where_covered(frames: Mapping[str, np.ndarray], inside: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Each voxel's mean over the inputs whose field of view holds it (their frames averaged first): the
+    image the foreground mask is drawn on, not darkened where one input has no data."""
+    total = sum(np.where(inside[n], a.mean(axis=0), 0.0) for n, a in frames.items())
+    count = sum(inside[n].astype(np.float32) for n in frames)
+    return (total / np.maximum(count, 1)).astype(np.float32)
+
+
+def coverage_warnings(coverage: Mapping[str, float], reference: str) -> list[str]:
+    """One line per input that leaves part of the body without data, for the provenance and the user."""
+    return [f"{name} covers {100 * share:.0f} % of the head or body in {reference}'s field of view: the "
+            "synthesized volume is blank where an input has no data" for name, share in coverage.items()
+            if share < FULL_COVERAGE]
 
 
 def finish(prepared: Prepared, predicted: np.ndarray) -> Volume:
@@ -287,11 +320,26 @@ def finish(prepared: Prepared, predicted: np.ndarray) -> Volume:
         floor = air = 0.0
     else:
         floor, air = float(np.percentile(reference, 0.1)), air_level(reference)
-    head = ndimage.binary_dilation(prepared.body, iterations=2)
+    head = ndimage.binary_dilation(prepared.body, iterations=2) & prepared.covered
     values = np.where(head, np.maximum(prepared.scale.invert(predicted), floor), air).astype(np.float32)
     work = prepared.work
     synth = Volume(values, work.spacing, work.origin, work.direction)
-    return resample_to(synth, prepared.fixed) if work is not prepared.fixed else synth
+    if work is prepared.fixed:
+        return synth
+    synth = resample_to(synth, prepared.fixed)
+    if prepared.covered.all():
+        return synth
+    # interpolation would smear the blank edge of an input's field of view by a voxel into the output
+    return synth.with_array(np.where(covered_on_output(prepared), synth.array, air).astype(np.float32))
+
+
+def covered_on_output(prepared: Prepared) -> np.ndarray:
+    """:attr:`Prepared.covered` on the output's grid (the reference's)."""
+    work = prepared.work
+    if work is prepared.fixed:
+        return prepared.covered
+    mark = Volume(prepared.covered.astype(np.float32), work.spacing, work.origin, work.direction)
+    return resample_to(mark, prepared.fixed, interpolation="nearest").array > 0.5
 
 
 def default_reference(inputs: Mapping[str, Volume]) -> str:
@@ -350,6 +398,8 @@ def synthesize(inputs: Mapping[str, Volume], target: str, model: str = "unet-ct1
         "inputs": dict(input_names) if input_names else {n: f"in-memory {n}" for n in inputs},
         "target": target, "reference": reference, "registration": register, "device": str(torch_device),
         "work_voxel_size_mm": entry.voxel_size_mm, "test_time_mirroring": mirror, "intensity_scale": f"the reference ({reference}) foreground mean/SD",
+        "input_coverage": {n: round(share, 4) for n, share in prepared.coverage.items()},
+        "warnings": coverage_warnings(prepared.coverage, reference),
         **({"frames": plan.phases} if plan.phases > 1 else {}),
         "package_version": __version__, "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "seconds": round(time.perf_counter() - started, 2), "notice": RESEARCH_USE_NOTICE,
@@ -357,50 +407,57 @@ def synthesize(inputs: Mapping[str, Volume], target: str, model: str = "unet-ct1
     result = SynthesisResult(target, synth, provenance, prepared.registrations)
     if real is not None:
         report_progress(progress, 0.98, f"comparing with the real {target}")
-        result.metrics, result.error_map, result.real = compare_to_real(synth, real, register=register,
-                                                                        reference=prepared.fixed,
-                                                                        registrations=result.registrations)
+        result.metrics, result.error_map, result.real = compare_to_real(
+            synth, real, register=register, reference=prepared.fixed, registrations=result.registrations,
+            region=None if prepared.covered.all() else covered_on_output(prepared))
     report_progress(progress, 1.0, "done")
     return result
 
 
 def compare_to_real(synth: Volume, real: Volume, *, register: str = "rigid", reference: Volume | None = None,
-                    registrations: dict | None = None) -> tuple[dict, object, Volume]:
+                    registrations: dict | None = None, region: np.ndarray | None = None) -> tuple[dict, object, Volume]:
     """Metrics, colour error map and the aligned real target, for ``synth`` against the acquired target.
 
     The real target is registered onto the reference (as the inputs were) before comparing, so its own
     acquisition's motion does not count as synthesis error. A series is compared frame by frame: its
     metrics are the means over frames (each frame's own under ``per_frame``) and its error map is a
     series with one colour scale for all frames. The real target's registration summary is added to
-    ``registrations`` (under "real target") when given, as the inputs' are.
+    ``registrations`` (under "real target") when given, as the inputs' are. ``region`` (on ``synth``'s
+    grid): where it was synthesized (every input's field of view); metrics count only those voxels.
     """
     check_volume(real, "real target", "real target", series=synth.is_series)
     if synth.is_series and synth.shape[0] != real.shape[0]:
         raise InputError(f"the real target is a series of {real.shape[0]} frames but the synthesized one has "
                          f"{synth.shape[0]}")
     if reference is not None and register != "none":
-        real, summary = align(reference, real, register, "real")
+        real, summary, _ = align(reference, real, register, "real")
         if registrations is not None:
             registrations["real target"] = summary
     real_on_grid = require_overlap(resample_to(real, synth), "the real target", "the synthesized volume", register)
     if not synth.is_series:
-        metrics, errors = _compare_volumes(synth, real_on_grid)
+        metrics, errors = _compare_volumes(synth, real_on_grid, region=region)
         return metrics, errors, real_on_grid
     pairs = [(synth.frame(i), real_on_grid.frame(i)) for i in range(synth.shape[0])]
-    scale = max(_compare_volumes(s, r)[1].max_error for s, r in pairs)
-    compared = [_compare_volumes(s, r, max_error=scale) for s, r in pairs]
+    scale = max(_compare_volumes(s, r, region=region)[1].max_error for s, r in pairs)
+    compared = [_compare_volumes(s, r, max_error=scale, region=region) for s, r in pairs]
     metrics = _mean_over_frames([m for m, _ in compared])
     volume = Volume(np.stack([e.volume.array for _, e in compared]), synth.spacing, synth.origin, synth.direction,
                     synth.frames)
     return metrics, replace(compared[0][1], volume=volume), real_on_grid
 
 
-def _compare_volumes(synth: Volume, real: Volume, max_error: float | None = None) -> tuple[dict, object]:
-    """Metrics and error map of two 3D volumes on one grid, each z-scored by its own foreground."""
+def _compare_volumes(synth: Volume, real: Volume, max_error: float | None = None,
+                     region: np.ndarray | None = None) -> tuple[dict, object]:
+    """Metrics and error map of two 3D volumes on one grid, each z-scored by its own foreground (within
+    ``region`` when given: where the synthesized volume was made)."""
     from .maps import error_map
     from .metrics import evaluate
 
     mask = foreground_mask(real.array)
+    if region is not None:
+        mask = mask & region
+        if not mask.any():
+            raise InputError("the real target's tissue lies wholly outside the inputs' fields of view: nothing to compare")
     real_z = Normalization.zscore(real.array, mask, clip=False).apply(real.array)
     synth_z = Normalization.zscore(synth.array, mask, clip=False).apply(synth.array)
     metrics = evaluate(real_z, synth_z, mask=mask)

@@ -35,8 +35,8 @@ import numpy as np
 
 from .inputs import model_frames
 from .phantom import sample
-from .pipeline import (align, compare_to_real, default_reference, finish, frames_of, moved, normalization_for,
-                       prepare, registration_onto)
+from .pipeline import (align, compare_to_real, covered_on_output, default_reference, finish, frames_of, moved,
+                       normalization_for, prepare, registration_onto)
 from .preprocess import resample_to
 from .predictors import plan_for, run_plan
 from .training.data import aligned_sequences
@@ -78,8 +78,8 @@ class Subjects:
         return self._registered[key]
 
     def registered(self, key: tuple, fixed, moving, name: str, register: str = "rigid", grid=None):
-        """``moving`` registered onto ``fixed`` (resampled onto ``grid``, default ``fixed``'s) and the
-        registration's summary, computed the first time ``key`` is asked for (the key names the subject,
+        """``moving`` registered onto ``fixed`` (resampled onto ``grid``, default ``fixed``'s), the
+        registration's summary and the grid's voxels inside ``moving``'s field of view (``pipeline.align``), computed the first time ``key`` is asked for (the key names the subject,
         the sequence, its view, the reference and so the grid)."""
         if key not in self._registered:
             self._registered[key] = align(fixed, moving, register, name, grid)
@@ -178,8 +178,9 @@ def evaluate_entry(entry: WeightsEntry, target: str, seeds=HELD_OUT_SEEDS, *, de
                    "linear": _predict_baseline(baselines.linear, prepared),
                    "hgb": _predict_baseline(baselines.hgb, prepared)}
         synthesized = {method: finish(prepared, values) for method, values in outputs.items()}
+        region = None if prepared.covered.all() else covered_on_output(prepared)  # as ``synthesize`` scores
         for method, volume in {**synthesized, "ceiling": ceiling}.items():
-            metrics, _, _ = compare_to_real(volume, real, register="none")
+            metrics, _, _ = compare_to_real(volume, real, register="none", region=region)
             scores[method].append({k: float(metrics["metrics"][k]["volume"]) for k in HEADLINE})
         say(f"seed {seed}: " + "; ".join(f"{m} PSNR {s[-1]['psnr']:.2f}" for m, s in scores.items()))
     return {method: {k: {"mean": float(np.mean([r[k] for r in rows])), "sd": float(np.std([r[k] for r in rows]))}

@@ -174,6 +174,13 @@ class Registration:
                                       interpolator=INTERPOLATORS[interpolation], defaultvalue=default_value)
         return from_ants(moved)
 
+    def coverage(self, volume: Volume, *, grid: Volume | None = None) -> np.ndarray:
+        """Which voxels of ``grid`` (default the fixed grid) the moved ``volume`` has data for: inside its
+        field of view once moved (:func:`preprocess.field_of_view`); elsewhere its resampled values are the
+        fill value, not tissue."""
+        from .preprocess import field_of_view
+        return self.apply(field_of_view(volume), grid=grid, interpolation="nearest").array > 0.5
+
     def to_sitk(self) -> sitk.Transform:
         """The forward transform (fixed -> moving) in memory, as one SimpleITK transform."""
         return transform_from_files(self.forward)

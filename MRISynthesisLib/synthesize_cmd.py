@@ -115,6 +115,8 @@ def run_synthesize(model: str, input_items: list[str], target: str, out: str | P
     refuse_overwrite(sidecar, protected)
     sidecar.write_text(json.dumps(report, indent=1, allow_nan=False))
     say(f"wrote {out} ({result.provenance['seconds']} s; {RESEARCH_USE_NOTICE})")
+    for warning in result.provenance["warnings"]:
+        say(f"warning: {warning}")
     if result.metrics is not None:
         say("against the real target: " + ", ".join(f"{k} {v:.4g}" for k, v in _headline(result.metrics).items()))
     return report

@@ -381,3 +381,89 @@ def test_the_work_grid_of_a_series_is_its_frames_grid(subject):
     for voxel in (3.0, VOXEL):
         grid = work_grid(series, voxel, "RAS")
         assert not grid.is_series and grid.spatial_shape == work_grid(t1, voxel, "RAS").spatial_shape
+
+
+def slab_of(volume, first: int, last: int):
+    """Axial slices ``first:last`` of ``volume`` where they lie: a slab acquisition of the same anatomy."""
+    from MRISynthesisLib.volume import Volume
+
+    origin = np.asarray(volume.origin) + volume.direction_matrix @ (0.0, 0.0, first * volume.spacing[2])
+    return Volume(volume.array[first:last].copy(), volume.spacing, tuple(origin), volume.direction)
+
+
+def test_the_field_of_view_mark_covers_exactly_the_voxels_a_volume_holds(subject):
+    """A coarse mark spanning the same box as the volume gives the same coverage as the volume itself."""
+    from MRISynthesisLib.preprocess import coverage_on, field_of_view, resample_to
+
+    t1 = subject.sequences["T1"]
+    slab = slab_of(t1, 7, t1.spatial_shape[0] - 5)
+    mark = field_of_view(slab)
+    assert max(mark.spatial_shape) <= 32
+    for grid in (t1, resample_to(t1.with_array(t1.array), t1)):  # its own grid, and the parent's
+        ones = resample_to(slab.with_array(np.ones(slab.shape, np.float32)), grid, interpolation="nearest").array
+        np.testing.assert_array_equal(coverage_on(slab, grid), ones > 0.5)
+    covered = coverage_on(slab, t1)
+    assert not covered[:7].any() and covered[7:-5].all() and not covered[-5:].any()
+
+
+def test_a_slab_input_is_normalised_by_the_tissue_it_shows_and_the_output_is_blank_outside_it(bundle, subject):
+    """A FLAIR covering the middle of the head: the zeros filled in around it are not tissue, so they do not
+    pull its normalisation down, the result says how much it covers, and nothing is synthesized where it
+    has no data (the network would draw something from zeros taken as tissue)."""
+    from MRISynthesisLib.pipeline import prepare
+    from MRISynthesisLib.preprocess import coverage_on
+
+    t1, flair = subject.sequences["T1"], subject.sequences["FLAIR"]
+    n = flair.spatial_shape[0]
+    slab = slab_of(flair, n // 3, 2 * n // 3)
+    inputs = {"T1": t1, "T2": subject.sequences["T2"], "FLAIR": slab}
+    before = slab.array.copy()
+    prepared = prepare(inputs, ("T1", "T2", "FLAIR"), "T1", "none", VOXEL)
+    assert 0.2 < prepared.coverage["FLAIR"] < 0.7 and prepared.coverage["T1"] == 1.0
+    inside = prepared.mask & prepared.covered
+    flair_z = prepared.stacked[2]
+    # z-scored by the tissue inside its slab: mean 0 there (the old statistics, zeros included, gave ~ +1)
+    assert abs(float(flair_z[inside].mean())) < 0.1
+    result = synthesize(inputs, "T1ce", "unet-ct1", weights_folder=bundle, device="cpu", register="none",
+                        real=subject.sequences["T1ce"])
+    np.testing.assert_array_equal(slab.array, before)
+    assert 0.2 < result.provenance["input_coverage"]["FLAIR"] < 0.7
+    assert any(w.startswith("FLAIR covers") for w in result.provenance["warnings"])
+    out = result.volume.array
+    slab_on_t1 = coverage_on(slab, t1)
+    near = ndimage.binary_dilation(slab_on_t1, iterations=2)  # the model's 4 mm voxels at the slab's edge
+    assert (out[~near] == 0).all() and (out[slab_on_t1] > 0).mean() > 0.3
+    # scored only where it was synthesized: fewer voxels than the whole head
+    full = synthesize({**inputs, "FLAIR": flair}, "T1ce", "unet-ct1", weights_folder=bundle, device="cpu",
+                      register="none", real=subject.sequences["T1ce"])
+    assert full.provenance["warnings"] == [] and full.provenance["input_coverage"]["FLAIR"] == 1.0
+    assert result.metrics["n_voxels"] < 0.8 * full.metrics["n_voxels"]
+
+
+def test_an_input_whose_field_of_view_misses_the_anatomy_is_named(bundle, subject):
+    from MRISynthesisLib.pipeline import prepare
+
+    from MRISynthesisLib.volume import Volume
+
+    flair = subject.sequences["FLAIR"]
+    corner = Volume(flair.array[:, :3, :3].copy(), flair.spacing, flair.origin, flair.direction)  # air only
+    assert np.ptp(corner.array) > 0  # noise: it does overlap the grid, only not the head
+    inputs = {"T1": subject.sequences["T1"], "T2": subject.sequences["T2"], "FLAIR": corner}
+    with pytest.raises(InputError, match="FLAIR covers none of the tissue"):
+        prepare(inputs, ("T1", "T2", "FLAIR"), "T1", "none", VOXEL)
+
+
+def test_the_command_says_when_an_input_leaves_part_of_the_head_without_data(bundle, subject, tmp_path,
+                                                                              monkeypatch, capsys):
+    monkeypatch.setenv("MRISYNTHESIS_MODELS_DIR", str(bundle))
+    n = subject.sequences["FLAIR"].spatial_shape[0]
+    files = {"T1": write_volume(subject.sequences["T1"], tmp_path / "t1.nii.gz"),
+             "T2": write_volume(subject.sequences["T2"], tmp_path / "t2.nii.gz"),
+             "FLAIR": write_volume(slab_of(subject.sequences["FLAIR"], n // 4, 3 * n // 4), tmp_path / "flair.nii.gz")}
+    assert main(["synthesize", "--model", "unet-ct1", "--input", *(f"{k}={v}" for k, v in files.items()),
+                 "--target", "T1ce", "--register", "none", "--device", "cpu", "--quiet",
+                 "--out", str(tmp_path / "t1ce.nii.gz")]) == 0
+    printed = capsys.readouterr().out
+    assert "warning: FLAIR covers" in printed and "blank where an input has no data" in printed
+    report = json.loads((tmp_path / "t1ce.report.json").read_text())
+    assert report["provenance"]["input_coverage"]["T2"] == 1.0 and report["provenance"]["warnings"]

@@ -93,6 +93,23 @@ def test_synthesis_from_nodes_makes_named_coloured_attributed_nodes_in_a_folder(
         np.testing.assert_array_equal(slicer.util.arrayFromVolume(inputs[seq]), array)
         np.testing.assert_array_equal(_ijk_to_ras(inputs[seq]), matrix)
     assert fractions[-1] == 1.0
+    assert run.warnings == []  # every input covers the head
+
+
+def test_a_slab_input_node_gives_a_result_that_warns_of_its_blank_part(scene, bundle):
+    from MRISynthesisLib.volume import Volume
+
+    subject = sample_brain(5, resolution=4.0, n_lesions=1)
+    flair = subject.sequences["FLAIR"]
+    n = flair.spatial_shape[0]
+    origin = np.asarray(flair.origin) + flair.direction_matrix @ (0.0, 0.0, (n // 3) * flair.spacing[2])
+    slab = Volume(flair.array[n // 3:].copy(), flair.spacing, tuple(origin), flair.direction)
+    inputs = {s: node_from_volume(scene, subject.sequences[s], f"slab case {s}") for s in ("T1", "T2")}
+    inputs["FLAIR"] = node_from_volume(scene, slab, "slab case FLAIR")
+    run = SynthesisLogic(scene).synthesize(inputs, "T1ce", "unet-ct1", device="cpu", weights_folder=bundle,
+                                           register="none")
+    assert len(run.warnings) == 1 and run.warnings[0].startswith("FLAIR covers")
+    assert "FLAIR covers" in run.synthesized.GetAttribute("MRISynthesis.warnings")
 
 
 def test_synthesis_from_nodes_equals_the_command_line_on_the_same_files(scene, bundle, tmp_path, monkeypatch):

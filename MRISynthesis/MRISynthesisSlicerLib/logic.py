@@ -37,6 +37,7 @@ class RunNodes:
     error_map: object | None = None
     metrics: object | None = None
     extra: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)  # what the user must know about the result (provenance)
 
 
 @dataclass
@@ -48,6 +49,7 @@ class MapNodes:
     table: object  # each map's mean in the foreground, largest first
     shown: str  # the sequence whose map the views show first (:func:`map_to_show`)
     reference: object | None = None  # the input node whose grid the maps are on: the background to show them over
+    warnings: list = field(default_factory=list)  # what the user must know about the maps (provenance)
 
 
 #: sequences that show the contrast agent: what only they show is its uptake, so their map comes first
@@ -160,7 +162,7 @@ class SynthesisLogic:
         folder = results_folder(self.scene, f"MRISynthesis: {target} by {model} ({stamp})", reference_node)
         synth = self._result_node(synthesized, f"{target} synthesized by {model}", folder)
         set_provenance(synth, provenance)
-        run = RunNodes(folder, synth)
+        run = RunNodes(folder, synth, warnings=list(provenance.get("warnings", [])))
         if error is not None:
             volume, max_error = error
             run.error_map = self._result_node(volume, f"{target} error map ({model})", folder)
@@ -213,7 +215,7 @@ class SynthesisLogic:
         table = metrics_table(self.scene, "imaging differentiation (M_d)", rows)
         set_provenance(table, provenance)
         place_in_folder(self.scene, table, folder)
-        return MapNodes(folder, nodes, table, map_to_show(means), reference_node)
+        return MapNodes(folder, nodes, table, map_to_show(means), reference_node, list(provenance.get("warnings", [])))
 
     def _result_node(self, volume, name: str, folder: int):
         """A result in ``folder`` as the views show it: a scalar volume, or for a series target (Seq2Seq
