@@ -670,11 +670,11 @@ class MRISynthesisLogic(ScriptedLoadableModuleLogic):
             slicer.util.pip_install(" ".join(pip_arguments(REQUIRED_PACKAGES.values())))
 
     def gpuName(self):
-        if importlib.util.find_spec("torch") is None:
-            return None
-        import torch
+        """The first NVIDIA GPU's name, from its driver: importing torch here would initialise CUDA in Slicer."""
+        from MRISynthesisSlicerLib.dependencies import gpu_names
 
-        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+        names = gpu_names()
+        return names[0] if names else None
 
     # work
     def modelChoices(self, target, present):

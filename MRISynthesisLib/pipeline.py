@@ -39,7 +39,7 @@ from .errors import InputError
 from .inference import Cancelled, choose_device
 from .inputs import check_volume, model_frames
 from .predictors import plan_for, run_plan
-from .preprocess import Normalization, air_level, coverage_on, foreground_mask, is_magnitude, resample_to
+from .preprocess import Normalization, air_level, coverage_on, foreground_mask, is_magnitude, needs_anti_aliasing, resample_to
 from .registration import PRESETS, register as run_registration
 from .sequences import canonical, canonical_keys
 from .volume import Volume
@@ -210,15 +210,25 @@ def align(fixed: Volume, moving: Volume, register: str, name: str,
     them) and applied to every frame, so the frames stay aligned with each other.
     """
     result = registration_onto(fixed, moving, register, name)
-    return moved(result, moving, grid), result.summary(), result.coverage(moving, grid=grid)
+    voxel_mm = isotropic_voxel(fixed if grid is None else grid)
+    return moved(result, moving, grid, voxel_mm), result.summary(), result.coverage(moving, grid=grid)
 
 
-def moved(result, moving: Volume, grid: Volume | None = None) -> Volume:
+def isotropic_voxel(grid: Volume) -> float | None:
+    """The voxel size of an isotropic grid (1 % tolerance), what a finer input is smoothed to on its way
+    there; None for an anisotropic grid, whose axes need not be the input's."""
+    spacing = np.asarray(grid.spacing, float)
+    return float(spacing.max()) if np.ptp(spacing) <= 0.01 * spacing.max() else None
+
+
+def moved(result, moving: Volume, grid: Volume | None = None, anti_alias_mm: float | None = None) -> Volume:
     """``moving`` on ``grid`` (default the fixed grid) by the registration ``result`` estimated for it by
-    :func:`registration_onto`: a 3D volume on the fixed grid is the registration's own output."""
-    if not moving.is_series and (grid is None or grid is result.fixed_grid):
+    :func:`registration_onto`, smoothed first where its voxels are finer than ``anti_alias_mm``
+    (:func:`preprocess.anti_aliased`): a 3D volume on the fixed grid otherwise is the registration's own output."""
+    if not moving.is_series and (grid is None or grid is result.fixed_grid) and \
+            not needs_anti_aliasing(moving, anti_alias_mm):
         return result.registered
-    return result.apply(moving, grid=grid)
+    return result.apply(moving, grid=grid, anti_alias_mm=anti_alias_mm)
 
 
 def registration_onto(fixed: Volume, moving: Volume, register: str, name: str):
@@ -246,6 +256,9 @@ def prepare(inputs: Mapping[str, Volume], order: tuple[str, ...], reference: str
     """Register every input onto the reference, move all to the work grid (in the model's training
     ``orientation``, :func:`work_grid`), normalise (steps 2-4).
 
+    An input with voxels finer than the work grid's is smoothed as it is moved there
+    (:func:`preprocess.anti_aliased`), so that a 1 mm scan reaches a 2 mm model with a 2 mm acquisition's
+    noise and detail, as in training.
     ``foreground`` is the mask the normalisation's statistics come from, as the model was trained;
     the output is blanked outside the body (tissue against air) whatever the model's method. An input
     whose field of view ends inside the reference's (a slab FLAIR, a partial-coverage DWI) is normalised
@@ -263,7 +276,8 @@ def prepare(inputs: Mapping[str, Volume], order: tuple[str, ...], reference: str
         report_progress(progress, 0.3 * i / len(order),
                         f"resampling {name}" if name == reference else f"registering {name} to {reference}")
         if name == reference:
-            on_work[name], inside[name] = resample_to(given, work), coverage_on(given, work)
+            on_work[name] = resample_to(given, work, anti_alias_mm=voxel_size_mm)
+            inside[name] = coverage_on(given, work)
             continue
         moved, registrations[name], inside[name] = aligner(fixed, inputs[name], register, name, work)
         on_work[name] = require_overlap(moved, name, reference, register)
@@ -282,7 +296,8 @@ def prepare(inputs: Mapping[str, Volume], order: tuple[str, ...], reference: str
         return normalization_for(normalization, array, np.broadcast_to(region, array.shape))
     norms = {n: normalization_of(n, a) for n, a in frames.items()}
     stacked = np.concatenate([norms[n].apply(frames[n]) for n in order])
-    scale = norms[reference] if reference in norms else normalization_of(reference, frames_of(resample_to(given, work)))
+    scale = (norms[reference] if reference in norms else
+             normalization_of(reference, frames_of(resample_to(given, work, anti_alias_mm=voxel_size_mm))))
     covered = np.logical_and.reduce([inside[n] for n in order])
     return Prepared(fixed, reference, work, stacked, mask, scale, registrations, body, covered,
                     {n: coverage[n] for n in order})

@@ -499,3 +499,63 @@ def test_the_air_of_a_slab_is_found_where_the_slab_is_uniform():
     mask = foreground_mask(z_scored)
     assert 2 * (mask & slab_body).sum() / (mask.sum() + slab_body.sum()) > 0.97
 
+
+
+def _noise_volume(shape=(48, 48, 48), spacing=(1.0, 1.0, 1.0), seed=0):
+    rng = np.random.default_rng(seed)
+    return Volume(rng.normal(100.0, 10.0, shape).astype(np.float32), spacing)
+
+
+def _grid(extent_mm: float, voxel_mm: float, start_mm: float):
+    n = int(round(extent_mm / voxel_mm))
+    return Volume(np.zeros((n, n, n), np.float32), (voxel_mm,) * 3, (start_mm,) * 3)
+
+
+@pytest.mark.parametrize("offset", [0.0, 0.5])  # coarse voxel centres on fine ones, or between them
+def test_moving_fine_voxels_onto_a_coarser_grid_gives_the_coarse_voxels_noise(offset):
+    """A 2 mm acquisition of tissue whose 1 mm voxels hold white noise would hold 1/sqrt(8) of its SD (eight
+    voxels averaged). Smoothed for the 2 mm grid, the noise is no more than that (the point-spread matching
+    smooths a little more) wherever the coarse centres fall; plain linear interpolation keeps all of it where
+    they fall on fine ones (1 mm noise, which a model trained on 2 mm noise has never seen)."""
+    from MRISynthesisLib.preprocess import anti_aliased, resample_to
+
+    fine = _noise_volume()
+    coarse = _grid(40.0, 2.0, 4.0 + offset)
+    plain = resample_to(fine, coarse).array.std()
+    smoothed = resample_to(fine, coarse, anti_alias_mm=2.0).array.std()
+    two_mm = 10.0 / np.sqrt(8)
+    assert 0.4 * two_mm < smoothed < 1.05 * two_mm  # linear interpolation between voxels smooths too
+    if offset == 0.0:  # sampled on fine voxel centres, plain interpolation keeps the 1 mm noise whole
+        assert plain > 0.9 * 10.0
+    np.testing.assert_array_equal(resample_to(anti_aliased(fine, 2.0), coarse).array,
+                                  resample_to(fine, coarse, anti_alias_mm=2.0).array)
+
+
+def test_anti_aliasing_smooths_only_the_axes_finer_than_the_grid():
+    from MRISynthesisLib.preprocess import anti_aliased
+
+    fine_in_plane = _noise_volume(shape=(12, 48, 48), spacing=(1.0, 1.0, 4.0))  # x, y at 1 mm; 4 mm slices
+    smoothed = anti_aliased(fine_in_plane, 2.0).array
+    # neighbours along x are correlated after smoothing, along the slices they stay independent
+    def correlation(a, axis):
+        a = a - a.mean()
+        return float((a * np.roll(a, 1, axis=axis)).mean() / a.var())
+    assert correlation(smoothed, 2) > 0.3 and abs(correlation(smoothed, 0)) < 0.05
+    coarse = _noise_volume(spacing=(2.0, 2.0, 2.0))
+    assert anti_aliased(coarse, 2.0) is coarse  # nothing finer: the volume itself, no copy
+    before = fine_in_plane.array.copy()
+    anti_aliased(fine_in_plane, 2.0)
+    np.testing.assert_array_equal(fine_in_plane.array, before)
+
+
+def test_a_series_is_smoothed_frame_by_frame_and_labels_never():
+    from MRISynthesisLib.preprocess import anti_aliased, resample_to
+
+    frames = np.stack([_noise_volume(seed=k).array for k in range(3)])
+    series = Volume(frames, (1.0, 1.0, 1.0))
+    smoothed = anti_aliased(series, 2.0)
+    for k in range(3):
+        np.testing.assert_allclose(smoothed.array[k], anti_aliased(series.frame(k), 2.0).array, rtol=1e-6)
+    labels = Volume(np.ones((8, 8, 8), np.float32), (1.0, 1.0, 1.0))
+    with pytest.raises(InputError, match="labels"):
+        resample_to(labels, _grid(8.0, 2.0, 0.5), interpolation="nearest", anti_alias_mm=2.0)

@@ -14,7 +14,7 @@ from packaging.requirements import Requirement
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "MRISynthesis"))
 
-from MRISynthesisSlicerLib.dependencies import pip_arguments, torch_mismatch, unmet  # noqa: E402
+from MRISynthesisSlicerLib.dependencies import gpu_names, pip_arguments, torch_mismatch, unmet  # noqa: E402
 
 #: what Slicer itself (numpy, scipy, SimpleITK) or its PyTorch extension (torch, torchvision) provides
 PROVIDED = {"numpy", "scipy", "simpleitk", "torch", "torchvision"}
@@ -76,3 +76,30 @@ def test_the_panel_installs_what_the_library_requires_at_the_same_minimum_versio
         return next(str(s.version) for s in requirement.specifier if s.operator == ">=")
     assert {name: minimum(r) for name, r in panel.items()} == {name: minimum(library[name]) for name in panel}
     assert _panel_constants()["TORCH_REQUIREMENT"] == f">={minimum(library['torch'])}"
+
+
+def _fake_tool(tmp_path, body: str) -> Path:
+    tool = tmp_path / "nvidia-smi"
+    tool.write_text(f"#!{sys.executable}\n{body}\n")
+    tool.chmod(0o755)
+    return tool
+
+
+def test_the_gpus_come_from_the_driver_tool_without_importing_torch(tmp_path):
+    """The device menu is filled without PyTorch (importing it would initialise CUDA in Slicer's process):
+    the names nvidia-smi lists, and none when it is missing, fails or hangs."""
+    import subprocess
+
+    listing = _fake_tool(tmp_path, "import sys\nassert sys.argv[1:] == ['--query-gpu=name', '--format=csv,noheader']\n"
+                                   "print('NVIDIA H100 80GB HBM3')\nprint('NVIDIA A100-SXM4-40GB')")
+    assert gpu_names(which=lambda name: str(listing)) == ["NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-40GB"]
+    assert gpu_names(which=lambda name: None) == []
+    failing = _fake_tool(tmp_path, "import sys\nprint('NVIDIA-SMI has failed', file=sys.stderr)\nsys.exit(9)")
+    assert gpu_names(which=lambda name: str(failing)) == []
+    hanging = _fake_tool(tmp_path, "import time\ntime.sleep(30)")
+    assert gpu_names(which=lambda name: str(hanging), timeout_s=1.0) == []
+    probe = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]);"
+                            "from MRISynthesisSlicerLib.dependencies import gpu_names; gpu_names();"
+                            "print('torch' in sys.modules)", str(REPO / "MRISynthesis")],
+                           capture_output=True, text=True, timeout=60, check=True)
+    assert probe.stdout.strip() == "False"

@@ -1,4 +1,5 @@
-"""Which Python packages the panel must install into Slicer's Python, and how, without touching PyTorch.
+"""Which Python packages the panel must install into Slicer's Python, and how, and which NVIDIA GPUs the
+machine has, without touching PyTorch.
 
 Standard library and ``packaging`` (pip's copy when it is not installed) only: this runs before the
 library's own dependencies exist.
@@ -11,6 +12,8 @@ pinned, pip picks the newest MONAI release that accepts the torch already there.
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from typing import Callable, Iterable, Optional
 
@@ -62,3 +65,22 @@ def torch_mismatch(requirement: str, version_of: Callable[[str], str] = version)
     return (f"PyTorch {installed} is installed, but MRISynthesis needs torch{requirement} (MONAI, which it uses, "
             "requires it). Update PyTorch in the PyTorch Utils module (uninstall, restart Slicer, install), then "
             "open MRI Synthesis again.")
+
+
+def gpu_names(which: Callable[[str], Optional[str]] = shutil.which, timeout_s: float = 10.0) -> list[str]:
+    """The NVIDIA GPUs the driver lists (``nvidia-smi``, which comes with it), for the device menu.
+
+    Asking PyTorch instead would import it into Slicer's process when the panel opens (seconds) and
+    initialise CUDA there, holding GPU memory for the whole session, while the work runs in a worker
+    process that initialises CUDA itself. No driver tool, a failure or a hang: no GPU offered (``auto``
+    still takes one the worker finds).
+    """
+    tool = which("nvidia-smi")
+    if tool is None:
+        return []
+    try:
+        listed = subprocess.run([tool, "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True,
+                                timeout=timeout_s, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in listed.stdout.splitlines() if line.strip()]
