@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -40,6 +41,10 @@ SUPPORTED_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 IDENTITY_DIRECTION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 #: headers whose voxels are in a data file beside them
 DETACHED_SUFFIXES = (".nhdr", ".mhd")
+#: a NIfTI file whose sform and qform place some corner of its field of view further apart than this is named
+FORMS_APART_MM = 1.0
+
+log = logging.getLogger(__name__)
 #: a series' frame keys and the index name and unit Slicer's sequences (and their .seq.nrrd files) give them
 FRAME_INDEX = {"time_min": ("time", "min"), "b_value": ("b-value", "s/mm2")}
 #: a time index in these units, as minutes (DICOM and 4D NRRD series come indexed in seconds)
@@ -436,6 +441,7 @@ def _with_nifti_voxels(header: sitk.ImageFileReader, readable: Path, shown_as: P
     if complex_voxels:  # a raw reconstruction: keeping the real part would silently drop the phase
         raise InputError(f"{path}: the image holds complex values; give the magnitude image")
     size = header.GetSize()
+    _warn_if_forms_disagree(nifti.header, header, path)
     while data.ndim > len(size) and data.shape[-1] == 1:
         data = data[..., 0]
     if tuple(data.shape) != tuple(size):
@@ -445,6 +451,44 @@ def _with_nifti_voxels(header: sitk.ImageFileReader, readable: Path, shown_as: P
     image.SetOrigin(header.GetOrigin())
     image.SetDirection(header.GetDirection())
     return image
+
+
+def _itk_affine(header: sitk.ImageFileReader) -> np.ndarray:
+    """The voxel-to-RAS affine of the geometry ITK read (ITK's physical space is LPS)."""
+    direction = np.asarray(header.GetDirection()).reshape(header.GetDimension(), -1)[:3, :3]
+    spacing, origin = np.asarray(header.GetSpacing()[:3]), np.asarray(header.GetOrigin()[:3])
+    lps_to_ras = np.diag([-1.0, -1.0, 1.0])
+    affine = np.eye(4)
+    affine[:3, :3] = lps_to_ras @ direction * spacing
+    affine[:3, 3] = lps_to_ras @ origin
+    return affine
+
+
+def _warn_if_forms_disagree(nifti_header, header: sitk.ImageFileReader, path: Path) -> None:
+    """Log a warning when a NIfTI file's two orientations (sform and qform, both set) place its field of
+    view differently, naming the one read.
+
+    Tools disagree on which to believe (nibabel and FSL take the sform, ITK and so 3D Slicer the qform in
+    some cases), so the same file overlays differently in each; a converter or an edited header is the usual
+    cause. This package reads the geometry as ITK does, as Slicer shows it; the warning says which that was.
+    """
+    sform, sform_code = nifti_header.get_sform(coded=True)
+    qform, qform_code = nifti_header.get_qform(coded=True)
+    if not sform_code or not qform_code or header.GetDimension() < 3:  # a 2D image is refused later
+        return
+    shape = nifti_header.get_data_shape()[:3]
+    corners = np.array([[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1)
+                        for k in (0, shape[2] - 1)]).T
+    apart = float(np.linalg.norm(((sform - qform) @ corners)[:3], axis=0).max())
+    if apart <= FORMS_APART_MM:
+        return
+    read = _itk_affine(header) @ corners
+    used = min(("sform", sform), ("qform", qform), key=lambda form: np.abs(form[1] @ corners - read).max())[0]
+    others = ("as ITK, 3D Slicer, nibabel and FSL read this file; a tool that takes the qform places it elsewhere"
+              if used == "sform" else "as ITK and 3D Slicer read this file; nibabel and FSL take its sform and "
+              "place it elsewhere")
+    log.warning(f"{path}: its sform and qform place the image up to {apart:.1f} mm apart; read with its {used}, "
+                f"{others}: check which is right before trusting where the result lies")
 
 
 def _read_frames(path: Path, n_frames: int) -> tuple[dict, ...]:

@@ -554,3 +554,35 @@ def test_a_complex_image_is_refused_not_cut_to_its_real_part(tmp_path):
     with pytest.raises(InputError, match="complex values; give the magnitude") as refused:
         read_volume(tmp_path / "raw.nii.gz")
     assert "corrupt" not in str(refused.value)
+
+
+@pytest.mark.parametrize("sform_code, read_with", [(1, "sform"), (2, "qform")])
+def test_a_nifti_whose_sform_and_qform_disagree_is_named_with_the_one_read(tmp_path, caplog, sform_code, read_with):
+    """Tools choose differently between the two (ITK by their codes, nibabel and FSL the sform), so the same
+    file lies in different places in each: the reader says so, and which one this package (and Slicer) took."""
+    import logging
+
+    import nibabel as nib
+
+    sform = np.diag([2.0, 2.0, 3.0, 1.0])
+    sform[:3, 3] = [-40.0, -40.0, -30.0]
+    qform = sform.copy()
+    qform[:3, 3] += [6.0, 0.0, 0.0]
+    image = nib.Nifti1Image(np.random.default_rng(0).random((20, 20, 10)).astype(np.float32), sform)
+    image.set_sform(sform, code=sform_code)
+    image.set_qform(qform, code=1)
+    path = tmp_path / "forms.nii.gz"
+    nib.save(image, str(path))
+    with caplog.at_level(logging.WARNING, logger="MRISynthesisLib.volume"):
+        volume = read_volume(path)
+    [record] = caplog.records
+    assert str(path) in record.message and "6.0 mm apart" in record.message
+    assert f"read with its {read_with}" in record.message
+    chosen = sform if read_with == "sform" else qform
+    assert volume.origin == pytest.approx((-chosen[0, 3], -chosen[1, 3], chosen[2, 3]))  # RAS -> LPS
+    caplog.clear()
+    image.set_qform(sform, code=1)  # the two agree: nothing to say
+    nib.save(image, str(path))
+    with caplog.at_level(logging.WARNING, logger="MRISynthesisLib.volume"):
+        read_volume(path)
+    assert caplog.records == []
