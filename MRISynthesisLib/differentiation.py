@@ -138,7 +138,8 @@ def case_differentiation_maps(inputs: Mapping[str, Volume], model: str = "seq2se
         "reference": reference, "registration": register, "device": str(torch_device),
         "work_voxel_size_mm": entry.voxel_size_mm,
         "input_coverage": {n: round(share, 4) for n, share in prepared.coverage.items()},
-        "warnings": coverage_warnings(prepared.coverage, reference),
+        "synthesized_share": round(prepared.covered_share, 4),
+        "warnings": coverage_warnings(prepared),
         "map": "M_d(X_i) = mean over j != i of |X'_{j->i} - X_i| (Seq2Seq Eq. 5)",
         "units": f"mean absolute difference of {entry.normalization}-normalised intensities"
                  + (" ([-1, 1] scale)" if entry.normalization == "percentile" else " (foreground SD units)"),

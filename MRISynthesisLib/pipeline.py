@@ -186,6 +186,7 @@ class Prepared:
     body: np.ndarray  # tissue against air on the work grid: outside it the output is zero
     covered: np.ndarray  # where every input has data (inside all their fields of view): outside, no output
     coverage: dict[str, float]  # per input, the share of the body inside its field of view
+    covered_share: float  # the share of the body inside every input's field of view: what is synthesized
 
 
 def normalization_for(scheme: str, array: np.ndarray, mask: np.ndarray) -> Normalization:
@@ -282,40 +283,52 @@ def prepare(inputs: Mapping[str, Volume], order: tuple[str, ...], reference: str
         moved, registrations[name], inside[name] = aligner(fixed, inputs[name], register, name, work)
         on_work[name] = require_overlap(moved, name, reference, register)
     frames = {n: frames_of(v) for n, v in on_work.items()}
-    mask = foreground_mask(mean_where_covered(frames, inside), method=foreground)
-    body = mask if foreground == "body" else foreground_mask(mean_where_covered(frames, inside))
+    # the mask as training draws it (``training.data.normalize_case``): on the plain mean of the inputs
+    mean_image = np.mean([a.mean(axis=0) for a in frames.values()], axis=0)
+    mask = foreground_mask(mean_image, method=foreground)
+    body = mask if foreground == "body" else foreground_mask(mean_image)
     if reference not in inside:
         inside[reference] = coverage_on(given, work)
-    coverage = {n: float(np.count_nonzero(body & c) / max(np.count_nonzero(body), 1)) for n, c in inside.items()}
+    covered = np.logical_and.reduce([inside[n] for n in order])
+    coverage = {n: share_of(body, inside[n]) for n in order}
+    for name in order:
+        if coverage[name] == 0.0:
+            raise InputError(f"{name} covers none of the tissue of {reference}: its field of view lies outside "
+                             "the anatomy")
+    if not (body & covered).any():
+        partial = [n for n in order if coverage[n] < 1.0]
+        raise InputError(f"the fields of view of {' and '.join(partial)} share no part of the anatomy: nothing can "
+                         "be synthesized where any input has no data")
 
     def normalization_of(name: str, array: np.ndarray) -> Normalization:
         region = mask & inside[name]
-        if not region.any():
-            raise InputError(f"{name} covers none of the {'tissue' if foreground == 'body' else 'foreground'} "
-                             f"of {reference}: its field of view lies outside the anatomy")
+        if not region.any():  # the body holds some of it (above), Otsu's foreground none
+            raise InputError(f"{name} covers none of the foreground of {reference} that the model's "
+                             "normalisation is measured in: its field of view lies outside it")
         return normalization_for(normalization, array, np.broadcast_to(region, array.shape))
     norms = {n: normalization_of(n, a) for n, a in frames.items()}
     stacked = np.concatenate([norms[n].apply(frames[n]) for n in order])
     scale = (norms[reference] if reference in norms else
              normalization_of(reference, frames_of(resample_to(given, work, anti_alias_mm=voxel_size_mm))))
-    covered = np.logical_and.reduce([inside[n] for n in order])
-    return Prepared(fixed, reference, work, stacked, mask, scale, registrations, body, covered,
-                    {n: coverage[n] for n in order})
+    return Prepared(fixed, reference, work, stacked, mask, scale, registrations, body, covered, coverage,
+                    share_of(body, covered))
 
 
-def mean_where_covered(frames: Mapping[str, np.ndarray], inside: Mapping[str, np.ndarray]) -> np.ndarray:
-    """Each voxel's mean over the inputs whose field of view holds it (their frames averaged first): the
-    image the foreground mask is drawn on, not darkened where one input has no data."""
-    total = sum(np.where(inside[n], a.mean(axis=0), 0.0) for n, a in frames.items())
-    count = sum(inside[n].astype(np.float32) for n in frames)
-    return (total / np.maximum(count, 1)).astype(np.float32)
+def share_of(body: np.ndarray, inside: np.ndarray) -> float:
+    """The share of the body's voxels that lie ``inside`` a field of view."""
+    return float(np.count_nonzero(body & inside) / max(np.count_nonzero(body), 1))
 
 
-def coverage_warnings(coverage: Mapping[str, float], reference: str) -> list[str]:
-    """One line per input that leaves part of the body without data, for the provenance and the user."""
-    return [f"{name} covers {100 * share:.0f} % of the head or body in {reference}'s field of view: the "
-            "synthesized volume is blank where an input has no data" for name, share in coverage.items()
-            if share < FULL_COVERAGE]
+def coverage_warnings(prepared: Prepared) -> list[str]:
+    """One line per input that leaves part of the body without data, and one for what they leave together
+    when that is less than any one of them does, for the provenance and the user."""
+    where = f"of the head or body in {prepared.reference}'s field of view"
+    lines = [f"{name} covers {100 * share:.0f} % {where}: the synthesized volume is blank where an input has "
+             "no data" for name, share in prepared.coverage.items() if share < FULL_COVERAGE]
+    if prepared.covered_share < min(prepared.coverage.values()) - 0.005:
+        lines.append(f"together the inputs cover {100 * prepared.covered_share:.0f} % {where}: only that part is "
+                     "synthesized")
+    return lines
 
 
 def finish(prepared: Prepared, predicted: np.ndarray) -> Volume:
@@ -414,7 +427,8 @@ def synthesize(inputs: Mapping[str, Volume], target: str, model: str = "unet-ct1
         "target": target, "reference": reference, "registration": register, "device": str(torch_device),
         "work_voxel_size_mm": entry.voxel_size_mm, "test_time_mirroring": mirror, "intensity_scale": f"the reference ({reference}) foreground mean/SD",
         "input_coverage": {n: round(share, 4) for n, share in prepared.coverage.items()},
-        "warnings": coverage_warnings(prepared.coverage, reference),
+        "synthesized_share": round(prepared.covered_share, 4),
+        "warnings": coverage_warnings(prepared),
         **({"frames": plan.phases} if plan.phases > 1 else {}),
         "package_version": __version__, "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "seconds": round(time.perf_counter() - started, 2), "notice": RESEARCH_USE_NOTICE,
@@ -448,7 +462,8 @@ def compare_to_real(synth: Volume, real: Volume, *, register: str = "rigid", ref
         real, summary, _ = align(reference, real, register, "real")
         if registrations is not None:
             registrations["real target"] = summary
-    real_on_grid = require_overlap(resample_to(real, synth), "the real target", "the synthesized volume", register)
+    real_on_grid = require_overlap(resample_to(real, synth, anti_alias_mm=isotropic_voxel(synth)), "the real target",
+                                   "the synthesized volume", register)
     if not synth.is_series:
         metrics, errors = _compare_volumes(synth, real_on_grid, region=region)
         return metrics, errors, real_on_grid

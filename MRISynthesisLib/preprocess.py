@@ -133,8 +133,10 @@ def field_of_view(volume: Volume, max_size: int = 32) -> Volume:
     frame = volume.frame(0) if volume.is_series else volume
     size, spacing = np.asarray(frame.size_xyz), np.asarray(frame.spacing)
     coarse = np.minimum(size, max_size)
-    coarse_spacing = size * spacing / coarse
-    corner = np.asarray(frame.origin) - frame.direction_matrix @ (spacing / 2)
+    # the box shrunk by 1e-4 of a voxel a side: a grid point exactly on its edge, which the volume's own
+    # linear interpolation may count as outside, counts as outside (uncovered) rather than as data
+    coarse_spacing = (size - 2e-4) * spacing / coarse
+    corner = np.asarray(frame.origin) - frame.direction_matrix @ ((0.5 - 1e-4) * spacing)
     origin = corner + frame.direction_matrix @ (coarse_spacing / 2)
     return Volume(np.ones(tuple(coarse[::-1]), np.float32), tuple(coarse_spacing), tuple(origin), frame.direction)
 

@@ -391,19 +391,63 @@ def slab_of(volume, first: int, last: int):
     return Volume(volume.array[first:last].copy(), volume.spacing, tuple(origin), volume.direction)
 
 
-def test_the_field_of_view_mark_covers_exactly_the_voxels_a_volume_holds(subject):
-    """A coarse mark spanning the same box as the volume gives the same coverage as the volume itself."""
+def test_the_field_of_view_mark_counts_no_fill_as_data_even_on_its_edges(subject):
+    """Which voxels of another grid hold data: never one the volume's own linear resampling fills (the worst
+    case is a grid point exactly on the box's edge), and every one well inside the box."""
     from MRISynthesisLib.preprocess import coverage_on, field_of_view, resample_to
+    from MRISynthesisLib.volume import Volume
 
     t1 = subject.sequences["T1"]
     slab = slab_of(t1, 7, t1.spatial_shape[0] - 5)
-    mark = field_of_view(slab)
-    assert max(mark.spatial_shape) <= 32
-    for grid in (t1, resample_to(t1.with_array(t1.array), t1)):  # its own grid, and the parent's
-        ones = resample_to(slab.with_array(np.ones(slab.shape, np.float32)), grid, interpolation="nearest").array
-        np.testing.assert_array_equal(coverage_on(slab, grid), ones > 0.5)
+    assert max(field_of_view(slab).spatial_shape) <= 32
     covered = coverage_on(slab, t1)
     assert not covered[:7].any() and covered[7:-5].all() and not covered[-5:].any()
+    ones = slab.with_array(np.ones(slab.shape, np.float32))
+    fine = Volume(np.ones((10, 12, 12), np.float32), (1.0, 1.0, 1.0))  # box from -0.5 to 9.5 (11.5) mm
+    for volume, shift in ((ones, 0.0), (ones, 0.37), (fine, 0.0), (fine, 0.5)):
+        # a 2 mm grid whose points (for shift 0.5 with ``fine``) fall exactly on the box's edges
+        size = [int(n * sp / 2.0) + 3 for n, sp in zip(volume.size_xyz, volume.spacing)][::-1]
+        origin = np.asarray(volume.origin) - volume.direction_matrix @ np.full(3, 2.0 - shift)
+        grid = Volume(np.zeros(size, np.float32), (2.0,) * 3, tuple(origin), volume.direction)
+        mark = coverage_on(volume, grid)
+        data = resample_to(volume, grid).array > 0.5
+        assert mark.any() and not (mark & ~data).any()  # nothing counted as data where the resampler fills
+        assert (data & ~mark).sum() <= max(size[1] * size[2], size[0] * size[2], size[0] * size[1])  # one face
+
+
+def test_inputs_that_cover_the_whole_body_are_normalised_exactly_as_training_normalises_them(subject):
+    """The coverage logic changes nothing for inputs covering the whole head: the mask and every input's
+    normalisation are ``training.data.normalize_case``'s, the contract the weights were trained under."""
+    from MRISynthesisLib.pipeline import prepare
+    from MRISynthesisLib.training.data import aligned_sequences, normalize_case
+
+    t1 = subject.sequences["T1"]
+    aligned = aligned_sequences(subject, ("T1", "T2", "FLAIR"))
+    inputs = {n: t1.with_array(v.array) for n, v in aligned.items()}  # on T1's grid, as files of that grid
+    for scheme, foreground in (("zscore", "body"), ("percentile", "body"), ("zscore", "otsu")):
+        prepared = prepare(inputs, ("T1", "T2", "FLAIR"), "T1", "none", t1.spacing[0], normalization=scheme,
+                           foreground=foreground)
+        assert prepared.work is inputs["T1"] and prepared.covered.all() and prepared.covered_share == 1.0
+        case = normalize_case("c", dict(inputs), None, scheme, foreground=foreground)
+        np.testing.assert_array_equal(prepared.mask, case.mask)
+        for k, name in enumerate(("T1", "T2", "FLAIR")):
+            np.testing.assert_array_equal(prepared.stacked[k], case.volumes[name])
+
+
+def test_inputs_whose_fields_of_view_do_not_meet_are_refused_and_partial_overlaps_are_named(bundle, subject):
+    from MRISynthesisLib.pipeline import coverage_warnings, prepare
+
+    t2, flair = subject.sequences["T2"], subject.sequences["FLAIR"]
+    n2, nf = t2.spatial_shape[0], flair.spatial_shape[0]
+    apart = {"T1": subject.sequences["T1"], "T2": slab_of(t2, 0, n2 // 2 - 1), "FLAIR": slab_of(flair, nf // 2 + 1, nf)}
+    with pytest.raises(InputError, match="fields of view of T2 and FLAIR share no part of the anatomy"):
+        prepare(apart, ("T1", "T2", "FLAIR"), "T1", "none", VOXEL)
+    overlapping = {**apart, "T2": slab_of(t2, 0, 2 * n2 // 3), "FLAIR": slab_of(flair, nf // 3, nf)}
+    prepared = prepare(overlapping, ("T1", "T2", "FLAIR"), "T1", "none", VOXEL)
+    assert prepared.covered_share < min(prepared.coverage["T2"], prepared.coverage["FLAIR"]) - 0.1
+    lines = coverage_warnings(prepared)
+    assert [line.split()[0] for line in lines] == ["T2", "FLAIR", "together"]
+    assert f"{100 * prepared.covered_share:.0f} %" in lines[-1]
 
 
 def test_a_slab_input_is_normalised_by_the_tissue_it_shows_and_the_output_is_blank_outside_it(bundle, subject):

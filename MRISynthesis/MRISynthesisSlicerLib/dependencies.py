@@ -80,7 +80,7 @@ def gpu_names(which: Callable[[str], Optional[str]] = shutil.which, timeout_s: f
         return []
     try:
         listed = subprocess.run([tool, "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True,
-                                timeout=timeout_s, check=True)
+                                errors="replace", timeout=timeout_s, check=True)
     except (OSError, subprocess.SubprocessError):
         return []
     return [line.strip() for line in listed.stdout.splitlines() if line.strip()]

@@ -92,8 +92,9 @@ def normalize_case(name: str, volumes: dict[str, Volume], labels: Volume | None,
     return Case(name, arrays, mask, label_array, {**(meta or {}), "grid": grid})
 
 
-#: bumped when what a cached case holds changes (2: the breast organ), so an older entry is rebuilt
-CACHE_FORMAT = 2
+#: bumped when what a cached case holds changes (2: the breast organ; 3: finer inputs anti-aliased for a
+#: coarser grid), so an older entry is rebuilt
+CACHE_FORMAT = 3
 
 
 class CaseCache:
