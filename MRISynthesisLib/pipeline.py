@@ -39,7 +39,7 @@ from .errors import InputError
 from .inference import Cancelled, choose_device
 from .inputs import check_volume, model_frames
 from .predictors import plan_for, run_plan
-from .preprocess import Normalization, air_level, coverage_on, foreground_mask, is_magnitude, needs_anti_aliasing, resample_to
+from .preprocess import Normalization, air_level, coverage_on, foreground_mask, is_magnitude, resample_to
 from .registration import PRESETS, register as run_registration
 from .sequences import canonical, canonical_keys
 from .volume import Volume
@@ -211,25 +211,15 @@ def align(fixed: Volume, moving: Volume, register: str, name: str,
     them) and applied to every frame, so the frames stay aligned with each other.
     """
     result = registration_onto(fixed, moving, register, name)
-    voxel_mm = isotropic_voxel(fixed if grid is None else grid)
-    return moved(result, moving, grid, voxel_mm), result.summary(), result.coverage(moving, grid=grid)
+    return moved(result, moving, grid), result.summary(), result.coverage(moving, grid=grid)
 
 
-def isotropic_voxel(grid: Volume) -> float | None:
-    """The voxel size of an isotropic grid (1 % tolerance), what a finer input is smoothed to on its way
-    there; None for an anisotropic grid, whose axes need not be the input's."""
-    spacing = np.asarray(grid.spacing, float)
-    return float(spacing.max()) if np.ptp(spacing) <= 0.01 * spacing.max() else None
-
-
-def moved(result, moving: Volume, grid: Volume | None = None, anti_alias_mm: float | None = None) -> Volume:
+def moved(result, moving: Volume, grid: Volume | None = None) -> Volume:
     """``moving`` on ``grid`` (default the fixed grid) by the registration ``result`` estimated for it by
-    :func:`registration_onto`, smoothed first where its voxels are finer than ``anti_alias_mm``
-    (:func:`preprocess.anti_aliased`): a 3D volume on the fixed grid otherwise is the registration's own output."""
-    if not moving.is_series and (grid is None or grid is result.fixed_grid) and \
-            not needs_anti_aliasing(moving, anti_alias_mm):
+    :func:`registration_onto`: a 3D volume on the fixed grid is the registration's own output."""
+    if not moving.is_series and (grid is None or grid is result.fixed_grid):
         return result.registered
-    return result.apply(moving, grid=grid, anti_alias_mm=anti_alias_mm)
+    return result.apply(moving, grid=grid)
 
 
 def registration_onto(fixed: Volume, moving: Volume, register: str, name: str):
@@ -257,9 +247,6 @@ def prepare(inputs: Mapping[str, Volume], order: tuple[str, ...], reference: str
     """Register every input onto the reference, move all to the work grid (in the model's training
     ``orientation``, :func:`work_grid`), normalise (steps 2-4).
 
-    An input with voxels finer than the work grid's is smoothed as it is moved there
-    (:func:`preprocess.anti_aliased`), so that a 1 mm scan reaches a 2 mm model with a 2 mm acquisition's
-    noise and detail, as in training.
     ``foreground`` is the mask the normalisation's statistics come from, as the model was trained;
     the output is blanked outside the body (tissue against air) whatever the model's method. An input
     whose field of view ends inside the reference's (a slab FLAIR, a partial-coverage DWI) is normalised
@@ -277,7 +264,7 @@ def prepare(inputs: Mapping[str, Volume], order: tuple[str, ...], reference: str
         report_progress(progress, 0.3 * i / len(order),
                         f"resampling {name}" if name == reference else f"registering {name} to {reference}")
         if name == reference:
-            on_work[name] = resample_to(given, work, anti_alias_mm=voxel_size_mm)
+            on_work[name] = resample_to(given, work)
             inside[name] = coverage_on(given, work)
             continue
         moved, registrations[name], inside[name] = aligner(fixed, inputs[name], register, name, work)
@@ -309,7 +296,7 @@ def prepare(inputs: Mapping[str, Volume], order: tuple[str, ...], reference: str
     norms = {n: normalization_of(n, a) for n, a in frames.items()}
     stacked = np.concatenate([norms[n].apply(frames[n]) for n in order])
     scale = (norms[reference] if reference in norms else
-             normalization_of(reference, frames_of(resample_to(given, work, anti_alias_mm=voxel_size_mm))))
+             normalization_of(reference, frames_of(resample_to(given, work))))
     return Prepared(fixed, reference, work, stacked, mask, scale, registrations, body, covered, coverage,
                     share_of(body, covered))
 
@@ -462,8 +449,7 @@ def compare_to_real(synth: Volume, real: Volume, *, register: str = "rigid", ref
         real, summary, _ = align(reference, real, register, "real")
         if registrations is not None:
             registrations["real target"] = summary
-    real_on_grid = require_overlap(resample_to(real, synth, anti_alias_mm=isotropic_voxel(synth)), "the real target",
-                                   "the synthesized volume", register)
+    real_on_grid = require_overlap(resample_to(real, synth), "the real target", "the synthesized volume", register)
     if not synth.is_series:
         metrics, errors = _compare_volumes(synth, real_on_grid, region=region)
         return metrics, errors, real_on_grid

@@ -1,8 +1,7 @@
 """Preprocessing the papers use, each step paired with its exact inverse where the pipeline needs one.
 
 * :func:`resample_to` puts a volume on a reference grid (SimpleITK; linear for images, nearest for
-  labels), optionally through a transform from the reference to the moving space; :func:`anti_aliased`
-  smooths a volume first where that grid is coarser than its voxels.
+  labels), optionally through a transform from the reference to the moving space.
 * :func:`crop_or_pad` fits an array to a model's input size around its centre, and
   :func:`undo_crop_or_pad` puts a model's output back on the original array shape.
 * :class:`Normalization` records the parameters of an intensity normalisation so a prediction can be
@@ -37,8 +36,7 @@ _INTERPOLATORS = {"linear": sitk.sitkLinear, "nearest": sitk.sitkNearestNeighbor
 
 # --------------------------------------------------------------------- resampling
 def resample_to(volume: Volume, reference: Volume, *, interpolation: str = "linear",
-                transform: sitk.Transform | None = None, default_value: float = 0.0,
-                anti_alias_mm: float | None = None) -> Volume:
+                transform: sitk.Transform | None = None, default_value: float = 0.0) -> Volume:
     """``volume`` resampled onto ``reference``'s grid.
 
     Args:
@@ -46,8 +44,6 @@ def resample_to(volume: Volume, reference: Volume, *, interpolation: str = "line
         transform: maps points of the reference space to the volume's space (ITK's convention, what
             a registration of moving=volume onto fixed=reference estimates). Identity when None.
         default_value: value outside the volume's field of view.
-        anti_alias_mm: the (isotropic) voxel size of the grid when it is coarser than the volume's: each
-            frame is smoothed first (:func:`anti_aliased`), one at a time. Not for ``nearest`` (labels).
 
     A 4D series is resampled frame by frame with the same transform.
 
@@ -60,8 +56,6 @@ def resample_to(volume: Volume, reference: Volume, *, interpolation: str = "line
     """
     if interpolation not in _INTERPOLATORS:
         raise InputError(f"unknown interpolation '{interpolation}'; use one of {', '.join(_INTERPOLATORS)}")
-    if interpolation == "nearest" and anti_alias_mm is not None:
-        raise InputError("labels (nearest-neighbour resampling) are never smoothed: anti_alias_mm is for images")
     if transform is None and same_geometry(volume, reference, spacing_tol=0, origin_tol_mm=0, direction_tol=0):
         return volume
     resampler = sitk.ResampleImageFilter()
@@ -77,7 +71,7 @@ def resample_to(volume: Volume, reference: Volume, *, interpolation: str = "line
     step = max(1, SLAB_VOXELS // (x * y))
     to_physical = reference.index_to_physical()
     for k, frame in enumerate(frames):
-        image = (anti_aliased(frame, anti_alias_mm) if anti_alias_mm is not None else frame).to_sitk()
+        image = frame.to_sitk()
         for z0 in range(0, z, step):
             z1 = min(z, z0 + step)
             resampler.SetSize([x, y, z1 - z0])
@@ -86,39 +80,6 @@ def resample_to(volume: Volume, reference: Volume, *, interpolation: str = "line
             (out[k] if volume.is_series else out)[z0:z1] = sitk.GetArrayViewFromImage(slab)
         del image
     return Volume.adopting(out, reference.spacing, reference.origin, reference.direction, volume.frames)
-
-
-def needs_anti_aliasing(volume: Volume, voxel_mm: float | None) -> bool:
-    """Whether some axis of ``volume`` is finer than ``voxel_mm`` by more than 5 % (None: never)."""
-    return voxel_mm is not None and bool((np.asarray(volume.spacing) < voxel_mm / 1.05).any())
-
-
-def anti_aliased(volume: Volume, voxel_mm: float) -> Volume:
-    """``volume`` smoothed for resampling onto an isotropic ``voxel_mm`` grid coarser than its own voxels;
-    the volume itself where no axis is finer (by more than 5 %).
-
-    Linear interpolation onto a coarser grid samples the fine image at the coarse points: a 1 mm scan put
-    on a 2 mm grid keeps the noise and the aliased detail of 1 mm voxels, which a model trained at 2 mm
-    (with 2 mm voxels' noise) has never seen. Each finer axis gets a Gaussian whose width makes the
-    voxel's point-spread function that of a ``voxel_mm`` voxel, each taken as a Gaussian whose FWHM is the
-    voxel size (Cardoso et al., "Scale factor point spread function matching", MICCAI 2015; TorchIO's
-    ``Resample(antialias=True)`` uses it): sigma = sqrt(voxel_mm^2 - spacing^2) / (2 sqrt(2 ln 2)) mm.
-    At a factor of 2 that leaves white noise at about 0.7 times a 2 mm acquisition's, against 2.8 times
-    without it. A series is smoothed frame by frame.
-    """
-    if not needs_anti_aliasing(volume, voxel_mm):
-        return volume
-    spacing = np.asarray(volume.spacing, float)  # x, y, z
-    sigma_mm = np.sqrt(np.maximum(voxel_mm ** 2 - spacing ** 2, 0.0)) / (2.0 * np.sqrt(2.0 * np.log(2.0)))
-    sigma = tuple((sigma_mm / spacing)[::-1])  # array order z, y, x
-    array = volume.array.astype(np.float32, copy=False)
-    if volume.is_series:
-        smoothed = np.empty(array.shape, np.float32)
-        for k in range(array.shape[0]):
-            ndimage.gaussian_filter(array[k], sigma, output=smoothed[k], mode="nearest")
-    else:
-        smoothed = ndimage.gaussian_filter(array, sigma, output=np.float32, mode="nearest")
-    return Volume.adopting(smoothed, volume.spacing, volume.origin, volume.direction, volume.frames)
 
 
 def field_of_view(volume: Volume, max_size: int = 32) -> Volume:

@@ -36,7 +36,7 @@ import numpy as np
 from .inputs import model_frames
 from .phantom import sample
 from .pipeline import (align, compare_to_real, covered_on_output, default_reference, finish, frames_of,
-                       isotropic_voxel, moved, normalization_for, prepare, registration_onto)
+                       moved, normalization_for, prepare, registration_onto)
 from .preprocess import resample_to
 from .predictors import plan_for, run_plan
 from .training.data import aligned_sequences
@@ -74,8 +74,7 @@ class Subjects:
         twin ``clean`` moved by the same registration, computed the first time ``key`` is asked for."""
         if key not in self._registered:
             result = registration_onto(fixed, real, "rigid", "real")
-            voxel = isotropic_voxel(fixed)  # smoothed for a coarser grid as ``pipeline.align`` does
-            self._registered[key] = (moved(result, real, anti_alias_mm=voxel), result.apply(clean, anti_alias_mm=voxel))
+            self._registered[key] = (moved(result, real), result.apply(clean))
         return self._registered[key]
 
     def registered(self, key: tuple, fixed, moving, name: str, register: str = "rigid", grid=None):

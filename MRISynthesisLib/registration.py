@@ -148,16 +148,14 @@ class Registration:
         return self._registered
 
     def apply(self, volume: Volume, *, grid: Volume | None = None, interpolation: str = "linear",
-              default_value: float = 0.0, anti_alias_mm: float | None = None) -> Volume:
+              default_value: float = 0.0) -> Volume:
         """Move another volume of the moving space (same acquisition) onto the fixed grid, or onto ``grid``
         (any grid in the fixed volume's physical space: the transforms are in millimetres).
 
         Moving straight onto a coarser ``grid`` interpolates once and never holds the moving volume at the
         fixed grid's resolution (300 MiB a frame at 512 x 512 x 300). Labels: ``interpolation='nearest'``
         keeps label values. A 4D series is moved frame by frame with the one transform (estimated on a
-        representative frame by the caller), filling one preallocated array. ``anti_alias_mm``: the
-        (isotropic) voxel size of a coarser ``grid``; each frame is smoothed for it first
-        (``preprocess.anti_aliased``), one frame at a time.
+        representative frame by the caller), filling one preallocated array.
         """
         if interpolation not in INTERPOLATORS:
             raise InputError(f"unknown interpolation '{interpolation}'; use one of {', '.join(INTERPOLATORS)}")
@@ -166,17 +164,11 @@ class Registration:
             out = np.empty((volume.shape[0], *grid.spatial_shape), np.float32)
             for i in range(volume.shape[0]):
                 out[i] = self.apply(volume.frame(i), grid=grid, interpolation=interpolation,
-                                    default_value=default_value, anti_alias_mm=anti_alias_mm).array
+                                    default_value=default_value).array
             return Volume.adopting(out, grid.spacing, grid.origin, grid.direction, volume.frames)
         if not self.forward:
             from .preprocess import resample_to
-            return resample_to(volume, grid, interpolation=interpolation, default_value=default_value,
-                               anti_alias_mm=anti_alias_mm)
-        if anti_alias_mm is not None:
-            from .preprocess import anti_aliased
-            if interpolation == "nearest":
-                raise InputError("labels (nearest-neighbour resampling) are never smoothed: anti_alias_mm is for images")
-            volume = anti_aliased(volume, anti_alias_mm)
+            return resample_to(volume, grid, interpolation=interpolation, default_value=default_value)
         ants = _ants()
         moved = ants.apply_transforms(to_ants(grid), to_ants(volume), [str(p) for p in self.forward],
                                       interpolator=INTERPOLATORS[interpolation], defaultvalue=default_value)

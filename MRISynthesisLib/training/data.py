@@ -92,9 +92,8 @@ def normalize_case(name: str, volumes: dict[str, Volume], labels: Volume | None,
     return Case(name, arrays, mask, label_array, {**(meta or {}), "grid": grid})
 
 
-#: bumped when what a cached case holds changes (2: the breast organ; 3: finer inputs anti-aliased for a
-#: coarser grid), so an older entry is rebuilt
-CACHE_FORMAT = 3
+#: bumped when what a cached case holds changes (2: the breast organ), so an older entry is rebuilt
+CACHE_FORMAT = 2
 
 
 class CaseCache:
@@ -262,7 +261,7 @@ class FolderSource:
     def _onto_one_grid(self, volumes: dict[str, Volume], labels: Volume | None) -> tuple[dict[str, Volume], Volume | None]:
         """Every sequence (registered when asked) and the labels on the reference's grid, or on the isotropic
         model grid over it: one interpolation each, as ``pipeline.prepare`` does it."""
-        from ..pipeline import align, default_reference, isotropic_voxel, require_overlap, work_grid
+        from ..pipeline import align, default_reference, require_overlap, work_grid
 
         reference = default_reference(volumes)
         fixed = volumes[reference].frame(0) if volumes[reference].is_series else volumes[reference]
@@ -270,7 +269,7 @@ class FolderSource:
         moved = {}
         for seq, volume in volumes.items():
             if seq == reference or self.register == "none":
-                moved[seq] = resample_to(volume, grid, anti_alias_mm=isotropic_voxel(grid))  # as ``align`` does
+                moved[seq] = resample_to(volume, grid)
             else:
                 moved[seq] = align(fixed, volume, self.register, seq, grid)[0]
             require_overlap(moved[seq], seq, reference, self.register)
