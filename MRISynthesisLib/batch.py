@@ -40,6 +40,7 @@ class CaseResult:
     status: str  # "written", "skipped", "nothing to do", "failed"
     detail: str = ""
     outputs: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # what the user must know about an output (provenance)
 
 
 def list_cases(data: str | Path) -> dict[str, dict[str, Path]]:
@@ -132,15 +133,16 @@ def plan_case(case: str, files: Mapping[str, Path], out: Path, *, anatomy: str, 
 
 def synthesize_case(case: str, files: Mapping[str, Path], plan: Mapping[str, tuple[Path, object, str]], *,
                     anatomy: str, brasyn: bool, register: str, device: str, weights_folder=None,
-                    say: Callable[[str], None] = print) -> list[str]:
-    """Write every planned target of one case; returns the files written."""
+                    say: Callable[[str], None] = print) -> tuple[list[str], list[str]]:
+    """Write every planned target of one case; returns the files written and the results' warnings (an
+    input whose field of view leaves part of the anatomy blank), each prefixed with its target."""
     from .inputs import load_case
     from .pipeline import synthesize
     from .volume import output_folder, refuse_overwrite, report_path, write_volume
 
     present = {k: v for k, v in files.items() if k != SEGMENTATION}
     inputs = load_case(present)
-    written = []
+    written, warnings = [], []
     for target, (path, entry, why) in plan.items():
         usable = {k: v for k, v in inputs.items() if k in entry.inputs and k != target}
         result = synthesize(usable, target, entry.model, anatomy=anatomy, register=register, device=device,
@@ -154,7 +156,10 @@ def synthesize_case(case: str, files: Mapping[str, Path], plan: Mapping[str, tup
             report.write_text(json.dumps({"provenance": result.provenance, "model_choice": why}, indent=1))
         written.append(str(path))
         say(f"{case}: {target} by {why} -> {path.name}")
-    return written
+        for warning in result.provenance["warnings"]:
+            warnings.append(f"{target}: {warning}")
+            say(f"{case}: warning: {warnings[-1]}")
+    return written, warnings
 
 
 def process_case(case: str, files: Mapping[str, Path], out: Path, *, anatomy: str, model: str, brasyn: bool,
@@ -176,23 +181,26 @@ def process_case(case: str, files: Mapping[str, Path], out: Path, *, anatomy: st
         if not overwrite and all(Path(p).exists() for p in paths):
             say(f"{case}: already written, skipped")
             return CaseResult(case, "skipped", ALREADY_WRITTEN, paths)
-        written = synthesize_case(case, files, plan, anatomy=anatomy, brasyn=brasyn, register=register,
-                                  device=device, weights_folder=weights_folder, say=say)
+        written, warnings = synthesize_case(case, files, plan, anatomy=anatomy, brasyn=brasyn, register=register,
+                                            device=device, weights_folder=weights_folder, say=say)
         for reason in reasons:
             say(f"{case}: not synthesized: {reason}")
-        return CaseResult(case, "written", "; ".join(reasons), written)
+        return CaseResult(case, "written", "; ".join(reasons), written, warnings)
     except InputError as err:
         say(f"{case}: FAILED: {err}")
         return CaseResult(case, "failed", str(err))
 
 
 def summarise(results: list[CaseResult], say: Callable[[str], None] = print) -> None:
-    """Counts per status, then every failure and every case skipped for a reason other than being done."""
+    """Counts per status, then every failure, every case skipped for a reason other than being done, and
+    every warning about an output written."""
     counts = {s: sum(r.status == s for r in results) for s in ("written", "skipped", "nothing to do", "failed")}
     say("summary: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     for r in results:
         if r.status == "failed" or (r.status == "skipped" and r.detail != ALREADY_WRITTEN):
             say(f"  {r.status} {r.case}: {r.detail}")
+        for warning in r.warnings:
+            say(f"  warning {r.case}: {warning}")
 
 
 def run_batch(data: str | Path, out: str | Path, *, model: str = "best", anatomy: str = "brain", brasyn: bool = False,

@@ -160,3 +160,25 @@ def test_the_inputs_tell_the_anatomy_whose_models_to_offer(tmp_path):
     # sequences only one anatomy's models take count first: FLAIR and DCE tie, so brain
     assert infer_anatomy({"T1", "FLAIR", "DCE"}, folder) == "brain"
     assert infer_anatomy({"T1", "DWI", "DCE", "FLAIR"}, folder) == "breast"
+
+
+def test_a_case_whose_input_covers_part_of_the_head_is_written_with_a_warning_in_the_summary(models, dataset, tmp_path):
+    from MRISynthesisLib.volume import Volume, write_volume
+
+    import numpy as np
+
+    source = sorted(p for p in dataset.iterdir() if p.is_dir())[0]  # T1ce missing
+    data = tmp_path / "data"
+    shutil.copytree(source, data / source.name)
+    flair_path = data / source.name / f"{source.name}-t2f.nii.gz"
+    flair = read_volume(flair_path)
+    n = flair.spatial_shape[0]
+    origin = np.asarray(flair.origin) + flair.direction_matrix @ (0.0, 0.0, (n // 2) * flair.spacing[2])
+    write_volume(Volume(flair.array[n // 2:], flair.spacing, tuple(origin), flair.direction), flair_path)  # upper half
+    log = []
+    [result] = run_batch(data, tmp_path / "out", device="cpu", progress=False, weights_folder=models, say=log.append)
+    assert result.status == "written" and len(result.warnings) == 1
+    assert result.warnings[0].startswith("T1ce: FLAIR covers")
+    assert any(line.startswith(f"  warning {source.name}: T1ce: FLAIR covers") for line in log)  # in the summary
+    full = run_batch(dataset, tmp_path / "full", device="cpu", progress=False, weights_folder=models, say=lambda m: None)
+    assert all(r.warnings == [] for r in full)
