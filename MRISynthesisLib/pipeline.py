@@ -198,11 +198,12 @@ def normalization_for(scheme: str, array: np.ndarray, mask: np.ndarray) -> Norma
     raise InputError(f"unknown normalisation '{scheme}' in the weights manifest")
 
 
-def align(fixed: Volume, moving: Volume, register: str, name: str,
-          grid: Volume | None = None) -> tuple[Volume, dict, np.ndarray]:
+def align(fixed: Volume, moving: Volume, register: str, name: str, grid: Volume | None = None, *,
+          coverage: bool = True) -> tuple[Volume, dict, np.ndarray | None]:
     """``moving`` registered onto the 3D ``fixed`` volume and resampled onto ``grid`` (default: ``fixed``'s
     own grid), the registration's summary, and which voxels of the grid lie inside ``moving``'s field of
-    view once moved (elsewhere the resampled values are a fill of 0, not tissue).
+    view once moved (elsewhere the resampled values are a fill of 0, not tissue; None unless ``coverage``:
+    moving the mark onto a 512 x 512 x 300 fixed grid costs three copies of it).
 
     The transform is estimated against ``fixed``; the moving volume is then interpolated once, straight
     onto ``grid`` (the model's work grid), rather than onto the fixed grid and again onto the work grid:
@@ -211,7 +212,7 @@ def align(fixed: Volume, moving: Volume, register: str, name: str,
     them) and applied to every frame, so the frames stay aligned with each other.
     """
     result = registration_onto(fixed, moving, register, name)
-    return moved(result, moving, grid), result.summary(), result.coverage(moving, grid=grid)
+    return moved(result, moving, grid), result.summary(), result.coverage(moving, grid=grid) if coverage else None
 
 
 def moved(result, moving: Volume, grid: Volume | None = None) -> Volume:
@@ -235,7 +236,7 @@ def frames_of(volume: Volume) -> np.ndarray:
     return volume.array if volume.is_series else volume.array[None]
 
 
-Aligner = Callable[[Volume, Volume, str, str, Volume], tuple[Volume, dict, np.ndarray]]
+Aligner = Callable[[Volume, Volume, str, str, Volume], tuple[Volume, dict, "np.ndarray | None"]]
 
 #: an input covering less of the body than this gets a warning in the provenance
 FULL_COVERAGE = 0.99
@@ -446,7 +447,7 @@ def compare_to_real(synth: Volume, real: Volume, *, register: str = "rigid", ref
         raise InputError(f"the real target is a series of {real.shape[0]} frames but the synthesized one has "
                          f"{synth.shape[0]}")
     if reference is not None and register != "none":
-        real, summary, _ = align(reference, real, register, "real")
+        real, summary, _ = align(reference, real, register, "real", coverage=False)
         if registrations is not None:
             registrations["real target"] = summary
     real_on_grid = require_overlap(resample_to(real, synth), "the real target", "the synthesized volume", register)

@@ -214,6 +214,9 @@ def test_preset_none_onto_a_coarser_grid_interpolates_once_onto_that_grid(subjec
     np.testing.assert_array_equal(moved.array, real_resample(moving, coarse).array)
     on_fixed = register(fixed, moving, "none")
     assert grids == [coarse.spatial_shape] * 2  # still nothing made on the fixed grid
+    grids.clear()
+    assert align(fixed, moving, "none", "T2", grid=coarse, coverage=False)[2] is None
+    assert grids == [coarse.spatial_shape]  # a caller that has no use for the mark does not pay for it
     assert on_fixed.registered.spatial_shape == fixed.spatial_shape and on_fixed.registered is on_fixed.registered
 
 

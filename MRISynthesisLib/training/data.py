@@ -271,7 +271,7 @@ class FolderSource:
             if seq == reference or self.register == "none":
                 moved[seq] = resample_to(volume, grid)
             else:
-                moved[seq] = align(fixed, volume, self.register, seq, grid)[0]
+                moved[seq] = align(fixed, volume, self.register, seq, grid, coverage=False)[0]
             require_overlap(moved[seq], seq, reference, self.register)
         return moved, (resample_to(labels, grid, interpolation="nearest") if labels is not None else None)
 
