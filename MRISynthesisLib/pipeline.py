@@ -343,14 +343,18 @@ def finish(prepared: Prepared, predicted: np.ndarray) -> Volume:
     if work is prepared.fixed:
         return synth
     synth = resample_to(synth, prepared.fixed)
-    if prepared.covered.all():
+    region = synthesized_region(prepared)
+    if region is None:
         return synth
     # interpolation would smear the blank edge of an input's field of view by a voxel into the output
-    return synth.with_array(np.where(covered_on_output(prepared), synth.array, air).astype(np.float32))
+    return synth.with_array(np.where(region, synth.array, air).astype(np.float32))
 
 
-def covered_on_output(prepared: Prepared) -> np.ndarray:
-    """:attr:`Prepared.covered` on the output's grid (the reference's)."""
+def synthesized_region(prepared: Prepared) -> np.ndarray | None:
+    """Where the output was synthesized, on its grid (the reference's): :attr:`Prepared.covered` there; None
+    when every input covers the whole grid, so that callers skip the masking."""
+    if prepared.covered.all():
+        return None
     work = prepared.work
     if work is prepared.fixed:
         return prepared.covered
@@ -426,7 +430,7 @@ def synthesize(inputs: Mapping[str, Volume], target: str, model: str = "unet-ct1
         report_progress(progress, 0.98, f"comparing with the real {target}")
         result.metrics, result.error_map, result.real = compare_to_real(
             synth, real, register=register, reference=prepared.fixed, registrations=result.registrations,
-            region=None if prepared.covered.all() else covered_on_output(prepared))
+            region=synthesized_region(prepared))
     report_progress(progress, 1.0, "done")
     return result
 

@@ -35,8 +35,8 @@ import numpy as np
 
 from .inputs import model_frames
 from .phantom import sample
-from .pipeline import (align, compare_to_real, covered_on_output, default_reference, finish, frames_of,
-                       moved, normalization_for, prepare, registration_onto)
+from .pipeline import (align, compare_to_real, default_reference, finish, frames_of, moved, normalization_for,
+                       prepare, registration_onto, synthesized_region)
 from .preprocess import resample_to
 from .predictors import plan_for, run_plan
 from .training.data import aligned_sequences
@@ -178,7 +178,7 @@ def evaluate_entry(entry: WeightsEntry, target: str, seeds=HELD_OUT_SEEDS, *, de
                    "linear": _predict_baseline(baselines.linear, prepared),
                    "hgb": _predict_baseline(baselines.hgb, prepared)}
         synthesized = {method: finish(prepared, values) for method, values in outputs.items()}
-        region = None if prepared.covered.all() else covered_on_output(prepared)  # as ``synthesize`` scores
+        region = synthesized_region(prepared)  # scored where synthesized, as ``synthesize`` scores
         for method, volume in {**synthesized, "ceiling": ceiling}.items():
             metrics, _, _ = compare_to_real(volume, real, register="none", region=region)
             scores[method].append({k: float(metrics["metrics"][k]["volume"]) for k in HEADLINE})
