@@ -95,3 +95,25 @@ def test_leave_exits_slicer_through_slicer_util_exit(batch, monkeypatch):
     with pytest.raises(SystemExit) as raised:
         batch.leave(2)
     assert raised.value.code == 2
+
+
+def test_a_result_with_a_blank_part_is_written_with_its_warning_printed(batch, tmp_path, monkeypatch, capsys):
+    from MRISynthesisLib.volume import Volume
+
+    models = tmp_path / "models"
+    models.mkdir()
+    bundle_untrained(models, "unet-ct1", voxel_size_mm=4.0)
+    monkeypatch.setenv("MRISYNTHESIS_MODELS_DIR", str(models))
+    subject = sample("brain", 3, resolution=4.0)
+    flair = subject.sequences["FLAIR"]
+    n = flair.spatial_shape[0]
+    origin = np.asarray(flair.origin) + flair.direction_matrix @ (0.0, 0.0, (n // 2) * flair.spacing[2])
+    slab = Volume(flair.array[n // 2:], flair.spacing, tuple(origin), flair.direction)  # the upper half only
+    files = {"T1": write_volume(subject.sequences["T1"], tmp_path / "t1.nii.gz"),
+             "T2": write_volume(subject.sequences["T2"], tmp_path / "t2.nii.gz"),
+             "FLAIR": write_volume(slab, tmp_path / "flair.nii.gz")}
+    code = batch.main(["--model", "unet-ct1", "--target", "T1ce", "--out", str(tmp_path / "t1ce.nii.gz"),
+                       "--register", "none", "--device", "cpu", *(a for k, v in files.items() for a in ("--input", f"{k}={v}"))])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "warning: FLAIR covers" in printed and (tmp_path / "t1ce.nii.gz").is_file()

@@ -76,6 +76,8 @@ def main(argv):
         refuse_overwrite(sidecar, protected)
         sidecar.write_text(json.dumps(to_json_safe(report), indent=1))
         print(f"wrote {args.out}")
+        for warning in run.warnings:
+            print(f"warning: {warning}")
         return 0
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
