@@ -167,6 +167,36 @@ def test_folder_source_checks_cases(tmp_path):
         FolderSource(tmp_path / "nowhere", sequences=("T1",), scheme="zscore")
 
 
+def test_a_folder_case_with_a_slab_is_normalised_within_each_field_of_view_as_synthesis_does(tmp_path):
+    """A case resampled onto one grid (ranking, or training with a voxel size): a sequence covering part of
+    the head is z-scored by the tissue it shows, not by the zeros filled in around it, as ``pipeline.prepare``
+    does at synthesis; and one whose field of view holds none of the head is named."""
+    from MRISynthesisLib.preprocess import coverage_on
+    from MRISynthesisLib.volume import Volume, read_volume, write_volume
+
+    assert main(["phantom", "--anatomy", "brain", "--n", "1", "--seed", "52", "--resolution", "3", "--registered",
+                 "--out", str(tmp_path / "cases"), "--quiet"]) == 0
+    case = "MRIS-BRAIN-00052"
+    flair_file = tmp_path / "cases" / case / f"{case}-t2f.nii.gz"
+    flair = read_volume(flair_file)
+    n = flair.spatial_shape[0]
+    origin = np.asarray(flair.origin) + flair.direction_matrix @ (0.0, 0.0, (n // 2) * flair.spacing[2])
+    slab = Volume(flair.array[n // 2:], flair.spacing, tuple(origin), flair.direction)
+    write_volume(slab, flair_file)
+    built = FolderSource(tmp_path / "cases", sequences=("T1", "T2", "FLAIR"), scheme="zscore", voxel_size_mm=3.0,
+                         require_all=False).build(case)
+    t1 = read_volume(tmp_path / "cases" / case / f"{case}-t1n.nii.gz")
+    inside = built.mask & coverage_on(slab, t1)
+    assert 0.2 < inside.sum() / built.mask.sum() < 0.8
+    z = built.volumes["FLAIR"]
+    assert abs(float(z[inside].mean())) < 0.1  # the zeros outside the slab did not enter its statistics
+    corner = Volume(flair.array[:, :2, :2].copy(), flair.spacing, flair.origin, flair.direction)  # air only
+    write_volume(corner, flair_file)
+    with pytest.raises(InputError, match=f"case {case}: FLAIR covers none of the case's foreground"):
+        FolderSource(tmp_path / "cases", sequences=("T1", "T2", "FLAIR"), scheme="zscore", voxel_size_mm=3.0,
+                     require_all=False).build(case)
+
+
 def test_split_is_by_subject_and_needs_two():
     train_names, val = split_cases([f"c{i}" for i in range(10)], 0.2, seed=1)
     assert len(val) == 2 and not set(train_names) & set(val) and len(train_names) == 8

@@ -18,14 +18,14 @@ import json
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError
 from ..inputs import check_volume
-from ..preprocess import Normalization, foreground_mask, resample_to
+from ..preprocess import Normalization, coverage_on, foreground_mask, resample_to
 from ..sequences import SEGMENTATION, canonical, discover_case, read_case_manifest
 from ..volume import Volume, geometry_differences, read_volume
 
@@ -67,8 +67,11 @@ def normalize(array: np.ndarray, mask: np.ndarray, scheme: str) -> np.ndarray:
 
 
 def normalize_case(name: str, volumes: dict[str, Volume], labels: Volume | None, scheme: str,
-                   meta: dict | None = None, foreground: str = "body") -> Case:
-    """Check one grid, build the foreground mask from all 3D sequences, normalise each sequence."""
+                   meta: dict | None = None, foreground: str = "body",
+                   inside: Mapping[str, np.ndarray] | None = None) -> Case:
+    """Check one grid, build the foreground mask from all 3D sequences, normalise each sequence (within the
+    voxels ``inside`` its field of view when given, as ``pipeline.prepare`` does: the zeros a resampler fills
+    in around a slab are not tissue)."""
     first_name, first = next(iter(volumes.items()))
     files = (meta or {}).get("files", {})
     for seq, vol in volumes.items():
@@ -82,18 +85,23 @@ def normalize_case(name: str, volumes: dict[str, Volume], labels: Volume | None,
     mask = foreground_mask(stack, method=foreground)
     arrays = {}
     for seq, vol in volumes.items():
+        region = mask if inside is None else mask & inside[seq]
+        if not region.any():
+            raise InputError(f"case {name}: {seq} covers none of the case's foreground (its field of view lies "
+                             "outside the anatomy)")
         if vol.is_series:  # one normalisation for all frames keeps the enhancement curve's shape
             flat = vol.array.reshape(vol.shape[0], -1)
-            arrays[seq] = normalize(flat, np.broadcast_to(mask.ravel(), flat.shape), scheme).reshape(vol.shape)
+            arrays[seq] = normalize(flat, np.broadcast_to(region.ravel(), flat.shape), scheme).reshape(vol.shape)
         else:
-            arrays[seq] = normalize(vol.array, mask, scheme)
+            arrays[seq] = normalize(vol.array, region, scheme)
     label_array = labels.array.astype(np.uint8) if labels is not None else np.zeros(mask.shape, np.uint8)
     grid = {"spacing": list(first.spacing), "origin": list(first.origin), "direction": list(first.direction)}
     return Case(name, arrays, mask, label_array, {**(meta or {}), "grid": grid})
 
 
-#: bumped when what a cached case holds changes (2: the breast organ), so an older entry is rebuilt
-CACHE_FORMAT = 2
+#: bumped when what a cached case holds changes (2: the breast organ; 3: a resampled sequence normalised
+#: within its field of view), so an older entry is rebuilt
+CACHE_FORMAT = 3
 
 
 class CaseCache:
@@ -249,31 +257,35 @@ class FolderSource:
         files = self.files[name]
         volumes = {s: check_volume(read_volume(files[s]), s, str(files[s])) for s in self.sequences if s in files}
         labels = read_volume(files[SEGMENTATION]) if SEGMENTATION in files else None
+        inside = None  # files already on one grid: each holds data wherever the grid is
         if self.voxel_size_mm or self.register != "none":
             try:
-                volumes, labels = self._onto_one_grid(volumes, labels)
+                volumes, labels, inside = self._onto_one_grid(volumes, labels)
             except InputError as err:  # registration and overlap errors name the sequence, not the case
                 raise InputError(f"case {name}: {err}") from err
         return normalize_case(name, volumes, labels, self.scheme,
-                              {"source": "folder", "files": {k: str(v) for k, v in files.items()}}, self.foreground)
+                              {"source": "folder", "files": {k: str(v) for k, v in files.items()}}, self.foreground,
+                              inside)
 
 
-    def _onto_one_grid(self, volumes: dict[str, Volume], labels: Volume | None) -> tuple[dict[str, Volume], Volume | None]:
+    def _onto_one_grid(self, volumes: dict[str, Volume],
+                       labels: Volume | None) -> tuple[dict[str, Volume], Volume | None, dict[str, np.ndarray]]:
         """Every sequence (registered when asked) and the labels on the reference's grid, or on the isotropic
-        model grid over it: one interpolation each, as ``pipeline.prepare`` does it."""
+        model grid over it: one interpolation each, as ``pipeline.prepare`` does it; and the grid's voxels
+        inside each sequence's field of view."""
         from ..pipeline import align, default_reference, require_overlap, work_grid
 
         reference = default_reference(volumes)
         fixed = volumes[reference].frame(0) if volumes[reference].is_series else volumes[reference]
         grid = work_grid(fixed, self.voxel_size_mm, self.orientation) if self.voxel_size_mm else fixed
-        moved = {}
+        moved, inside = {}, {}
         for seq, volume in volumes.items():
             if seq == reference or self.register == "none":
-                moved[seq] = resample_to(volume, grid)
+                moved[seq], inside[seq] = resample_to(volume, grid), coverage_on(volume, grid)
             else:
-                moved[seq] = align(fixed, volume, self.register, seq, grid, coverage=False)[0]
+                moved[seq], _, inside[seq] = align(fixed, volume, self.register, seq, grid)
             require_overlap(moved[seq], seq, reference, self.register)
-        return moved, (resample_to(labels, grid, interpolation="nearest") if labels is not None else None)
+        return moved, (resample_to(labels, grid, interpolation="nearest") if labels is not None else None), inside
 
 
 def load_cases(source, names: Iterable[str], cache: CaseCache, prepare=None) -> list[Case]:
