@@ -478,7 +478,8 @@ def _compare_volumes(synth: Volume, real: Volume, max_error: float | None = None
     if region is not None:
         mask = mask & region
         if not mask.any():
-            raise InputError("the real target's tissue lies wholly outside the inputs' fields of view: nothing to compare")
+            raise InputError("the real target's tissue lies wholly outside the inputs' fields of view: nothing to "
+                             "compare")
     real_z = Normalization.zscore(real.array, mask, clip=False).apply(real.array)
     synth_z = Normalization.zscore(synth.array, mask, clip=False).apply(synth.array)
     metrics = evaluate(real_z, synth_z, mask=mask)

@@ -79,8 +79,9 @@ class Subjects:
 
     def registered(self, key: tuple, fixed, moving, name: str, register: str = "rigid", grid=None):
         """``moving`` registered onto ``fixed`` (resampled onto ``grid``, default ``fixed``'s), the
-        registration's summary and the grid's voxels inside ``moving``'s field of view (``pipeline.align``), computed the first time ``key`` is asked for (the key names the subject,
-        the sequence, its view, the reference and so the grid)."""
+        registration's summary and the grid's voxels inside ``moving``'s field of view (``pipeline.align``),
+        computed the first time ``key`` is asked for (the key names the subject, the sequence, its view, the
+        reference and so the grid)."""
         if key not in self._registered:
             self._registered[key] = align(fixed, moving, register, name, grid)
         return self._registered[key]
