@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -111,16 +111,38 @@ def differentiation_map(predictions: Mapping[str, Image], real: Image, *, target
 
 
 def differentiation_maps(volumes: Mapping[str, np.ndarray], predictions: Mapping[tuple[str, str], np.ndarray],
-                         mask: np.ndarray) -> dict[str, np.ndarray]:
+                         mask: np.ndarray, inside: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Eq. 5 per sequence i: mean over sources j != i of |X'_{j->i} - X_i|, zero outside the foreground.
-    The map of a 4D series is also averaged over its frames: one 3D map per sequence, on the subject's grid."""
+    The map of a 4D series is also averaged over its frames: one 3D map per sequence, on the subject's grid.
+
+    ``inside`` (sequence -> the voxels inside its field of view, for a case whose sequences cover different
+    parts of it): each voxel's mean is over the sources with data there, and the map is zero where sequence
+    i, or every source, has none (:func:`differentiation_region`): a translation from a slab's blank part
+    is not a measure of what i shows."""
     maps = {}
     for target, real in volumes.items():
-        errors = [np.abs(pred - real) for (src, tgt), pred in predictions.items() if tgt == target and src != target]
-        if errors:
-            error = np.mean(errors, axis=0)
-            maps[target] = np.where(mask, error.mean(0) if error.ndim == 4 else error, 0.0).astype(np.float32)
+        sources = [src for (src, tgt) in predictions if tgt == target and src != target]
+        if not sources:
+            continue
+        total = np.zeros(mask.shape, np.float64)
+        count = np.zeros(mask.shape, np.int32)
+        for src in sources:
+            error = np.abs(predictions[(src, target)] - real)
+            weight = np.ones(mask.shape, bool) if inside is None else inside[src]
+            total += np.where(weight, error.mean(0) if error.ndim == 4 else error, 0.0)
+            count += weight
+        region = differentiation_region(target, sources, mask, inside)
+        maps[target] = np.where(region, total / np.maximum(count, 1), 0.0).astype(np.float32)
     return maps
+
+
+def differentiation_region(target: str, sources: Iterable[str], mask: np.ndarray,
+                           inside: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+    """Where M_d of ``target`` is defined: the foreground inside ``target``'s field of view and at least
+    one source's (all of the foreground without ``inside``)."""
+    if inside is None:
+        return mask
+    return mask & inside[target] & np.logical_or.reduce([inside[s] for s in sources])
 
 
 # --------------------------------------------------------------------- comparison PNG

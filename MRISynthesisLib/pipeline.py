@@ -242,6 +242,29 @@ Aligner = Callable[[Volume, Volume, str, str, Volume], tuple[Volume, dict, "np.n
 FULL_COVERAGE = 0.99
 
 
+def onto_grid(inputs: Mapping[str, Volume], order: tuple[str, ...], reference: str, register: str, grid: Volume,
+              progress: Progress | None = None,
+              aligner: Aligner = align) -> tuple[dict[str, Volume], dict[str, dict], dict[str, np.ndarray]]:
+    """Every input of ``order`` on ``grid`` in one interpolation: the reference resampled, each other input
+    registered onto the reference (its first frame for a series) and moved with that transform; their
+    registration summaries; and for every input, the reference included, which voxels of ``grid`` lie inside
+    its field of view. An input that lands nowhere on the grid is refused (:func:`require_overlap`)."""
+    given = inputs[reference]
+    fixed = given.frame(0) if given.is_series else given
+    on_grid, registrations, inside = {}, {}, {}
+    for i, name in enumerate(order):
+        report_progress(progress, i / len(order),
+                        f"resampling {name}" if name == reference else f"registering {name} to {reference}")
+        if name == reference:
+            on_grid[name], inside[name] = resample_to(given, grid), coverage_on(given, grid)
+        else:
+            on_grid[name], registrations[name], inside[name] = aligner(fixed, inputs[name], register, name, grid)
+        require_overlap(on_grid[name], name, reference, register)
+    if reference not in inside:  # an any-to-any model's reference need not be one of its inputs
+        inside[reference] = coverage_on(given, grid)
+    return on_grid, registrations, inside
+
+
 def prepare(inputs: Mapping[str, Volume], order: tuple[str, ...], reference: str, register: str, voxel_size_mm: float,
             progress: Progress | None = None, normalization: str = "zscore", foreground: str = "body",
             aligner: Aligner = align, orientation: str | None = None) -> Prepared:
@@ -260,23 +283,13 @@ def prepare(inputs: Mapping[str, Volume], order: tuple[str, ...], reference: str
     given = inputs[reference]
     fixed = given.frame(0) if given.is_series else given
     work = work_grid(fixed, voxel_size_mm, orientation)
-    on_work, registrations, inside = {}, {}, {}
-    for i, name in enumerate(order):
-        report_progress(progress, 0.3 * i / len(order),
-                        f"resampling {name}" if name == reference else f"registering {name} to {reference}")
-        if name == reference:
-            on_work[name] = resample_to(given, work)
-            inside[name] = coverage_on(given, work)
-            continue
-        moved, registrations[name], inside[name] = aligner(fixed, inputs[name], register, name, work)
-        on_work[name] = require_overlap(moved, name, reference, register)
+    on_work, registrations, inside = onto_grid(inputs, order, reference, register, work,
+                                               stage_progress(progress, 0.0, 0.3), aligner)
     frames = {n: frames_of(v) for n, v in on_work.items()}
     # the mask as training draws it (``training.data.normalize_case``): on the plain mean of the inputs
     mean_image = np.mean([a.mean(axis=0) for a in frames.values()], axis=0)
     mask = foreground_mask(mean_image, method=foreground)
     body = mask if foreground == "body" else foreground_mask(mean_image)
-    if reference not in inside:
-        inside[reference] = coverage_on(given, work)
     covered = np.logical_and.reduce([inside[n] for n in order])
     coverage = {n: share_of(body, inside[n]) for n in order}
     for name in order:

@@ -21,7 +21,7 @@ from typing import Callable, Iterable, Mapping
 import numpy as np
 
 from .errors import InputError
-from .maps import differentiation_maps
+from .maps import differentiation_maps, differentiation_region
 from .predictors import translator
 from .quality import HELD_OUT_SEEDS
 from .ranking import PairScore, Ranking, rank, score_pair
@@ -82,8 +82,9 @@ def enhancing_and_normal_sums(md: np.ndarray, labels: np.ndarray, mask: np.ndarr
                               organ: np.ndarray | None = None) -> tuple[float, int, float, int] | None:
     """Sum and voxel count of an M_d map inside the enhancing tissue, then in normal tissue: every foreground
     voxel without a label, within the organ when the case knows it (normal *brain*, not the scalp and skull a
-    skull-stripped scan would not have); None without enhancing voxels."""
-    enhancing = np.isin(labels, enhancing_labels)
+    skull-stripped scan would not have); both within ``mask``, where the map is defined; None without
+    enhancing voxels."""
+    enhancing = np.isin(labels, enhancing_labels) & mask
     normal = mask & (labels == 0)
     if organ is not None:
         normal &= organ
@@ -168,6 +169,7 @@ def run_rank(data: str, model: str, out: str | Path, *, anatomy: str | None = No
     total = sum(len(c.volumes) * (len(c.volumes) - 1) for c in cases)
     bar = tqdm(total=total, desc="rank: translating pairs", unit="pair", disable=not progress)
     scores: list[PairScore] = []
+    done, disjoint = 0, []  # pairs translated; pairs whose fields of view share none of the scored region
     contrasts: dict[str, float] = {}
     contrast_sums: list[tuple[float, int, float, int]] = []  # every case's, for the contrast over all of them
     normal_regions: set[str] = set()  # what "normal" meant: the organ's tissue where a case knows it
@@ -186,15 +188,23 @@ def run_rank(data: str, model: str, out: str | Path, *, anatomy: str | None = No
                     continue
                 pred = _cached(folder, src, tgt, lambda s=src, t=tgt: translate(case.volumes, s, t))
                 predictions[(src, tgt)] = pred
-                scores.append(PairScore(case.name, src, tgt, **score_pair(case.volumes[tgt], pred, scored,
-                                                                          lpips_backbone=lpips_backbone)))
+                done += 1
                 bar.update(1)
                 if on_pair is not None:
-                    on_pair(len(scores) / total, f"{case.name}: {src} -> {tgt}")
-        maps = differentiation_maps(case.volumes, predictions, case.mask)
+                    on_pair(done / total, f"{case.name}: {src} -> {tgt}")
+                # scored where both have data: a slab's blank part is neither a source nor a target
+                region = scored & case.covers(src, tgt)
+                if not region.any():
+                    disjoint.append(f"{case.name}: {src} -> {tgt}")
+                    continue
+                scores.append(PairScore(case.name, src, tgt, **score_pair(case.volumes[tgt], pred, region,
+                                                                          lpips_backbone=lpips_backbone)))
+        maps = differentiation_maps(case.volumes, predictions, case.mask, case.inside)
         _write_maps(out / "maps" / case.name, case, maps)
         if enhanced in maps:
-            sums = enhancing_and_normal_sums(maps[enhanced], case.labels, case.mask, labels, case.organ)
+            sources = [s for s in case.volumes if s != enhanced]
+            defined = differentiation_region(enhanced, sources, case.mask, case.inside)
+            sums = enhancing_and_normal_sums(maps[enhanced], case.labels, defined, labels, case.organ)
             if sums is not None:
                 contrasts[case.name] = contrast_of([sums])
                 contrast_sums.append(sums)
@@ -202,6 +212,9 @@ def run_rank(data: str, model: str, out: str | Path, *, anatomy: str | None = No
     bar.close()
     result = rank(scores, entry.inputs, bootstrap=bootstrap)
     result.extra["scored_within"] = " and ".join(sorted(scored_regions))
+    if disjoint:
+        result.notes.append(f"{len(disjoint)} pairs not scored: their fields of view share none of the region "
+                            f"scored ({'; '.join(disjoint)})")
     if enhanced:
         # "pooled": the mean over every subject's enhancing voxels over the mean over every subject's normal
         # ones, so a subject with a large enhancing lesion weighs more than one with a few voxels of it

@@ -219,3 +219,46 @@ def test_a_folder_of_cases_is_ranked_on_the_models_grid_registered_when_asked(mo
     write_volume(t2.__class__(t2.array, t2.spacing, tuple(o + 1000.0 for o in t2.origin), t2.direction), t2_file)
     with pytest.raises(InputError, match=f"case {case}: T2 does not overlap the field of view of T1"):
         FolderSource(data, sequences=EVERY, scheme="percentile", require_all=False, voxel_size_mm=4.0).build(case)
+
+
+def test_a_case_with_a_slab_is_scored_and_mapped_only_where_its_sequences_have_data(models, tmp_path):
+    """A folder case whose FLAIR covers half the head: each pair is scored where both of its sequences have
+    data, M_d(FLAIR) is zero outside the slab, and elsewhere M_d of a sequence averages only the sources
+    with data there (a translation from a slab's blank part measures nothing)."""
+    from MRISynthesisLib.cli import main
+    from MRISynthesisLib.ranking import score_pair
+    from MRISynthesisLib.training.data import CaseCache
+    from MRISynthesisLib.volume import Volume, write_volume
+
+    data = tmp_path / "cases"
+    assert main(["phantom", "--anatomy", "brain", "--n", "1", "--seed", "33", "--resolution", "2", "--registered",
+                 "--out", str(data), "--quiet"]) == 0
+    (case,) = sorted(p.name for p in data.iterdir())
+    flair_file = next((data / case).glob("*-t2f.nii.gz"))
+    flair = read_volume(flair_file)
+    n = flair.spatial_shape[0]
+    origin = np.asarray(flair.origin) + flair.direction_matrix @ (0.0, 0.0, (n // 2) * flair.spacing[2])
+    write_volume(Volume(flair.array[n // 2:], flair.spacing, tuple(origin), flair.direction), flair_file)
+
+    out = tmp_path / "rank"
+    result = run_rank(str(data), "seq2seq", out, anatomy="brain", device="cpu", bootstrap=0, lpips_backbone=None,
+                      progress=False, weights_folder=models, say=lambda line: None)
+    cached = CaseCache(out / "cache").load(case)
+    slab = cached.inside["FLAIR"]
+    assert 0.2 < (cached.mask & slab).sum() / cached.mask.sum() < 0.8
+    md_flair = read_volume(out / "maps" / case / "Md-FLAIR.nii.gz").array
+    assert not md_flair[~slab].any() and md_flair[cached.mask & slab].any()
+
+    def prediction(source, target):
+        return np.load(out / "predictions" / case / f"{source}-to-{target}.npy")
+    t1 = cached.volumes["T1"]
+    md_t1 = read_volume(out / "maps" / case / "Md-T1.nii.gz").array
+    outside = cached.mask & ~slab
+    expected = (np.abs(prediction("T1ce", "T1") - t1) + np.abs(prediction("T2", "T1") - t1)) / 2
+    np.testing.assert_allclose(md_t1[outside], expected[outside], rtol=1e-4, atol=1e-6)
+
+    order = list(result.sequences)
+    scored = score_pair(t1, prediction("FLAIR", "T1"), cached.mask & slab, lpips_backbone=None)
+    assert result.raw["psnr"][order.index("FLAIR"), order.index("T1")] == pytest.approx(scored["psnr"], rel=1e-5)
+    whole = score_pair(t1, prediction("FLAIR", "T1"), cached.mask, lpips_backbone=None)
+    assert abs(whole["psnr"] - scored["psnr"]) > 0.01  # the blank half would have counted

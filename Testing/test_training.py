@@ -11,7 +11,7 @@ import torch
 from MRISynthesisLib.cli import main
 from MRISynthesisLib.errors import InputError
 from MRISynthesisLib.training import checkpoint
-from MRISynthesisLib.training.data import FolderSource, split_cases
+from MRISynthesisLib.training.data import CaseCache, FolderSource, split_cases
 from MRISynthesisLib.training.recipes import recipe_for
 from MRISynthesisLib.training.trainer import TrainOptions, train
 
@@ -190,6 +190,13 @@ def test_a_folder_case_with_a_slab_is_normalised_within_each_field_of_view_as_sy
     assert 0.2 < inside.sum() / built.mask.sum() < 0.8
     z = built.volumes["FLAIR"]
     assert abs(float(z[inside].mean())) < 0.1  # the zeros outside the slab did not enter its statistics
+    # the case remembers each sequence's field of view (through its cache too): training centres its samples,
+    # and ranking scores its pairs, only where the slab has data
+    np.testing.assert_array_equal(built.inside["FLAIR"], coverage_on(slab, t1))
+    assert built.inside["T1"].all() and np.array_equal(built.trainable, inside)
+    cache = CaseCache(tmp_path / "cache")
+    cache.save(built)
+    np.testing.assert_array_equal(cache.load(case).covers("T2", "FLAIR"), built.inside["FLAIR"])
     corner = Volume(flair.array[:, :2, :2].copy(), flair.spacing, flair.origin, flair.direction)  # air only
     write_volume(corner, flair_file)
     with pytest.raises(InputError, match=f"case {case}: FLAIR covers none of the case's foreground"):
@@ -242,3 +249,29 @@ def test_slice_crops_smaller_than_the_body_cover_all_of_it_edges_included():
         seen_x.update(np.unique(batch["inputs"]).tolist())
         seen_y.update(np.unique(batch["targets"]).tolist())
     assert {1.0, 98.0} <= seen_x and {2.0, 37.0} <= seen_y
+
+
+@pytest.mark.parametrize("kind", ["slices", "patches"])
+def test_samples_are_centred_and_scored_only_where_every_sequence_has_data(kind):
+    """A case with a slab sequence (data in the first 20 of 60 columns): every sample is centred where all
+    sequences have data, and the mask returned to masked losses and validation leaves the blank part out."""
+    from MRISynthesisLib.training.data import Case
+    from MRISynthesisLib.training.sampling import random_patches, random_slices
+
+    shape = (24, 24, 60)
+    mask = np.zeros(shape, bool)
+    mask[2:22, 2:22, 2:58] = True
+    columns = np.broadcast_to(np.arange(shape[2], dtype=np.float32), shape).copy()
+    slab = np.zeros(shape, bool)
+    slab[..., :20] = True
+    case = Case("c", {"X": columns, "Y": columns.copy()}, mask, np.zeros(shape, np.uint8), {},
+                inside={"X": np.ones(shape, bool), "Y": slab})
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        if kind == "slices":
+            batch = random_slices([case], rng, 2, ["X"], ["Y"], (16, 16), augment=False)
+        else:
+            batch = random_patches([case], rng, 2, ["X"], ["Y"], (8, 8, 8), augment=False)
+        centre = batch["inputs"][(slice(None), 0) + tuple(s // 2 for s in batch["inputs"].shape[2:])]
+        assert (centre < 20).all()  # the column at each sample's centre lies in the slab
+        assert batch["mask"].any() and (batch["inputs"][:, :1][batch["mask"] > 0] < 20).all()

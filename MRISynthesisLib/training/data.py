@@ -40,7 +40,9 @@ class Case:
     the head/body foreground; ``labels`` the lesion labels (zeros when the source has none); ``organ`` the
     organ's own tissue where the source knows it (the phantom brain's intracranial tissue, without scalp,
     skull and muscle; the phantom breasts' interior, without the thorax; None otherwise: a skull-stripped
-    BraTS case's foreground already is its brain).
+    BraTS case's foreground already is its brain). ``inside`` maps sequence -> the voxels inside its field of
+    view, for a case resampled from its own files' grids (a slab FLAIR holds data in part of the grid only);
+    None when every sequence holds data everywhere on the grid.
     """
 
     name: str
@@ -49,11 +51,23 @@ class Case:
     labels: np.ndarray
     meta: dict
     organ: np.ndarray | None = None
+    inside: dict[str, np.ndarray] | None = None
 
     @property
     def organ_or_foreground(self) -> np.ndarray:
         """The organ where the source knows it, else the whole foreground."""
         return self.mask if self.organ is None else self.organ
+
+    def covers(self, *names: str) -> np.ndarray:
+        """The voxels inside the field of view of every named sequence (of all the case's without names)."""
+        if self.inside is None:
+            return np.ones(self.mask.shape, bool)
+        return np.logical_and.reduce([self.inside[n] for n in (names or tuple(self.volumes))])
+
+    @property
+    def trainable(self) -> np.ndarray:
+        """The foreground where every sequence has data: where training samples are centred and scored."""
+        return self.mask if self.inside is None else self.mask & self.covers()
 
 
 def normalize(array: np.ndarray, mask: np.ndarray, scheme: str) -> np.ndarray:
@@ -96,12 +110,13 @@ def normalize_case(name: str, volumes: dict[str, Volume], labels: Volume | None,
             arrays[seq] = normalize(vol.array, region, scheme)
     label_array = labels.array.astype(np.uint8) if labels is not None else np.zeros(mask.shape, np.uint8)
     grid = {"spacing": list(first.spacing), "origin": list(first.origin), "direction": list(first.direction)}
-    return Case(name, arrays, mask, label_array, {**(meta or {}), "grid": grid})
+    covered = None if inside is None else {seq: np.asarray(inside[seq], bool) for seq in volumes}
+    return Case(name, arrays, mask, label_array, {**(meta or {}), "grid": grid}, inside=covered)
 
 
 #: bumped when what a cached case holds changes (2: the breast organ; 3: a resampled sequence normalised
-#: within its field of view), so an older entry is rebuilt
-CACHE_FORMAT = 3
+#: within its field of view; 4: each sequence's field of view), so an older entry is rebuilt
+CACHE_FORMAT = 4
 
 
 class CaseCache:
@@ -118,8 +133,10 @@ class CaseCache:
     def save(self, case: Case) -> None:
         tmp = self.folder / f".partial-{case.name}.npz"
         organ = {} if case.organ is None else {"organ": case.organ}
+        inside = {} if case.inside is None else {f"inside_{k}": v for k, v in case.inside.items()}
         np.savez_compressed(tmp, format=CACHE_FORMAT, mask=case.mask, labels=case.labels,
-                            meta=json.dumps(case.meta), **organ, **{f"seq_{k}": v for k, v in case.volumes.items()})
+                            meta=json.dumps(case.meta), **organ, **inside,
+                            **{f"seq_{k}": v for k, v in case.volumes.items()})
         tmp.replace(self.path(case.name))
 
     def load(self, name: str) -> Case | None:
@@ -132,7 +149,8 @@ class CaseCache:
                     raise ValueError(f"cache format {data['format'] if 'format' in data.files else 1}")
                 volumes = {k[4:]: data[k] for k in data.files if k.startswith("seq_")}
                 organ = data["organ"] if "organ" in data.files else None
-                return Case(name, volumes, data["mask"], data["labels"], json.loads(str(data["meta"])), organ)
+                inside = {k[7:]: data[k] for k in data.files if k.startswith("inside_")} or None
+                return Case(name, volumes, data["mask"], data["labels"], json.loads(str(data["meta"])), organ, inside)
         except (OSError, ValueError, KeyError, zlib.error):  # a damaged or outdated cache entry is rebuilt
             path.unlink(missing_ok=True)
             return None
@@ -267,24 +285,17 @@ class FolderSource:
                               {"source": "folder", "files": {k: str(v) for k, v in files.items()}}, self.foreground,
                               inside)
 
-
     def _onto_one_grid(self, volumes: dict[str, Volume],
                        labels: Volume | None) -> tuple[dict[str, Volume], Volume | None, dict[str, np.ndarray]]:
         """Every sequence (registered when asked) and the labels on the reference's grid, or on the isotropic
-        model grid over it: one interpolation each, as ``pipeline.prepare`` does it; and the grid's voxels
-        inside each sequence's field of view."""
-        from ..pipeline import align, default_reference, require_overlap, work_grid
+        model grid over it, as ``synthesize`` prepares its inputs (``pipeline.onto_grid``); and the grid's
+        voxels inside each sequence's field of view."""
+        from ..pipeline import default_reference, onto_grid, work_grid
 
         reference = default_reference(volumes)
         fixed = volumes[reference].frame(0) if volumes[reference].is_series else volumes[reference]
         grid = work_grid(fixed, self.voxel_size_mm, self.orientation) if self.voxel_size_mm else fixed
-        moved, inside = {}, {}
-        for seq, volume in volumes.items():
-            if seq == reference or self.register == "none":
-                moved[seq], inside[seq] = resample_to(volume, grid), coverage_on(volume, grid)
-            else:
-                moved[seq], _, inside[seq] = align(fixed, volume, self.register, seq, grid)
-            require_overlap(moved[seq], seq, reference, self.register)
+        moved, _, inside = onto_grid(volumes, tuple(volumes), reference, self.register, grid)
         return moved, (resample_to(labels, grid, interpolation="nearest") if labels is not None else None), inside
 
 

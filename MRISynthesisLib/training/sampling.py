@@ -70,7 +70,9 @@ def _collate(samples: list[tuple[np.ndarray, ...]], case_indices: list[int]) -> 
 
 def random_slices(cases: Sequence[Case], rng: np.random.Generator, batch: int, inputs: Sequence[str],
                   targets: Sequence[str], size: Sequence[int], *, context: int = 0, augment: bool = True) -> dict:
-    """2D (``context=0``) or 2.5D (2k+1 neighbouring slices per sequence) samples of foreground slices.
+    """2D (``context=0``) or 2.5D (2k+1 neighbouring slices per sequence) samples of foreground slices
+    (where every sequence has data: :attr:`Case.trainable`; the ``mask`` returned, which masked losses and
+    validation use, is that region too, so a slab's blank part is neither a target nor scored).
 
     Returns arrays ``inputs`` (B, len(inputs)*(2k+1), H, W), ``targets`` (B, len(targets)*(2k+1), H, W),
     ``mask`` and ``labels`` (B, 1, H, W) of the centre slice, and ``case`` indices. A 4D series counts
@@ -80,17 +82,18 @@ def random_slices(cases: Sequence[Case], rng: np.random.Generator, batch: int, i
     for _ in range(batch):
         k = int(rng.integers(len(cases)))
         case = cases[k]
-        slices = np.flatnonzero(case.mask.any(axis=(1, 2)))
-        z = int(slices[rng.integers(len(slices))]) if len(slices) else int(rng.integers(case.mask.shape[0]))
-        index = np.clip(np.arange(z - context, z + context + 1), 0, case.mask.shape[0] - 1)
+        mask = case.trainable
+        slices = np.flatnonzero(mask.any(axis=(1, 2)))
+        z = int(slices[rng.integers(len(slices))]) if len(slices) else int(rng.integers(mask.shape[0]))
+        index = np.clip(np.arange(z - context, z + context + 1), 0, mask.shape[0] - 1)
         # centred on a random foreground pixel (the crop kept inside the slice by _fit), so over many draws
         # crops smaller than the slice cover all of the body, its edges included; centring on the body's
         # centroid never showed the model a breast slice's lateral chest wall or a brain's outer cortex
-        ys, xs = np.nonzero(case.mask[z]) if case.mask[z].any() else np.indices(case.mask[z].shape).reshape(2, -1)
+        ys, xs = np.nonzero(mask[z]) if mask[z].any() else np.indices(mask[z].shape).reshape(2, -1)
         pick = int(rng.integers(len(ys)))
         center = (int(ys[pick]), int(xs[pick]))
         parts = (_fit(_stack(case, inputs, index), size, center), _fit(_stack(case, targets, index), size, center),
-                 _fit(case.mask[z][None].astype(np.float32), size, center, fill=0.0),
+                 _fit(mask[z][None].astype(np.float32), size, center, fill=0.0),
                  _fit(case.labels[z][None].astype(np.float32), size, center, fill=0.0))
         samples.append(_finish(parts, rng, augment))
         chosen.append(k)
@@ -99,17 +102,18 @@ def random_slices(cases: Sequence[Case], rng: np.random.Generator, batch: int, i
 
 def random_patches(cases: Sequence[Case], rng: np.random.Generator, batch: int, inputs: Sequence[str],
                    targets: Sequence[str], patch: Sequence[int], *, augment: bool = True) -> dict:
-    """3D patches centred on random foreground voxels: ``inputs`` (B, C_in, pz, py, px), ``targets``,
+    """3D patches centred on random foreground voxels where every sequence has data: ``inputs`` (B, C_in, pz, py, px), ``targets``,
     ``mask`` and ``labels`` (B, 1, pz, py, px), and ``case`` indices."""
     samples, chosen = [], []
     for _ in range(batch):
         k = int(rng.integers(len(cases)))
         case = cases[k]
-        voxels = np.argwhere(case.mask)
-        center = voxels[rng.integers(len(voxels))] if len(voxels) else np.array(case.mask.shape) // 2
+        mask = case.trainable
+        voxels = np.argwhere(mask)
+        center = voxels[rng.integers(len(voxels))] if len(voxels) else np.array(mask.shape) // 2
         parts = (_fit(np.stack([case.volumes[n] for n in inputs]), patch, center),
                  _fit(np.stack([case.volumes[n] for n in targets]), patch, center),
-                 _fit(case.mask[None].astype(np.float32), patch, center, fill=0.0),
+                 _fit(mask[None].astype(np.float32), patch, center, fill=0.0),
                  _fit(case.labels[None].astype(np.float32), patch, center, fill=0.0))
         samples.append(_finish(parts, rng, augment))
         chosen.append(k)
