@@ -43,16 +43,21 @@ class CaseResult:
     warnings: list[str] = field(default_factory=list)  # what the user must know about an output (provenance)
 
 
-def list_cases(data: str | Path) -> dict[str, dict[str, Path]]:
+def list_cases(data: str | Path, *, brasyn: bool = False) -> dict[str, dict[str, Path]]:
     """{case: {sequence: file}} from case folders or a manifest CSV.
 
     A case that cannot be read is kept as ``{"error": reason}`` so that it is reported and the others go
-    on. Two folders whose files carry the same case name (a copied case, say) are both marked: their
-    outputs would land on one file in the flat BraSyn folder, and which one is right cannot be guessed.
+    on. For the flat BraSyn folder (``brasyn``), whose outputs are named by the case name the files carry,
+    two cases (folders or manifest entries) whose files carry the same name (a copied case, or files named
+    alike in every patient's folder) are both marked: their outputs would land on one file, and which one is
+    right cannot be guessed. Elsewhere each case writes into a folder of its own name.
     """
     data = Path(data)
     if data.is_file():
-        return read_case_manifest(data)
+        cases = read_case_manifest(data)
+        if brasyn:
+            _mark_duplicate_case_names(cases)
+        return cases
     if not data.is_dir():
         raise InputError(f"{data}: no such data folder or manifest")
     folders = sorted(p for p in data.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -64,7 +69,8 @@ def list_cases(data: str | Path) -> dict[str, dict[str, Path]]:
             cases[folder.name] = discover_case(folder)
         except InputError as err:  # reported per case later, the others go on
             cases[folder.name] = {"error": str(err)}  # type: ignore[dict-item]
-    _mark_duplicate_case_names(cases)
+    if brasyn:
+        _mark_duplicate_case_names(cases)
     return cases
 
 
@@ -82,7 +88,7 @@ def _mark_duplicate_case_names(cases: dict[str, dict]) -> None:
             owners.setdefault(case_name(folder, files), []).append(folder)
     for name, folders in owners.items():
         for folder in folders if len(folders) > 1 else ():
-            cases[folder] = {"error": f"duplicate case name {name} in folders {', '.join(folders)}; "
+            cases[folder] = {"error": f"duplicate case name {name} in cases {', '.join(folders)}; "
                                       "keep one (their outputs would overwrite each other)"}
 
 
@@ -189,6 +195,10 @@ def process_case(case: str, files: Mapping[str, Path], out: Path, *, anatomy: st
     except InputError as err:
         say(f"{case}: FAILED: {err}")
         return CaseResult(case, "failed", str(err))
+    except OSError as err:  # a file of this case the system cannot open or write (name too long, no access)
+        reason = f"{err.filename}: {err.strerror}" if err.filename else str(err)
+        say(f"{case}: FAILED: {reason}")
+        return CaseResult(case, "failed", reason)
 
 
 def summarise(results: list[CaseResult], say: Callable[[str], None] = print) -> None:
@@ -215,7 +225,7 @@ def run_batch(data: str | Path, out: str | Path, *, model: str = "best", anatomy
         raise InputError(f"batch knows the expected sequences of {', '.join(EXPECTED)} cases, not {anatomy}")
     data_path, out_path = Path(data), Path(out)
     refuse_inside(out_path, data_path)
-    cases = list_cases(data_path)
+    cases = list_cases(data_path, brasyn=brasyn)
     out_path = output_folder(out_path)
     results = [process_case(case, files, out_path, anatomy=anatomy, model=model, brasyn=brasyn, register=register,
                             device=device, overwrite=overwrite, weights_folder=weights_folder, say=say)

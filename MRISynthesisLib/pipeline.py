@@ -468,12 +468,15 @@ def compare_to_real(synth: Volume, real: Volume, *, register: str = "rigid", ref
         if registrations is not None:
             registrations["real target"] = summary
     real_on_grid = require_overlap(resample_to(real, synth), "the real target", "the synthesized volume", register)
-    if not synth.is_series:
-        metrics, errors = _compare_volumes(synth, real_on_grid, region=region)
-        return metrics, errors, real_on_grid
-    pairs = [(synth.frame(i), real_on_grid.frame(i)) for i in range(synth.shape[0])]
-    scale = max(_compare_volumes(s, r, region=region)[1].max_error for s, r in pairs)
-    compared = [_compare_volumes(s, r, max_error=scale, region=region) for s, r in pairs]
+    try:
+        if not synth.is_series:
+            metrics, errors = _compare_volumes(synth, real_on_grid, region=region)
+            return metrics, errors, real_on_grid
+        pairs = [(synth.frame(i), real_on_grid.frame(i)) for i in range(synth.shape[0])]
+        scale = max(_compare_volumes(s, r, region=region)[1].max_error for s, r in pairs)
+        compared = [_compare_volumes(s, r, max_error=scale, region=region) for s, r in pairs]
+    except InputError as err:  # say which volume could not be compared: the user's real target
+        raise InputError(f"the real target cannot be compared with the synthesized volume: {err}") from err
     metrics = _mean_over_frames([m for m, _ in compared])
     volume = Volume(np.stack([e.volume.array for _, e in compared]), synth.spacing, synth.origin, synth.direction,
                     synth.frames)

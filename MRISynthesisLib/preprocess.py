@@ -273,6 +273,16 @@ def is_magnitude(array: np.ndarray) -> bool:
     return float(np.percentile(array, 1)) >= 0.0
 
 
+def _threshold(array: np.ndarray, method) -> float:
+    """``method``'s threshold of ``array``, computed at a unit scale when its intensities are far from one:
+    Otsu's float32 moments overflow near 1e12 (and underflow near 1e-30), giving a wrong threshold silently.
+    Both thresholds scale with the image, so the result is the same at any scale."""
+    scale = float(np.max(np.abs(array)))
+    if 1e-6 <= scale <= 1e6:
+        return float(method(array))
+    return float(method(array / scale)) * scale
+
+
 def foreground_mask(volume: Volume | np.ndarray, *, method: str = "body", fill_holes: bool = True,
                     largest_component: bool = True) -> np.ndarray:
     """Boolean head/body mask: a threshold, the largest connected component kept, holes filled.
@@ -299,7 +309,7 @@ def foreground_mask(volume: Volume | np.ndarray, *, method: str = "body", fill_h
         raise InputError("cannot compute a foreground mask: the image is constant")
     if not is_magnitude(array):
         array = np.abs(array - air_level(array))
-    threshold = threshold_triangle(array) if method == "body" else threshold_otsu(array)
+    threshold = _threshold(array, threshold_triangle if method == "body" else threshold_otsu)
     mask = array > threshold
     if not mask.any():  # the triangle can sit on the top bin of a two-valued image
         mask = array > array.min()

@@ -98,28 +98,49 @@ def parse_assignments(items: Iterable[str], *, option: str = "--input") -> dict[
 
 def read_case_manifest(path: str | Path) -> dict[str, dict[str, Path]]:
     """{case: {sequence or 'seg': file}} from a CSV with the columns case,sequence,path (paths relative to
-    the CSV's folder unless absolute); a sequence listed twice for one case is an error."""
+    the CSV's folder unless absolute); a sequence listed twice for one case is an error.
+
+    UTF-8 with or without the byte-order mark a spreadsheet's "CSV UTF-8" export writes. A case name becomes
+    a file or folder name in every output (``<out>/<case>/``, a ranking's cache), so one that is empty or
+    holds a path separator (``../x`` would write outside the output folder) is refused.
+    """
     import csv
 
     path = Path(path)
     cases: dict[str, dict[str, Path]] = {}
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        if reader.fieldnames is None or not {"case", "sequence", "path"} <= set(reader.fieldnames):
-            raise InputError(f"{path}: a manifest needs the columns case,sequence,path")
-        for row in reader:
-            try:
-                seq = SEGMENTATION if row["sequence"].strip().lower() == "seg" else canonical(row["sequence"])
-            except InputError as err:
-                raise InputError(f"{path}: case {row['case']}: {err}") from err
-            files = cases.setdefault(row["case"], {})
-            if seq in files:
-                raise InputError(f"{path}: case {row['case']} lists {seq} twice")
-            file = Path(row["path"])
-            files[seq] = file if file.is_absolute() else path.parent / file
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            if reader.fieldnames is None or not {"case", "sequence", "path"} <= set(reader.fieldnames):
+                raise InputError(f"{path}: a manifest needs the columns case,sequence,path")
+            for row in reader:
+                case, sequence, file = (str(row.get(k) or "").strip() for k in ("case", "sequence", "path"))
+                where = f"{path}, line {reader.line_num}"
+                if not (case and sequence and file):
+                    raise InputError(f"{where}: every row needs a case, a sequence and a path")
+                require_case_name(case, where)
+                try:
+                    seq = SEGMENTATION if sequence.lower() == "seg" else canonical(sequence)
+                except InputError as err:
+                    raise InputError(f"{where}: case {case}: {err}") from err
+                files = cases.setdefault(case, {})
+                if seq in files:
+                    raise InputError(f"{path}: case {case} lists {seq} twice")
+                files[seq] = Path(file) if Path(file).is_absolute() else path.parent / file
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); save the manifest as "
+                         "CSV UTF-8") from err
     if not cases:
         raise InputError(f"{path}: the manifest lists no case")
     return cases
+
+
+def require_case_name(name: str, where: str) -> str:
+    """``name``, usable as one file or folder name: not empty, not ``.`` or ``..``, no path separator."""
+    if name in (".", "..") or any(sep in name for sep in ("/", "\\")) or Path(name).name != name:
+        raise InputError(f"{where}: case name {name!r} is not a plain name (it names outputs, so it may not hold "
+                         "a path separator or be . or ..)")
+    return name
 
 
 def case_of_file(path: str | Path) -> str | None:

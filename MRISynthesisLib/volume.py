@@ -551,6 +551,7 @@ def check_output_file(path: str | Path, *, image: bool = True) -> Path:
         raise InputError(f"{path.parent}: output folder does not exist")
     if not path.parent.is_dir():
         raise InputError(f"{path.parent}: is not a folder")
+    require_writable(path.parent)
     return path
 
 
@@ -563,7 +564,18 @@ def output_folder(path: str | Path) -> Path:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise InputError(f"{path}: cannot create the output folder ({err.strerror})") from err
-    return path
+    return require_writable(path)
+
+
+def require_writable(folder: Path) -> Path:
+    """``folder``, once a file has been made in it: permission bits say nothing for root, a read-only mount
+    or a special file system, so the only sure check before the work is to write."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise InputError(f"{folder}: output folder is not writable ({err.strerror})") from err
+    return folder
 
 
 @contextmanager

@@ -182,3 +182,32 @@ def test_a_case_whose_input_covers_part_of_the_head_is_written_with_a_warning_in
     assert any(line.startswith(f"  warning {source.name}: T1ce: FLAIR covers") for line in log)  # in the summary
     full = run_batch(dataset, tmp_path / "full", device="cpu", progress=False, weights_folder=models, say=lambda m: None)
     assert all(r.warnings == [] for r in full)
+
+
+def test_manifest_cases_whose_files_share_a_name_fail_only_for_the_flat_brasyn_folder(tmp_path):
+    """Every patient's folder holding scan_t1.nii.gz, … gives every case the file-carried name "scan": the
+    BraSyn folder would receive one scan-t1c.nii.gz for all of them, so both are failed by name there;
+    elsewhere each case writes into a folder of its own manifest name and both go on."""
+    from MRISynthesisLib.batch import list_cases
+
+    rows = ["case,sequence,path"]
+    for patient in ("pA", "pB"):
+        for seq in ("t1", "t2", "flair"):
+            rows.append(f"{patient},{seq},{patient}/scan_{seq}.nii.gz")
+    manifest = tmp_path / "cases.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    flat = list_cases(manifest, brasyn=True)
+    assert all("duplicate case name scan in cases pA, pB" in flat[p]["error"] for p in ("pA", "pB"))
+    per_case = list_cases(manifest)
+    assert sorted(per_case["pA"]) == ["FLAIR", "T1", "T2"] and "error" not in per_case["pB"]
+
+
+def test_a_case_file_the_system_cannot_open_fails_that_case_only(tmp_path):
+    """An OSError for one case's file (here a name over the file system's 255 bytes) is that case's failure,
+    reported with the file, not the end of the run."""
+    from MRISynthesisLib.batch import process_case
+
+    long_file = tmp_path / ("a" * 300 + ".nii.gz")
+    result = process_case("C1", {"T1": long_file, "T2": long_file}, tmp_path, anatomy="brain", model="best",
+                          brasyn=False, register="none", device="cpu", overwrite=False, say=lambda line: None)
+    assert result.status == "failed" and "File name too long" in result.detail and "a" * 300 in result.detail

@@ -500,3 +500,17 @@ def test_the_air_of_a_slab_is_found_where_the_slab_is_uniform():
     assert 2 * (mask & slab_body).sum() / (mask.sum() + slab_body.sum()) > 0.97
 
 
+
+
+@pytest.mark.parametrize("method", ["otsu", "body"])
+@pytest.mark.parametrize("scale", [1e-30, 1e12])
+def test_the_foreground_is_the_same_at_any_intensity_scale(method, scale):
+    """Otsu's float32 moments overflow near 1e12 and underflow near 1e-30: the mask must not change."""
+    rng = np.random.default_rng(0)
+    z, y, x = np.mgrid[:32, :32, :32]
+    head = ((z - 16) ** 2 + (y - 16) ** 2 + (x - 16) ** 2) < 12 ** 2
+    image = np.where(head, 1000.0 + 300.0 * (x > 16), 20.0) + rng.normal(0, 10, head.shape)
+    image = np.abs(image).astype(np.float32)
+    expected = foreground_mask(image, method=method)
+    np.testing.assert_array_equal(foreground_mask((image * np.float32(scale)).astype(np.float32), method=method),
+                                  expected)

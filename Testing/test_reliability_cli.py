@@ -617,3 +617,23 @@ def test_a_refused_request_prints_no_progress_bar_first(tmp_path, capsys):
     args = [a for a in _synthesize_args(files, tmp_path / "synth.nii.gz") if a != "--quiet"]
     args[args.index("T1ce")] = "T2"
     assert_refused(capsys, tmp_path, args, ["no bundled weights for unet-ct1 -> T2"])
+
+
+def test_an_unwritable_error_map_folder_is_refused_before_the_synthesized_volume_is_written(tmp_path, capsys,
+                                                                                             unwritable):
+    """Every output of ``synthesize`` is checked before the work: a writable --out beside an --error-map
+    that cannot be written leaves no synthesized volume without its report and error map."""
+    argv, _ = cmd_synthesize(tmp_path, lambda path: [], slot="real")
+    assert_refused(capsys, tmp_path, [*argv, "--error-map", unwritable / "error.nii.gz"],
+                   [str(unwritable), "not writable"])
+
+
+def test_a_file_name_too_long_for_the_file_system_is_an_input_error(tmp_path, capsys):
+    """A name over the file system's 255 bytes is the user's input: exit 2 naming it, not a traceback."""
+    argv, _ = cmd_synthesize(tmp_path, lambda path: [])
+    long_name = "a" * 300 + ".nii.gz"
+    out = list(argv)
+    out[out.index("--out") + 1] = tmp_path / long_name
+    assert_refused(capsys, tmp_path, out, [long_name, "file name too long"])
+    given = [a if not str(a).startswith("T2=") else f"T2={tmp_path / long_name}" for a in argv]
+    assert_refused(capsys, tmp_path, given, [long_name, "file name too long"])

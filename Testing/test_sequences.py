@@ -9,7 +9,7 @@ import pytest
 
 from MRISynthesisLib.errors import InputError
 from MRISynthesisLib.sequences import (BRATS_2021, BRATS_2023, SEGMENTATION, SEQUENCES, canonical,
-                                       discover_case, parse_assignments)
+                                       discover_case, parse_assignments, read_case_manifest)
 from MRISynthesisLib.volume import Volume, write_volume
 
 
@@ -167,3 +167,31 @@ def test_discover_not_a_folder(tmp_path):
 def test_guess_from_description(text, expected):
     from MRISynthesisLib.sequences import guess_from_description
     assert guess_from_description(text) == expected
+
+
+def test_manifest_from_a_spreadsheet_with_a_byte_order_mark_is_read(tmp_path):
+    manifest = tmp_path / "cases.csv"
+    manifest.write_bytes("case,sequence,path\r\npatienté,T1,a/t1.nii.gz\r\n".encode("utf-8-sig"))
+    assert read_case_manifest(manifest) == {"patienté": {"T1": tmp_path / "a" / "t1.nii.gz"}}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("case,sequence,path\nA,T1\n", "line 2: every row needs a case, a sequence and a path"),
+    ("case,sequence,path\nA\n", "line 2: every row needs a case, a sequence and a path"),
+    ("case,sequence,path\nA,T1,a.nii.gz\n,T2,b.nii.gz\n", "line 3: every row needs a case"),
+    ("case,sequence,path\n../../escaped,T1,a.nii.gz\n", "case name '../../escaped' is not a plain name"),
+    ("case,sequence,path\n..,T1,a.nii.gz\n", "case name '..' is not a plain name"),
+    ("case,sequence,path\na\\b,T1,a.nii.gz\n", "is not a plain name"),
+])
+def test_manifest_rows_that_cannot_name_a_case_are_refused_by_line(tmp_path, text, message):
+    manifest = tmp_path / "cases.csv"
+    manifest.write_text(text)
+    with pytest.raises(InputError, match=message.replace(".", r"\.")):
+        read_case_manifest(manifest)
+
+
+def test_manifest_that_is_not_utf8_is_refused_with_what_to_do(tmp_path):
+    manifest = tmp_path / "cases.csv"
+    manifest.write_bytes("case,sequence,path\npatienté,T1,a.nii.gz\n".encode("latin-1"))
+    with pytest.raises(InputError, match="not UTF-8 text .*save the manifest as CSV UTF-8"):
+        read_case_manifest(manifest)
