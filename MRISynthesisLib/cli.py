@@ -132,6 +132,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                            device=args.device, amp=args.amp, resume=args.resume, init_from=args.init_from,
                            checkpoint_every=args.checkpoint_every,
                            workers=args.workers, anatomy=args.anatomy, command=_command_line(args),
+                           voxel_size_mm=args.voxel_size,
                            recipe_options={**_perceptual_option(args.model, args.without_perceptual),
                                            **_variant_option(args.model, args.variant),
                                            **_adversarial_option(args.model, args.without_adversarial),
@@ -445,6 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="processes drawing the next batches (0: none)")
     p.add_argument("--anatomy", choices=("brain", "breast"),
                    help="for a folder of cases: which of the model's tasks to train (default: the model's)")
+    p.add_argument("--voxel-size", type=float, metavar="MM",
+                   help="for a folder of cases: resample each case onto an isotropic grid of this voxel size over "
+                        "its T1 (default: the cases' own grid, which must then be isotropic and the same for all)")
     p.add_argument("--variant", choices=("dcgan", "wgan"), help="mp-gan only: which GAN to train (default dcgan)")
     p.add_argument("--without-perceptual", action="store_true",
                    help="train without the VGG19 perceptual term (when its ImageNet weights are not available)")

@@ -84,22 +84,41 @@ def resample_to(volume: Volume, reference: Volume, *, interpolation: str = "line
 
 def field_of_view(volume: Volume, max_size: int = 32) -> Volume:
     """Ones over ``volume``'s field of view, on a grid of at most ``max_size`` voxels a side spanning the
-    same box (from half a voxel before the first voxel centre to half a voxel past the last).
+    same box (from half a voxel before the first voxel centre with data to half a voxel past the last).
 
     Moved with nearest-neighbour interpolation and 0 outside, like the volume itself, it marks which
     voxels of another grid the volume has data for (:func:`coverage_on`): a slab FLAIR covers part of a
     T1's head, and the zeros a resampler writes elsewhere are not tissue. A coarse grid over the same box
     has the same edges, so the mark is exact at any resolution for the cost of a few thousand voxels.
+    Whole planes of exact zeros at the box's faces are not data either: a slab already resampled into
+    another scan's space, as co-registered releases store one, is zero-padded to the full grid (MR
+    magnitudes carry noise, so a scanned plane is never exactly zero).
     """
     frame = volume.frame(0) if volume.is_series else volume
-    size, spacing = np.asarray(frame.size_xyz), np.asarray(frame.spacing)
+    first, last = _data_extent(volume)
+    size, spacing = last - first + 1, np.asarray(frame.spacing)
     coarse = np.minimum(size, max_size)
     # the box shrunk by 1e-4 of a voxel a side: a grid point exactly on its edge, which the volume's own
     # linear interpolation may count as outside, counts as outside (uncovered) rather than as data
     coarse_spacing = (size - 2e-4) * spacing / coarse
-    corner = np.asarray(frame.origin) - frame.direction_matrix @ ((0.5 - 1e-4) * spacing)
+    corner = np.asarray(frame.origin) + frame.direction_matrix @ ((first - 0.5 + 1e-4) * spacing)
     origin = corner + frame.direction_matrix @ (coarse_spacing / 2)
     return Volume(np.ones(tuple(coarse[::-1]), np.float32), tuple(coarse_spacing), tuple(origin), frame.direction)
+
+
+def _data_extent(volume: Volume) -> tuple[np.ndarray, np.ndarray]:
+    """The first and last voxel index (x, y, z) of each axis whose plane holds a non-zero voxel (in any
+    frame of a series); the whole grid when every plane does, or none."""
+    data = volume.array != 0
+    if volume.is_series:
+        data = data.any(axis=0)
+    first, last = [], []
+    for axis in (2, 1, 0):  # array axes z, y, x -> x, y, z
+        planes = np.flatnonzero(data.any(axis=tuple(a for a in range(3) if a != axis)))
+        n = data.shape[axis]
+        first.append(int(planes[0]) if len(planes) else 0)
+        last.append(int(planes[-1]) if len(planes) else n - 1)
+    return np.asarray(first), np.asarray(last)
 
 
 def coverage_on(volume: Volume, grid: Volume) -> np.ndarray:

@@ -71,10 +71,11 @@ def _cached(folder: Path, source: str, target: str, compute: Callable[[], np.nda
     return array
 
 
-#: per anatomy, the contrast-enhanced sequence and the phantom labels of the tissue that enhances in it:
-#: BraTS 3 (enhancing tumour) in T1ce; the breast's benign (1) and malignant (2) lesions in DCE (its
+#: per anatomy, the contrast-enhanced sequence and the labels of the tissue that enhances in it: the enhancing
+#: tumour in T1ce, label 3 in BraTS 2023 (and the phantom) and 4 in BraTS 2021, whose labels are 1, 2 and 4 (so
+#: neither release's other labels collide); the breast phantom's benign (1) and malignant (2) lesions in DCE (its
 #: cysts, label 3, do not enhance)
-ENHANCING = {"brain": ("T1ce", (3,)), "breast": ("DCE", (1, 2))}
+ENHANCING = {"brain": ("T1ce", (3, 4)), "breast": ("DCE", (1, 2))}
 
 
 def enhancing_and_normal_sums(md: np.ndarray, labels: np.ndarray, mask: np.ndarray,
@@ -147,6 +148,8 @@ def run_rank(data: str, model: str, out: str | Path, *, anatomy: str | None = No
         if anatomy not in ANATOMIES:
             raise InputError(f"--data {data}: unknown phantom anatomy '{anatomy}'; the phantom simulates "
                              f"{' and '.join(ANATOMIES)}")
+    if not phantom and anatomy is None:
+        anatomy = _folder_anatomy(data, weights_folder, say)
     entry = any_to_any_entry(model, anatomy or None, (), weights_folder, purpose="ranking")
     if phantom and register != "none":
         raise InputError(f"--register {register} is for a folder of cases; phantom subjects are moved onto their "
@@ -163,9 +166,15 @@ def run_rank(data: str, model: str, out: str | Path, *, anatomy: str | None = No
         _check_preparation(out, {"weights_sha256": entry.sha256, "voxel_size_mm": entry.voxel_size_mm,
                                  "data": f"phantom:{entry.anatomy}" if phantom else str(Path(data).resolve()),
                                  "register": "true transforms" if phantom else register,
+                                 # a case's file added or replaced since: its cached case and translations are stale
+                                 **({} if phantom else {"files": files_record(source.files)}),
                                  # folders of cases are turned to the weights' orientation; the phantom is made in it
                                  **({} if phantom else {"orientation": entry.orientation})})
         cases = load_cases(source, names, CaseCache(out / "cache"))
+    notes = _sequence_notes(entry, cases, None if phantom else source.files)
+    for note in notes:
+        say(f"note: {note}")
+    present = [s for s in entry.inputs if any(s in case.volumes for case in cases)]
     total = sum(len(c.volumes) * (len(c.volumes) - 1) for c in cases)
     bar = tqdm(total=total, desc="rank: translating pairs", unit="pair", disable=not progress)
     scores: list[PairScore] = []
@@ -210,7 +219,8 @@ def run_rank(data: str, model: str, out: str | Path, *, anatomy: str | None = No
                 contrast_sums.append(sums)
                 normal_regions.add(organ_name)
     bar.close()
-    result = rank(scores, entry.inputs, bootstrap=bootstrap)
+    result = rank(scores, present, bootstrap=bootstrap)
+    result.notes[:0] = notes
     result.extra["scored_within"] = " and ".join(sorted(scored_regions))
     if disjoint:
         result.notes.append(f"{len(disjoint)} pairs not scored: their fields of view share none of the region "
@@ -220,11 +230,48 @@ def run_rank(data: str, model: str, out: str | Path, *, anatomy: str | None = No
         # ones, so a subject with a large enhancing lesion weighs more than one with a few voxels of it
         result.extra["md_enhancing_over_normal"] = {"sequence": enhanced, "labels": list(labels), "subjects": contrasts,
                                                     "pooled": contrast_of(contrast_sums),
-                                                    "normal": " and ".join(sorted(normal_regions)) + " without labels"}
+                                                    "normal": (" and ".join(sorted(normal_regions)) + " without labels"
+                                                               if normal_regions else None)}
+        if not contrasts:
+            result.notes.append(f"no case has both {enhanced} and labels {', '.join(map(str, labels))} of the tissue "
+                                f"that enhances in it (a segmentation file): M_d({enhanced}) there over normal "
+                                "tissue is not computed")
     write_outputs(result, out, scores)
-    for note in result.notes:
+    for note in result.notes[len(notes):]:
         say(f"note: {note}")
     return result
+
+
+def _folder_anatomy(data: str, weights_folder, say) -> str:
+    """The anatomy of a folder's cases, from the sequences they hold (``selection.infer_anatomy``), said."""
+    from .batch import list_cases
+    from .selection import infer_anatomy
+    from .sequences import SEGMENTATION
+
+    present = set().union(*(set(files) for files in list_cases(data).values())) - {"error", SEGMENTATION}
+    anatomy = infer_anatomy(present, weights_folder)
+    say(f"note: ranking with the {anatomy} model: the cases hold {', '.join(sorted(present)) or 'no sequence'} "
+        "(--anatomy chooses)")
+    return anatomy
+
+
+def _sequence_notes(entry, cases, files: Mapping[str, Mapping[str, Path]] | None) -> list[str]:
+    """What the ranking leaves out: the model's sequences that no case has (not ranked rather than ranked on no
+    pair), and the cases' sequences the model does not take."""
+    from .sequences import SEGMENTATION
+
+    notes = []
+    absent = [s for s in entry.inputs if not any(s in case.volumes for case in cases)]
+    if absent:
+        notes.append(f"{', '.join(absent)}: in no case, so not ranked")
+    if files is not None:
+        untaken = sorted(set().union(*(set(f) for f in files.values())) - set(entry.inputs) - {SEGMENTATION})
+        if untaken:
+            notes.append(f"{', '.join(untaken)}: in the cases but not taken by {entry.file}, so not ranked")
+    if len(entry.inputs) - len(absent) < 2:
+        raise InputError(f"the cases hold {len(entry.inputs) - len(absent)} of {entry.file}'s sequences "
+                         f"({', '.join(entry.inputs)}); ranking needs two")
+    return notes
 
 
 #: what the cached cases and translations in a ranking's folder were made with
@@ -244,12 +291,40 @@ def _check_preparation(out: Path, preparation: dict) -> None:
             saved = json.loads(path.read_text())
         except (OSError, ValueError):
             saved = {}
-        changed = [key for key in preparation if saved.get(key) != preparation[key]]
+        if "files" in preparation and saved.get("files") != preparation["files"]:
+            raise InputError(f"{out} holds cases and translations made from other files: "
+                             f"{_files_changed(saved.get('files'), preparation['files'])}; rank into another --out")
+        changed = [key for key in preparation if key != "files" and saved.get(key) != preparation[key]]
         if changed:
             raise InputError(f"{out} holds cases and translations made with another {', '.join(changed)} "
                              f"({', '.join(f'{k}: {saved.get(k)}' for k in changed)}); choose another --out")
         return
     path.write_text(json.dumps(preparation, indent=1))
+
+
+def files_record(files: Mapping[str, Mapping[str, Path]]) -> dict[str, dict[str, str]]:
+    """Each case's files as ``name size mtime``: a file added, removed or replaced since a ranking's cases were
+    cached changes it, and that ranking's cached cases and translations no longer apply."""
+    record = {}
+    for case, sequences in files.items():
+        record[case] = {}
+        for seq, path in sequences.items():
+            stat = Path(path).stat()
+            record[case][seq] = f"{Path(path).name} {stat.st_size} {stat.st_mtime_ns}"
+    return record
+
+
+def _files_changed(before: Mapping | None, now: Mapping) -> str:
+    """What differs between two :func:`files_record` listings, in a few words."""
+    if before is None:
+        return "the folder does not record which (made before 2026-12-07)"
+    changes = [f"case {c} {'added' if c in now else 'removed'}" for c in sorted(set(before) ^ set(now))]
+    for case in sorted(set(before) & set(now)):
+        for seq in sorted(set(before[case]) | set(now[case])):
+            if before[case].get(seq) != now[case].get(seq):
+                what = "added" if seq not in before[case] else "removed" if seq not in now[case] else "replaced"
+                changes.append(f"case {case}: {seq} {what}")
+    return ", ".join(changes[:5]) + (f" and {len(changes) - 5} more" if len(changes) > 5 else "")
 
 
 def _lpips_backbone(requested: str | None, say) -> str | None:

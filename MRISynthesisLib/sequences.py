@@ -52,7 +52,10 @@ BREAST = {"t1n": "T1", "t2w": "T2", "dce": "DCE", "dwi": "DWI", "adc": "ADC", "s
 SUFFIX_2023 = {"T1": "t1n", "T1ce": "t1c", "T2": "t2w", "FLAIR": "t2f", "DCE": "dce", "DWI": "dwi",
                "ADC": "adc", "PD": "pd", SEGMENTATION: "seg"}
 
-_IMAGE_RE = re.compile(r"^(?P<case>.+?)[-_](?P<suffix>[A-Za-z0-9]+)\.(?P<ext>nii\.gz|nii|nrrd|mha)$")
+#: a case's image file: ``<case>-<suffix>.<ext>`` or ``<case>_<suffix>.<ext>``, the suffix and extension in any
+#: case (``…-t2f.NII.GZ`` reads like every other file)
+_IMAGE_RE = re.compile(r"^(?P<case>.+?)[-_](?P<suffix>[A-Za-z0-9]+)\.(?P<ext>nii\.gz|nii|nrrd|mha)$",
+                       re.IGNORECASE)
 
 
 def canonical(name: str) -> str:

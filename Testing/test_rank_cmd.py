@@ -262,3 +262,40 @@ def test_a_case_with_a_slab_is_scored_and_mapped_only_where_its_sequences_have_d
     assert result.raw["psnr"][order.index("FLAIR"), order.index("T1")] == pytest.approx(scored["psnr"], rel=1e-5)
     whole = score_pair(t1, prediction("FLAIR", "T1"), cached.mask, lpips_backbone=None)
     assert abs(whole["psnr"] - scored["psnr"]) > 0.01  # the blank half would have counted
+
+
+def test_a_brats_2021_folder_ranks_what_its_cases_hold_and_a_changed_case_is_not_reused(models, tmp_path):
+    """BraTS 2021 naming labels the enhancing tumour 4 (2023: 3): the M_d contrast counts it. The anatomy is
+    told from the files; a sequence no case has is left out and said, not ranked on no pair; and once a
+    case's file is removed or replaced, the folder's cached cases and translations are refused."""
+    import shutil
+
+    from MRISynthesisLib.cli import main
+    from MRISynthesisLib.volume import write_volume
+
+    made = tmp_path / "made"
+    assert main(["phantom", "--anatomy", "brain", "--n", "1", "--seed", "34", "--resolution", "2", "--registered",
+                 "--out", str(made), "--quiet"]) == 0
+    (case,) = sorted(p.name for p in made.iterdir())
+    data = tmp_path / "cases" / "BraTS2021_00034"
+    data.mkdir(parents=True)
+    for suffix_2023, suffix_2021 in (("t1n", "t1"), ("t1c", "t1ce"), ("t2w", "t2"), ("seg", "seg")):
+        shutil.copy(made / case / f"{case}-{suffix_2023}.nii.gz", data / f"BraTS2021_00034_{suffix_2021}.nii.gz")
+    seg = read_volume(data / "BraTS2021_00034_seg.nii.gz")
+    assert (seg.array == 3).any()
+    write_volume(seg.with_array(np.where(seg.array == 3, 4, seg.array).astype(np.float32)),
+                 data / "BraTS2021_00034_seg.nii.gz")
+
+    said = []
+    out = tmp_path / "rank"
+    result = run_rank(str(tmp_path / "cases"), "seq2seq", out, device="cpu", bootstrap=0, lpips_backbone=None,
+                      progress=False, weights_folder=models, say=said.append)
+    assert any("ranking with the brain model" in line for line in said)
+    assert result.sequences == ("T1", "T1ce", "T2") and any("FLAIR: in no case, so not ranked" in n for n in result.notes)
+    contrast = result.extra["md_enhancing_over_normal"]
+    assert list(contrast["subjects"]) == ["BraTS2021_00034"] and contrast["pooled"] > 0
+
+    (data / "BraTS2021_00034_t2.nii.gz").unlink()
+    with pytest.raises(InputError, match="made from other files: case BraTS2021_00034: T2 removed"):
+        run_rank(str(tmp_path / "cases"), "seq2seq", out, device="cpu", bootstrap=0, lpips_backbone=None,
+                 progress=False, weights_folder=models, say=said.append)

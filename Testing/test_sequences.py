@@ -195,3 +195,11 @@ def test_manifest_that_is_not_utf8_is_refused_with_what_to_do(tmp_path):
     manifest.write_bytes("case,sequence,path\npatienté,T1,a.nii.gz\n".encode("latin-1"))
     with pytest.raises(InputError, match="not UTF-8 text .*save the manifest as CSV UTF-8"):
         read_case_manifest(manifest)
+
+
+def test_discover_reads_suffixes_and_extensions_in_any_case(tmp_path):
+    """Windows tools and some exports write upper-case names; the file reader accepts them, so must discovery."""
+    _tiny(tmp_path / "BraTS-GLI-00002-000-t1n.nii.gz", 0)
+    _tiny(tmp_path / "BraTS-GLI-00002-000-T2F.NII.GZ", 1)
+    assert discover_case(tmp_path) == {"T1": tmp_path / "BraTS-GLI-00002-000-t1n.nii.gz",
+                                       "FLAIR": tmp_path / "BraTS-GLI-00002-000-T2F.NII.GZ"}

@@ -228,6 +228,72 @@ def test_a_brats_layout_folder_from_the_phantom_command_trains(tmp_path):
     assert summary["steps"] == 2
     split = json.loads((tmp_path / "run" / "split.json").read_text())
     assert sorted(split["train"] + split["validation"]) == ["MRIS-BRAIN-00060", "MRIS-BRAIN-00061"]
+    from MRISynthesisLib.training.export import export_run
+    assert export_run(tmp_path / "run", which="last", folder=tmp_path / "models").voxel_size_mm == 4.0
+
+
+def test_folder_cases_of_different_voxel_sizes_train_only_resampled_onto_one(tmp_path):
+    """A network learns anatomy in voxels, and its weights record one voxel size that the pipeline resamples
+    a user's inputs to: cases at 3 and 4 mm are refused with what to do, and train with --voxel-size, which
+    the exported weights then record."""
+    from MRISynthesisLib.training.export import export_run
+
+    cases = tmp_path / "cases"
+    for seed, resolution in ((62, "4"), (63, "3")):
+        assert main(["phantom", "--anatomy", "brain", "--n", "1", "--seed", str(seed), "--resolution", resolution,
+                     "--registered", "--out", str(cases), "--quiet"]) == 0
+    options = dict(model="unet-ct1", data=str(cases), steps=2, steps_per_epoch=2, checkpoint_every=2, batch_size=1)
+    with pytest.raises(InputError, match="different voxel sizes .*pass --voxel-size"):
+        train(TrainOptions(out=str(tmp_path / "mixed"), **options), progress=False)
+    assert main(["train", "--model", "unet-ct1", "--data", str(cases), "--out", str(tmp_path / "run"), "--steps", "2",
+                 "--steps-per-epoch", "2", "--checkpoint-every", "2", "--batch-size", "1", "--workers", "0",
+                 "--voxel-size", "4", "--quiet"]) == 0
+    assert export_run(tmp_path / "run", which="last", folder=tmp_path / "models").voxel_size_mm == 4.0
+    with pytest.raises(InputError, match="--voxel-size is for a folder of cases"):
+        train(TrainOptions(out=str(tmp_path / "p"), **{**options, "data": "phantom:brain:2"}, voxel_size_mm=2.0),
+              progress=False)
+
+
+def test_a_folder_case_is_refused_when_its_segmentation_is_on_another_grid(tmp_path):
+    """TC-MGAN's tumour-consistency loss and the samplers read the labels voxel for voxel with the images."""
+    from MRISynthesisLib.preprocess import resample_to
+    from MRISynthesisLib.volume import read_volume, write_volume
+
+    cases = tmp_path / "cases"
+    assert main(["phantom", "--anatomy", "brain", "--n", "1", "--seed", "64", "--resolution", "4", "--registered",
+                 "--out", str(cases), "--quiet"]) == 0
+    seg_file = next((cases / "MRIS-BRAIN-00064").glob("*-seg.nii.gz"))
+    seg = read_volume(seg_file)
+    finer = seg.__class__(np.zeros(tuple(2 * n for n in seg.spatial_shape), np.float32),
+                          tuple(s / 2 for s in seg.spacing), seg.origin, seg.direction)
+    write_volume(resample_to(seg, finer, interpolation="nearest"), seg_file)
+    source = FolderSource(cases, sequences=("T1", "T1ce"), scheme="zscore")
+    with pytest.raises(InputError, match=r"case MRIS-BRAIN-00064: its segmentation \(.*-seg.nii.gz\) is not on the "
+                                         "grid of T1"):
+        source.build("MRIS-BRAIN-00064")
+
+
+def test_a_slab_stored_zero_padded_on_the_cases_grid_counts_only_where_it_has_data(tmp_path):
+    """Co-registered releases store a partial-coverage sequence resampled into the T1's space, zero-padded to
+    its grid: those whole planes of exact zeros are no data, for normalisation, sampling and ranking alike."""
+    from MRISynthesisLib.volume import read_volume, write_volume
+
+    cases = tmp_path / "cases"
+    assert main(["phantom", "--anatomy", "brain", "--n", "1", "--seed", "65", "--resolution", "3", "--registered",
+                 "--out", str(cases), "--quiet"]) == 0
+    flair_file = next((cases / "MRIS-BRAIN-00065").glob("*-t2f.nii.gz"))
+    flair = read_volume(flair_file)
+    padded = flair.array.copy()
+    n = padded.shape[0]
+    padded[: n // 3] = 0
+    padded[2 * n // 3:] = 0
+    write_volume(flair.with_array(padded), flair_file)
+    built = FolderSource(cases, sequences=("T1", "FLAIR"), scheme="zscore").build("MRIS-BRAIN-00065")
+    rows = built.inside["FLAIR"].any(axis=(1, 2))
+    assert not rows[: n // 3].any() and rows[n // 3: 2 * n // 3].all() and not rows[2 * n // 3:].any()
+    assert built.inside["T1"].all()
+    band = built.mask & built.inside["FLAIR"]
+    assert abs(float(built.volumes["FLAIR"][band].mean())) < 0.1  # z-scored by the band's tissue alone
 
 
 def test_slice_crops_smaller_than_the_body_cover_all_of_it_edges_included():

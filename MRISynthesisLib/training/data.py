@@ -95,6 +95,10 @@ def normalize_case(name: str, volumes: dict[str, Volume], labels: Volume | None,
             raise InputError(f"case {name}: {where} is not on the grid of {first_name} ({'; '.join(diffs)}); "
                              "register the case first (mri-synthesis register)")
         vol.require_finite(f"case {name}, {seq}")
+    if labels is not None and (diffs := geometry_differences(first.frame(0) if first.is_series else first, labels)):
+        where = f"its segmentation ({files[SEGMENTATION]})" if SEGMENTATION in files else "its segmentation"
+        raise InputError(f"case {name}: {where} is not on the grid of {first_name} ({'; '.join(diffs)}); the labels "
+                         "must lie on the images' voxels")
     stack = np.mean([v.array if not v.is_series else v.array.mean(0) for v in volumes.values()], axis=0)
     mask = foreground_mask(stack, method=foreground)
     arrays = {}
@@ -275,12 +279,15 @@ class FolderSource:
         files = self.files[name]
         volumes = {s: check_volume(read_volume(files[s]), s, str(files[s])) for s in self.sequences if s in files}
         labels = read_volume(files[SEGMENTATION]) if SEGMENTATION in files else None
-        inside = None  # files already on one grid: each holds data wherever the grid is
         if self.voxel_size_mm or self.register != "none":
             try:
                 volumes, labels, inside = self._onto_one_grid(volumes, labels)
             except InputError as err:  # registration and overlap errors name the sequence, not the case
                 raise InputError(f"case {name}: {err}") from err
+        else:  # files on one grid (checked next): a slab stored zero-padded to it has data in part of it only
+            first = next(iter(volumes.values()))
+            grid = first.frame(0) if first.is_series else first
+            inside = {seq: coverage_on(volume, grid) for seq, volume in volumes.items()}
         return normalize_case(name, volumes, labels, self.scheme,
                               {"source": "folder", "files": {k: str(v) for k, v in files.items()}}, self.foreground,
                               inside)
@@ -297,6 +304,30 @@ class FolderSource:
         grid = work_grid(fixed, self.voxel_size_mm, self.orientation) if self.voxel_size_mm else fixed
         moved, _, inside = onto_grid(volumes, tuple(volumes), reference, self.register, grid)
         return moved, (resample_to(labels, grid, interpolation="nearest") if labels is not None else None), inside
+
+
+def cached_voxel_size(cache: CaseCache, names: Iterable[str], tolerance: float = 0.02) -> float:
+    """The one isotropic voxel size (mm) of the cached cases ``names``, which exported weights record as the
+    grid the pipeline resamples a user's inputs onto; refused when a case's voxels are not isotropic or the
+    cases differ (a network learns anatomy in voxels), with what to do: ``train --voxel-size``."""
+    sizes = {}
+    for name in names:
+        try:
+            with np.load(cache.path(name)) as data:
+                sizes[name] = np.asarray(json.loads(str(data["meta"]))["grid"]["spacing"], float)
+        except (OSError, KeyError, ValueError, zlib.error) as err:
+            raise InputError(f"{cache.path(name)}: the cached case is missing or damaged, so the voxel size it "
+                             f"was trained at cannot be read ({err})") from err
+    advice = "pass --voxel-size MM to resample every case onto one isotropic grid"
+    for name, spacing in sizes.items():
+        if spacing.max() > spacing.min() * (1 + tolerance):
+            raise InputError(f"case {name} has {' x '.join(f'{s:g}' for s in spacing)} mm voxels, but a model runs "
+                             f"on an isotropic grid: {advice}")
+    means = {name: float(spacing.mean()) for name, spacing in sizes.items()}
+    if max(means.values()) > min(means.values()) * (1 + tolerance):
+        listed = ", ".join(f"{name} {size:g} mm" for name, size in means.items())
+        raise InputError(f"the cases have different voxel sizes ({listed}): {advice}")
+    return float(np.median(list(means.values())))
 
 
 def load_cases(source, names: Iterable[str], cache: CaseCache, prepare=None) -> list[Case]:

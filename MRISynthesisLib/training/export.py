@@ -8,6 +8,7 @@ from ..errors import InputError
 from ..weights import WeightsEntry, export, models_dir
 from ..phantom import ORIENTATIONS as PHANTOM_ORIENTATIONS
 from .checkpoint import read_record
+from .data import CaseCache, cached_voxel_size
 from .recipes import recipe_for
 
 
@@ -46,7 +47,9 @@ def export_run(run_dir: str | Path, *, anatomy: str | None = None, which: str = 
         "file": name, "model": run["model"], "config": config, "anatomy": anatomy,
         "inputs": inputs, "targets": targets, "normalization": recipe.normalization,
         "foreground": recipe.foreground,
-        "voxel_size_mm": recipe.phantom_resolution[config] if options["data"].startswith("phantom") else 1.0,
+        # the grid the cases were trained on (a folder's: their own, or --voxel-size's), read from the run's cache
+        "voxel_size_mm": (recipe.phantom_resolution[config] if options["data"].startswith("phantom") else
+                          cached_voxel_size(CaseCache(run_dir / "cache"), split["train"] + split["validation"])),
         # a folder of cases is read in each reference's own orientation, so only the phantom's is known
         "orientation": PHANTOM_ORIENTATIONS[anatomy] if options["data"].startswith("phantom") else None,
         "patch_size": recipe.inference_size[config],

@@ -37,7 +37,7 @@ from ..inference import choose_device
 from ..phantom.cases import FIRST_TRAINING_SEED
 from ..volume import discard_if_failed, output_folder, refuse_inside
 from . import checkpoint
-from .data import CaseCache, FolderSource, PhantomSource, build_cache, load_cases, split_cases
+from .data import CaseCache, FolderSource, PhantomSource, build_cache, cached_voxel_size, load_cases, split_cases
 from .initial_weights import initialise_generator
 from .recipes import recipe_for
 
@@ -63,6 +63,7 @@ class TrainOptions:
     validation_batches: int = 2
     workers: int = 0
     anatomy: str | None = None
+    voxel_size_mm: float | None = None  # a folder's cases resampled onto this isotropic grid (None: as they are)
     command: str = ""  # the command line that started the run, for the model card
     recipe_options: dict = field(default_factory=dict)
 
@@ -78,10 +79,15 @@ def anatomy_of(data: str, given: str | None, recipe_cls) -> str:
     return given or recipe_cls.anatomy
 
 
-def source_for(data: str, recipe_cls, config: str, seed: int, anatomy: str | None = None):
-    """``phantom:brain[:N]``, ``phantom:breast[:N]`` (N subjects, seeds 1000*seed + 0..N-1) or a folder/manifest."""
+def source_for(data: str, recipe_cls, config: str, seed: int, anatomy: str | None = None,
+               voxel_size_mm: float | None = None):
+    """``phantom:brain[:N]``, ``phantom:breast[:N]`` (N subjects, seeds 1000*seed + 0..N-1) or a folder/manifest
+    (resampled onto an isotropic ``voxel_size_mm`` grid when given)."""
     anatomy = anatomy_of(data, anatomy, recipe_cls)
     sequences = recipe_cls.task_for(anatomy)[2]
+    if voxel_size_mm is not None and (data.startswith("phantom:") or not voxel_size_mm > 0):
+        raise InputError(f"--voxel-size {voxel_size_mm:g}: " + ("the phantom is simulated at its recipe's voxel size; "
+                         "--voxel-size is for a folder of cases" if data.startswith("phantom:") else "must be positive"))
     if data.startswith("phantom:"):
         parts = data.split(":")
         try:
@@ -94,7 +100,8 @@ def source_for(data: str, recipe_cls, config: str, seed: int, anatomy: str | Non
         seeds = [FIRST_TRAINING_SEED + 1000 * seed + i for i in range(n)]
         return PhantomSource(anatomy, seeds, sequences=sequences, scheme=recipe_cls.normalization,
                              resolution=recipe_cls.phantom_resolution[config], foreground=recipe_cls.foreground)
-    return FolderSource(data, sequences=sequences, scheme=recipe_cls.normalization, foreground=recipe_cls.foreground)
+    return FolderSource(data, sequences=sequences, scheme=recipe_cls.normalization, foreground=recipe_cls.foreground,
+                        voxel_size_mm=voxel_size_mm)
 
 
 class _Stop:
@@ -283,13 +290,14 @@ def train(options: TrainOptions, *, progress: bool = True, say=print) -> dict:
         out = _prepare_run_folder(options, rank, initialised_from)
         # a damaged checkpoint is named before the data are prepared or split.json is rewritten
         resumed = checkpoint.load(out / "checkpoints" / "last.pt") if options.resume else None
-        source = source_for(options.data, recipe_cls, options.config, options.seed, anatomy)
+        source = source_for(options.data, recipe_cls, options.config, options.seed, anatomy, options.voxel_size_mm)
         names = source.names()
         train_names, val_names = split_cases(names, options.validation_fraction, options.seed)
         cache = CaseCache(out / "cache")
         if rank == 0:
             (out / "split.json").write_text(json.dumps({"train": train_names, "validation": val_names}, indent=1))
             build_cache(source, names, cache)  # build the cache once, before other ranks read it
+            cached_voxel_size(cache, names)  # one isotropic voxel size, which the exported weights will record
             if resumed is not None:  # the resume is accepted: checkpoint and data both read
                 _record_resume_command(out, options.command)
     if world > 1:
