@@ -22,6 +22,7 @@ failures and the reasoned skips, and the command exits 2 if there was a failure.
 
 from __future__ import annotations
 
+import errno
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,6 +197,8 @@ def process_case(case: str, files: Mapping[str, Path], out: Path, *, anatomy: st
         say(f"{case}: FAILED: {err}")
         return CaseResult(case, "failed", str(err))
     except OSError as err:  # a file of this case the system cannot open or write (name too long, no access)
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):  # a full disk fails every case after it: stop at once
+            raise
         reason = f"{err.filename}: {err.strerror}" if err.filename else str(err)
         say(f"{case}: FAILED: {reason}")
         return CaseResult(case, "failed", reason)

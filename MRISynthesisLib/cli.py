@@ -280,6 +280,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     for m in report["means"]:
         print(f"{m['target']:6} {m['model']:14} {m['cases']:5d} " + " ".join(f"{m[k]:8.3f}" for k in HEADLINE))
     print(f"report: {args.out}/report.html")
+    if report["failures"]:  # as batch: the outputs hold the cases that worked, the exit code says some failed
+        raise InputError(f"{len(report['failures'])} case(s) failed and are left out of the report; "
+                         f"{report['failures'][0]}")
     return 0
 
 
@@ -548,7 +551,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as err:
         if err.errno != errno.ENAMETOOLONG:  # disk full, I/O errors: not the user's input, so not exit 2
             raise
-        print(f"error: {err.filename}: file name too long for this file system", file=sys.stderr)
+        print(f"error: {err.filename or err}: file name too long for this file system", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -210,12 +210,14 @@ def _compare_cases(cases: Mapping[str, Mapping[str, Path]], out: Path, *, models
                          (f"; {failures[0]}" if failures else ""))
     means, best = summarise(rows)
     with (out / "compare.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        # every row's columns: a case with a segmentation adds tumour-region metrics the others lack
+        writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
         writer.writeheader()
         writer.writerows(rows)
-    (out / "compare.json").write_text(json.dumps({"rows": rows, "means": means, "best": best, "notes": notes},
-                                                 indent=1))
+    notes = notes + [f"failed, left out: {failure}" for failure in failures]  # in the JSON and the report too
+    (out / "compare.json").write_text(json.dumps({"rows": rows, "means": means, "best": best, "notes": notes,
+                                                  "failures": failures}, indent=1))
     write_report(out, rows, means, best, montages, notes)
     for target, model in best.items():
         say(f"best for {target}: {model}")
-    return {"rows": rows, "means": means, "best": best, "notes": notes}
+    return {"rows": rows, "means": means, "best": best, "notes": notes, "failures": failures}

@@ -14,6 +14,8 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from . import RESEARCH_USE_NOTICE, __version__
 from .errors import InputError
 from .metrics import evaluate, to_json_safe
@@ -43,6 +45,12 @@ def format_table(result: dict[str, Any]) -> list[str]:
         rows.append((label, _fmt(m["volume"], spec), f"{_fmt(m['slice_mean'], spec)} ± {_fmt(m['slice_sd'], spec)}"))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     return [" | ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+
+
+def axial_axis(volume: Volume) -> int:
+    """The array axis (z, y, x order) whose voxel direction lies nearest the superior-inferior axis."""
+    superior = np.abs(volume.direction_matrix[2])  # LPS: the S component of each voxel axis x, y, z
+    return 2 - int(np.argmax(superior))
 
 
 def run_evaluate(real_path: str | Path, synth_path: str | Path, mask_path: str | Path | None = None,
@@ -77,8 +85,13 @@ def run_evaluate(real_path: str | Path, synth_path: str | Path, mask_path: str |
         if not mask.any():
             raise InputError(f"{inputs['mask']}: the mask selects no voxel")
 
-    result = evaluate(volumes["real"], volumes["synth"], mask, data_range)
-    lpips = lpips_distance(volumes["real"], volumes["synth"], data_range=result["data_range"], allow_download=False)
+    # slice-wise figures are over axial slices: the array axis nearest the patient's superior-inferior axis
+    # first, whatever axis the file stores its slices along (a sagittal 3D T1 stores them along x)
+    axis = axial_axis(volumes["real"])
+    real, synth = (np.moveaxis(volumes[name].array, axis, 0) for name in ("real", "synth"))
+    mask = None if mask is None else np.moveaxis(mask, axis, 0)
+    result = evaluate(real, synth, mask, data_range)
+    lpips = lpips_distance(real, synth, data_range=result["data_range"], allow_download=False)
 
     out(f"real: {inputs['real']}")
     out(f"synth: {inputs['synth']}")

@@ -37,7 +37,15 @@ def held_out_seeds(n: int) -> list[int]:
 
 def find_generator(variant: str = "dcgan", weights_folder=None):
     """The bundled MP-GAN entry of ``variant`` and its generator (sha256-checked)."""
-    from .weights import load_model, read_manifest
+    from .weights import load_model
+
+    entry = generator_entry(variant, weights_folder)
+    return entry, load_model(entry, weights_folder)
+
+
+def generator_entry(variant: str = "dcgan", weights_folder=None):
+    """The bundled MP-GAN manifest entry of ``variant``."""
+    from .weights import read_manifest
 
     if variant not in TRAINING:
         raise InputError(f"unknown MP-GAN variant '{variant}'; use one of {', '.join(TRAINING)}")
@@ -46,17 +54,21 @@ def find_generator(variant: str = "dcgan", weights_folder=None):
     if not entries:
         raise InputError(f"no bundled MP-GAN {variant} weights; train one with "
                          f"`mri-synthesis train --model mp-gan --data phantom:breast:N` and export it")
-    return entries[0], load_model(entries[0], weights_folder)
+    return entries[0]
+
+
+#: patches made in one call (about 29 KB each in memory): more is a mistake or a job for several seeds
+MAX_PATCHES = 10_000
 
 
 def generate(lesion_class: str, n: int, *, variant: str = "dcgan", seed: int = 0, weights_folder=None) -> np.ndarray:
     """``n`` patches (n, 7, S, S) in [-1, 1] of ``lesion_class`` (benign, malignant or healthy)."""
     if lesion_class not in CLASSES:
         raise InputError(f"unknown class '{lesion_class}'; use one of {', '.join(CLASSES)}")
-    if int(n) < 1:
-        raise InputError(f"--n must be at least 1, not {n}")
-    if seed < 0:
-        raise InputError(f"--seed must be non-negative, not {seed}")
+    if not 1 <= int(n) <= MAX_PATCHES:
+        raise InputError(f"--n must be from 1 to {MAX_PATCHES}, not {n} (run again with other seeds for more)")
+    if not 0 <= seed < 2 ** 32:
+        raise InputError(f"--seed must be from 0 to 2**32 - 1, not {seed}")
     _, generator = find_generator(variant, weights_folder)
     return generator.sample(int(n), lesion_class, seed=seed).float().numpy()
 
@@ -98,9 +110,10 @@ def run_generate(lesion_class: str, n: int, out: str | Path, *, variant: str = "
     patches = generate(lesion_class, n, variant=variant, seed=seed, weights_folder=weights_folder)
     out = output_folder(out)
     save_patches(out / "patches.npz", patches, np.full(len(patches), CLASSES.index(lesion_class)))
-    if nifti:
+    if nifti:  # the patches stacked along z, at the voxel size the generator was trained at
+        mm = generator_entry(variant, weights_folder).voxel_size_mm
         for c, name in enumerate(CHANNELS):
-            write_volume(Volume(np.ascontiguousarray(patches[:, c])), out / f"{lesion_class}-{name}.nii.gz")
+            write_volume(Volume(np.ascontiguousarray(patches[:, c]), (mm, mm, mm)), out / f"{lesion_class}-{name}.nii.gz")
     write_sheet(patches, out / "sheet.png", f"MP-GAN {variant}, {lesion_class}, seed {seed} (research use only)")
     return out
 

@@ -146,17 +146,26 @@ def _check_input(volume: np.ndarray) -> np.ndarray:
     return volume
 
 
-def pad_to_multiple(volume: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[slice, slice]]:
+#: what a slice is padded with, in training (a crop larger than its slice) and inference (up to the network's
+#: size multiple) alike: the bottom of the normalised [-1, 1] range
+PADDING = -1.0
+
+
+def pad_to_multiple(volume: np.ndarray, multiple: int,
+                    fill: float = PADDING) -> tuple[np.ndarray, tuple[slice, slice]]:
     """Pad the in-plane axes of (channels, z, y, x) up to a multiple of ``multiple`` (networks with k
-    stride-2 levels need 2^k), each channel with its own minimum (its background); returns the padded
-    array and the (y, x) slices that cut the original back out."""
+    stride-2 levels need 2^k) with ``fill``; returns the padded array and the (y, x) slices that cut the
+    original back out.
+
+    The fill is what training pads a crop larger than its slice with (``training.sampling``), -1, the
+    bottom of the normalised range: a network trained on whole slices learns the edge between the slice
+    and that padding, and meets another edge if inference pads otherwise. Padding each channel with its
+    own minimum instead (until 2026-12-07) cost TC-MGAN trained on 128 x 128 slices up to 6.7 dB on T1ce."""
     height, width = volume.shape[-2:]
     pad_y, pad_x = (-height) % multiple, (-width) % multiple
     if not pad_y and not pad_x:
         return volume, (slice(None), slice(None))
-    low = volume.reshape(volume.shape[0], -1).min(axis=1)
-    padded = np.empty(volume.shape[:2] + (height + pad_y, width + pad_x), np.float32)
-    padded[:] = low[:, None, None, None]
+    padded = np.full(volume.shape[:2] + (height + pad_y, width + pad_x), fill, np.float32)
     y0, x0 = pad_y // 2, pad_x // 2
     padded[..., y0:y0 + height, x0:x0 + width] = volume
     return padded, (slice(y0, y0 + height), slice(x0, x0 + width))

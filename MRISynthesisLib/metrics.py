@@ -229,14 +229,20 @@ def foreground_slices(real: Image, mask: Mask = None) -> tuple[int, ...]:
 
 def _slice_stats(metric: Callable[..., float], real: np.ndarray, synth: np.ndarray, mask: np.ndarray | None,
                  indices: tuple[int, ...]) -> SliceStats:
-    values = []
+    """The metric on each slice of ``indices``; a slice where it is undefined (NMSE of a slice whose real
+    voxels are all zero, as in a slab zero-padded to the grid) is left out, and only when every slice is
+    does the error reach the caller."""
+    values, kept, first_error = [], [], None
     for z in indices:
         try:
             values.append(metric(real[z], synth[z], mask=None if mask is None else mask[z]))
+            kept.append(z)
         except InputError as err:
-            raise InputError(f"axial slice {z}: {err}") from err
+            first_error = first_error or InputError(f"axial slice {z}: {err}")
+    if not values:
+        raise first_error
     mean, sd = _summary(values)
-    return SliceStats(mean, sd, indices, tuple(values))
+    return SliceStats(mean, sd, tuple(kept), tuple(values))
 
 
 def slicewise(metric: str, real: Image, synth: Image, *, mask: Mask = None, data_range: float | None = None) -> SliceStats:

@@ -148,9 +148,12 @@ def load_patches(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         raise InputError(f"{path}: file is empty")
     try:
         with np.load(path) as data:
+            if not hasattr(data, "files"):  # a plain .npy array, whatever its name
+                raise ValueError("not an .npz archive")
             names = tuple(data["channels"]), tuple(data["class_names"])
             patches, classes = data["patches"], data["classes"]
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, AttributeError,
+            TypeError) as err:
         why = "not an .npz archive" if "pickled" in str(err) else ' '.join(str(err).split())[:200]
         raise InputError(f"{path}: not a patch file as evaluate-gan writes it (corrupt, truncated, or another "
                          f"kind of file?): {why}") from err
@@ -159,6 +162,11 @@ def load_patches(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     bad = non_finite(patches)
     if bad:
         raise InputError(f"{path}: contains {bad} value(s)")
+    if len(classes) != len(patches):
+        raise InputError(f"{path}: {len(patches)} patches but {len(classes)} class labels")
+    if patches.size and (patches.min() < -1.01 or patches.max() > 1.01):  # the 1-NN and FID compare [-1, 1] sets
+        raise InputError(f"{path}: patches range over [{patches.min():.3g}, {patches.max():.3g}], not the normalised "
+                         "[-1, 1] the generator and evaluate-gan's real patches use")
     return patches, classes
 
 

@@ -109,9 +109,12 @@ def field_of_view(volume: Volume, max_size: int = 32) -> Volume:
 def _data_extent(volume: Volume) -> tuple[np.ndarray, np.ndarray]:
     """The first and last voxel index (x, y, z) of each axis whose plane holds a non-zero voxel (in any
     frame of a series); the whole grid when every plane does, or none."""
-    data = volume.array != 0
-    if volume.is_series:
-        data = data.any(axis=0)
+    if volume.is_series:  # frame by frame: a whole series' mask would be as large as the series
+        data = np.zeros(volume.spatial_shape, bool)
+        for frame in volume.array:
+            data |= frame != 0
+    else:
+        data = volume.array != 0
     first, last = [], []
     for axis in (2, 1, 0):  # array axes z, y, x -> x, y, z
         planes = np.flatnonzero(data.any(axis=tuple(a for a in range(3) if a != axis)))

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
 from .errors import InputError
+from .sequences import SEGMENTATION
 from .maps import differentiation_maps, differentiation_region
 from .predictors import translator
 from .quality import HELD_OUT_SEEDS
@@ -72,10 +74,22 @@ def _cached(folder: Path, source: str, target: str, compute: Callable[[], np.nda
 
 
 #: per anatomy, the contrast-enhanced sequence and the labels of the tissue that enhances in it: the enhancing
-#: tumour in T1ce, label 3 in BraTS 2023 (and the phantom) and 4 in BraTS 2021, whose labels are 1, 2 and 4 (so
-#: neither release's other labels collide); the breast phantom's benign (1) and malignant (2) lesions in DCE (its
-#: cysts, label 3, do not enhance)
-ENHANCING = {"brain": ("T1ce", (3, 4)), "breast": ("DCE", (1, 2))}
+#: tumour (label 3 in BraTS 2023 and later and in the phantom) in T1ce; the breast phantom's benign (1) and
+#: malignant (2) lesions in DCE (its cysts, label 3, do not enhance)
+ENHANCING = {"brain": ("T1ce", (3,)), "breast": ("DCE", (1, 2))}
+
+#: BraTS 2021 and earlier label the enhancing tumour 4 (labels 1, 2, 4), and name files ``<case>_seg.nii.gz``; in
+#: BraTS 2024's post-treatment gliomas, named as 2023's (``<case>-seg.nii.gz``), 4 is the resection cavity
+_BRATS_2021_SEG = re.compile(r"_seg\.(nii\.gz|nii|nrrd|mha)$", re.IGNORECASE)
+
+
+def enhancing_labels(anatomy: str, case) -> tuple[int, ...]:
+    """The labels of the tissue that enhances in ``case``: its anatomy's (:data:`ENHANCING`), but 4 for a brain
+    case whose segmentation is named as BraTS 2021's."""
+    seg = case.meta.get("files", {}).get(SEGMENTATION)
+    if anatomy == "brain" and seg and _BRATS_2021_SEG.search(Path(seg).name):
+        return (4,)
+    return ENHANCING.get(anatomy, (None, ()))[1]
 
 
 def enhancing_and_normal_sums(md: np.ndarray, labels: np.ndarray, mask: np.ndarray,
@@ -167,7 +181,8 @@ def run_rank(data: str, model: str, out: str | Path, *, anatomy: str | None = No
                                  "data": f"phantom:{entry.anatomy}" if phantom else str(Path(data).resolve()),
                                  "register": "true transforms" if phantom else register,
                                  # a case's file added or replaced since: its cached case and translations are stale
-                                 **({} if phantom else {"files": files_record(source.files)}),
+                                 **({} if phantom else {"files": files_record(source.files,
+                                                                              (*entry.inputs, SEGMENTATION))}),
                                  # folders of cases are turned to the weights' orientation; the phantom is made in it
                                  **({} if phantom else {"orientation": entry.orientation})})
         cases = load_cases(source, names, CaseCache(out / "cache"))
@@ -184,6 +199,7 @@ def run_rank(data: str, model: str, out: str | Path, *, anatomy: str | None = No
     normal_regions: set[str] = set()  # what "normal" meant: the organ's tissue where a case knows it
     scored_regions: set[str] = set()  # where the pair metrics were computed
     enhanced, labels = ENHANCING.get(entry.anatomy, (None, ()))
+    used_labels: set[int] = set()  # the enhancing labels of the cases' own releases
     for case in cases:
         folder = out / "predictions" / case.name
         folder.mkdir(parents=True, exist_ok=True)
@@ -213,12 +229,17 @@ def run_rank(data: str, model: str, out: str | Path, *, anatomy: str | None = No
         if enhanced in maps:
             sources = [s for s in case.volumes if s != enhanced]
             defined = differentiation_region(enhanced, sources, case.mask, case.inside)
-            sums = enhancing_and_normal_sums(maps[enhanced], case.labels, defined, labels, case.organ)
+            case_labels = enhancing_labels(entry.anatomy, case)
+            used_labels.update(case_labels)
+            sums = enhancing_and_normal_sums(maps[enhanced], case.labels, defined, case_labels, case.organ)
             if sums is not None:
                 contrasts[case.name] = contrast_of([sums])
                 contrast_sums.append(sums)
                 normal_regions.add(organ_name)
     bar.close()
+    if not scores and disjoint:
+        raise InputError(f"no pair could be scored: the fields of view of every pair share none of the region scored "
+                         f"({'; '.join(disjoint[:4])}{' …' if len(disjoint) > 4 else ''})")
     result = rank(scores, present, bootstrap=bootstrap)
     result.notes[:0] = notes
     result.extra["scored_within"] = " and ".join(sorted(scored_regions))
@@ -228,14 +249,15 @@ def run_rank(data: str, model: str, out: str | Path, *, anatomy: str | None = No
     if enhanced:
         # "pooled": the mean over every subject's enhancing voxels over the mean over every subject's normal
         # ones, so a subject with a large enhancing lesion weighs more than one with a few voxels of it
-        result.extra["md_enhancing_over_normal"] = {"sequence": enhanced, "labels": list(labels), "subjects": contrasts,
+        result.extra["md_enhancing_over_normal"] = {"sequence": enhanced, "labels": sorted(used_labels or labels),
+                                                    "subjects": contrasts,
                                                     "pooled": contrast_of(contrast_sums),
                                                     "normal": (" and ".join(sorted(normal_regions)) + " without labels"
                                                                if normal_regions else None)}
         if not contrasts:
-            result.notes.append(f"no case has both {enhanced} and labels {', '.join(map(str, labels))} of the tissue "
-                                f"that enhances in it (a segmentation file): M_d({enhanced}) there over normal "
-                                "tissue is not computed")
+            shown = ", ".join(map(str, sorted(used_labels or labels)))
+            result.notes.append(f"no case has both {enhanced} and labels {shown} of the tissue that enhances in it "
+                                f"(a segmentation file): M_d({enhanced}) there over normal tissue is not computed")
     write_outputs(result, out, scores)
     for note in result.notes[len(notes):]:
         say(f"note: {note}")
@@ -246,7 +268,6 @@ def _folder_anatomy(data: str, weights_folder, say) -> str:
     """The anatomy of a folder's cases, from the sequences they hold (``selection.infer_anatomy``), said."""
     from .batch import list_cases
     from .selection import infer_anatomy
-    from .sequences import SEGMENTATION
 
     present = set().union(*(set(files) for files in list_cases(data).values())) - {"error", SEGMENTATION}
     anatomy = infer_anatomy(present, weights_folder)
@@ -258,7 +279,6 @@ def _folder_anatomy(data: str, weights_folder, say) -> str:
 def _sequence_notes(entry, cases, files: Mapping[str, Mapping[str, Path]] | None) -> list[str]:
     """What the ranking leaves out: the model's sequences that no case has (not ranked rather than ranked on no
     pair), and the cases' sequences the model does not take."""
-    from .sequences import SEGMENTATION
 
     notes = []
     absent = [s for s in entry.inputs if not any(s in case.volumes for case in cases)]
@@ -291,34 +311,44 @@ def _check_preparation(out: Path, preparation: dict) -> None:
             saved = json.loads(path.read_text())
         except (OSError, ValueError):
             saved = {}
-        if "files" in preparation and saved.get("files") != preparation["files"]:
-            raise InputError(f"{out} holds cases and translations made from other files: "
-                             f"{_files_changed(saved.get('files'), preparation['files'])}; rank into another --out")
+        if "files" in preparation and (changed := _files_changed(saved.get("files"), preparation["files"])):
+            raise InputError(f"{out} holds cases and translations made from other files: {changed}; rank into "
+                             "another --out")
         changed = [key for key in preparation if key != "files" and saved.get(key) != preparation[key]]
         if changed:
             raise InputError(f"{out} holds cases and translations made with another {', '.join(changed)} "
                              f"({', '.join(f'{k}: {saved.get(k)}' for k in changed)}); choose another --out")
+        if "files" in preparation:  # cases added since are recorded as they are now
+            saved["files"] = {**saved["files"], **preparation["files"]}
+            path.write_text(json.dumps(saved, indent=1))
         return
     path.write_text(json.dumps(preparation, indent=1))
 
 
-def files_record(files: Mapping[str, Mapping[str, Path]]) -> dict[str, dict[str, str]]:
-    """Each case's files as ``name size mtime``: a file added, removed or replaced since a ranking's cases were
-    cached changes it, and that ranking's cached cases and translations no longer apply."""
+def files_record(files: Mapping[str, Mapping[str, Path]], used: Iterable[str]) -> dict[str, dict[str, str]]:
+    """Each case's files of the ``used`` sequences (the model's and the segmentation) as ``name size mtime``:
+    a file added, removed or replaced since a ranking's cases were cached changes it, and that case's cached
+    translations no longer apply. A missing file is recorded as such (reading the case names it)."""
     record = {}
     for case, sequences in files.items():
         record[case] = {}
         for seq, path in sequences.items():
-            stat = Path(path).stat()
-            record[case][seq] = f"{Path(path).name} {stat.st_size} {stat.st_mtime_ns}"
+            if seq not in used:
+                continue
+            try:
+                stat = Path(path).stat()
+                record[case][seq] = f"{Path(path).name} {stat.st_size} {stat.st_mtime_ns}"
+            except OSError:
+                record[case][seq] = f"{Path(path).name} missing"
     return record
 
 
 def _files_changed(before: Mapping | None, now: Mapping) -> str:
-    """What differs between two :func:`files_record` listings, in a few words."""
+    """What differs between two :func:`files_record` listings for the cases both hold (a case added since is
+    prepared afresh, one removed is not ranked), in a few words; empty when nothing did."""
     if before is None:
         return "the folder does not record which (made before 2026-12-07)"
-    changes = [f"case {c} {'added' if c in now else 'removed'}" for c in sorted(set(before) ^ set(now))]
+    changes = []
     for case in sorted(set(before) & set(now)):
         for seq in sorted(set(before[case]) | set(now[case])):
             if before[case].get(seq) != now[case].get(seq):

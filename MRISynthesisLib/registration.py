@@ -241,6 +241,8 @@ def register(fixed: Volume, moving: Volume, preset: str = "rigid", *, seed: int 
     """
     if preset not in PRESETS:
         raise InputError(f"unknown registration preset '{preset}'; use one of {', '.join(PRESETS)}")
+    if seed is not None and not 0 <= seed < 2 ** 31:  # ANTs keeps its sampling seed in a 32-bit signed int
+        raise InputError(f"the registration seed must be from 0 to 2**31 - 1, not {seed}")
     fixed.require_3d("fixed volume").require_finite("fixed volume").require_not_constant("fixed volume")
     moving.require_3d("moving volume").require_finite("moving volume").require_not_constant("moving volume")
     if PRESETS[preset] is not None:
@@ -249,7 +251,7 @@ def register(fixed: Volume, moving: Volume, preset: str = "rigid", *, seed: int 
             if min(volume.spatial_shape) < MIN_VOXELS_PER_AXIS:
                 raise InputError(f"the {role} volume has {min(volume.spatial_shape)} voxels along an axis "
                                  f"({'x'.join(map(str, volume.size_xyz))}); registration needs at least "
-                                 f"{MIN_VOXELS_PER_AXIS} per axis (or use --register none)")
+                                 f"{MIN_VOXELS_PER_AXIS} per axis (or leave the volumes unregistered: preset none)")
     from .preprocess import resample_to
 
     owned = None

@@ -429,15 +429,20 @@ def _with_nifti_voxels(header: sitk.ImageFileReader, readable: Path, shown_as: P
     user named ``shown_as``, which the messages name)."""
     import nibabel as nib
     from nibabel.filebasedimages import ImageFileError
+    from nibabel.spatialimages import HeaderDataError
 
     path = shown_as
     try:
         nifti = nib.load(str(readable))
-        complex_voxels = np.issubdtype(nifti.get_data_dtype(), np.complexfloating)
-        data = None if complex_voxels else nifti.get_fdata(dtype=np.float32)  # scl_slope / scl_inter as ITK
-    except (ImageFileError, OSError, EOFError, ValueError, zlib.error) as err:
+        dtype = nifti.get_data_dtype()
+        colour = dtype.fields is not None  # RGB24 / RGBA32: a colour picture, not one intensity per voxel
+        complex_voxels = np.issubdtype(dtype, np.complexfloating)
+        data = None if complex_voxels or colour else nifti.get_fdata(dtype=np.float32)  # scl_slope / _inter as ITK
+    except (ImageFileError, HeaderDataError, OSError, EOFError, ValueError, zlib.error) as err:
         detail = " ".join(str(err).split())[:200]
         raise InputError(f"{path}: cannot be read as an image (corrupt or truncated?): {detail}") from err
+    if colour:
+        raise InputError(f"{path}: the image holds colour (RGB) voxels; give a grey-scale MR image")
     if complex_voxels:  # a raw reconstruction: keeping the real part would silently drop the phase
         raise InputError(f"{path}: the image holds complex values; give the magnitude image")
     size = header.GetSize()

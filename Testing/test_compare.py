@@ -125,3 +125,25 @@ def test_compare_reproduces_the_quality_table_for_the_same_subject_and_model(tmp
     assert row["psnr"] == pytest.approx(table["psnr"], abs=0.01)
     for metric in ("ssim", "nmse", "mae"):
         assert row[metric] == pytest.approx(table[metric], rel=1e-3, abs=1e-4), metric  # SSIM can be near 0
+
+
+def test_cases_with_and_without_a_segmentation_share_one_table_and_a_failed_case_is_reported(models, tmp_path,
+                                                                                               capsys, monkeypatch):
+    """A case with a segmentation adds tumour-region columns the first case lacks (the CSV once crashed after
+    all the work); a case that fails is left out of the report, named in its notes, and the exit code is 2."""
+    data = tmp_path / "cases"
+    assert main(["phantom", "--anatomy", "brain", "--n", "3", "--seed", "85", "--resolution", "4", "--registered",
+                 "--out", str(data), "--quiet"]) == 0
+    first, second, third = sorted(data.iterdir())
+    next(first.glob("*-seg.nii.gz")).unlink()  # the first case, whose row names the columns, has no tumour labels
+    (next(third.glob("*-t2w.nii.gz"))).write_bytes(b"not an image")
+    out = tmp_path / "cmp"
+    monkeypatch.setenv("MRISYNTHESIS_MODELS_DIR", str(models))
+    code = main(["compare", "--data", str(data), "--out", str(out), "--models", "unet-ct1", "--device", "cpu",
+                 "--quiet"])
+    assert code == 2 and f"{third.name}" in capsys.readouterr().err
+    header = (out / "compare.csv").read_text().splitlines()[0]
+    assert "brasyn_ssim_tumour" in header
+    saved = json.loads((out / "compare.json").read_text())
+    assert {r["case"] for r in saved["rows"]} == {first.name, second.name}
+    assert any(third.name in note for note in saved["notes"]) and len(saved["failures"]) == 1

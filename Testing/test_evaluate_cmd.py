@@ -133,3 +133,39 @@ def test_the_json_beside_a_3d_input_can_be_written_again(case, tmp_path):
     assert _run(case["real"], case["synth"], json_path=report)[0] == 0
     assert _run(case["real"], case["synth"], json_path=report)[0] == 0
     assert json.loads(report.read_text())["real"] == str(case["real"])
+
+
+def test_slice_wise_figures_are_over_axial_slices_whatever_axis_the_file_stores_them_along(tmp_path):
+    """A sagittal or coronal 3D acquisition stores its slices along x or y: the slice-wise mean is still over
+    the patient's axial planes, so one pair stored two ways gives one table."""
+    rng = np.random.default_rng(0)
+    real = rng.uniform(100, 200, (12, 16, 20)).astype(np.float32)  # (z, y, x), axial storage, RAS-like
+    synth = (real + rng.normal(0, 10, real.shape)).astype(np.float32)
+    axial = {"real": tmp_path / "ra.nii.gz", "synth": tmp_path / "sa.nii.gz"}
+    write_volume(Volume(real, (1, 1, 1)), axial["real"])
+    write_volume(Volume(synth, (1, 1, 1)), axial["synth"])
+    # the same voxels stored with the superior axis as the array's last one (voxel axis x points superior)
+    turned = (0, 0, 1, 0, 1, 0, 1, 0, 0)
+    coronal = {"real": tmp_path / "rc.nii.gz", "synth": tmp_path / "sc.nii.gz"}
+    write_volume(Volume(np.ascontiguousarray(np.moveaxis(real, 0, 2)), (1, 1, 1), direction=turned), coronal["real"])
+    write_volume(Volume(np.ascontiguousarray(np.moveaxis(synth, 0, 2)), (1, 1, 1), direction=turned),
+                 coronal["synth"])
+    tables = []
+    for files in (axial, coronal):
+        lines = []
+        run_evaluate(files["real"], files["synth"], out=lines.append)
+        tables.append([line for line in lines if "±" in line or "axial slices" in line])
+    assert tables[0] == tables[1] and "of 12 axial slices" in tables[0][-1]
+
+
+def test_a_slice_where_a_metric_is_undefined_is_left_out_of_its_slice_wise_mean():
+    """NMSE of a slice whose real voxels are all zero (a slab zero-padded to the grid) is undefined: that
+    slice is left out instead of refusing the evaluation."""
+    rng = np.random.default_rng(1)
+    real = rng.uniform(1, 2, (8, 10, 10)).astype(np.float32)
+    real[0] = 0.0
+    synth = real + 0.1
+    mask = np.ones(real.shape, bool)
+    result = evaluate(real, synth, mask, data_range=2.0)
+    nmse = result["metrics"]["nmse"]
+    assert np.isfinite(nmse["slice_mean"]) and np.isfinite(nmse["volume"])

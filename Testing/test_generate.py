@@ -13,6 +13,7 @@ from MRISynthesisLib.cli import main
 from MRISynthesisLib.errors import InputError
 from MRISynthesisLib.gan_eval import dce_statistics, fid, fid_weights_path, one_nn_accuracy
 from MRISynthesisLib.generate_cmd import generate, run_evaluate_gan
+from MRISynthesisLib.volume import read_volume
 from MRISynthesisLib.patches import load_patches, save_patches
 
 
@@ -78,13 +79,20 @@ def test_generate_command_writes_patches_sheet_and_channels(models, tmp_path, ca
     patches, classes = load_patches(out / "patches.npz")
     assert patches.shape == (5, 7, 32, 32) and (classes == 1).all()
     assert (out / "sheet.png").stat().st_size > 0 and (out / "malignant-Sub.nii.gz").exists()
+    from MRISynthesisLib.generate_cmd import generator_entry
+    mm = generator_entry("dcgan").voxel_size_mm  # the patches' voxels are the generator's, not 1 mm
+    assert read_volume(out / "malignant-Sub.nii.gz").spacing == pytest.approx((mm, mm, mm))
     again = generate("malignant", 5, seed=3)
     assert np.array_equal(again, patches)
     assert not np.allclose(generate("benign", 5, seed=3), patches)  # the class conditions the output
     assert main(["generate", "--model", "unet-ct1", "--class", "benign", "--n", "2", "--out", str(tmp_path / "x")]) == 2
     assert "not a generator" in capsys.readouterr().err
     assert main(["generate", "--class", "benign", "--n", "0", "--out", str(tmp_path / "y")]) == 2
-    assert "--n must be at least 1" in capsys.readouterr().err
+    assert "--n must be from 1 to" in capsys.readouterr().err
+    assert main(["generate", "--class", "benign", "--n", "1000000000000", "--out", str(tmp_path / "y")]) == 2
+    assert "--n must be from 1 to 10000" in capsys.readouterr().err
+    assert main(["generate", "--class", "benign", "--n", "1", "--seed", str(2 ** 70), "--out", str(tmp_path / "y")]) == 2
+    assert "--seed must be from 0 to 2**32 - 1" in capsys.readouterr().err
     assert main(["generate", "--variant", "wgan", "--class", "benign", "--n", "2", "--out", str(tmp_path / "z")]) == 2
     assert "no bundled MP-GAN wgan weights" in capsys.readouterr().err
 
@@ -143,3 +151,20 @@ def test_a_real_patch_file_written_from_phantom_subjects_keeps_their_name(models
     assert patch_source(save_patches(tmp_path / "plain.npz", patches, np.zeros(6, np.int64))) is None
     report = run_evaluate_gan(str(path), None, n=4)
     assert report["real"] == "phantom:breast:150" and report["real_file"] == str(path)
+
+
+def test_a_patch_file_whose_labels_count_or_range_is_wrong_is_refused(tmp_path):
+    """A class array of another length (an IndexError once), a bare .npy, or raw intensities instead of the
+    normalised [-1, 1] (1-NN then calls obviously different sets indistinguishable) are refused by name."""
+    patches = np.zeros((4, 7, 32, 32), np.float32)
+    from MRISynthesisLib.patches import CHANNELS, CLASSES
+    np.savez(tmp_path / "short.npz", patches=patches, classes=np.zeros(2, int), channels=np.array(CHANNELS),
+             class_names=np.array(CLASSES))  # as another tool might write it
+    with pytest.raises(InputError, match="4 patches but 2 class labels"):
+        load_patches(tmp_path / "short.npz")
+    save_patches(tmp_path / "raw.npz", patches + 100.0, np.zeros(4, int))
+    with pytest.raises(InputError, match=r"range over \[100, 100\], not the normalised \[-1, 1\]"):
+        load_patches(tmp_path / "raw.npz")
+    np.save(tmp_path / "bare.npy", patches)
+    with pytest.raises(InputError, match="bare.npy: not a patch file"):
+        load_patches(tmp_path / "bare.npy")

@@ -124,6 +124,27 @@ def test_slices_are_padded_to_the_networks_multiple_and_cut_back():
         predict_slices(doubling, volume, multiple=0, device="cpu")
 
 
+def test_slices_are_padded_as_training_pads_a_crop_larger_than_its_slice():
+    """A network trained on whole slices learns the edge between the slice and training's padding: inference
+    must pad with the same value (a slice of 37 x 45 in a 64 x 64 training crop, and up to 32's multiple)."""
+    from MRISynthesisLib.inference import PADDING
+    from MRISynthesisLib.training.sampling import _fit
+
+    volume = np.random.default_rng(1).uniform(-0.3, 1, size=(1, 1, 37, 45)).astype(np.float32)
+    seen = []
+
+    def keep(x):
+        seen.append(x.detach().cpu().numpy().copy())
+        return x
+
+    predict_slices(keep, volume, multiple=32, device="cpu")
+    padded = seen[0][0, 0]
+    trained = _fit(volume[0, 0], (64, 64), (18, 22))
+    assert padded.shape == trained.shape == (64, 64)
+    np.testing.assert_array_equal(padded == PADDING, trained == PADDING)
+    assert (padded[0] == PADDING).all() and PADDING == -1.0
+
+
 def test_a_model_without_a_synthesis_plan_is_refused():
     from MRISynthesisLib.predictors import plan_for
     from MRISynthesisLib.weights import read_manifest

@@ -75,3 +75,18 @@ def test_output_path_that_is_a_file(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: {target}: exists and is not a folder"
     assert target.read_text() == "keep me"
+
+
+def test_a_case_folder_holding_a_users_files_is_not_replaced(tmp_path, capsys):
+    """Writing a case replaces its folder; one that holds files the phantom did not write (the user's notes)
+    is refused by name and left as it was. A folder of the phantom's own files is rewritten."""
+    out = tmp_path / "cases"
+    args = ["phantom", "--anatomy", "brain", "--n", "1", "--seed", "3", "--resolution", "8", "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    assert main(args) == 0  # its own files only: rewritten
+    notes = out / "MRIS-BRAIN-00003" / "my-notes.txt"
+    notes.write_text("keep me")
+    capsys.readouterr()
+    assert main(args) == 2
+    assert "holds files the phantom did not write (my-notes.txt)" in capsys.readouterr().err
+    assert notes.read_text() == "keep me"

@@ -295,7 +295,29 @@ def test_a_brats_2021_folder_ranks_what_its_cases_hold_and_a_changed_case_is_not
     contrast = result.extra["md_enhancing_over_normal"]
     assert list(contrast["subjects"]) == ["BraTS2021_00034"] and contrast["pooled"] > 0
 
+    # a case added since is prepared afresh beside the cached one; a case's file removed makes the folder stale
+    shutil.copytree(data, tmp_path / "cases" / "BraTS2021_00035")
+    for path in (tmp_path / "cases" / "BraTS2021_00035").iterdir():
+        path.rename(path.with_name(path.name.replace("00034", "00035")))
+    again = run_rank(str(tmp_path / "cases"), "seq2seq", out, device="cpu", bootstrap=0, lpips_backbone=None,
+                     progress=False, weights_folder=models, say=said.append)
+    assert (again.pair_counts[~np.eye(3, dtype=bool)] == 2).all()
     (data / "BraTS2021_00034_t2.nii.gz").unlink()
     with pytest.raises(InputError, match="made from other files: case BraTS2021_00034: T2 removed"):
         run_rank(str(tmp_path / "cases"), "seq2seq", out, device="cpu", bootstrap=0, lpips_backbone=None,
                  progress=False, weights_folder=models, say=said.append)
+
+
+def test_label_4_is_enhancing_tumour_only_in_a_brats_2021_named_segmentation():
+    """BraTS 2021 labels the enhancing tumour 4; in BraTS 2024's post-treatment gliomas, named as 2023's, 4 is
+    the resection cavity, which does not enhance."""
+    from types import SimpleNamespace
+
+    from MRISynthesisLib.rank_cmd import enhancing_labels
+
+    def case(seg):
+        return SimpleNamespace(meta={"files": {"seg": seg}} if seg else {})
+    assert enhancing_labels("brain", case("/d/BraTS2021_00001/BraTS2021_00001_seg.nii.gz")) == (4,)
+    assert enhancing_labels("brain", case("/d/BraTS-GLI-02073-100/BraTS-GLI-02073-100-seg.nii.gz")) == (3,)
+    assert enhancing_labels("brain", case(None)) == (3,)  # the phantom
+    assert enhancing_labels("breast", case("/d/c_seg.nii.gz")) == (1, 2)

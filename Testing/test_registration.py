@@ -334,3 +334,13 @@ def test_an_empty_output_folder_is_refused_not_read_as_the_current_one(subject, 
     with pytest.raises(InputError, match="output folder is empty"):
         run_register(fixed, [moving], "rigid", "")
     assert not any(work.iterdir())
+
+
+def test_a_seed_ants_cannot_hold_is_refused_before_registering():
+    """ANTs keeps its sampling seed in a 32-bit signed int; a larger one failed deep inside antspyx."""
+    from MRISynthesisLib.registration import register
+    from MRISynthesisLib.volume import Volume
+
+    volume = Volume(np.random.default_rng(0).uniform(1, 2, (12, 12, 12)).astype(np.float32))
+    with pytest.raises(InputError, match=r"registration seed must be from 0 to 2\*\*31 - 1, not 2147483648"):
+        register(volume, volume, "rigid", seed=2 ** 31)

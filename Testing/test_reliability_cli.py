@@ -599,7 +599,7 @@ def test_a_models_folder_that_does_not_exist_is_named(tmp_path, capsys, monkeypa
 
 def test_a_negative_generation_seed_is_refused(tmp_path, capsys):
     assert_refused(capsys, tmp_path, ["generate", "--class", "benign", "--n", "2", "--seed", "-1", "--out",
-                                      tmp_path / "g"], ["--seed must be non-negative"])
+                                      tmp_path / "g"], ["--seed must be from 0 to 2**32 - 1"])
 
 
 def test_an_image_given_as_a_patch_file_is_named_as_such(tmp_path, capsys):
@@ -637,3 +637,22 @@ def test_a_file_name_too_long_for_the_file_system_is_an_input_error(tmp_path, ca
     assert_refused(capsys, tmp_path, out, [long_name, "file name too long"])
     given = [a if not str(a).startswith("T2=") else f"T2={tmp_path / long_name}" for a in argv]
     assert_refused(capsys, tmp_path, given, [long_name, "file name too long"])
+
+
+
+@pytest.mark.parametrize("damage, needle", [
+    (lambda run: run["options"].pop("seed"), "damaged, it lacks options.seed"),
+    (lambda run: run.update(options=[1]), "damaged, it lacks options"),
+    (lambda run: run.update(config="huge"), "unknown configuration 'huge'"),
+])
+def test_export_names_what_a_damaged_run_record_lacks(tmp_path, capsys, damage, needle):
+    run = write_run(tmp_path / "run")
+    intact = (run / "run.json").read_text()
+    record = json.loads(intact)
+    damage(record)
+    (run / "run.json").write_text(json.dumps(record))
+    assert_refused(capsys, tmp_path, ["export", "--run", run, "--out", tmp_path / "exported"], [needle])
+    (run / "run.json").write_text(intact)
+    (run / "split.json").unlink()
+    assert_refused(capsys, tmp_path, ["export", "--run", run, "--out", tmp_path / "exported"],
+                   ["split.json: missing"])

@@ -248,7 +248,11 @@ def test_folder_cases_of_different_voxel_sizes_train_only_resampled_onto_one(tmp
     assert main(["train", "--model", "unet-ct1", "--data", str(cases), "--out", str(tmp_path / "run"), "--steps", "2",
                  "--steps-per-epoch", "2", "--checkpoint-every", "2", "--batch-size", "1", "--workers", "0",
                  "--voxel-size", "4", "--quiet"]) == 0
+    import shutil
+    shutil.rmtree(tmp_path / "run" / "cache")  # the voxel size asked for is in run.json
     assert export_run(tmp_path / "run", which="last", folder=tmp_path / "models").voxel_size_mm == 4.0
+    with pytest.raises(InputError, match="prepared with --voxel-size 4.0; resume with the same"):
+        train(TrainOptions(out=str(tmp_path / "run"), **options, resume=True, voxel_size_mm=3.0), progress=False)
     with pytest.raises(InputError, match="--voxel-size is for a folder of cases"):
         train(TrainOptions(out=str(tmp_path / "p"), **{**options, "data": "phantom:brain:2"}, voxel_size_mm=2.0),
               progress=False)

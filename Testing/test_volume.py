@@ -556,6 +556,21 @@ def test_a_complex_image_is_refused_not_cut_to_its_real_part(tmp_path):
     assert "corrupt" not in str(refused.value)
 
 
+def test_a_colour_nifti_or_one_with_an_infinite_intercept_is_refused_by_name(tmp_path):
+    import nibabel as nib
+
+    grey = np.random.default_rng(0).integers(0, 255, (6, 7, 8, 3), dtype=np.uint8)
+    rgb = grey.view(np.dtype([("R", "u1"), ("G", "u1"), ("B", "u1")])).reshape(6, 7, 8)
+    nib.save(nib.Nifti1Image(rgb, np.eye(4)), tmp_path / "rgb.nii.gz")
+    with pytest.raises(InputError, match="rgb.nii.gz: the image holds colour"):
+        read_volume(tmp_path / "rgb.nii.gz")
+    image = nib.Nifti1Image(np.arange(336, dtype=np.int16).reshape(6, 7, 8), np.eye(4))
+    image.header["scl_slope"], image.header["scl_inter"] = 1, np.inf
+    nib.save(image, tmp_path / "inf.nii.gz")
+    with pytest.raises(InputError, match="inf.nii.gz: cannot be read as an image .*invalid intercept"):
+        read_volume(tmp_path / "inf.nii.gz")
+
+
 @pytest.mark.parametrize("sform_code, read_with", [(1, "sform"), (2, "qform")])
 def test_a_nifti_whose_sform_and_qform_disagree_is_named_with_the_one_read(tmp_path, caplog, sform_code, read_with):
     """Tools choose differently between the two (ITK by their codes, nibabel and FSL the sform), so the same

@@ -33,6 +33,11 @@ def write_case(subject, out: Path, *, png: bool = False) -> Path:
     """Write one subject into ``out/<case>/``; the folder appears only once complete."""
     name = case_name(subject.anatomy, subject.seed)
     final = out / name
+    written = {f"{name}-{SUFFIX_2023[s]}.nii.gz" for s in (*subject.sequences, SEGMENTATION)}
+    written |= {f"{Path(n).name[:-len('.nii.gz')]}.json" for n in written} | {"truth.json", "montage.png"}
+    if final.is_dir() and (foreign := sorted(p.name for p in final.iterdir() if p.name not in written)):
+        raise InputError(f"{final}: holds files the phantom did not write ({', '.join(foreign[:3])}); it would "
+                         "replace the folder: choose another --out")
     partial = out / f".partial-{name}"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import zlib
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -64,9 +65,10 @@ class Case:
             return np.ones(self.mask.shape, bool)
         return np.logical_and.reduce([self.inside[n] for n in (names or tuple(self.volumes))])
 
-    @property
+    @cached_property
     def trainable(self) -> np.ndarray:
-        """The foreground where every sequence has data: where training samples are centred and scored."""
+        """The foreground where every sequence has data: where training samples are centred and scored
+        (computed once: the samplers ask for it at every draw)."""
         return self.mask if self.inside is None else self.mask & self.covers()
 
 
@@ -307,9 +309,10 @@ class FolderSource:
 
 
 def cached_voxel_size(cache: CaseCache, names: Iterable[str], tolerance: float = 0.02) -> float:
-    """The one isotropic voxel size (mm) of the cached cases ``names``, which exported weights record as the
-    grid the pipeline resamples a user's inputs onto; refused when a case's voxels are not isotropic or the
-    cases differ (a network learns anatomy in voxels), with what to do: ``train --voxel-size``."""
+    """The voxel size (mm) the cached cases ``names`` share, which exported weights record as the grid the
+    pipeline resamples a user's inputs onto: their finest spacing (in plane for thick slices, as the breast
+    phantom's 2 x 2 x 4 mm records 2). Cases of different spacings are refused (a network learns anatomy in
+    voxels), with what to do: ``train --voxel-size``."""
     sizes = {}
     for name in names:
         try:
@@ -318,16 +321,15 @@ def cached_voxel_size(cache: CaseCache, names: Iterable[str], tolerance: float =
         except (OSError, KeyError, ValueError, zlib.error) as err:
             raise InputError(f"{cache.path(name)}: the cached case is missing or damaged, so the voxel size it "
                              f"was trained at cannot be read ({err})") from err
-    advice = "pass --voxel-size MM to resample every case onto one isotropic grid"
+    first_name, first = next(iter(sizes.items()))
     for name, spacing in sizes.items():
-        if spacing.max() > spacing.min() * (1 + tolerance):
-            raise InputError(f"case {name} has {' x '.join(f'{s:g}' for s in spacing)} mm voxels, but a model runs "
-                             f"on an isotropic grid: {advice}")
-    means = {name: float(spacing.mean()) for name, spacing in sizes.items()}
-    if max(means.values()) > min(means.values()) * (1 + tolerance):
-        listed = ", ".join(f"{name} {size:g} mm" for name, size in means.items())
-        raise InputError(f"the cases have different voxel sizes ({listed}): {advice}")
-    return float(np.median(list(means.values())))
+        if not np.allclose(np.sort(spacing), np.sort(first), rtol=tolerance, atol=0):
+            def shown(s):
+                return " x ".join(f"{v:g}" for v in s)
+            raise InputError(f"the cases have different voxel sizes ({first_name} {shown(first)} mm, {name} "
+                             f"{shown(spacing)} mm): pass --voxel-size MM to resample every case onto one "
+                             "isotropic grid")
+    return float(min(first))
 
 
 def load_cases(source, names: Iterable[str], cache: CaseCache, prepare=None) -> list[Case]:

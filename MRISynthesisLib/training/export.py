@@ -31,6 +31,14 @@ def export_run(run_dir: str | Path, *, anatomy: str | None = None, which: str = 
     recipe = recipe_for(run["model"])
     config = run["config"]
     options = run["options"]
+    if config not in recipe.batch_size:
+        raise InputError(f"{run_dir / 'run.json'}: unknown configuration {config!r} for {run['model']}")
+    missing = ["options"] if not isinstance(options, dict) else [
+        f"options.{key}" for key in ("data", "seed", "batch_size") if key not in options]
+    if missing or not isinstance(options.get("data"), str):
+        raise InputError(f"{run_dir / 'run.json'}: damaged, it lacks {', '.join(missing) or 'options.data'}")
+    if not (run_dir / "split.json").exists():
+        raise InputError(f"{run_dir / 'split.json'}: missing (train writes it when the run begins)")
     anatomy = anatomy or options.get("anatomy") or recipe.anatomy
     inputs, targets, _ = recipe.task_for(anatomy)
     checkpoint_path = run_dir / "checkpoints" / f"{which}.pt"
@@ -47,9 +55,7 @@ def export_run(run_dir: str | Path, *, anatomy: str | None = None, which: str = 
         "file": name, "model": run["model"], "config": config, "anatomy": anatomy,
         "inputs": inputs, "targets": targets, "normalization": recipe.normalization,
         "foreground": recipe.foreground,
-        # the grid the cases were trained on (a folder's: their own, or --voxel-size's), read from the run's cache
-        "voxel_size_mm": (recipe.phantom_resolution[config] if options["data"].startswith("phantom") else
-                          cached_voxel_size(CaseCache(run_dir / "cache"), split["train"] + split["validation"])),
+        "voxel_size_mm": _trained_voxel_size(run_dir, options, recipe, config, split),
         # a folder of cases is read in each reference's own orientation, so only the phantom's is known
         "orientation": PHANTOM_ORIENTATIONS[anatomy] if options["data"].startswith("phantom") else None,
         "patch_size": recipe.inference_size[config],
@@ -68,6 +74,19 @@ def export_run(run_dir: str | Path, *, anatomy: str | None = None, which: str = 
     entry = export(checkpoint_path, fields, folder, network=recipe.inference_network)
     write_model_card(entry, folder)
     return entry
+
+
+def _trained_voxel_size(run_dir: Path, options: dict, recipe, config: str, split: dict) -> float:
+    """The grid the run's cases were trained on: the phantom's (its recipe's), ``--voxel-size``'s, or a folder's
+    own, read from the cases the run cached."""
+    if options["data"].startswith("phantom"):
+        return recipe.phantom_resolution[config]
+    if options.get("voxel_size_mm"):
+        return float(options["voxel_size_mm"])
+    if not (run_dir / "cache").is_dir():
+        raise InputError(f"{run_dir / 'cache'}: missing; the voxel size the run's cases were trained at is read "
+                         "from its cached cases")
+    return cached_voxel_size(CaseCache(run_dir / "cache"), split["train"] + split["validation"])
 
 
 def _orientation_words(orientation: str | None) -> str:

@@ -12,6 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..inference import PADDING
 from ..preprocess import crop_or_pad
 from .data import Case
 
@@ -21,9 +22,9 @@ def _augment_inputs(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return x * rng.uniform(0.95, 1.05, shape).astype(np.float32) + rng.uniform(-0.05, 0.05, shape).astype(np.float32)
 
 
-def _fit(array: np.ndarray, size: Sequence[int], center: Sequence[int], fill: float = -1.0) -> np.ndarray:
-    """Crop/pad the trailing axes of ``array`` to ``size`` around ``center`` (images: background is -1
-    after normalisation; masks and labels: 0)."""
+def _fit(array: np.ndarray, size: Sequence[int], center: Sequence[int], fill: float = PADDING) -> np.ndarray:
+    """Crop/pad the trailing axes of ``array`` to ``size`` around ``center`` (images: the bottom of the
+    normalised range, as inference pads slices, ``inference.PADDING``; masks and labels: 0)."""
     size = tuple(size)
     spatial = array.shape[-len(size):]
     starts = [int(np.clip(c - s // 2, 0, max(n - s, 0))) for c, s, n in zip(center, size, spatial)]

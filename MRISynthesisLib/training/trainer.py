@@ -148,6 +148,10 @@ def _prepare_run_folder(options: TrainOptions, rank: int, initialised_from: str 
                              f"use another folder for {options.model} ({options.config})")
         if not options.resume and (out / "checkpoints" / "last.pt").exists():
             raise InputError(f"{out}: already holds checkpoints; pass --resume to continue or use another folder")
+        before = (previous.get("options") or {}).get("voxel_size_mm")
+        if options.resume and before != options.voxel_size_mm:  # its cached cases lie on the first run's grid
+            raise InputError(f"{out}: its cases were prepared with --voxel-size {before if before else 'not given'}; "
+                             "resume with the same (or train into another folder)")
     elif options.resume:
         raise InputError(f"{out}: nothing to resume (no run.json)")
     if out.exists() and not out.is_dir():
@@ -297,7 +301,8 @@ def train(options: TrainOptions, *, progress: bool = True, say=print) -> dict:
         if rank == 0:
             (out / "split.json").write_text(json.dumps({"train": train_names, "validation": val_names}, indent=1))
             build_cache(source, names, cache)  # build the cache once, before other ranks read it
-            cached_voxel_size(cache, names)  # one isotropic voxel size, which the exported weights will record
+            if not options.data.startswith("phantom:"):  # the phantom's is its recipe's
+                cached_voxel_size(cache, names)  # one voxel size for all cases, which the weights will record
             if resumed is not None:  # the resume is accepted: checkpoint and data both read
                 _record_resume_command(out, options.command)
     if world > 1:
