@@ -22,11 +22,11 @@ from typing import Callable, Iterable, Mapping
 import numpy as np
 
 from .errors import InputError
-from .sequences import SEGMENTATION
 from .maps import differentiation_maps, differentiation_region
 from .predictors import translator
 from .quality import HELD_OUT_SEEDS
 from .ranking import PairScore, Ranking, rank, score_pair
+from .sequences import SEGMENTATION
 from .volume import Volume, discard_if_failed, output_folder, refuse_inside
 
 #: the phantom subjects ranked by default (never used in training)
@@ -186,10 +186,9 @@ def run_rank(data: str, model: str, out: str | Path, *, anatomy: str | None = No
                                  # folders of cases are turned to the weights' orientation; the phantom is made in it
                                  **({} if phantom else {"orientation": entry.orientation})})
         cases = load_cases(source, names, CaseCache(out / "cache"))
-    notes = _sequence_notes(entry, cases, None if phantom else source.files)
+    present, notes = _ranked_sequences(entry, cases, None if phantom else source.files)
     for note in notes:
         say(f"note: {note}")
-    present = [s for s in entry.inputs if any(s in case.volumes for case in cases)]
     total = sum(len(c.volumes) * (len(c.volumes) - 1) for c in cases)
     bar = tqdm(total=total, desc="rank: translating pairs", unit="pair", disable=not progress)
     scores: list[PairScore] = []
@@ -276,22 +275,18 @@ def _folder_anatomy(data: str, weights_folder, say) -> str:
     return anatomy
 
 
-def _sequence_notes(entry, cases, files: Mapping[str, Mapping[str, Path]] | None) -> list[str]:
-    """What the ranking leaves out: the model's sequences that no case has (not ranked rather than ranked on no
-    pair), and the cases' sequences the model does not take."""
-
+def _ranked_sequences(entry, cases, files: Mapping[str, Mapping[str, Path]] | None) -> tuple[list[str], list[str]]:
+    """The model's sequences some case has, which are ranked, and notes on what is left out: the model's
+    sequences no case has (not ranked rather than ranked on no pair), and the cases' the model does not take."""
+    present = [s for s in entry.inputs if any(s in case.volumes for case in cases)]
     notes = []
-    absent = [s for s in entry.inputs if not any(s in case.volumes for case in cases)]
-    if absent:
-        notes.append(f"{', '.join(absent)}: in no case, so not ranked")
+    if len(present) < len(entry.inputs):
+        notes.append(f"{', '.join(s for s in entry.inputs if s not in present)}: in no case, so not ranked")
     if files is not None:
         untaken = sorted(set().union(*(set(f) for f in files.values())) - set(entry.inputs) - {SEGMENTATION})
         if untaken:
             notes.append(f"{', '.join(untaken)}: in the cases but not taken by {entry.file}, so not ranked")
-    if len(entry.inputs) - len(absent) < 2:
-        raise InputError(f"the cases hold {len(entry.inputs) - len(absent)} of {entry.file}'s sequences "
-                         f"({', '.join(entry.inputs)}); ranking needs two")
-    return notes
+    return present, notes
 
 
 #: what the cached cases and translations in a ranking's folder were made with
