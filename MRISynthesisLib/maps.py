@@ -128,9 +128,9 @@ def differentiation_maps(volumes: Mapping[str, np.ndarray], predictions: Mapping
         count = np.zeros(mask.shape, np.int32)
         for src in sources:
             error = np.abs(predictions[(src, target)] - real)
-            weight = np.ones(mask.shape, bool) if inside is None else inside[src]
-            total += np.where(weight, error.mean(0) if error.ndim == 4 else error, 0.0)
-            count += weight
+            has_data = True if inside is None else inside[src]  # every voxel, unless a field of view says not
+            total += np.where(has_data, error.mean(0) if error.ndim == 4 else error, 0.0)
+            count += has_data
         region = differentiation_region(target, sources, mask, inside)
         maps[target] = np.where(region, total / np.maximum(count, 1), 0.0).astype(np.float32)
     return maps
