@@ -34,15 +34,19 @@ class _Parser(argparse.ArgumentParser):
 
 # --------------------------------------------------------------------- handlers
 def _cmd_check(args: argparse.Namespace) -> int:
-    from .inputs import load_case
+    from .inputs import check_files
     from .sequences import parse_assignments
 
-    volumes = load_case(parse_assignments(args.input), same_grid=args.same_grid)
+    volumes, problems = check_files(parse_assignments(args.input), same_grid=args.same_grid)
     for name, vol in volumes.items():
         frames = f", {vol.shape[0]} frames" if vol.is_series else ""
         spacing = "x".join(f"{s:g}" for s in vol.spacing)
         print(f"{name}: {vol.size_xyz[0]}x{vol.size_xyz[1]}x{vol.size_xyz[2]} voxels at {spacing} mm{frames}, "
               f"range [{float(vol.array.min()):g}, {float(vol.array.max()):g}]")
+    for problem in problems:  # every bad file, not only the first: one line each
+        print(f"error: {problem}", file=sys.stderr)
+    if problems:
+        return 2
     print("ok: every input is readable, finite and non-empty" + (", on one grid" if args.same_grid else ""))
     return 0
 

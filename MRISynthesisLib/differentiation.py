@@ -29,7 +29,7 @@ from . import RESEARCH_USE_NOTICE, __version__
 from .errors import InputError
 from .inference import choose_device
 from .inputs import model_frames
-from .maps import differentiation_maps
+from .maps import differentiation_maps, differentiation_region
 from .pipeline import (Progress, check_taken, coverage_warnings, default_reference, frames_of, prepare, report_progress,
                        stage_progress)
 from .predictors import translator
@@ -102,7 +102,7 @@ def case_differentiation_maps(inputs: Mapping[str, Volume], model: str = "seq2se
     order = tuple(inputs)
     # registration reports into [0, 0.3] of the whole, as in synthesize; the translations share [0.3, 0.95]
     prepared = prepare(inputs, order, reference, register, entry.voxel_size_mm, progress, entry.normalization,
-                       entry.foreground, orientation=entry.orientation)
+                       entry.foreground, orientation=entry.orientation, joint=False)
     normalised, offset = {}, 0
     for name in order:  # ``stacked`` holds every frame of every input, in ``order``
         count = frames_of(inputs[name]).shape[0]
@@ -110,28 +110,38 @@ def case_differentiation_maps(inputs: Mapping[str, Volume], model: str = "seq2se
         normalised[name] = block if inputs[name].is_series else block[0]
         offset += count
 
-    region = prepared.mask & prepared.covered  # foreground where every sequence has data
-    if not region.any():
-        raise InputError("the sequences' fields of view share no tissue: nothing to translate")
-    pairs = [(source, target) for target in order for source in order if source != target]
+    # each pair where both have data (as the ranking scores a folder case's pairs), not only where all do
+    inside = prepared.inside
+    shared = {(source, target): prepared.mask & inside[source] & inside[target]
+              for target in order for source in order if source != target}
+    pairs = [pair for pair, region in shared.items() if region.any()]
+    if not pairs:
+        raise InputError("no two of the sequences' fields of view share tissue: nothing to translate")
+    disjoint = [f"{source} and {target}" for (source, target), region in shared.items()
+                if not region.any() and source < target]
     translate = translator(entry, net, torch_device)
     predictions, translations = {}, []
     for k, (source, target) in enumerate(pairs):
         start, end = 0.3 + 0.65 * k / len(pairs), 0.3 + 0.65 * (k + 1) / len(pairs)
         report_progress(progress, start, f"translating {source} -> {target}")
         predictions[(source, target)] = translate(normalised, source, target, stage_progress(progress, start, end))
-        scores = score_pair(normalised[target], predictions[(source, target)], region, lpips_backbone=None)
+        scores = score_pair(normalised[target], predictions[(source, target)], shared[(source, target)],
+                            lpips_backbone=None)
         translations.append({"source": source, "target": target, "psnr": scores["psnr"], "ssim": scores["ssim"]})
 
     report_progress(progress, 0.96, "imaging-differentiation maps")
     work = prepared.work
     maps, on_work, means = {}, {}, {}
-    for name, array in differentiation_maps(normalised, predictions, region).items():
+    for name, array in differentiation_maps(normalised, predictions, prepared.mask, inside).items():
         on_work_map = Volume(array, work.spacing, work.origin, work.direction)
         maps[name] = resample_to(on_work_map, prepared.fixed) if work is not prepared.fixed else on_work_map
         anatomy_image = normalised[name].mean(0) if normalised[name].ndim == 4 else normalised[name]
         on_work[name] = (anatomy_image, array)
-        means[name] = float(array[region].mean())
+        sources = [src for (src, tgt) in predictions if tgt == name]
+        means[name] = float(array[differentiation_region(name, sources, prepared.mask, inside)].mean())
+    warnings = coverage_warnings(prepared, per_pair=True)
+    if disjoint:
+        warnings.append(f"no field of view shared, so neither translated into the other: {', '.join(disjoint)}")
     provenance = {
         "model": entry.model, "configuration": entry.config, "weights": entry.file, "weights_sha256": entry.sha256,
         "inputs": dict(input_names) if input_names else {n: f"in-memory {n}" for n in inputs},
@@ -139,7 +149,7 @@ def case_differentiation_maps(inputs: Mapping[str, Volume], model: str = "seq2se
         "work_voxel_size_mm": entry.voxel_size_mm,
         "input_coverage": {n: round(share, 4) for n, share in prepared.coverage.items()},
         "synthesized_share": round(prepared.covered_share, 4),
-        "warnings": coverage_warnings(prepared),
+        "warnings": warnings,
         "map": "M_d(X_i) = mean over j != i of |X'_{j->i} - X_i| (Seq2Seq Eq. 5)",
         "units": f"mean absolute difference of {entry.normalization}-normalised intensities"
                  + (" ([-1, 1] scale)" if entry.normalization == "percentile" else " (foreground SD units)"),

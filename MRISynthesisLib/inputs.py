@@ -9,12 +9,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Collection, Mapping
 
+import numpy as np
+
 from .errors import InputError
 from .sequences import canonical
 from .volume import Volume, read_volume, require_same_geometry
 
 #: Sequences that are 4D series by nature; every other sequence must be a 3D volume.
 SERIES_SEQUENCES = {"DWI", "DCE"}
+#: Fewer voxels above a volume's minimum than a 4 x 4 x 4 block: no image to normalise or register (a mask
+#: saved in the wrong slot, a volume zeroed but for a marker), though it is neither constant nor negative.
+MIN_SIGNAL_VOXELS = 64
 
 
 def check_volume(volume: Volume, sequence: str, where: str, *, series: bool | None = None) -> Volume:
@@ -33,6 +38,11 @@ def check_volume(volume: Volume, sequence: str, where: str, *, series: bool | No
     if float(volume.array.max()) <= 0:  # no foreground to normalise: a phase, difference or sign-flipped image
         raise InputError(f"{where}: every voxel is negative or zero (range [{float(volume.array.min()):g}, "
                          f"{float(volume.array.max()):g}]); {sequence} must be a magnitude image")
+    signal = int(np.count_nonzero(volume.array > volume.array.min()))
+    if signal < MIN_SIGNAL_VOXELS:
+        raise InputError(f"{where}: only {signal} voxel(s) rise above its background value "
+                         f"({float(volume.array.min()):g}); an image of {sequence} needs at least "
+                         f"{MIN_SIGNAL_VOXELS}")
     return volume
 
 
@@ -66,17 +76,37 @@ def model_frames(volumes: Mapping[str, Volume], frames: Mapping[str, int], model
     return seen
 
 
-def load_case(files: Mapping[str, str | Path], *, same_grid: bool = False) -> dict[str, Volume]:
-    """Read and check {sequence: file}; with ``same_grid``, all must share the first one's grid."""
+def check_files(files: Mapping[str, str | Path], *, same_grid: bool = False) -> tuple[dict[str, Volume], list[str]]:
+    """Read and check every one of {sequence: file}, going on past a bad one (what ``check`` reports): the
+    volumes that passed, and one message per problem (each names its file). With ``same_grid``, the files
+    that passed must share the first one's grid."""
     if not files:
         raise InputError("no input sequences given")
     volumes: dict[str, Volume] = {}
+    paths: dict[str, str] = {}
+    problems: list[str] = []
     for sequence, path in files.items():
-        name = canonical(sequence)
-        if name in volumes:
-            raise InputError(f"sequence {name} given twice")
-        volumes[name] = check_volume(read_volume(path), name, str(path))
-    if same_grid:
-        labelled = {f"{seq} ({files_path})": vol for (seq, vol), files_path in zip(volumes.items(), files.values())}
-        require_same_geometry(labelled)
+        try:
+            name = canonical(sequence)
+            if name in paths:
+                raise InputError(f"sequence {name} given twice ({paths[name]} and {path})")
+            paths[name] = str(path)
+            volumes[name] = check_volume(read_volume(path), name, str(path))
+        except InputError as err:
+            problems.append(str(err))
+    if same_grid and len(volumes) > 1:
+        try:
+            require_same_geometry({f"{name} ({paths[name]})": volume for name, volume in volumes.items()})
+        except InputError as err:
+            problems.append(str(err))
+    return volumes, problems
+
+
+def load_case(files: Mapping[str, str | Path], *, same_grid: bool = False) -> dict[str, Volume]:
+    """Read and check {sequence: file}; with ``same_grid``, all must share the first one's grid. Every file
+    is checked before the error, which names each bad one."""
+    volumes, problems = check_files(files, same_grid=same_grid)
+    if problems:
+        raise InputError(problems[0] if len(problems) == 1 else
+                         f"{len(problems)} problems: " + "; ".join(problems))
     return volumes

@@ -187,6 +187,7 @@ class Prepared:
     covered: np.ndarray  # where every input has data (inside all their fields of view): outside, no output
     coverage: dict[str, float]  # per input, the share of the body inside its field of view
     covered_share: float  # the share of the body inside every input's field of view: what is synthesized
+    inside: dict[str, np.ndarray] = field(default_factory=dict)  # per input, its field of view on the work grid
 
 
 def normalization_for(scheme: str, array: np.ndarray, mask: np.ndarray) -> Normalization:
@@ -267,7 +268,7 @@ def onto_grid(inputs: Mapping[str, Volume], order: tuple[str, ...], reference: s
 
 def prepare(inputs: Mapping[str, Volume], order: tuple[str, ...], reference: str, register: str, voxel_size_mm: float,
             progress: Progress | None = None, normalization: str = "zscore", foreground: str = "body",
-            aligner: Aligner = align, orientation: str | None = None) -> Prepared:
+            aligner: Aligner = align, orientation: str | None = None, joint: bool = True) -> Prepared:
     """Register every input onto the reference, move all to the work grid (in the model's training
     ``orientation``, :func:`work_grid`), normalise (steps 2-4).
 
@@ -278,7 +279,8 @@ def prepare(inputs: Mapping[str, Volume], order: tuple[str, ...], reference: str
     where any input has none: a network fed zeros as tissue would draw something there. A series is
     normalised as one (the same statistics for all its frames, as ``training.data.normalize_case``) and
     enters ``stacked`` frame by frame. ``aligner`` does the registration (:func:`align`'s signature): an
-    evaluation over many targets passes one that remembers what it registered.
+    evaluation over many targets passes one that remembers what it registered. ``joint=False`` (maps that
+    score each pair of sequences where both have data) lets inputs whose fields of view share no tissue through.
     """
     given = inputs[reference]
     fixed = given.frame(0) if given.is_series else given
@@ -296,7 +298,7 @@ def prepare(inputs: Mapping[str, Volume], order: tuple[str, ...], reference: str
         if coverage[name] == 0.0:
             raise InputError(f"{name} covers none of the tissue of {reference}: its field of view lies outside "
                              "the anatomy")
-    if not (body & covered).any():
+    if joint and not (body & covered).any():
         partial = [n for n in order if coverage[n] < 1.0]
         raise InputError(f"the fields of view of {' and '.join(partial)} share no part of the anatomy: nothing can "
                          "be synthesized where any input has no data")
@@ -312,7 +314,7 @@ def prepare(inputs: Mapping[str, Volume], order: tuple[str, ...], reference: str
     scale = (norms[reference] if reference in norms else
              normalization_of(reference, frames_of(resample_to(given, work))))
     return Prepared(fixed, reference, work, stacked, mask, scale, registrations, body, covered, coverage,
-                    share_of(body, covered))
+                    share_of(body, covered), inside)
 
 
 def share_of(body: np.ndarray, inside: np.ndarray) -> float:
@@ -320,13 +322,16 @@ def share_of(body: np.ndarray, inside: np.ndarray) -> float:
     return float(np.count_nonzero(body & inside) / max(np.count_nonzero(body), 1))
 
 
-def coverage_warnings(prepared: Prepared) -> list[str]:
+def coverage_warnings(prepared: Prepared, *, per_pair: bool = False) -> list[str]:
     """One line per input that leaves part of the body without data, and one for what they leave together
-    when that is less than any one of them does, for the provenance and the user."""
+    when that is less than any one of them does, for the provenance and the user. ``per_pair``: for maps that
+    compare each pair of inputs where both have data (what the inputs leave together does not matter)."""
     where = f"of the head or body in {prepared.reference}'s field of view"
-    lines = [f"{name} covers {100 * share:.0f} % {where}: the synthesized volume is blank where an input has "
-             "no data" for name, share in prepared.coverage.items() if share < FULL_COVERAGE]
-    if prepared.covered_share < min(prepared.coverage.values()) - 0.005:
+    outcome = ("a pair of sequences is compared only where both have data" if per_pair else
+               "the synthesized volume is blank where an input has no data")
+    lines = [f"{name} covers {100 * share:.0f} % {where}: {outcome}"
+             for name, share in prepared.coverage.items() if share < FULL_COVERAGE]
+    if not per_pair and prepared.covered_share < min(prepared.coverage.values()) - 0.005:
         lines.append(f"together the inputs cover {100 * prepared.covered_share:.0f} % {where}: only that part is "
                      "synthesized")
     return lines

@@ -98,3 +98,9 @@ def bundle_untrained(folder, model: str, *, voxel_size_mm: float = 4.0, anatomy:
                          sha256=sha256_of(folder / file), size_bytes=(folder / file).stat().st_size, **fields)
     write_manifest([e for e in read_manifest(folder) if e.file != file] + [entry], folder)
     return entry
+
+
+def slab_of(volume, first: int, last: int):
+    """Axial slices ``first:last`` of ``volume`` where they lie: a slab acquisition of the same anatomy."""
+    origin = np.asarray(volume.origin) + volume.direction_matrix @ (0.0, 0.0, first * volume.spacing[2])
+    return Volume(volume.array[first:last].copy(), volume.spacing, tuple(origin), volume.direction)

@@ -148,6 +148,13 @@ def case_all_zero(tmp):
     return [f"FLAIR={path}"], [str(path), "every voxel has the same value (0.0)"]
 
 
+def case_one_voxel(tmp):
+    array = np.zeros((6, 7, 8), np.float32)
+    array[3, 3, 3] = 100.0
+    path = _write(tmp / "flair-marker.nii.gz", Volume(array))
+    return [f"FLAIR={path}"], [str(path), "only 1 voxel(s) rise above its background value (0)", "at least 64"]
+
+
 def case_unknown_sequence(tmp):
     return [f"T3={_t1(tmp)}"], ["unknown sequence name 'T3'"]
 
@@ -176,7 +183,7 @@ def case_mismatched_size(tmp):
 
 CHECK_ERRORS = [case_missing, case_truncated, case_truncated_nrrd, case_text_file, case_empty_file, case_folder,
                 case_unsupported, case_2d, case_single_slice, case_series_for_3d, case_3d_for_series, case_nan,
-                case_inf, case_all_zero, case_unknown_sequence, case_duplicate_sequence, case_no_equals,
+                case_inf, case_all_zero, case_one_voxel, case_unknown_sequence, case_duplicate_sequence, case_no_equals,
                 case_mismatched_grid, case_mismatched_size]
 
 
@@ -188,6 +195,23 @@ def test_check_errors(tmp_path, capsys, make_case):
     assert_one_error_line(code, out, err, *needles)
     assert "ok" not in out
     assert hash_tree(tmp_path) == before  # nothing modified, nothing written
+
+
+def test_check_reports_every_bad_file(tmp_path, capsys):
+    """A truncated T2 and a NaN FLAIR beside a good T1: both named, each on its own line, the good one listed,
+    and no "ok" (checking stops at no file)."""
+    (truncated,), truncated_needles = case_truncated(tmp_path)
+    (_, nan_input), nan_needles = case_nan(tmp_path)
+    before = hash_tree(tmp_path)
+    code, out, err = run_cli(capsys, "check", "--input", f"T1={_t1(tmp_path)}", truncated,
+                             nan_input.replace("T2=", "FLAIR="))
+    assert code == 2
+    lines = err.splitlines()
+    assert len(lines) == 2 and all(line.startswith("error: ") for line in lines), err
+    assert all(needle in lines[0] for needle in truncated_needles), lines[0]
+    assert all(needle in lines[1] for needle in nan_needles), lines[1]
+    assert out.startswith("T1: ") and "ok" not in out
+    assert hash_tree(tmp_path) == before
 
 
 def test_check_mismatched_grid_is_fine_without_same_grid(tmp_path, capsys):

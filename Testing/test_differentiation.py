@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import bundle_untrained, hash_files
+from conftest import bundle_untrained, hash_files, slab_of
 from MRISynthesisLib.cli import main
 from MRISynthesisLib.differentiation import case_differentiation_maps
 from MRISynthesisLib.errors import InputError
@@ -70,6 +70,42 @@ def test_maps_are_eq5_of_each_single_source_translation_on_the_reference_grid(mo
         assert result.foreground_means[target] == pytest.approx(float(expected[prepared.mask].mean()), rel=1e-5)
     assert result.provenance["reference"] == "T1" and "Eq. 5" in result.provenance["map"]
     assert "[-1, 1]" in result.provenance["units"]
+
+
+def test_slabs_are_compared_pair_by_pair_where_both_have_data(models, brain):
+    """A T2 slab and a FLAIR slab that do not meet, beside a whole T1: T1 and each slab are translated and
+    scored where both have data, the two slabs not at all (named in the warnings), and each map averages the
+    sources with data at each voxel, zero where its own sequence has none (as the ranking treats folder
+    cases), instead of being refused for want of a voxel that all three cover."""
+    t2, flair = brain.sequences["T2"], brain.sequences["FLAIR"]
+    n2, nf = t2.spatial_shape[0], flair.spatial_shape[0]
+    inputs = {"T1": brain.sequences["T1"], "T2": slab_of(t2, 0, n2 // 2 - 1), "FLAIR": slab_of(flair, nf // 2 + 1, nf)}
+    result = case_differentiation_maps(inputs, "seq2seq", register="none", device="cpu", weights_folder=models)
+    assert {(t["source"], t["target"]) for t in result.translations} == {
+        ("T1", "T2"), ("T2", "T1"), ("T1", "FLAIR"), ("FLAIR", "T1")}
+    assert any("neither translated into the other: FLAIR and T2" in w for w in result.provenance["warnings"])
+
+    entry = find("seq2seq", None, "brain", models)
+    order = tuple(inputs)
+    prepared = prepare(inputs, order, "T1", "none", entry.voxel_size_mm, None, entry.normalization, entry.foreground,
+                       joint=False)
+    inside, mask = prepared.inside, prepared.mask
+    assert not (mask & inside["T2"] & inside["FLAIR"]).any() and (mask & inside["T2"]).any()
+    normalised = dict(zip(order, prepared.stacked))
+    translate = translator(entry, load_model(entry, models, "cpu"), "cpu")
+    error = {(s, t): np.abs(translate(normalised, s, t) - normalised[t]) for s, t in
+             [("T2", "T1"), ("FLAIR", "T1"), ("T1", "T2")]}
+    md_t1 = result.on_work_grid["T1"][1]
+    only_t2, only_flair = mask & inside["T2"], mask & inside["FLAIR"]
+    np.testing.assert_allclose(md_t1[only_t2], error[("T2", "T1")][only_t2], atol=1e-5)
+    np.testing.assert_allclose(md_t1[only_flair], error[("FLAIR", "T1")][only_flair], atol=1e-5)
+    assert not md_t1[mask & ~inside["T2"] & ~inside["FLAIR"]].any()  # no source has data there
+    md_t2 = result.on_work_grid["T2"][1]
+    np.testing.assert_allclose(md_t2[only_t2], error[("T1", "T2")][only_t2], atol=1e-5)
+    assert not md_t2[~inside["T2"]].any()
+    assert result.foreground_means["T2"] == pytest.approx(float(md_t2[only_t2].mean()), rel=1e-5)
+    psnr = {(t["source"], t["target"]): t["psnr"] for t in result.translations}
+    assert np.isfinite(list(psnr.values())).all()
 
 
 def test_a_series_enters_whole_and_its_map_is_one_volume_on_the_reference_grid(models):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from conftest import bundle_untrained, hash_files
+from conftest import bundle_untrained, hash_files, slab_of
 from MRISynthesisLib.cli import main
 from MRISynthesisLib.errors import InputError
 from MRISynthesisLib.phantom.brain import sample_brain
@@ -381,14 +381,6 @@ def test_the_work_grid_of_a_series_is_its_frames_grid(subject):
     for voxel in (3.0, VOXEL):
         grid = work_grid(series, voxel, "RAS")
         assert not grid.is_series and grid.spatial_shape == work_grid(t1, voxel, "RAS").spatial_shape
-
-
-def slab_of(volume, first: int, last: int):
-    """Axial slices ``first:last`` of ``volume`` where they lie: a slab acquisition of the same anatomy."""
-    from MRISynthesisLib.volume import Volume
-
-    origin = np.asarray(volume.origin) + volume.direction_matrix @ (0.0, 0.0, first * volume.spacing[2])
-    return Volume(volume.array[first:last].copy(), volume.spacing, tuple(origin), volume.direction)
 
 
 def test_the_field_of_view_mark_counts_no_fill_as_data_even_on_its_edges(subject):
