@@ -81,7 +81,7 @@ def _patch(t2: np.ndarray, dce: np.ndarray, z: int, center: tuple[int, int], siz
 
 def extract_patches(volumes: Mapping[str, np.ndarray], labels: np.ndarray, mask: np.ndarray,
                     rng: np.random.Generator, *, size: int = 64, healthy: int = 8,
-                    per_lesion: str = "centre") -> tuple[np.ndarray, np.ndarray]:
+                    per_lesion: str = "centre", covered: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Lesion and healthy-tissue patches of one case.
 
     Args:
@@ -91,6 +91,9 @@ def extract_patches(volumes: Mapping[str, np.ndarray], labels: np.ndarray, mask:
             (``Case.organ_or_foreground``: the phantom's), else the body foreground.
         healthy: how many healthy patches to draw (fewer when the breast has no room for them).
         per_lesion: ``centre`` (one patch per lesion) or ``slices`` (its central axial slices), see above.
+        covered: where both T2 and DCE hold data (a folder case whose DCE is a slab: ``Case.covers``); no
+            patch is centred elsewhere, lesion or healthy, since its channels would be the zeros filled in
+            there. None: everywhere.
     Returns:
         (patches (N, 7, size, size) float32, classes (N,) int64).
     """
@@ -99,8 +102,8 @@ def extract_patches(volumes: Mapping[str, np.ndarray], labels: np.ndarray, mask:
     t2, dce = np.asarray(volumes["T2"]), np.asarray(volumes["DCE"])
     if t2.ndim != 3 or dce.ndim != 4 or dce.shape[1:] != t2.shape or dce.shape[0] < 5:
         raise InputError(f"need T2 (z, y, x) and DCE (t >= 5, z, y, x) on one grid, not {t2.shape} and {dce.shape}")
-    if labels.shape != t2.shape or mask.shape != t2.shape:
-        raise InputError(f"labels {labels.shape} and mask {mask.shape} must match T2's grid {t2.shape}")
+    if labels.shape != t2.shape or mask.shape != t2.shape or (covered is not None and covered.shape != t2.shape):
+        raise InputError(f"labels {labels.shape}, mask {mask.shape} and coverage must match T2's grid {t2.shape}")
     if size < 16 or size % 16:
         raise InputError(f"patch size must be a positive multiple of 16, not {size}")
     if per_lesion not in PER_LESION:
@@ -109,10 +112,12 @@ def extract_patches(volumes: Mapping[str, np.ndarray], labels: np.ndarray, mask:
     for label, class_index in LESION_CLASS.items():
         for lesion in lesions(labels, label):
             for cz, cy, cx in _lesion_centres(lesion, per_lesion):
+                if covered is not None and not covered[cz, cy, cx]:
+                    continue
                 patches.append(_patch(t2, dce, cz, (cy, cx), size))
                 classes.append(class_index)
     near_lesion = ndimage.maximum_filter(np.isin(labels, list(LESION_CLASS) + [3]), size=(1, size // 2, size // 2))
-    candidates = np.argwhere(mask & ~near_lesion)
+    candidates = np.argwhere(mask & ~near_lesion & (True if covered is None else covered))
     for index in rng.choice(len(candidates), min(healthy, len(candidates)), replace=False) if len(candidates) else []:
         z, y, x = candidates[index]
         patches.append(_patch(t2, dce, int(z), (int(y), int(x)), size))

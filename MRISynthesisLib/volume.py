@@ -371,6 +371,22 @@ def read_volume(path: str | Path) -> Volume:
         raise InputError(f"{path}: cannot be read as an image (corrupt or truncated?): {detail.strip()[:200]}") from err
 
 
+def read_grid_spacing(path: str | Path) -> tuple[tuple[float, float, float], bool] | None:
+    """A file's voxel spacing (x, y, z in mm) and whether it is a 4D series, from its header alone (a quick
+    look before reading hundreds of cases); None when the header cannot be read, which the full
+    :func:`read_volume` then reports by name."""
+    path = Path(path)
+    try:
+        with _as_itk_reads_it(path) as readable:
+            header = _read_sitk(readable, header_only=True)
+    except (RuntimeError, OSError):
+        return None
+    spacing, size = header.GetSpacing(), header.GetSize()
+    if len(spacing) < 3:
+        return None
+    return tuple(float(v) for v in spacing[:3]), len(size) == 4 and size[3] > 1
+
+
 def _metadata(image: sitk.Image, key: str) -> str:
     return image.GetMetaData(key).strip() if image.HasMetaDataKey(key) else ""
 

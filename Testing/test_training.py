@@ -232,7 +232,7 @@ def test_a_brats_layout_folder_from_the_phantom_command_trains(tmp_path):
     assert export_run(tmp_path / "run", which="last", folder=tmp_path / "models").voxel_size_mm == 4.0
 
 
-def test_folder_cases_of_different_voxel_sizes_train_only_resampled_onto_one(tmp_path):
+def test_folder_cases_of_different_voxel_sizes_train_only_resampled_onto_one(tmp_path, monkeypatch):
     """A network learns anatomy in voxels, and its weights record one voxel size that the pipeline resamples
     a user's inputs to: cases at 3 and 4 mm are refused with what to do, and train with --voxel-size, which
     the exported weights then record."""
@@ -243,8 +243,11 @@ def test_folder_cases_of_different_voxel_sizes_train_only_resampled_onto_one(tmp
         assert main(["phantom", "--anatomy", "brain", "--n", "1", "--seed", str(seed), "--resolution", resolution,
                      "--registered", "--out", str(cases), "--quiet"]) == 0
     options = dict(model="unet-ct1", data=str(cases), steps=2, steps_per_epoch=2, checkpoint_every=2, batch_size=1)
-    with pytest.raises(InputError, match="different voxel sizes .*pass --voxel-size"):
-        train(TrainOptions(out=str(tmp_path / "mixed"), **options), progress=False)
+    with monkeypatch.context() as patched:  # refused from the headers, before any case is read and cached
+        patched.setattr(FolderSource, "build", lambda self, name: pytest.fail(f"{name} was read"))
+        with pytest.raises(InputError, match="different voxel sizes .*pass --voxel-size"):
+            train(TrainOptions(out=str(tmp_path / "mixed"), **options), progress=False)
+    assert not (tmp_path / "mixed").exists()
     assert main(["train", "--model", "unet-ct1", "--data", str(cases), "--out", str(tmp_path / "run"), "--steps", "2",
                  "--steps-per-epoch", "2", "--checkpoint-every", "2", "--batch-size", "1", "--workers", "0",
                  "--voxel-size", "4", "--quiet"]) == 0

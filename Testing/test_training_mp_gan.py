@@ -83,6 +83,25 @@ def test_a_lesion_in_pieces_is_one_lesion_centred_on_its_centre_of_mass():
         extract_patches(volumes, labels, mask, np.random.default_rng(0), size=32, per_lesion="all")
 
 
+def test_no_patch_is_centred_where_the_dce_holds_no_data():
+    """A DCE slab covering slices 0-5 of a case: the lesion centred on slice 8 gives no patch (its channels
+    would be fill), the one on slice 3 does, and every healthy patch is centred inside the slab."""
+    volumes, labels, mask = _synthetic_case({3: [(1, 20, 26, 20, 26)], 8: [(2, 40, 46, 40, 46)]})
+    z, y, x = labels.shape
+    volumes["T2"] = np.broadcast_to(np.arange(z, dtype=np.float32)[:, None, None], labels.shape).copy()
+    covered = np.zeros(labels.shape, bool)
+    covered[:6] = True
+    patches, classes = extract_patches(volumes, labels, mask, np.random.default_rng(0), size=32, healthy=20,
+                                       covered=covered)
+    assert classes.tolist().count(0) == 1 and classes.tolist().count(1) == 0
+    healthy = patches[classes == 2]
+    assert len(healthy) == 20 and set(healthy[:, 0, 16, 16].tolist()) <= set(range(6))  # T2 codes the slice
+    everywhere = extract_patches(volumes, labels, mask, np.random.default_rng(0), size=32, healthy=0)[1]
+    assert sorted(everywhere.tolist()) == [0, 1]
+    with pytest.raises(InputError, match="coverage must match"):
+        extract_patches(volumes, labels, mask, np.random.default_rng(0), size=32, covered=covered[:3])
+
+
 def _position_coded(case):
     """The case with T2 replaced by each voxel's flat (y, x) index, so a patch's centre says where it was cut."""
     z, y, x = case.mask.shape

@@ -277,6 +277,26 @@ class FolderSource:
     def names(self) -> list[str]:
         return list(self.files)
 
+    def header_voxel_sizes(self) -> dict[str, tuple[float, float, float]]:
+        """{case: the spacing of the file whose grid :meth:`build` puts it on}, from headers alone, so that
+        cases of different voxel sizes are refused before minutes of caching (None for ``voxel_size_mm``,
+        which resamples them all). A header that cannot be read is left to :meth:`build` to report."""
+        from ..volume import read_grid_spacing
+
+        sizes = {}
+        for name, files in self.files.items():
+            present = [s for s in self.sequences if s in files]
+            headers = {s: read_grid_spacing(files[s]) for s in present}
+            if any(h is None for h in headers.values()):
+                continue
+            if self.register == "none":  # every sequence on one grid: the first one's
+                grid = present[0]
+            else:  # :func:`pipeline.default_reference`: T1, else the finest 3D, else the finest series
+                grid = "T1" if "T1" in present else min(present, key=lambda s: (headers[s][1],
+                                                                                float(np.prod(headers[s][0]))))
+            sizes[name] = headers[grid][0]
+        return sizes
+
     def build(self, name: str) -> Case:
         files = self.files[name]
         volumes = {s: check_volume(read_volume(files[s]), s, str(files[s])) for s in self.sequences if s in files}
@@ -321,6 +341,12 @@ def cached_voxel_size(cache: CaseCache, names: Iterable[str], tolerance: float =
         except (OSError, KeyError, ValueError, zlib.error) as err:
             raise InputError(f"{cache.path(name)}: the cached case is missing or damaged, so the voxel size it "
                              f"was trained at cannot be read ({err})") from err
+    return shared_voxel_size(sizes, tolerance)
+
+
+def shared_voxel_size(sizes: Mapping[str, Sequence[float]], tolerance: float = 0.02) -> float:
+    """The finest spacing of cases that share one voxel size ({case: spacing}, in any axis order), else a
+    clear error naming two that differ and what to do."""
     first_name, first = next(iter(sizes.items()))
     for name, spacing in sizes.items():
         if not np.allclose(np.sort(spacing), np.sort(first), rtol=tolerance, atol=0):

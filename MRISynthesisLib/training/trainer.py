@@ -37,7 +37,8 @@ from ..inference import choose_device
 from ..phantom.cases import FIRST_TRAINING_SEED
 from ..volume import discard_if_failed, output_folder, refuse_inside
 from . import checkpoint
-from .data import CaseCache, FolderSource, PhantomSource, build_cache, cached_voxel_size, load_cases, split_cases
+from .data import (CaseCache, FolderSource, PhantomSource, build_cache, cached_voxel_size, load_cases,
+                   shared_voxel_size, split_cases)
 from .initial_weights import initialise_generator
 from .recipes import recipe_for
 
@@ -296,6 +297,10 @@ def train(options: TrainOptions, *, progress: bool = True, say=print) -> dict:
         resumed = checkpoint.load(out / "checkpoints" / "last.pt") if options.resume else None
         source = source_for(options.data, recipe_cls, options.config, options.seed, anatomy, options.voxel_size_mm)
         names = source.names()
+        if isinstance(source, FolderSource) and not options.voxel_size_mm and len(names) > 1:
+            headers = source.header_voxel_sizes()  # differing voxel sizes refused before the cases are read
+            if headers:
+                shared_voxel_size(headers)
         train_names, val_names = split_cases(names, options.validation_fraction, options.seed)
         cache = CaseCache(out / "cache")
         if rank == 0:

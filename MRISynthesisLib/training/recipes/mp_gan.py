@@ -188,7 +188,7 @@ class MPGANRecipe(Recipe):
             rng = np.random.default_rng(zlib.crc32(case.name.encode()))
             self._pools[case.name] = extract_patches(case.volumes, case.labels, case.organ_or_foreground, rng,
                                                      size=self.patch[self.config], healthy=self.healthy_per_case,
-                                                     per_lesion="slices")
+                                                     per_lesion="slices", covered=_covered(case))
         return self._pools[case.name]
 
     def prepare_case(self, case: Case) -> Case:
@@ -200,7 +200,8 @@ class MPGANRecipe(Recipe):
             rng = np.random.default_rng([zlib.crc32(case.name.encode()), 1])
             self._centres[case.name] = extract_patches(case.volumes, case.labels, case.organ_or_foreground, rng,
                                                        size=self.patch[self.config],
-                                                       healthy=VALIDATION_HEALTHY_PER_CASE, per_lesion="centre")
+                                                       healthy=VALIDATION_HEALTHY_PER_CASE, per_lesion="centre",
+                                                       covered=_covered(case))
         empty = np.zeros((0, 0, 0))
         return Case(case.name, {}, empty.astype(bool), empty.astype(np.uint8), case.meta)
 
@@ -334,3 +335,8 @@ def _finite_mean(values) -> float:
 
 
 RECIPE = MPGANRecipe
+
+
+def _covered(case: Case) -> np.ndarray | None:
+    """Where a folder case's T2 and DCE both hold data (None: everywhere, as in every phantom case)."""
+    return None if case.inside is None else case.covers("T2", "DCE")
