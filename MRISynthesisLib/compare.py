@@ -26,7 +26,7 @@ from .batch import list_cases
 from .selection import EXPECTED, eligible
 from .errors import InputError
 from .sequences import SEGMENTATION
-from .volume import Volume, discard_if_failed, output_folder, refuse_inside
+from .volume import Volume, discard_if_failed, output_folder, refuse_inside, upright
 
 HEADLINE = ("ssim", "psnr", "nmse", "mae")
 
@@ -104,19 +104,26 @@ def _montage_png(case: str, target: str, shown: dict) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    real = shown["real"].array
+    from .phantom.montage import _views  # the radiological axial display the other figures use
+
+    def axial(volume, z: int) -> np.ndarray:  # upright: axial whatever plane the case was acquired in
+        upright_volume = upright(volume)
+        return _views(upright_volume.array, (z, 0, 0), upright_volume.direction_matrix)[0]
+
+    real = upright(shown["real"]).array
     models = [k for k in shown if k != "real"]
     z = int(np.argmax((real > np.percentile(real, 50)).sum(axis=(1, 2))))
     fig, axes = plt.subplots(2, len(models) + 1, figsize=(2.4 * (len(models) + 1), 4.8), squeeze=False)
-    low, high = np.percentile(real[z], [0.5, 99.5])
-    axes[0, 0].imshow(real[z], cmap="gray", vmin=low, vmax=high, origin="lower")
+    real_slice = axial(shown["real"], z)
+    low, high = np.percentile(real_slice, [0.5, 99.5])
+    axes[0, 0].imshow(real_slice, cmap="gray", vmin=low, vmax=high)
     axes[0, 0].set_title(f"real {target}", fontsize=8)
     axes[1, 0].set_axis_off()
     for k, model in enumerate(models, start=1):
         synth, error = shown[model]
-        axes[0, k].imshow(synth.array[z], cmap="gray", vmin=low, vmax=high, origin="lower")
+        axes[0, k].imshow(axial(synth, z), cmap="gray", vmin=low, vmax=high)
         axes[0, k].set_title(model, fontsize=8)
-        axes[1, k].imshow(error.volume.array[z], cmap="jet", vmin=0, vmax=error.max_error, origin="lower")
+        axes[1, k].imshow(axial(error.volume, z), cmap="jet", vmin=0, vmax=error.max_error)
         axes[1, k].set_title(f"|error| {model}", fontsize=8)
     for ax in axes.ravel():
         ax.set_xticks([])

@@ -24,7 +24,7 @@ from . import RESEARCH_USE_NOTICE
 from .errors import InputError
 from .metrics import Image, Mask, prepare_pair
 from .preprocess import foreground_mask
-from .volume import Volume, refuse_overwrite, write_volume
+from .volume import Volume, refuse_overwrite, upright, write_volume
 
 #: IMPORTANT-Net's psi: minimum blue, maximum red.
 ERROR_COLORMAP = "jet"
@@ -180,6 +180,11 @@ def write_comparison_png(inputs: Mapping[str, Image], real: Image, synth: Image,
 
     from .phantom.montage import _views  # the radiological axial display the phantom montages use
 
+    # axial slices along array axis 0, whatever plane the reference was acquired in (a sagittal 3D T1ce)
+    real, synth = (upright(image) if isinstance(image, Volume) else image for image in (real, synth))
+    inputs = {name: upright(image) if isinstance(image, Volume) else image for name, image in inputs.items()}
+    if error is not None and isinstance(real, Volume):
+        error = ErrorMap(upright(error.volume), error.max_error)
     real_volume = _as_volume(real, "real")
     y, g, _ = prepare_pair(real, synth)
     sources = {name: prepare_pair(real, image, names=("real", f"input {name}"))[1]
@@ -238,11 +243,14 @@ def write_heatmap_png(anatomy: np.ndarray, heat: np.ndarray, path: str | Path, *
     anatomy, heat = np.asarray(anatomy, np.float32), np.asarray(heat, np.float32)
     if anatomy.shape != heat.shape or anatomy.ndim != 3:
         raise InputError(f"heatmap and anatomy must be 3D volumes of one shape, not {anatomy.shape} and {heat.shape}")
+    matrix = np.asarray(direction, float).reshape(3, 3)
+    if not np.allclose(matrix, np.eye(3)):  # axial slices along array axis 0 whatever the grid's plane
+        placed = [upright(Volume(a, tuple(spacing), (0.0, 0.0, 0.0), tuple(matrix.ravel()))) for a in (anatomy, heat)]
+        (anatomy, heat), matrix, spacing = (v.array for v in placed), np.eye(3), placed[0].spacing
     if slice_index is None:  # not in the outer tenth of slices: the other sequences, moved onto this grid
         margin = heat.shape[0] // 10  # by registration, end there and every translation errs
         slice_index = margin + _pick_slice(heat[margin:heat.shape[0] - margin], None)
     z = _pick_slice(heat, slice_index)
-    matrix = np.asarray(direction, float).reshape(3, 3)
     anatomy_view, heat_view = (_views(a, (z, 0, 0), matrix)[0] for a in (anatomy, heat))
     top = float(np.percentile(heat, 99.5)) or 1.0
     shown = np.ma.masked_less(heat_view, 0.05 * top)

@@ -371,6 +371,17 @@ def read_volume(path: str | Path) -> Volume:
         raise InputError(f"{path}: cannot be read as an image (corrupt or truncated?): {detail.strip()[:200]}") from err
 
 
+def upright(volume: Volume) -> Volume:
+    """The 3D volume with its voxel axes permuted and flipped to the nearest LPS ones (ITK's DICOMOrient), so
+    array axis 0 runs inferior to superior: its ``array[k]`` is an axial slice whatever plane the file was
+    acquired in (a sagittal 3D T1, a coronal T2). The same voxels and physical positions; for figures."""
+    if volume.is_series:
+        raise InputError("upright() takes a 3D volume (one frame of a series)")
+    if np.allclose(volume.direction_matrix, np.eye(3)):
+        return volume
+    return Volume.from_sitk(sitk.DICOMOrient(volume.to_sitk(), "LPS"))
+
+
 def read_grid_spacing(path: str | Path) -> tuple[tuple[float, float, float], bool] | None:
     """A file's voxel spacing (x, y, z in mm) and whether it is a 4D series, from its header alone (a quick
     look before reading hundreds of cases); None when the header cannot be read, which the full

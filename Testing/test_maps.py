@@ -125,3 +125,38 @@ def test_comparison_png_errors_and_never_overwrites_an_input(tmp_path):
     with pytest.raises(InputError, match="overwrite an input"):
         write_comparison_png({}, real, real, source, protect=[source])
     assert sha256(source) == before
+
+
+def _stored_sagittally(volume: Volume) -> Volume:
+    """The same voxels at the same places, stored with the left-right axis first and the anterior-posterior
+    one flipped, as a sagittal 3D acquisition's file holds them."""
+    import SimpleITK as sitk
+
+    image = sitk.PermuteAxes(volume.to_sitk(), [2, 0, 1])
+    return Volume.from_sitk(sitk.Flip(image, [False, True, False]))
+
+
+def test_upright_gives_axial_slices_of_a_file_stored_in_any_plane():
+    from MRISynthesisLib.volume import upright
+
+    rng = np.random.default_rng(3)
+    axial = Volume(rng.uniform(0, 1, (6, 20, 16)).astype(np.float32), (0.9, 1.1, 3.0), (10.0, -5.0, 2.0))
+    sagittal = _stored_sagittally(axial)
+    assert sagittal.shape != axial.shape and not np.allclose(sagittal.direction_matrix, np.eye(3))
+    back = upright(sagittal)
+    np.testing.assert_array_equal(back.array, axial.array)
+    np.testing.assert_allclose(back.spacing, axial.spacing)
+    np.testing.assert_allclose(back.origin, axial.origin, atol=1e-6)
+    np.testing.assert_allclose(back.direction_matrix, np.eye(3), atol=1e-9)
+    assert upright(axial) is axial
+
+
+def test_the_comparison_png_shows_axial_slices_whatever_plane_the_files_were_stored_in(tmp_path):
+    rng = np.random.default_rng(4)
+    real = Volume(rng.uniform(0, 1, (6, 40, 36)).astype(np.float32), (1.0, 1.0, 2.0))
+    synth = real.with_array(real.array * 0.8)
+    axial = imread(write_comparison_png({"T1": real}, real, synth, tmp_path / "axial.png"))
+    turned = {name: _stored_sagittally(v) for name, v in (("real", real), ("synth", synth))}
+    stored = imread(write_comparison_png({"T1": turned["real"]}, turned["real"], turned["synth"],
+                                         tmp_path / "sagittal.png"))
+    np.testing.assert_array_equal(stored, axial)
