@@ -142,30 +142,40 @@ def synthesize_case(case: str, files: Mapping[str, Path], plan: Mapping[str, tup
                     anatomy: str, brasyn: bool, register: str, device: str, weights_folder=None,
                     say: Callable[[str], None] = print) -> tuple[list[str], list[str]]:
     """Write every planned target of one case; returns the files written and the results' warnings (an
-    input whose field of view leaves part of the anatomy blank), each prefixed with its target."""
+    input whose field of view leaves part of the anatomy blank), each prefixed with its target. All or
+    nothing: when a target fails, the case's files this call wrote are removed (a case reported as failed
+    leaves no output that reads as its result, in a flat --brasyn folder least of all)."""
     from .inputs import load_case
     from .pipeline import synthesize
     from .volume import output_folder, refuse_overwrite, report_path, write_volume
 
     present = {k: v for k, v in files.items() if k != SEGMENTATION}
     inputs = load_case(present)
-    written, warnings = [], []
-    for target, (path, entry, why) in plan.items():
-        usable = {k: v for k, v in inputs.items() if k in entry.inputs and k != target}
-        result = synthesize(usable, target, entry.model, anatomy=anatomy, register=register, device=device,
-                            weights_folder=weights_folder, input_names={k: str(files[k]) for k in usable})
-        if not brasyn:
-            output_folder(path.parent)
-        write_volume(result.volume, path, protect=list(files.values()))
-        if not brasyn:
-            report = report_path(path)
-            refuse_overwrite(report, list(files.values()))
-            report.write_text(json.dumps({"provenance": result.provenance, "model_choice": why}, indent=1))
-        written.append(str(path))
-        say(f"{case}: {target} by {why} -> {path.name}")
-        for warning in result.provenance["warnings"]:
-            warnings.append(f"{target}: {warning}")
-            say(f"{case}: warning: {warnings[-1]}")
+    written, warnings, made = [], [], []
+    try:
+        for target, (path, entry, why) in plan.items():
+            usable = {k: v for k, v in inputs.items() if k in entry.inputs and k != target}
+            result = synthesize(usable, target, entry.model, anatomy=anatomy, register=register, device=device,
+                                weights_folder=weights_folder, input_names={k: str(files[k]) for k in usable})
+            if not brasyn:
+                output_folder(path.parent)
+            made.append(write_volume(result.volume, path, protect=list(files.values())))
+            if not brasyn:
+                report = report_path(path)
+                refuse_overwrite(report, list(files.values()))
+                report.write_text(json.dumps({"provenance": result.provenance, "model_choice": why}, indent=1))
+                made.append(report)
+            written.append(str(path))
+            say(f"{case}: {target} by {why} -> {path.name}")
+            for warning in result.provenance["warnings"]:
+                warnings.append(f"{target}: {warning}")
+                say(f"{case}: warning: {warnings[-1]}")
+    except Exception:
+        for path in made:
+            Path(path).unlink(missing_ok=True)
+        if written:
+            say(f"{case}: removed what it had written ({', '.join(Path(p).name for p in written)})")
+        raise
     return written, warnings
 
 

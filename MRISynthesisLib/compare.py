@@ -189,14 +189,16 @@ def _compare_cases(cases: Mapping[str, Mapping[str, Path]], out: Path, *, models
 
     use_lpips, lpips_note = lpips_available()
     notes = [] if use_lpips else [f"LPIPS unavailable: {lpips_note}"]
-    rows, montages, failures = [], [], []
+    rows, montages, failures, skipped = [], [], [], []
     for index, (case, files) in enumerate(tqdm(cases.items(), desc="compare", unit="case", disable=not progress)):
-        if "error" in files:
-            say(f"{case}: skipped: {files['error']}")
+        if "error" in files:  # its files cannot be told apart: a failure, as batch counts it
+            say(f"{case}: FAILED: {files['error']}")
+            failures.append(f"{case}: {files['error']}")
             continue
         missing = [s for s in EXPECTED[anatomy] if s not in files]
-        if missing:
+        if missing:  # nothing to compare against: left out, and said so in every output
             say(f"{case}: skipped: not complete (missing {', '.join(missing)}); compare needs every sequence")
+            skipped.append(f"{case}: missing {', '.join(missing)}")
             continue
         try:
             volumes = load_case({k: v for k, v in files.items() if k != SEGMENTATION})
@@ -222,6 +224,7 @@ def _compare_cases(cases: Mapping[str, Mapping[str, Path]], out: Path, *, models
         writer.writeheader()
         writer.writerows(rows)
     notes = notes + [f"failed, left out: {failure}" for failure in failures]  # in the JSON and the report too
+    notes += [f"not complete, left out: {case}" for case in skipped]
     (out / "compare.json").write_text(json.dumps({"rows": rows, "means": means, "best": best, "notes": notes,
                                                   "failures": failures}, indent=1))
     write_report(out, rows, means, best, montages, notes)

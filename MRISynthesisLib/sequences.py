@@ -54,7 +54,7 @@ SUFFIX_2023 = {"T1": "t1n", "T1ce": "t1c", "T2": "t2w", "FLAIR": "t2f", "DCE": "
 
 #: a case's image file: ``<case>-<suffix>.<ext>`` or ``<case>_<suffix>.<ext>``, the suffix and extension in any
 #: case (``…-t2f.NII.GZ`` reads like every other file)
-_IMAGE_RE = re.compile(r"^(?P<case>.+?)[-_](?P<suffix>[A-Za-z0-9]+)\.(?P<ext>nii\.gz|nii|nrrd|mha)$",
+_IMAGE_RE = re.compile(r"^(?P<case>.+?)[-_](?P<suffix>[A-Za-z0-9]+)\.(?P<ext>nii\.gz|nii|nrrd|nhdr|mha|mhd)$",
                        re.IGNORECASE)
 
 

@@ -68,6 +68,7 @@ def check_outputs(out: str | Path, error_map: str | Path | None, target: str, pr
     series target their frame sidecars) are distinct, and none is a ``protected`` input or its sidecar."""
     check_output_file(out)
     check_output_file(report_path(out), image=False)
+    refuse_report_of_another(out)
     if error_map is not None:
         check_output_file(error_map)
     series = target in SERIES_SEQUENCES  # written with a frame sidecar each
@@ -78,6 +79,20 @@ def check_outputs(out: str | Path, error_map: str | Path | None, target: str, pr
     for path in outputs.values():
         if path is not None:
             refuse_overwrite(path, protected)
+
+
+def refuse_report_of_another(out: str | Path) -> None:
+    """The report of ``out`` is named without its image suffix, so ``o.nii.gz`` and ``o.nrrd`` share
+    ``o.report.json``: refuse to replace the report of another output that is still there (its provenance
+    would be lost without a word)."""
+    report = report_path(out)
+    try:
+        other = json.loads(report.read_text()).get("output")
+    except (OSError, ValueError, AttributeError):  # none yet, or not a report this command wrote
+        return
+    if isinstance(other, str) and Path(other).exists() and Path(other).resolve() != Path(out).resolve():
+        raise InputError(f"{report}: holds the report of {other}, which {out} would replace (their names differ "
+                         "only in the image suffix); choose another name for --out")
 
 
 def run_synthesize(model: str, input_items: list[str], target: str, out: str | Path, *, reference: str | None,

@@ -211,3 +211,29 @@ def test_a_case_file_the_system_cannot_open_fails_that_case_only(tmp_path):
     result = process_case("C1", {"T1": long_file, "T2": long_file}, tmp_path, anatomy="brain", model="best",
                           brasyn=False, register="none", device="cpu", overwrite=False, say=lambda line: None)
     assert result.status == "failed" and "File name too long" in result.detail and "a" * 300 in result.detail
+
+
+def test_a_case_that_fails_part_way_leaves_none_of_its_outputs(models, dataset, tmp_path, monkeypatch):
+    """The case missing T1ce and FLAIR: the first target is written, the second fails; the case is reported
+    as failed and the file (and report) written for it are removed, so no output reads as its result."""
+    import MRISynthesisLib.pipeline as pipeline
+
+    real_synthesize, calls = pipeline.synthesize, []
+    case = sorted(p for p in dataset.iterdir() if p.is_dir())[1]
+
+    def second_fails(*args, **kwargs):
+        if any(case.name in name for name in kwargs["input_names"].values()):
+            calls.append(args[1])
+            if len(calls) == 2:
+                raise InputError(f"{args[1]}: does not overlap the field of view of T1")
+        return real_synthesize(*args, **kwargs)
+    monkeypatch.setattr(pipeline, "synthesize", second_fails)
+    for brasyn in (False, True):
+        calls.clear()
+        out, log = tmp_path / f"out-{brasyn}", []
+        results = run_batch(dataset, out, brasyn=brasyn, device="cpu", progress=False, weights_folder=models,
+                            say=log.append)
+        assert {r.case: r.status for r in results}[case.name] == "failed"
+        assert not [p for p in out.rglob("*") if case.name in p.name and p.is_file()], brasyn
+        assert any(line.startswith(f"{case.name}: removed what it had written") for line in log)
+        assert len(calls) == 2

@@ -54,7 +54,9 @@ def test_compare_reports_every_eligible_model_per_target(models, dataset, tmp_pa
     assert len(saved["rows"]) == 5 and (tmp_path / "cmp" / "compare.csv").read_text().count("\n") == 6
     page = (tmp_path / "cmp" / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 4 and "Research use only" in page
-    if report["notes"]:
+    assert "not complete, left out: MRIS-BRAIN-00081: missing FLAIR" in saved["notes"] and saved["failures"] == []
+    assert "MRIS-BRAIN-00081" in page  # the case left out is named in the report, not only on the console
+    if [note for note in report["notes"] if note.startswith("LPIPS")]:
         assert all(r["lpips"] is None for r in rows) and "LPIPS unavailable" in page
 
 
@@ -132,18 +134,21 @@ def test_cases_with_and_without_a_segmentation_share_one_table_and_a_failed_case
     """A case with a segmentation adds tumour-region columns the first case lacks (the CSV once crashed after
     all the work); a case that fails is left out of the report, named in its notes, and the exit code is 2."""
     data = tmp_path / "cases"
-    assert main(["phantom", "--anatomy", "brain", "--n", "3", "--seed", "85", "--resolution", "4", "--registered",
+    assert main(["phantom", "--anatomy", "brain", "--n", "4", "--seed", "85", "--resolution", "4", "--registered",
                  "--out", str(data), "--quiet"]) == 0
-    first, second, third = sorted(data.iterdir())
+    first, second, third, fourth = sorted(data.iterdir())
     next(first.glob("*-seg.nii.gz")).unlink()  # the first case, whose row names the columns, has no tumour labels
     (next(third.glob("*-t2w.nii.gz"))).write_bytes(b"not an image")
+    t1 = next(fourth.glob("*-t1n.nii.gz"))  # two files for T1: which one is meant cannot be told
+    (fourth / t1.name.replace("-t1n.", "-t1.")).write_bytes(t1.read_bytes())
     out = tmp_path / "cmp"
     monkeypatch.setenv("MRISYNTHESIS_MODELS_DIR", str(models))
     code = main(["compare", "--data", str(data), "--out", str(out), "--models", "unet-ct1", "--device", "cpu",
                  "--quiet"])
-    assert code == 2 and f"{third.name}" in capsys.readouterr().err
+    assert code == 2 and "2 case(s) failed" in capsys.readouterr().err
     header = (out / "compare.csv").read_text().splitlines()[0]
     assert "brasyn_ssim_tumour" in header
     saved = json.loads((out / "compare.json").read_text())
     assert {r["case"] for r in saved["rows"]} == {first.name, second.name}
-    assert any(third.name in note for note in saved["notes"]) and len(saved["failures"]) == 1
+    assert len(saved["failures"]) == 2 and "two files for T1" in saved["failures"][1]
+    assert all(any(case.name in note for note in saved["notes"]) for case in (third, fourth))

@@ -438,6 +438,19 @@ def test_synthesize_error_map_onto_an_input(tmp_path, capsys):
     assert_refused(capsys, tmp_path, args, [files["FLAIR"].name, "would overwrite an input"])
 
 
+def test_synthesize_refuses_to_replace_the_report_of_another_output(tmp_path, capsys):
+    """``o.nii.gz`` and ``o.nrrd`` share ``o.report.json``: the second run would erase the first's provenance."""
+    files = _synth_files(tmp_path)
+    code, _, err = run_cli(capsys, *_synthesize_args(files, tmp_path / "o.nii.gz"))
+    assert code == 0, err
+    report = tmp_path / "o.report.json"
+    assert json.loads(report.read_text())["output"] == str(tmp_path / "o.nii.gz")
+    assert_refused(capsys, tmp_path, _synthesize_args(files, tmp_path / "o.nrrd"),
+                   ["o.report.json: holds the report of", "o.nii.gz", "choose another name"])
+    code, _, err = run_cli(capsys, *_synthesize_args(files, tmp_path / "o.nii.gz"))  # the same output: rewritten
+    assert code == 0, err
+
+
 @pytest.mark.parametrize("command", ["rank", "compare", "train"])
 def test_output_folder_inside_the_data_folder(tmp_path, capsys, command):
     """Their outputs are folders: inside ``--data`` they would be read as case folders by the next run."""
@@ -445,6 +458,23 @@ def test_output_folder_inside_the_data_folder(tmp_path, capsys, command):
     argv, _ = make(tmp_path, lambda path: [])
     argv[argv.index("--out") + 1] = tmp_path / "cases" / "results"
     assert_refused(capsys, tmp_path, argv, ["inside the input folder"])
+
+
+@pytest.mark.parametrize("command", ["rank", "compare", "train", "batch"])
+@pytest.mark.parametrize("where", ["manifest folder", "case folder"])
+def test_output_folder_holding_the_manifest_or_its_files(tmp_path, capsys, command, where):
+    """With a manifest CSV as ``--data``: a report named like the manifest (compare.csv, ranking.csv) would
+    replace it, and synthesized files would lie beside the acquired ones a later run reads as real."""
+    make = FOLDER_COMMANDS[command]
+    argv, _ = make(tmp_path, lambda path: [])
+    root = Path(argv[argv.index("--data") + 1])
+    manifest = root / "cases.csv"
+    rows = ["case,sequence,path"] + [f"{case.name},{file.name.split('-')[-1].split('.')[0]},{case.name}/{file.name}"
+                                     for case in sorted(root.iterdir()) for file in sorted(case.iterdir())]
+    manifest.write_text("\n".join(rows) + "\n")
+    argv[argv.index("--data") + 1] = manifest
+    argv[argv.index("--out") + 1] = root if where == "manifest folder" else root / "C1"
+    assert_refused(capsys, tmp_path, argv, ["holds the input manifest cases.csv or files it lists"])
 
 
 # --------------------------------------------------------------------- unwritable output folder

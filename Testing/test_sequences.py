@@ -109,6 +109,14 @@ def test_discover_breast_naming_and_other_formats(tmp_path):
                                        "DCE": tmp_path / "breast-0001-dce.nii"}
 
 
+def test_discover_headers_with_detached_voxels(tmp_path):
+    """.mhd and .nhdr (read like the others) are found; their voxel files (.raw, .zraw) are not sequences."""
+    _tiny(tmp_path / "case-t1n.mhd")
+    _tiny(tmp_path / "case-t2w.nhdr")
+    assert sorted(p.suffix for p in tmp_path.iterdir()) != [".mhd", ".nhdr"]  # voxel files were written beside
+    assert discover_case(tmp_path) == {"T1": tmp_path / "case-t1n.mhd", "T2": tmp_path / "case-t2w.nhdr"}
+
+
 def test_discover_ignores_hidden_files(tmp_path):
     _tiny(tmp_path / "case-t1n.nii.gz")
     _tiny(tmp_path / ".case-t2w.nii.gz")

@@ -278,6 +278,10 @@ def test_a_folder_case_is_refused_when_its_segmentation_is_on_another_grid(tmp_p
     with pytest.raises(InputError, match=r"case MRIS-BRAIN-00064: its segmentation \(.*-seg.nii.gz\) is not on the "
                                          "grid of T1"):
         source.build("MRIS-BRAIN-00064")
+    two_frames = seg.__class__(np.stack([seg.array, seg.array]), seg.spacing, seg.origin, seg.direction)
+    write_volume(two_frames, seg_file)  # one label per voxel, or it is no segmentation
+    with pytest.raises(InputError, match=r"case MRIS-BRAIN-00064: segmentation .*-seg.nii.gz: expected a 3D volume"):
+        source.build("MRIS-BRAIN-00064")
 
 
 def test_a_slab_stored_zero_padded_on_the_cases_grid_counts_only_where_it_has_data(tmp_path):

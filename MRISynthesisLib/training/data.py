@@ -300,7 +300,8 @@ class FolderSource:
     def build(self, name: str) -> Case:
         files = self.files[name]
         volumes = {s: check_volume(read_volume(files[s]), s, str(files[s])) for s in self.sequences if s in files}
-        labels = read_volume(files[SEGMENTATION]) if SEGMENTATION in files else None
+        labels = (read_volume(files[SEGMENTATION]).require_3d(f"case {name}: segmentation {files[SEGMENTATION]}")
+                  if SEGMENTATION in files else None)  # one label per voxel: a 4D file is no segmentation
         if self.voxel_size_mm or self.register != "none":
             try:
                 volumes, labels, inside = self._onto_one_grid(volumes, labels)
