@@ -552,6 +552,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `mri-synthesis models --json | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error as Python flushes
+        return 0
     except OSError as err:
         if err.errno != errno.ENAMETOOLONG:  # disk full, I/O errors: not the user's input, so not exit 2
             raise

@@ -222,10 +222,11 @@ def export(checkpoint_path: str | Path, entry_fields: dict[str, Any], folder: st
     state = checkpoint.load(checkpoint_path)["recipe"]["networks"][network]
     half = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
     target = folder / entry_fields["file"]
+    # the folder's manifest read first: a damaged one is refused before a weight file appears beside it
+    others = [e for e in read_manifest(folder) if e.file != entry_fields["file"]]
     tmp = target.with_name(f".partial-{target.name}")
     torch.save(half, tmp)
     tmp.replace(target)
     entry = WeightsEntry(**{**entry_fields, "sha256": sha256_of(target), "size_bytes": target.stat().st_size})
-    others = [e for e in read_manifest(folder) if e.file != entry.file]
     write_manifest(others + [entry], folder)
     return entry

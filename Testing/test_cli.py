@@ -303,3 +303,14 @@ def test_subprocess_success(tmp_path):
     assert help_.returncode == 0
     for name in SUBCOMMANDS:
         assert name in help_.stdout
+
+
+def test_output_piped_into_a_reader_that_stops_early_ends_quietly(tmp_path):
+    """`mri-synthesis models --json | head -1`: the reader closes the pipe; no traceback, exit 0."""
+    root = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    proc = subprocess.Popen([sys.executable, "-m", "MRISynthesisLib", "models", "--json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=tmp_path, env=env)
+    proc.stdout.close()  # what `head` does once it has its line, here before the first one is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0 and "Traceback" not in err and "Broken pipe" not in err, err

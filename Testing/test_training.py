@@ -14,6 +14,7 @@ from MRISynthesisLib.training import checkpoint
 from MRISynthesisLib.training.data import CaseCache, FolderSource, split_cases
 from MRISynthesisLib.training.recipes import recipe_for
 from MRISynthesisLib.training.trainer import TrainOptions, train
+from MRISynthesisLib.volume import Volume, read_volume, write_volume
 
 SMALL = dict(data="phantom:brain:3", steps_per_epoch=4, checkpoint_every=2, batch_size=1)
 
@@ -85,6 +86,56 @@ def test_run_folder_rules(tmp_path, cache_seed_dir):
         train(TrainOptions(model="unet-ct1", out=str(tmp_path / "empty"), steps=2, resume=True, **SMALL), progress=False)
 
 
+def test_a_resume_continues_with_the_runs_own_options_or_is_refused(tmp_path, cache_seed_dir):
+    """Other data, seed, batch size or network options would not continue the run (its split, batches and
+    networks): refused before anything changes, run.json included."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(cache_seed_dir, run)
+    before = (run / "run.json").read_text()
+    others = {"seed": 3, "batch_size": 2, "data": "phantom:brain:4",
+              "recipe_options": {"norm_kind": "instance"}}
+    for key, value in others.items():
+        options = {**SMALL, key: value}
+        with pytest.raises(InputError, match="continues with its own options; this one was started with"):
+            train(TrainOptions(model="unet-ct1", out=str(run), steps=3, resume=True, command="x --resume", **options),
+                  progress=False)
+        assert (run / "run.json").read_text() == before, key
+
+
+def test_numbers_out_of_range_are_refused_before_any_work(tmp_path, capsys):
+    for flag, value, needle in (("--seed", "-1", "--seed must be between 0 and 2**32 - 1"),
+                                ("--batch-size", "0", "--batch-size must be at least 1"),
+                                ("--batch-size", "-1", "--batch-size must be at least 1"),
+                                ("--workers", "-1", "--workers must be 0 or more")):
+        assert main(["train", "--model", "unet-ct1", "--data", "phantom:brain:2", "--out", str(tmp_path / "r"),
+                     flag, value, "--quiet"]) == 2
+        assert needle in capsys.readouterr().err
+        assert not (tmp_path / "r").exists()
+
+
+def test_a_new_run_in_the_folder_of_an_attempt_that_never_trained_records_itself(tmp_path, cache_seed_dir):
+    """An attempt refused before its first checkpoint leaves run.json and perhaps a cache: the next run into
+    that folder records its own options, and cases cached from other data are not reused."""
+    import shutil
+
+    run = tmp_path / "run"
+    run.mkdir()  # a folder the user made: a refused attempt leaves what it wrote there
+    assert main(["train", "--model", "unet-ct1", "--data", str(tmp_path / "no-such-folder"), "--out", str(run),
+                 "--quiet"]) == 2
+    shutil.copytree(cache_seed_dir / "cache", run / "cache")
+    record = json.loads((cache_seed_dir / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**record, "options": {**record["options"], "data": "elsewhere"}}))
+    stale = run / "cache" / "stale-case.npz"
+    stale.write_bytes(b"")
+    train(TrainOptions(model="unet-ct1", out=str(run), steps=1, command="mri-synthesis train again", **SMALL),
+          progress=False)
+    options = json.loads((run / "run.json").read_text())["options"]
+    assert options["data"] == SMALL["data"] and options["command"] == "mri-synthesis train again"
+    assert not stale.exists()
+
+
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     broken = tmp_path / "last.pt"
     broken.write_bytes(b"PK\x03\x04 not really a checkpoint")
@@ -111,6 +162,31 @@ def test_init_from_a_checkpoint_starts_the_generator_there(tmp_path, cache_seed_
     card = (tmp_path / "models" / "unet-ct1-brain-lite.md").read_text()
     assert "Orientation: voxel axes turned to RAS" in card
     assert f"Fine-tuned: the generator started from `{run['initialised_from']}`" in card
+
+
+def test_init_from_bundled_picks_the_variant_this_run_trains():
+    """MP-GAN bundles a DCGAN and a WGAN: the run's --variant (its export's file name) says which to start from."""
+    from MRISynthesisLib.training.initial_weights import initial_state
+    from MRISynthesisLib.training.recipes import recipe_for
+
+    recipe = recipe_for("mp-gan")
+    for variant in ("dcgan", "wgan"):
+        stem = recipe.file_stem("breast", "lite", {"variant": variant})
+        _, described = initial_state("bundled", "mp-gan", "lite", "breast", stem=stem)
+        assert described.startswith(f"mp-gan-breast-lite-{variant}.pt (sha256 "), described
+    with pytest.raises(InputError, match="several bundled mp-gan weights fit"):
+        initial_state("bundled", "mp-gan", "lite", "breast")
+
+
+def test_export_into_a_folder_with_a_damaged_manifest_writes_nothing(tmp_path, cache_seed_dir):
+    from MRISynthesisLib.training.export import export_run
+
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "manifest.json").write_text("{ not json")
+    with pytest.raises(InputError, match="not a valid weights manifest"):
+        export_run(cache_seed_dir, which="last", folder=models)
+    assert sorted(p.name for p in models.iterdir()) == ["manifest.json"]
 
 
 def test_init_from_bundled_loads_the_verified_bundled_generator():
@@ -230,6 +306,9 @@ def test_a_brats_layout_folder_from_the_phantom_command_trains(tmp_path):
     assert sorted(split["train"] + split["validation"]) == ["MRIS-BRAIN-00060", "MRIS-BRAIN-00061"]
     from MRISynthesisLib.training.export import export_run
     assert export_run(tmp_path / "run", which="last", folder=tmp_path / "models").voxel_size_mm == 4.0
+    card = (tmp_path / "models" / "unet-ct1-brain-lite.md").read_text()  # the user's data, not the phantom
+    assert f"Trained on the cases of `{cases}`" in card and "physics phantom" not in card
+    assert "## Measured\n" in card and "Learnt from 1 cases only" in card
 
 
 def test_folder_cases_of_different_voxel_sizes_train_only_resampled_onto_one(tmp_path, monkeypatch):
@@ -248,6 +327,18 @@ def test_folder_cases_of_different_voxel_sizes_train_only_resampled_onto_one(tmp
         with pytest.raises(InputError, match="different voxel sizes .*pass --voxel-size"):
             train(TrainOptions(out=str(tmp_path / "mixed"), **options), progress=False)
     assert not (tmp_path / "mixed").exists()
+    stretched = tmp_path / "stretched"  # 4 x 4 x 8 mm voxels: the weights record one size for every direction
+    for case in cases.iterdir():
+        (stretched / case.name).mkdir(parents=True)
+        for file in case.glob("*.nii.gz"):
+            volume = read_volume(file)
+            write_volume(Volume(volume.array, (4.0, 4.0, 8.0), volume.origin, volume.direction),
+                         stretched / case.name / file.name)
+    with monkeypatch.context() as patched:
+        patched.setattr(FolderSource, "build", lambda self, name: pytest.fail(f"{name} was read"))
+        with pytest.raises(InputError, match="voxels are not isotropic .*4 x 4 x 8 mm.*pass --voxel-size"):
+            train(TrainOptions(out=str(tmp_path / "stretched-run"), **{**options, "data": str(stretched)}),
+                  progress=False)
     assert main(["train", "--model", "unet-ct1", "--data", str(cases), "--out", str(tmp_path / "run"), "--steps", "2",
                  "--steps-per-epoch", "2", "--checkpoint-every", "2", "--batch-size", "1", "--workers", "0",
                  "--voxel-size", "4", "--quiet"]) == 0

@@ -329,7 +329,8 @@ class FolderSource:
         return moved, (resample_to(labels, grid, interpolation="nearest") if labels is not None else None), inside
 
 
-def cached_voxel_size(cache: CaseCache, names: Iterable[str], tolerance: float = 0.02) -> float:
+def cached_voxel_size(cache: CaseCache, names: Iterable[str], tolerance: float = 0.02, *,
+                      isotropic: bool = False) -> float:
     """The voxel size (mm) the cached cases ``names`` share, which exported weights record as the grid the
     pipeline resamples a user's inputs onto: their finest spacing (in plane for thick slices, as the breast
     phantom's 2 x 2 x 4 mm records 2). Cases of different spacings are refused (a network learns anatomy in
@@ -342,13 +343,21 @@ def cached_voxel_size(cache: CaseCache, names: Iterable[str], tolerance: float =
         except (OSError, KeyError, ValueError, zlib.error) as err:
             raise InputError(f"{cache.path(name)}: the cached case is missing or damaged, so the voxel size it "
                              f"was trained at cannot be read ({err})") from err
-    return shared_voxel_size(sizes, tolerance)
+    return shared_voxel_size(sizes, tolerance, isotropic=isotropic)
 
 
-def shared_voxel_size(sizes: Mapping[str, Sequence[float]], tolerance: float = 0.02) -> float:
+def shared_voxel_size(sizes: Mapping[str, Sequence[float]], tolerance: float = 0.02, *,
+                      isotropic: bool = False) -> float:
     """The finest spacing of cases that share one voxel size ({case: spacing}, in any axis order), else a
-    clear error naming two that differ and what to do."""
+    clear error naming two that differ and what to do. ``isotropic`` (a folder of a user's cases): voxels
+    longer in one direction are refused too, since the weights record one size that inference resamples
+    every direction to (the phantom's 2 x 2 x 4 mm breast is the documented exception, recorded as 2)."""
     first_name, first = next(iter(sizes.items()))
+    if isotropic and max(first) > (1 + tolerance) * min(first):
+        raise InputError(f"the cases' voxels are not isotropic ({first_name}: "
+                         f"{' x '.join(f'{v:g}' for v in first)} mm), while the weights record one voxel size that "
+                         "inference resamples every direction to: pass --voxel-size MM to resample every case onto "
+                         "one isotropic grid")
     for name, spacing in sizes.items():
         if not np.allclose(np.sort(spacing), np.sort(first), rtol=tolerance, atol=0):
             def shown(s):

@@ -65,7 +65,7 @@ def export_run(run_dir: str | Path, *, anatomy: str | None = None, which: str = 
                      "validation_cases": split["validation"], "steps": state["step"], "checkpoint": which,
                      **_best_validation(state, recipe), "seed": options["seed"],
                      "batch_size": options["batch_size"],
-                     **({"warm_up_steps": warm_up} if warm_up else {}),
+                     **({"warm_up_steps": warm_up, "steps_run": _steps_run(run_dir, state)} if warm_up else {}),
                      **({"initialised_from": run["initialised_from"]} if run.get("initialised_from") else {})},
         "metrics": metrics or {},
         "build_overrides": {**recipe.build_overrides.get(config, {}),
@@ -140,9 +140,21 @@ def _warm_up_line(training: dict) -> str:
     warm_up, step = training.get("warm_up_steps", 0), training.get("steps", 0)
     if not warm_up or step > warm_up:
         return ""
+    if training.get("steps_run", warm_up + 1) <= warm_up:  # the adversarial phase never began
+        return (f"- The run stopped at step {training['steps_run']}, within the warm-up that precedes the paper's "
+                f"adversarial training (which begins after step {warm_up}): these weights are the paper's generator "
+                "trained without its adversarial terms.\n")
     return (f"- The kept checkpoint (step {step}) is from the warm-up that precedes the paper's adversarial training "
             f"(which begins after step {warm_up}): the adversarial phase scored lower on validation PSNR within "
             "its patience, so these weights are the paper's generator trained without its adversarial terms.\n")
+
+
+def _steps_run(run_dir: Path, kept: dict) -> int:
+    """How far the run went: its last checkpoint's step (the kept one's when that is the last)."""
+    from .checkpoint import load
+
+    last = run_dir / "checkpoints" / "last.pt"
+    return int(load(last)["step"]) if last.exists() else int(kept["step"])
 
 
 def write_model_card(entry: WeightsEntry, folder: str | Path | None = None) -> Path:
@@ -164,20 +176,25 @@ def write_model_card(entry: WeightsEntry, folder: str | Path | None = None) -> P
         title = f"de novo {size} x {size} multiparametric patches ({entry.build_overrides.get('variant', 'dcgan')})"
         preparation = f"""- A generator: noise and a class (benign, malignant, healthy) in, a {size} x {size} patch out with seven
   channels (T2, T1 pre, T1 post 1-4, subtraction post 1 - pre) in [-1, 1], as `mri-synthesis generate` writes.
-- Real patches it imitates: breast phantom cases at {entry.voxel_size_mm:g} mm, `{entry.normalization}` normalisation
+- Real patches it imitates: {"breast phantom" if str(training.get("data", "")).startswith("phantom:") else "the training"} cases at {entry.voxel_size_mm:g} mm, `{entry.normalization}` normalisation
   (each series clipped to [0, 2 x p99] within the `{entry.foreground}` foreground mask, {_FOREGROUND_WORDS[entry.foreground]},
   and mapped to [-1, 1])."""
+    data = str(training.get("data", ""))
+    phantom = data.startswith("phantom:")
     metric_lines = "\n".join(f"| {k} | {v} |" for k, v in entry.metrics.items()) or "| (not measured yet) | |"
     widths = entry.build_overrides.get("channels")  # train --widths
     configuration = entry.config + (f", widths {'-'.join(map(str, widths))}" if widths else "")
     text = f"""# {entry.model} ({configuration}), {entry.anatomy}: {title}
 
-**Research use only.** Trained on the built-in physics phantom only; not validated on patient data; not
+**Research use only.** {"Trained on the built-in physics phantom only" if phantom else
+f"Trained on the cases of `{data}`"}; not validated {"on patient data" if phantom else "clinically"}; not
 for diagnosis or treatment decisions.
 
 ## Intended use
-Demonstrating and testing MRISynthesis end to end, and as a starting point for fine-tuning on real data
-(`mri-synthesis train`). Expect it to fail on real scans until retrained on them.
+{"Demonstrating and testing MRISynthesis end to end, and as a starting point for fine-tuning on real data"
+ + chr(10) + "(`mri-synthesis train`). Expect it to fail on real scans until retrained on them." if phantom else
+ "Research on scans like its training cases (same protocol, scanner and preparation). Measure it on held-out"
+ + chr(10) + "cases of your own before relying on it (`mri-synthesis compare`, `mri-synthesis evaluate`)."}
 
 ## Inputs and their preparation
 {preparation}
@@ -189,13 +206,14 @@ Demonstrating and testing MRISynthesis end to end, and as a starting point for f
 - Steps: {training.get('steps')}; checkpoint: {training.get('checkpoint')}; best validation
   {_validation_line(training)}.{_initialised_line(training)}
 
-## Measured on held-out phantom subjects
+## Measured{" on held-out phantom subjects" if phantom or entry.metrics else ""}
 | metric | value |
 | --- | --- |
 {metric_lines}
 
 ## Limits
-- Phantom anatomy and contrast only; real scanners, protocols, field strengths and pathologies differ.
+- {"Phantom anatomy and contrast only; real scanners, protocols, field strengths and pathologies differ." if phantom
+ else f"Learnt from {len(training.get('train_cases', []))} cases only; other scanners, protocols and pathologies differ."}
 - Trained at {entry.voxel_size_mm:g} mm; small lesions below that scale are not reproduced.
 {"- Trained without the paper's VGG19 perceptual term (its ImageNet weights cannot be had offline)." + chr(10)
  if "--without-perceptual" in training.get("command", "") else ""}{

@@ -40,10 +40,15 @@ def _load_file(path: Path, network: str) -> dict[str, torch.Tensor]:
     return state
 
 
-def _bundled(model: str, config: str, anatomy: str | None, folder) -> tuple[dict[str, torch.Tensor], str]:
+def _bundled(model: str, config: str, anatomy: str | None, folder,
+             stem: str | None = None) -> tuple[dict[str, torch.Tensor], str]:
+    """The bundled weights of ``model`` for ``anatomy``; where several are (MP-GAN's two variants), the one
+    this run would export as ``stem`` (its file name without ``.pt``, which names the variant)."""
     from ..weights import find, load_model, models_dir, read_manifest
 
     fitting = [e for e in read_manifest(folder) if e.model == model and (anatomy is None or e.anatomy == anatomy)]
+    if len(fitting) > 1 and stem is not None and any(e.file == f"{stem}.pt" for e in fitting):
+        fitting = [e for e in fitting if e.file == f"{stem}.pt"]
     if len(fitting) > 1:
         raise InputError(f"--init-from bundled: several bundled {model} weights fit ({', '.join(e.file for e in fitting)}); "
                          f"name one, e.g. --init-from {models_dir(folder) / fitting[0].file}")
@@ -55,10 +60,11 @@ def _bundled(model: str, config: str, anatomy: str | None, folder) -> tuple[dict
 
 
 def initial_state(spec: str, model: str, config: str, anatomy: str | None, network: str = "generator",
-                  folder: str | Path | None = None) -> tuple[dict[str, torch.Tensor], str]:
-    """(the starting state dict, a description for the log and run.json) for ``--init-from spec``."""
+                  folder: str | Path | None = None, stem: str | None = None) -> tuple[dict[str, torch.Tensor], str]:
+    """(the starting state dict, a description for the log and run.json) for ``--init-from spec``; ``stem``:
+    the file name this run exports, which picks among several bundled weights of one model."""
     if spec == BUNDLED:
-        return _bundled(model, config, anatomy, folder)
+        return _bundled(model, config, anatomy, folder, stem)
     path = Path(spec)
     return _load_file(path, network), str(path)
 
@@ -74,9 +80,10 @@ def apply_initial_state(net: torch.nn.Module, state: dict[str, torch.Tensor], de
                          f"({' '.join(str(err).split())[:200]})") from err
 
 
-def initialise_generator(recipe, spec: str, model: str, config: str, anatomy: str | None) -> str:
+def initialise_generator(recipe, spec: str, model: str, config: str, anatomy: str | None,
+                         stem: str | None = None) -> str:
     """Start ``recipe``'s generator (and its inference copy) from ``spec``; returns what it started from."""
-    state, described = initial_state(spec, model, config, anatomy, recipe.inference_network)
+    state, described = initial_state(spec, model, config, anatomy, recipe.inference_network, stem=stem)
     for name in dict.fromkeys(("generator", recipe.inference_network)):
         apply_initial_state(recipe.networks[name], state, described)
     return described

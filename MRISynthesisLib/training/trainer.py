@@ -22,6 +22,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import signal
 import time
 from contextlib import nullcontext
@@ -139,6 +140,33 @@ def _distributed() -> tuple[int, int]:
     return world, dist.get_rank()
 
 
+def check_numbers(options: TrainOptions) -> None:
+    """Every number of the command in range, before any subject is simulated or case read."""
+    if options.steps < 1 or options.steps_per_epoch < 1 or options.checkpoint_every < 1:
+        raise InputError("--steps, --steps-per-epoch and --checkpoint-every must be positive")
+    if options.batch_size is not None and options.batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, not {options.batch_size}")
+    if options.workers < 0:
+        raise InputError(f"--workers must be 0 or more, not {options.workers}")
+    if not 0 <= options.seed < 2 ** 32:
+        raise InputError(f"--seed must be between 0 and 2**32 - 1, not {options.seed}")
+
+
+#: what a resumed run must share with the run it continues: its data, split, batches and networks
+RESUME_FIXED = ("data", "seed", "batch_size", "anatomy", "voxel_size_mm", "validation_fraction", "recipe_options")
+#: the command-line options each of those comes from, for the message
+_RESUME_FLAGS = {"data": "--data", "seed": "--seed", "batch_size": "--batch-size", "anatomy": "--anatomy",
+                 "voxel_size_mm": "--voxel-size", "validation_fraction": "the validation fraction",
+                 "recipe_options": "the model's options (--widths, --variant, --without-...)"}
+
+
+def _resume_differences(previous: dict, options: TrainOptions) -> list[str]:
+    """The options a resume gives differently from the run's own (run.json), by name and both values."""
+    now = json.loads(json.dumps(asdict(options)))  # tuples as lists, as run.json holds them
+    return [f"{_RESUME_FLAGS[key]} {json.dumps(previous.get(key))} (now {json.dumps(now.get(key))})"
+            for key in RESUME_FIXED if previous.get(key) != now.get(key)]
+
+
 def _prepare_run_folder(options: TrainOptions, rank: int, initialised_from: str | None = None) -> Path:
     out = Path(options.out)
     run_file = out / "run.json"
@@ -147,12 +175,19 @@ def _prepare_run_folder(options: TrainOptions, rank: int, initialised_from: str 
         if previous.get("model") != options.model or previous.get("config") != options.config:
             raise InputError(f"{out}: holds a run of {previous.get('model')} ({previous.get('config')}); "
                              f"use another folder for {options.model} ({options.config})")
-        if not options.resume and (out / "checkpoints" / "last.pt").exists():
+        trained = (out / "checkpoints" / "last.pt").exists()
+        if not options.resume and trained:
             raise InputError(f"{out}: already holds checkpoints; pass --resume to continue or use another folder")
         before = (previous.get("options") or {}).get("voxel_size_mm")
         if options.resume and before != options.voxel_size_mm:  # its cached cases lie on the first run's grid
             raise InputError(f"{out}: its cases were prepared with --voxel-size {before if before else 'not given'}; "
                              "resume with the same (or train into another folder)")
+        differences = _resume_differences(previous.get("options") or {}, options) if options.resume else []
+        if differences:  # "continues exactly": the same cases, split, batches and networks
+            raise InputError(f"{out}: a resumed run continues with its own options; this one was started with "
+                             + "; ".join(differences) + ". Resume with the same, or train into another folder")
+        if not options.resume and not trained and rank == 0:  # an attempt refused before its first checkpoint:
+            _start_over(out, previous.get("options") or {}, options)  # this run's record and data, not that one's
     elif options.resume:
         raise InputError(f"{out}: nothing to resume (no run.json)")
     if out.exists() and not out.is_dir():
@@ -166,6 +201,17 @@ def _prepare_run_folder(options: TrainOptions, rank: int, initialised_from: str 
                 record["initialised_from"] = initialised_from
             run_file.write_text(json.dumps(record, indent=1))
     return out
+
+
+def _start_over(out: Path, previous: dict, options: TrainOptions) -> None:
+    """A run folder whose earlier attempt stopped before its first checkpoint (refused for its data, say):
+    its run.json and metrics are that attempt's, and its cached cases too when it read other data, so they
+    go, and the new run records its own."""
+    (out / "run.json").unlink(missing_ok=True)
+    (out / "metrics.csv").unlink(missing_ok=True)
+    same_cases = all(previous.get(k) == getattr(options, k) for k in ("data", "anatomy", "voxel_size_mm", "seed"))
+    if not same_cases:
+        shutil.rmtree(out / "cache", ignore_errors=True)
 
 
 def _record_resume_command(out: Path, command: str) -> None:
@@ -212,8 +258,6 @@ def _leave_stopping_to_the_trainer(worker_id: int) -> None:
 
 def step_batches(recipe, cases, options: TrainOptions, size: int, start: int):
     """The training batches from ``start`` on, drawn in ``options.workers`` worker processes (0: here)."""
-    if options.workers < 0:
-        raise InputError(f"--workers must be 0 or more, not {options.workers}")
     loader = torch.utils.data.DataLoader(
         StepBatches(recipe.make_batch, cases, options.seed, size), batch_size=None, sampler=range(start, options.steps),
         num_workers=options.workers, collate_fn=_keep_numpy, prefetch_factor=2 if options.workers else None,
@@ -267,8 +311,7 @@ def _write_example(example, path: Path) -> None:
 def train(options: TrainOptions, *, progress: bool = True, say=print) -> dict:
     """Train ``options.model``; returns a summary (steps done, the best validation figure, files)."""
     recipe_cls = recipe_for(options.model)
-    if options.steps < 1 or options.steps_per_epoch < 1 or options.checkpoint_every < 1:
-        raise InputError("--steps, --steps-per-epoch and --checkpoint-every must be positive")
+    check_numbers(options)
     world, rank = _distributed()
     device = choose_device(options.device)
     if device.type == "cuda" and world > 1:
@@ -286,7 +329,8 @@ def train(options: TrainOptions, *, progress: bool = True, say=print) -> dict:
     if options.init_from:
         if options.resume:
             raise InputError("--init-from starts a new run; a resumed run continues from its own last checkpoint")
-        initialised_from = initialise_generator(recipe, options.init_from, options.model, options.config, anatomy)
+        initialised_from = initialise_generator(recipe, options.init_from, options.model, options.config, anatomy,
+                                                stem=recipe_cls.file_stem(anatomy, options.config, options.recipe_options))
         if rank == 0:
             say(f"note: the generator starts from {initialised_from}")
     refuse_inside(options.out, options.data)
@@ -297,19 +341,17 @@ def train(options: TrainOptions, *, progress: bool = True, say=print) -> dict:
         resumed = checkpoint.load(out / "checkpoints" / "last.pt") if options.resume else None
         source = source_for(options.data, recipe_cls, options.config, options.seed, anatomy, options.voxel_size_mm)
         names = source.names()
-        if isinstance(source, FolderSource) and not options.voxel_size_mm and len(names) > 1:
+        if isinstance(source, FolderSource) and not options.voxel_size_mm:
             headers = source.header_voxel_sizes()  # differing voxel sizes refused before the cases are read
             if headers:
-                shared_voxel_size(headers)
+                shared_voxel_size(headers, isotropic=True)
         train_names, val_names = split_cases(names, options.validation_fraction, options.seed)
         cache = CaseCache(out / "cache")
         if rank == 0:
             (out / "split.json").write_text(json.dumps({"train": train_names, "validation": val_names}, indent=1))
             build_cache(source, names, cache)  # build the cache once, before other ranks read it
             if not options.data.startswith("phantom:"):  # the phantom's is its recipe's
-                cached_voxel_size(cache, names)  # one voxel size for all cases, which the weights will record
-            if resumed is not None:  # the resume is accepted: checkpoint and data both read
-                _record_resume_command(out, options.command)
+                cached_voxel_size(cache, names, isotropic=not options.voxel_size_mm)  # the one the weights record
     if world > 1:
         torch.distributed.barrier()
     train_cases = load_cases(source, train_names, cache, recipe.prepare_case)
@@ -331,6 +373,8 @@ def train(options: TrainOptions, *, progress: bool = True, say=print) -> dict:
             raise InputError(f"{last}: is a checkpoint of {state.get('model')}, not {options.model}")
         recipe.load_state_dict(state["recipe"])
         checkpoint.set_rng_state(state["rng"])
+        if rank == 0:  # the resume is accepted: checkpoint, data and networks all loaded
+            _record_resume_command(out, options.command)
         start, best, stale = state["step"], _best_of(state, selected, higher_is_better), state["stale"]
 
     validation_set = recipe.validation_set(val_cases, options.seed, batch_size, options.validation_batches)
