@@ -552,9 +552,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except BrokenPipeError:  # `mri-synthesis models --json | head`: the reader has all it wanted
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error as Python flushes
-        return 0
+    except BrokenPipeError:  # `mri-synthesis models --json | head`: the reader stopped reading; no traceback,
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor a second one as Python flushes,
+        return 128 + 13  # and the status of a process SIGPIPE ended (the work may not be done: not 0)
     except OSError as err:
         if err.errno != errno.ENAMETOOLONG:  # disk full, I/O errors: not the user's input, so not exit 2
             raise

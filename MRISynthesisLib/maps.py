@@ -167,7 +167,8 @@ def write_comparison_png(inputs: Mapping[str, Image], real: Image, synth: Image,
 
     Args:
         error: the error map to show; computed with :func:`error_map`'s defaults when None.
-        slice_index: axial slice; default the one with the largest mean error (the middle one when there
+        slice_index: axial slice, counted from the inferior end (``volume.upright``'s axis 0, whatever the
+            files' storage order); default the one with the largest mean error (the middle one when there
             is no error).
         protect: input files the PNG must never overwrite.
 
@@ -180,11 +181,19 @@ def write_comparison_png(inputs: Mapping[str, Image], real: Image, synth: Image,
 
     from .phantom.montage import _views  # the radiological axial display the phantom montages use
 
-    # axial slices along array axis 0, whatever plane the reference was acquired in (a sagittal 3D T1ce)
-    real, synth = (upright(image) if isinstance(image, Volume) else image for image in (real, synth))
-    inputs = {name: upright(image) if isinstance(image, Volume) else image for name, image in inputs.items()}
-    if error is not None and isinstance(real, Volume):
-        error = ErrorMap(upright(error.volume), error.max_error)
+    # axial slices along array axis 0, whatever plane the reference was acquired in (a sagittal 3D T1ce); a bare
+    # array beside a real Volume lies on its grid, so it turns with it
+    if isinstance(real, Volume):
+        grid = real
+
+        def turned(image):
+            if not isinstance(image, Volume) and np.shape(image) == grid.shape:
+                image = grid.with_array(np.asarray(image, np.float32))
+            return upright(image) if isinstance(image, Volume) else image
+        real, synth = turned(real), turned(synth)
+        inputs = {name: turned(image) for name, image in inputs.items()}
+        if error is not None:
+            error = ErrorMap(turned(error.volume), error.max_error)
     real_volume = _as_volume(real, "real")
     y, g, _ = prepare_pair(real, synth)
     sources = {name: prepare_pair(real, image, names=("real", f"input {name}"))[1]
@@ -227,8 +236,9 @@ def write_comparison_png(inputs: Mapping[str, Image], real: Image, synth: Image,
 def write_heatmap_png(anatomy: np.ndarray, heat: np.ndarray, path: str | Path, *, title: str = "",
                       slice_index: int | None = None, spacing: Sequence[float] = (1.0, 1.0, 1.0),
                       direction: Sequence[float] = (1, 0, 0, 0, 1, 0, 0, 0, 1)) -> Path:
-    """A heatmap (an M_d map, say) over the grey anatomy on ``slice_index``, by default the axial slice where
-    the heat is largest outside the outer tenth of slices.
+    """A heatmap (an M_d map, say) over the grey anatomy on ``slice_index`` (counted from the inferior end, as
+    :func:`write_comparison_png` counts), by default the axial slice where the heat is largest outside the
+    outer tenth of slices.
 
     The slice is shown as the comparison PNG and the phantom montages show it (radiological display:
     anterior up, the patient's right on the viewer's left), from the grid's ``direction`` (LPS, row-major

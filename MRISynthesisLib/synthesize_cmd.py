@@ -12,7 +12,7 @@ from .errors import InputError
 from .inputs import SERIES_SEQUENCES, check_volume, load_case, model_frames
 from .metrics import to_json_safe
 from .sequences import SUFFIX_2023, canonical, parse_assignments
-from .volume import check_output_file, output_folder, read_volume, refuse_overwrite, refuse_same_outputs, report_path, sidecar_path, write_volume
+from .volume import Volume, check_output_file, output_folder, read_volume, refuse_overwrite, refuse_same_outputs, report_path, sidecar_path, write_volume
 from .weights import read_manifest
 
 #: What the demo would run, model by model; the ones without bundled weights are named as such.
@@ -120,7 +120,8 @@ def run_synthesize(model: str, input_items: list[str], target: str, out: str | P
         if bar is not None:
             bar.close()
     write_volume(result.volume, out, protect=protected)
-    report = {"output": str(out), "provenance": result.provenance, "registrations": result.registrations}
+    # absolute: whoever reads the report later (or refuses to replace it) may be in another folder
+    report = {"output": str(out.resolve()), "provenance": result.provenance, "registrations": result.registrations}
     if result.metrics is not None:
         report["metrics"] = to_json_safe(result.metrics)
         if error_map_path:
@@ -142,11 +143,15 @@ def _headline(result: Mapping) -> dict[str, float]:
     return {k: float(result["metrics"][k]["volume"]) for k in ("ssim", "psnr", "nmse", "mae") if k in result["metrics"]}
 
 
-def _lesion_slice(labels) -> int:
-    """The axial slice through the lesions' centre (the phantom knows them), else the middle slice."""
+def _lesion_slice(labels: Volume) -> int:
+    """The axial slice through the lesions' centre (the phantom knows them), else the middle slice, counted
+    from the inferior end as the figures count them (``volume.upright``)."""
     import numpy as np
-    found = np.argwhere(labels > 0)
-    return int(found[:, 0].mean()) if len(found) else labels.shape[0] // 2
+
+    from .volume import upright
+    array = upright(labels).array
+    found = np.argwhere(array > 0)
+    return int(found[:, 0].mean()) if len(found) else array.shape[0] // 2
 
 
 def run_demo(out: str | Path, anatomy: str = "brain", model: str | None = None, device: str = "auto", seed: int = 7,
@@ -205,7 +210,7 @@ def run_demo(out: str | Path, anatomy: str = "brain", model: str | None = None, 
         shown = model_frames(inputs, {**DISPLAY_FRAMES, **entry.frames}, m)  # a 4D series as one frame
         write_comparison_png({s: resample_to(shown[s], result.volume) for s in sources}, result.real,
                              result.volume, out / f"{stem}.png", error=result.error_map,
-                             slice_index=_lesion_slice(subject.labels.array),
+                             slice_index=_lesion_slice(subject.labels),
                              title=f"{m}: {'+'.join(sources)} -> {target}")
         row = {"model": m, "target": target, "inputs": list(sources), "output": str(out / f"{stem}.nii.gz"),
                "seconds": result.provenance["seconds"], **_headline(result.metrics)}
@@ -254,8 +259,8 @@ def _demo_maps(subject, files: Mapping[str, Path], anatomy: str, out: Path, devi
     finally:
         bar.close()
     out.mkdir(parents=True, exist_ok=True)
-    lesions = resample_to(subject.labels, result.work_grid, interpolation="nearest").array  # the PNGs cut through them
-    maps = write_maps(result, out, slice_index=_lesion_slice(lesions) if lesions.any() else None)
+    lesions = resample_to(subject.labels, result.work_grid, interpolation="nearest")  # the PNGs cut through them
+    maps = write_maps(result, out, slice_index=_lesion_slice(lesions) if lesions.array.any() else None)
     summary = {"model": entry.model, "seconds": result.provenance["seconds"], "maps": maps,
                "units": result.provenance["units"]}
     enhanced, labels = ENHANCING[anatomy]

@@ -626,16 +626,18 @@ def discard_if_failed(path: str | Path) -> Iterator[Path]:
 
 def refuse_inside(out: str | Path, data: str | Path) -> None:
     """Raise when the output folder ``out`` is the data folder ``data`` or inside it (the next run would read
-    it as a case), or, for a manifest CSV, the manifest's own folder or one holding a file it lists (a report
-    named like the manifest would replace it; synthesized files would lie beside the acquired ones)."""
+    it as a case), or, for a manifest CSV, the manifest's own folder, one holding a file it lists, or one whose
+    ``<case>`` subfolder does (a report named like the manifest would replace it; synthesized files, written
+    flat or into ``<out>/<case>/``, would lie beside the acquired ones)."""
     out, data = Path(out).resolve(), Path(data).resolve()
     if data.is_dir() and (out == data or data in out.parents):
         raise InputError(f"{out}: the output folder is inside the input folder {data}; choose another")
     if data.is_file():
         from .sequences import read_case_manifest
 
-        listed = (Path(file).resolve().parent for files in read_case_manifest(data).values() for file in files.values())
-        if out == data.parent or out in set(listed):
+        cases = read_case_manifest(data)
+        folders = {Path(file).resolve().parent for files in cases.values() for file in files.values()}
+        if out == data.parent or out in folders or any((out / case).resolve() in folders for case in cases):
             raise InputError(f"{out}: the output folder holds the input manifest {data.name} or files it lists; "
                              "choose another")
 

@@ -160,3 +160,25 @@ def test_the_comparison_png_shows_axial_slices_whatever_plane_the_files_were_sto
     stored = imread(write_comparison_png({"T1": turned["real"]}, turned["real"], turned["synth"],
                                          tmp_path / "sagittal.png"))
     np.testing.assert_array_equal(stored, axial)
+
+
+def test_figures_count_an_explicit_slice_from_the_inferior_end_whatever_the_storage(tmp_path):
+    """The same slice index shows the same axial slice for a file stored axially and one stored sagittally,
+    in the comparison PNG and in the heatmap, and a bare array beside a real Volume turns with it."""
+    from MRISynthesisLib.maps import write_heatmap_png
+
+    rng = np.random.default_rng(5)
+    real = Volume(rng.uniform(0, 1, (6, 40, 36)).astype(np.float32), (1.0, 1.0, 2.0))
+    heat = real.with_array(rng.uniform(0, 1, real.shape).astype(np.float32))
+    turned_real, turned_heat = _stored_sagittally(real), _stored_sagittally(heat)
+    a = imread(write_comparison_png({}, real, real.array * 0.5, tmp_path / "a.png", slice_index=4))
+    b = imread(write_comparison_png({}, turned_real, turned_real.array * 0.5, tmp_path / "b.png", slice_index=4))
+    np.testing.assert_array_equal(a, b)
+    c = imread(write_heatmap_png(real.array, heat.array, tmp_path / "c.png", slice_index=4, spacing=real.spacing,
+                                 direction=real.direction))
+    d = imread(write_heatmap_png(turned_real.array, turned_heat.array, tmp_path / "d.png", slice_index=4,
+                                 spacing=turned_real.spacing, direction=turned_real.direction))
+    np.testing.assert_array_equal(c, d)
+    other = imread(write_heatmap_png(real.array, heat.array, tmp_path / "e.png", slice_index=1, spacing=real.spacing,
+                                     direction=real.direction))
+    assert not np.array_equal(c, other)  # the index does choose the slice

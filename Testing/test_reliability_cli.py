@@ -330,7 +330,7 @@ def cmd_resume(tmp, what):
         _damage(run / "checkpoints" / "last.pt", kind)
         needles = ["last.pt", "corrupt or truncated"]
     return ["train", "--model", "unet-ct1", "--data", "phantom:brain:2", "--out", run, "--resume", "--steps", "2",
-            "--workers", "0", "--quiet"], needles
+            "--batch-size", "1", "--workers", "0", "--quiet"], needles  # the run's own options, as a resume must
 
 
 # --------------------------------------------------------------------- evaluate-gan: a real patch file
@@ -438,11 +438,13 @@ def test_synthesize_error_map_onto_an_input(tmp_path, capsys):
     assert_refused(capsys, tmp_path, args, [files["FLAIR"].name, "would overwrite an input"])
 
 
-def test_synthesize_refuses_to_replace_the_report_of_another_output(tmp_path, capsys):
+def test_synthesize_refuses_to_replace_the_report_of_another_output(tmp_path, capsys, monkeypatch):
     """``o.nii.gz`` and ``o.nrrd`` share ``o.report.json``: the second run would erase the first's provenance."""
     files = _synth_files(tmp_path)
-    code, _, err = run_cli(capsys, *_synthesize_args(files, tmp_path / "o.nii.gz"))
+    monkeypatch.chdir(tmp_path)  # the output named as typed, relative; the check later runs from elsewhere
+    code, _, err = run_cli(capsys, *_synthesize_args(files, "o.nii.gz"))
     assert code == 0, err
+    monkeypatch.chdir(files["T1"].anchor)
     report = tmp_path / "o.report.json"
     assert json.loads(report.read_text())["output"] == str(tmp_path / "o.nii.gz")
     assert_refused(capsys, tmp_path, _synthesize_args(files, tmp_path / "o.nrrd"),
@@ -461,7 +463,7 @@ def test_output_folder_inside_the_data_folder(tmp_path, capsys, command):
 
 
 @pytest.mark.parametrize("command", ["rank", "compare", "train", "batch"])
-@pytest.mark.parametrize("where", ["manifest folder", "case folder"])
+@pytest.mark.parametrize("where", ["manifest folder", "case folder", "above a case folder"])
 def test_output_folder_holding_the_manifest_or_its_files(tmp_path, capsys, command, where):
     """With a manifest CSV as ``--data``: a report named like the manifest (compare.csv, ranking.csv) would
     replace it, and synthesized files would lie beside the acquired ones a later run reads as real."""
@@ -473,7 +475,12 @@ def test_output_folder_holding_the_manifest_or_its_files(tmp_path, capsys, comma
                                      for case in sorted(root.iterdir()) for file in sorted(case.iterdir())]
     manifest.write_text("\n".join(rows) + "\n")
     argv[argv.index("--data") + 1] = manifest
-    argv[argv.index("--out") + 1] = root if where == "manifest folder" else root / "C1"
+    if where == "above a case folder":  # <out>/<case>/ is a case's own folder: the default layout writes there
+        (tmp_path / "elsewhere").mkdir()
+        manifest = manifest.rename(tmp_path / "elsewhere" / "cases.csv")
+        manifest.write_text(manifest.read_text().replace(",C", f",{root}/C"))
+        argv[argv.index("--data") + 1] = manifest
+    argv[argv.index("--out") + 1] = {"manifest folder": root, "case folder": root / "C1"}.get(where, root)
     assert_refused(capsys, tmp_path, argv, ["holds the input manifest cases.csv or files it lists"])
 
 

@@ -102,6 +102,14 @@ def test_a_resume_continues_with_the_runs_own_options_or_is_refused(tmp_path, ca
             train(TrainOptions(model="unet-ct1", out=str(run), steps=3, resume=True, command="x --resume", **options),
                   progress=False)
         assert (run / "run.json").read_text() == before, key
+    # the same run spelled otherwise, recorded by an older version (no anatomy or validation fraction): resumed
+    record = json.loads(before)
+    for key in ("anatomy", "validation_fraction"):
+        record["options"].pop(key)
+    (run / "run.json").write_text(json.dumps(record))
+    summary = train(TrainOptions(model="unet-ct1", out=str(run), steps=3, resume=True, command="x --resume",
+                                 **{**SMALL, "recipe_options": {"loss": "mixed"}}), progress=False)  # the default
+    assert summary["steps"] == 3
 
 
 def test_numbers_out_of_range_are_refused_before_any_work(tmp_path, capsys):
@@ -336,9 +344,15 @@ def test_folder_cases_of_different_voxel_sizes_train_only_resampled_onto_one(tmp
                          stretched / case.name / file.name)
     with monkeypatch.context() as patched:
         patched.setattr(FolderSource, "build", lambda self, name: pytest.fail(f"{name} was read"))
-        with pytest.raises(InputError, match="voxels are not isotropic .*4 x 4 x 8 mm.*pass --voxel-size"):
+        with pytest.raises(InputError, match="voxels are far from isotropic .*4 x 4 x 8 mm.*pass --voxel-size"):
             train(TrainOptions(out=str(tmp_path / "stretched-run"), **{**options, "data": str(stretched)}),
                   progress=False)
+    from MRISynthesisLib.training.data import shared_voxel_size
+    from MRISynthesisLib.training.trainer import MAX_ANISOTROPY_3D
+
+    assert shared_voxel_size({"a": (4, 4, 8), "b": (8, 4, 4)}) == 4.0  # slice models keep the in-plane size
+    assert shared_voxel_size({"a": (0.9375, 0.9375, 1.0)}, max_anisotropy=MAX_ANISOTROPY_3D) == 0.9375
+    assert shared_voxel_size({"a": (1.0, 1.0, 1.2)}, max_anisotropy=MAX_ANISOTROPY_3D) == 1.0
     assert main(["train", "--model", "unet-ct1", "--data", str(cases), "--out", str(tmp_path / "run"), "--steps", "2",
                  "--steps-per-epoch", "2", "--checkpoint-every", "2", "--batch-size", "1", "--workers", "0",
                  "--voxel-size", "4", "--quiet"]) == 0

@@ -25,7 +25,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError
-from ..inputs import check_volume
+from ..inputs import load_case
 from ..preprocess import Normalization, coverage_on, foreground_mask, resample_to
 from ..sequences import SEGMENTATION, canonical, discover_case, read_case_manifest
 from ..volume import Volume, geometry_differences, read_volume
@@ -299,7 +299,7 @@ class FolderSource:
 
     def build(self, name: str) -> Case:
         files = self.files[name]
-        volumes = {s: check_volume(read_volume(files[s]), s, str(files[s])) for s in self.sequences if s in files}
+        volumes = load_case({s: files[s] for s in self.sequences if s in files})  # every bad file named at once
         labels = (read_volume(files[SEGMENTATION]).require_3d(f"case {name}: segmentation {files[SEGMENTATION]}")
                   if SEGMENTATION in files else None)  # one label per voxel: a 4D file is no segmentation
         if self.voxel_size_mm or self.register != "none":
@@ -330,7 +330,7 @@ class FolderSource:
 
 
 def cached_voxel_size(cache: CaseCache, names: Iterable[str], tolerance: float = 0.02, *,
-                      isotropic: bool = False) -> float:
+                      max_anisotropy: float | None = None) -> float:
     """The voxel size (mm) the cached cases ``names`` share, which exported weights record as the grid the
     pipeline resamples a user's inputs onto: their finest spacing (in plane for thick slices, as the breast
     phantom's 2 x 2 x 4 mm records 2). Cases of different spacings are refused (a network learns anatomy in
@@ -343,21 +343,22 @@ def cached_voxel_size(cache: CaseCache, names: Iterable[str], tolerance: float =
         except (OSError, KeyError, ValueError, zlib.error) as err:
             raise InputError(f"{cache.path(name)}: the cached case is missing or damaged, so the voxel size it "
                              f"was trained at cannot be read ({err})") from err
-    return shared_voxel_size(sizes, tolerance, isotropic=isotropic)
+    return shared_voxel_size(sizes, tolerance, max_anisotropy=max_anisotropy)
 
 
 def shared_voxel_size(sizes: Mapping[str, Sequence[float]], tolerance: float = 0.02, *,
-                      isotropic: bool = False) -> float:
+                      max_anisotropy: float | None = None) -> float:
     """The finest spacing of cases that share one voxel size ({case: spacing}, in any axis order), else a
-    clear error naming two that differ and what to do. ``isotropic`` (a folder of a user's cases): voxels
-    longer in one direction are refused too, since the weights record one size that inference resamples
-    every direction to (the phantom's 2 x 2 x 4 mm breast is the documented exception, recorded as 2)."""
+    clear error naming two that differ and what to do. ``max_anisotropy`` (a 3D model on a folder of cases):
+    voxels longer than that many times in one direction are refused too, since the weights record one size
+    that inference resamples every direction to, and a 3D network learns anatomy in voxels. Slice models
+    keep the finest (in-plane) spacing, as the breast phantom's 2 x 2 x 4 mm records 2."""
     first_name, first = next(iter(sizes.items()))
-    if isotropic and max(first) > (1 + tolerance) * min(first):
-        raise InputError(f"the cases' voxels are not isotropic ({first_name}: "
-                         f"{' x '.join(f'{v:g}' for v in first)} mm), while the weights record one voxel size that "
-                         "inference resamples every direction to: pass --voxel-size MM to resample every case onto "
-                         "one isotropic grid")
+    if max_anisotropy is not None and max(first) > max_anisotropy * min(first):
+        raise InputError(f"the cases' voxels are far from isotropic ({first_name}: "
+                         f"{' x '.join(f'{v:g}' for v in first)} mm), and a 3D model's weights record one voxel size "
+                         "that inference resamples every direction to: pass --voxel-size MM to resample every case "
+                         "onto one isotropic grid")
     for name, spacing in sizes.items():
         if not np.allclose(np.sort(spacing), np.sort(first), rtol=tolerance, atol=0):
             def shown(s):

@@ -44,6 +44,9 @@ from .initial_weights import initialise_generator
 from .recipes import recipe_for
 
 DEFAULT_PHANTOM_SUBJECTS = 12
+#: a 3D model's folder cases may have voxels this many times longer in one direction (1 x 1 x 1.2 mm, a
+#: 0.94 mm in-plane 1 mm scan) but not more (3 x 3 x 6): inference resamples every direction to one size
+MAX_ANISOTROPY_3D = 1.25
 
 
 @dataclass
@@ -152,19 +155,42 @@ def check_numbers(options: TrainOptions) -> None:
         raise InputError(f"--seed must be between 0 and 2**32 - 1, not {options.seed}")
 
 
-#: what a resumed run must share with the run it continues: its data, split, batches and networks
-RESUME_FIXED = ("data", "seed", "batch_size", "anatomy", "voxel_size_mm", "validation_fraction", "recipe_options")
-#: the command-line options each of those comes from, for the message
-_RESUME_FLAGS = {"data": "--data", "seed": "--seed", "batch_size": "--batch-size", "anatomy": "--anatomy",
-                 "voxel_size_mm": "--voxel-size", "validation_fraction": "the validation fraction",
-                 "recipe_options": "the model's options (--widths, --variant, --without-...)"}
+#: what a resumed run must share with the run it continues (its cases, split, batches and networks), and the
+#: option each comes from, for the message
+RESUME_FIXED = {"data": "--data", "seed": "--seed", "batch_size": "--batch-size", "anatomy": "--anatomy",
+                "validation_fraction": "the validation fraction",
+                "recipe_options": "the model's options (--widths, --variant, --without-...)"}
 
 
-def _resume_differences(previous: dict, options: TrainOptions) -> list[str]:
-    """The options a resume gives differently from the run's own (run.json), by name and both values."""
+def _resolved(key: str, value, recipe_cls, config: str):
+    """An option as the run uses it, so that two spellings of one run compare equal: a folder's absolute path,
+    the phantom's subject count, the recipe's batch size for none given, model options with their defaults."""
+    import inspect
+
+    if key == "data" and isinstance(value, str):
+        if value.startswith("phantom:"):
+            parts = value.split(":")
+            anatomy = parts[1] if len(parts) > 1 and parts[1] else recipe_cls.anatomy
+            return f"phantom:{anatomy}:{parts[2] if len(parts) > 2 else DEFAULT_PHANTOM_SUBJECTS}"
+        return str(Path(value).resolve())
+    if key == "batch_size":
+        return value or recipe_cls.batch_size[config]
+    if key == "recipe_options":
+        defaults = {name: parameter.default for name, parameter in
+                    inspect.signature(recipe_cls.__init__).parameters.items()
+                    if parameter.default is not inspect.Parameter.empty}
+        return {k: v for k, v in json.loads(json.dumps(value or {})).items() if defaults.get(k, object()) != v}
+    return value
+
+
+def _resume_differences(previous: dict, options: TrainOptions, recipe_cls) -> list[str]:
+    """The options a resume gives differently from the run's own (run.json), by name and both values; keys an
+    older run.json does not record are not compared."""
     now = json.loads(json.dumps(asdict(options)))  # tuples as lists, as run.json holds them
-    return [f"{_RESUME_FLAGS[key]} {json.dumps(previous.get(key))} (now {json.dumps(now.get(key))})"
-            for key in RESUME_FIXED if previous.get(key) != now.get(key)]
+    return [f"{flag} {json.dumps(previous[key])} (now {json.dumps(now.get(key))})" for key, flag in RESUME_FIXED.items()
+            if key in previous and not (key == "anatomy" and previous[key] is None)  # older runs: not recorded
+            and _resolved(key, previous[key], recipe_cls, options.config)
+            != _resolved(key, now.get(key), recipe_cls, options.config)]
 
 
 def _prepare_run_folder(options: TrainOptions, rank: int, initialised_from: str | None = None) -> Path:
@@ -182,7 +208,8 @@ def _prepare_run_folder(options: TrainOptions, rank: int, initialised_from: str 
         if options.resume and before != options.voxel_size_mm:  # its cached cases lie on the first run's grid
             raise InputError(f"{out}: its cases were prepared with --voxel-size {before if before else 'not given'}; "
                              "resume with the same (or train into another folder)")
-        differences = _resume_differences(previous.get("options") or {}, options) if options.resume else []
+        differences = (_resume_differences(previous.get("options") or {}, options, recipe_for(options.model))
+                       if options.resume else [])
         if differences:  # "continues exactly": the same cases, split, batches and networks
             raise InputError(f"{out}: a resumed run continues with its own options; this one was started with "
                              + "; ".join(differences) + ". Resume with the same, or train into another folder")
@@ -341,17 +368,19 @@ def train(options: TrainOptions, *, progress: bool = True, say=print) -> dict:
         resumed = checkpoint.load(out / "checkpoints" / "last.pt") if options.resume else None
         source = source_for(options.data, recipe_cls, options.config, options.seed, anatomy, options.voxel_size_mm)
         names = source.names()
+        # a 3D model resamples every direction to the one voxel size its weights record
+        anisotropy = MAX_ANISOTROPY_3D if recipe_cls.inference_size[options.config] and not options.resume else None
         if isinstance(source, FolderSource) and not options.voxel_size_mm:
             headers = source.header_voxel_sizes()  # differing voxel sizes refused before the cases are read
             if headers:
-                shared_voxel_size(headers, isotropic=True)
+                shared_voxel_size(headers, max_anisotropy=anisotropy)
         train_names, val_names = split_cases(names, options.validation_fraction, options.seed)
         cache = CaseCache(out / "cache")
         if rank == 0:
             (out / "split.json").write_text(json.dumps({"train": train_names, "validation": val_names}, indent=1))
             build_cache(source, names, cache)  # build the cache once, before other ranks read it
             if not options.data.startswith("phantom:"):  # the phantom's is its recipe's
-                cached_voxel_size(cache, names, isotropic=not options.voxel_size_mm)  # the one the weights record
+                cached_voxel_size(cache, names, max_anisotropy=anisotropy)  # the one the weights record
     if world > 1:
         torch.distributed.barrier()
     train_cases = load_cases(source, train_names, cache, recipe.prepare_case)
