@@ -179,6 +179,22 @@ def synthesize_case(case: str, files: Mapping[str, Path], plan: Mapping[str, tup
     return written, warnings
 
 
+def _made_by_another(paths: list[str], model: str) -> list[str]:
+    """The models other than ``model`` whose reports say they made these outputs (an earlier run with another
+    --model), so a rerun that skips them says so; none for ``best`` or outputs without a report (--brasyn)."""
+    from .volume import report_path
+
+    if model == "best":
+        return []
+    made_by = set()
+    for path in paths:
+        try:
+            made_by.add(json.loads(report_path(path).read_text())["provenance"]["model"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return sorted(made_by - {model})
+
+
 def process_case(case: str, files: Mapping[str, Path], out: Path, *, anatomy: str, model: str, brasyn: bool,
                  register: str, device: str, overwrite: bool, weights_folder=None,
                  say: Callable[[str], None] = print) -> CaseResult:
@@ -196,7 +212,9 @@ def process_case(case: str, files: Mapping[str, Path], out: Path, *, anatomy: st
             return CaseResult(case, "skipped", "; ".join(reasons))
         paths = [str(path) for path, _, _ in plan.values()]
         if not overwrite and all(Path(p).exists() for p in paths):
-            say(f"{case}: already written, skipped")
+            others = _made_by_another(paths, model)
+            say(f"{case}: already written, skipped" + (f" (made by {', '.join(others)}; --overwrite to make them "
+                                                      f"with {model})" if others else ""))
             return CaseResult(case, "skipped", ALREADY_WRITTEN, paths)
         written, warnings = synthesize_case(case, files, plan, anatomy=anatomy, brasyn=brasyn, register=register,
                                             device=device, weights_folder=weights_folder, say=say)

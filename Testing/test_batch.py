@@ -68,6 +68,9 @@ def test_default_layout_writes_case_folders_with_provenance(models, dataset, tmp
     run_batch(dataset, out, model="seq2seq", device="cpu", progress=False, weights_folder=models, say=lambda m: None)
     case = sorted(p.name for p in dataset.iterdir())[0]
     assert (out / case / f"{case}-t1c.nii.gz").exists() and (out / case / f"{case}-t1c.report.json").exists()
+    log = []  # a rerun asking for another model skips what is there, and says which model made it
+    run_batch(dataset, out, model="unet-ct1", device="cpu", progress=False, weights_folder=models, say=log.append)
+    assert f"{case}: already written, skipped (made by seq2seq; --overwrite to make them with unet-ct1)" in log
 
 
 def test_bad_requests(models, dataset, tmp_path):
