@@ -6,6 +6,7 @@ tested against a real MRML scene). Synthesis runs in a separate PythonSlicer pro
 progress lines, so the GUI never freezes and Cancel kills it. Research use only.
 """
 
+import codecs
 import importlib.util
 import json
 import logging
@@ -145,11 +146,23 @@ def aboutText(logic):
             "Reinstall the MRISynthesis extension, or when loading the module from a source "
             "checkout keep the MRISynthesisLib folder next to the MRISynthesis folder."
         ).format(error=error)
-    return notice + "\n\n" + _("MRISynthesisLib version: {version}").format(version=version)
+    text = notice + "\n\n" + _("MRISynthesisLib version: {version}").format(version=version)
+    try:  # what the first run will offer to install, said before it
+        missing = logic.missingPackages()
+    except Exception as error:  # noqa: BLE001 - the About text must show whatever goes wrong here
+        missing = [str(error)]
+    if importlib.util.find_spec("torch") is None:
+        missing = ["torch (from the PyTorch extension)", *missing]
+    if missing:
+        text += "\n" + _("Not installed yet (the first run offers to install them): {packages}").format(
+            packages=", ".join(missing))
+    return text
 
 
-#: what a model can make and a reference can be: the 3D sequences (DWI and DCE are 4D inputs only)
-TARGETS = ("T1", "T1ce", "T2", "FLAIR")
+#: what a reference can be: the 3D sequences (a 4D series is registered by its frames, not a grid to make)
+REFERENCES = ("T1", "T1ce", "T2", "FLAIR")
+#: what a model can make: the 3D sequences, and the breast Seq2Seq's DWI and DCE series (a sequence node)
+TARGETS = (*REFERENCES, "DWI", "DCE")
 REGISTRATION_PRESETS = ("rigid", "affine", "syn", "none")
 
 try:  # Slicer >= 5.4: panel state in a parameter node, so a saved scene restores it
@@ -179,7 +192,7 @@ if parameterNodeWrapper is not None:
         dce: vtkMRMLScalarVolumeNode
         real: vtkMRMLScalarVolumeNode
         target: Annotated[str, Choice(list(TARGETS))] = "T1ce"
-        reference: Annotated[str, Choice(list(TARGETS))] = "T1"
+        reference: Annotated[str, Choice(list(REFERENCES))] = "T1"
         register: Annotated[str, Choice(list(REGISTRATION_PRESETS))] = "rigid"
         errorOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
 
@@ -213,11 +226,13 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
         self._parameterNode = None
         self._parameterGuiTag = None
         self._sceneCloseObserver = None
+        self._sceneStartCloseObserver = None
         self.statusLabel = None
         self.process = None
         self.workFolder = None
         self._request = None
         self._pendingOutput = ""
+        self._outputDecoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -233,7 +248,7 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
         self.ui.targetComboBox.currentText = "T1ce"
         for preset in REGISTRATION_PRESETS:
             self.ui.registerComboBox.addItem(preset)
-        for sequence in TARGETS:
+        for sequence in REFERENCES:
             self.ui.referenceComboBox.addItem(sequence)
         for anatomy in ("brain", "breast"):
             self.ui.rankAnatomyComboBox.addItem(anatomy)
@@ -257,6 +272,9 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
         # Close Scene removes the parameter node: bind the panel to the new scene's one
         self._sceneCloseObserver = slicer.mrmlScene.AddObserver(slicer.mrmlScene.EndCloseEvent,
                                                                 lambda *_: self.initializeParameterNode())
+        # a run's results would land in the next scene, beside nodes that are gone: closing cancels it
+        self._sceneStartCloseObserver = slicer.mrmlScene.AddObserver(slicer.mrmlScene.StartCloseEvent,
+                                                                     lambda *_: self.process and self.cancel())
         self.updateModels()
 
     def initializeParameterNode(self):
@@ -274,9 +292,10 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
 
     def cleanup(self):
         self.cancel()
-        if self._sceneCloseObserver is not None:
-            slicer.mrmlScene.RemoveObserver(self._sceneCloseObserver)
-            self._sceneCloseObserver = None
+        for name in ("_sceneCloseObserver", "_sceneStartCloseObserver"):
+            if getattr(self, name) is not None:
+                slicer.mrmlScene.RemoveObserver(getattr(self, name))
+                setattr(self, name, None)
         self.releaseParameterNode()
 
     # ------------------------------------------------------------------ selection
@@ -376,7 +395,8 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
                                  register=self.ui.registerComboBox.currentText, device=self.device(), real=realFile,
                                  error_map=errorFile)
         self._request = {"kind": "synthesis", "target": target, "model": model, "out": out, "error": errorFile,
-                         "reference": inputs.get(reference or "T1") or next(iter(inputs.values()))}
+                         "reference": inputs.get(reference or "T1") or next(iter(inputs.values())),
+                         "real": real}  # as chosen when the run began, whatever the selector shows when it ends
         self.startWorker(command)
 
     def startMaps(self):
@@ -424,10 +444,12 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
         self.process.connect("errorOccurred(QProcess::ProcessError)", self.onProcessError)
         self.output = []
         self._pendingOutput = ""
+        self._outputDecoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.ui.applyButton.text = _("Cancel")
         self.ui.applyButton.enabled = True
         for button in (self.ui.mapsButton, self.ui.rankButton, self.ui.compareButton):
             button.enabled = False
+        self.setSelectionEnabled(False)  # the run's inputs are fixed; its results land where they were chosen
         self.ui.progressBar.value = 0
         self.ui.statusLabel.setText(_("Starting..."))
         self.process.start(command[0], command[1:])
@@ -437,7 +459,8 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
 
         if self.process is None:
             return
-        text = bytes(self.process.readAllStandardOutput().data()).decode(errors="replace")
+        # one decoder per run: a character split between two reads is joined, not replaced
+        text = self._outputDecoder.decode(bytes(self.process.readAllStandardOutput().data()))
         lines, self._pendingOutput = complete_lines(self._pendingOutput, text)
         for line in lines:
             progress = parse_progress(line)
@@ -462,6 +485,7 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
             return
         if exitStatus == qt.QProcess.CrashExit and exitCode == 0:  # killed by a signal: not a success
             exitCode = 1
+        self._pendingOutput += self._outputDecoder.decode(b"", final=True)
         if self._pendingOutput:  # the last line had no newline
             self.output.append(self._pendingOutput)
             self._pendingOutput = ""
@@ -483,7 +507,7 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
                 return
             run = self.logic.showFiles(request["target"], request["model"], request["out"], request["error"],
                                        request["reference"])
-            background = self.ui.realSelector.currentNode() or run.synthesized
+            background = request.get("real") or run.synthesized
             slicer.util.setSliceViewerLayers(background=run.synthesized if run.error_map is None else background,
                                              foreground=run.error_map,
                                              foregroundOpacity=self.ui.errorOpacitySlider.value)
@@ -552,7 +576,13 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
             self.ui.applyButton.text = _("Synthesize")
             for button in (self.ui.mapsButton, self.ui.rankButton, self.ui.compareButton):
                 button.enabled = True
+            self.setSelectionEnabled(True)
             self.updateApply()
+
+    def setSelectionEnabled(self, enabled):
+        """The input, real-target, target and model choices: fixed while a run uses them."""
+        for name in (*SEQUENCE_SELECTORS.values(), "realSelector", "targetComboBox", "modelComboBox"):
+            getattr(self.ui, name).enabled = enabled
 
     def onOpacity(self, value):
         slicer.util.setSliceViewerLayers(foregroundOpacity=value)
@@ -650,7 +680,11 @@ class MRISynthesisLogic(ScriptedLoadableModuleLogic):
     def ensureDependencies(self):
         """torch through the PyTorch extension, the rest with pip, after the user agrees (once)."""
         if importlib.util.find_spec("torch") is None:
-            import PyTorchUtils
+            try:
+                import PyTorchUtils
+            except ImportError as error:  # a source checkout loaded without the extension's dependency
+                raise RuntimeError(_("PyTorch is required: install the PyTorch extension from the Extensions "
+                                     "Manager, restart Slicer and run again.")) from error
 
             if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True,
                                                              torchVersionRequirement=TORCH_REQUIREMENT) is None:
@@ -757,7 +791,7 @@ class MRISynthesisLogic(ScriptedLoadableModuleLogic):
 
         case = os.path.join(folder, "cases", "loaded")
         os.makedirs(case)
-        write_inputs(inputs, case, file_name=lambda seq: f"loaded-{SUFFIX_2023[seq]}.nii.gz")
+        write_inputs(inputs, case, file_name=lambda seq: f"loaded-{SUFFIX_2023[seq]}.nii")
         return os.path.join(folder, "cases")
 
     def showCompareFiles(self, folder):

@@ -95,6 +95,19 @@ def refuse_report_of_another(out: str | Path) -> None:
                          "only in the image suffix); choose another name for --out")
 
 
+def synthesis_report(result, out: str | Path, error_map_path: str | Path | None = None) -> dict:
+    """The JSON report beside a synthesized ``out`` (the CLI's, and Slicer's headless batch's): the output's
+    absolute path (whoever reads it, or refuses to replace it, may be in another folder), provenance,
+    registrations and, with a real target, the metrics and the error map written."""
+    report = {"output": str(Path(out).resolve()), "provenance": result.provenance,
+              "registrations": result.registrations}
+    if result.metrics is not None:
+        report["metrics"] = to_json_safe(result.metrics)
+        if error_map_path:
+            report["error_map"] = {"file": str(error_map_path), "max_error": result.error_map.max_error}
+    return report
+
+
 def run_synthesize(model: str, input_items: list[str], target: str, out: str | Path, *, reference: str | None,
                    register: str, real: str | None, error_map_path: str | None, device: str,
                    phases: int | None = None, say: Callable[[str], None] = print, progress: bool | str = True,
@@ -120,13 +133,9 @@ def run_synthesize(model: str, input_items: list[str], target: str, out: str | P
         if bar is not None:
             bar.close()
     write_volume(result.volume, out, protect=protected)
-    # absolute: whoever reads the report later (or refuses to replace it) may be in another folder
-    report = {"output": str(out.resolve()), "provenance": result.provenance, "registrations": result.registrations}
-    if result.metrics is not None:
-        report["metrics"] = to_json_safe(result.metrics)
-        if error_map_path:
-            write_volume(result.error_map.volume, error_map_path, protect=protected)
-            report["error_map"] = {"file": error_map_path, "max_error": result.error_map.max_error}
+    if result.metrics is not None and error_map_path:
+        write_volume(result.error_map.volume, error_map_path, protect=protected)
+    report = synthesis_report(result, out, error_map_path)
     sidecar = report_path(out)
     refuse_overwrite(sidecar, protected)
     sidecar.write_text(json.dumps(report, indent=1, allow_nan=False))

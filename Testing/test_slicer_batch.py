@@ -4,6 +4,7 @@ writer are stood in for by the library's, which is what they do for NIfTI; every
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -55,8 +56,11 @@ def test_a_series_target_is_read_compared_and_written_whole(batch, tmp_path, mon
     assert synthesized.shape == subject.sequences["DCE"].shape  # every frame, not the one a browser shows
     assert read_volume(error_map).shape == subject.sequences["DCE"].shape
     assert len({float(np.abs(frame).sum()) for frame in synthesized.array}) > 1
-    report = tmp_path / "dce.synthesized.report.json"  # the command line's name for the report
-    assert report.is_file() and "metrics" in report.read_text()
+    report = tmp_path / "dce.synthesized.report.json"  # the command line's name for the report, and its content
+    saved = json.loads(report.read_text())
+    assert saved["output"] == str(out.resolve()) and saved["error_map"]["file"] == str(error_map)
+    assert isinstance(saved["metrics"]["metrics"]["psnr"]["volume"], float)  # full precision, nested as the CLI's
+    assert isinstance(saved["provenance"]["warnings"], list) and "registrations" in saved
     assert {seq: path.read_bytes() for seq, path in files.items()} == before
 
 

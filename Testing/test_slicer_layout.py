@@ -328,6 +328,10 @@ spec.loader.exec_module(module)
 class Parent: pass
 info = module.MRISynthesis(Parent()).parent
 result = {"title": info.title, "categories": info.categories, "label": module.aboutText(module.MRISynthesisLogic())}
+class Unmet:  # a logic whose packages are not all there: the About text names them before the first run
+    def libraryVersion(self): return "0.0.0+checkout"
+    def missingPackages(self): return ["lpips>=0.1.4"]
+result["label_unmet"] = module.aboutText(Unmet())
 try:
     result["version"] = module.MRISynthesisLogic().libraryVersion()
     test = module.MRISynthesisTest()
@@ -384,6 +388,8 @@ def test_module_loads_from_source_checkout_and_finds_library(tmp_path):
     assert result.get("selftest") == "passed", result
     assert "0.0.0+checkout" in result["label"]
     assert "Research use only" in result["label"]
+    assert "Not installed yet (the first run offers to install them): " in result["label_unmet"]
+    assert "lpips>=0.1.4" in result["label_unmet"]
 
 
 def test_module_explains_a_missing_library(tmp_path):

@@ -280,9 +280,11 @@ def test_ranking_becomes_a_table_and_a_bar_chart(scene):
     from MRISynthesisSlicerLib.logic import show_ranking
 
     ranking = {"table": [{"sequence": s, "C_t": 0.1 * k, "rank_t": k + 1, "C_d": -0.1 * k, "rank_d": 4 - k}
-                         for k, s in enumerate(("T1", "T1ce", "T2", "FLAIR"))], "notes": ["LPIPS unavailable"]}
+                         for k, s in enumerate(("T1", "T1ce", "T2", "FLAIR"))],
+               "notes": ["LPIPS unavailable", "PD: in no case"]}
     table, chart = show_ranking(scene, ranking)
     assert table.GetNumberOfRows() == 4 and table.GetCellText(1, 0) == "T1ce"
+    assert table.GetAttribute("MRISynthesis.note") == "LPIPS unavailable\nPD: in no case"  # every note kept
     assert chart.GetNumberOfPlotSeriesNodes() == 2
     assert chart.GetNthPlotSeriesNode(0).GetPlotType() == chart.GetNthPlotSeriesNode(0).PlotTypeBar
 
@@ -577,3 +579,13 @@ def test_a_series_target_comes_back_as_a_sequence_the_views_step_through(scene, 
         assert got.shape == volume.shape == truth.sequences["DCE"].shape
         np.testing.assert_allclose(got.array, volume.array, atol=1e-3)
     assert run.error_map.GetDisplayNode().GetColorNodeID() is not None
+    # one browser for both: stepping the synthesized series steps its error map through the same phase
+    browsers = [scene.GetNthNodeByClass(k, "vtkMRMLSequenceBrowserNode")
+                for k in range(scene.GetNumberOfNodesByClass("vtkMRMLSequenceBrowserNode"))]
+    shared = [b for b in browsers if b.GetSequenceNode(run.synthesized) is not None]
+    assert len(shared) == 1 and shared[0].GetSequenceNode(run.error_map) is not None
+    shared[0].SetSelectedItemNumber(3)
+    from MRISynthesisSlicerLib.nodes import _sequences_logic
+    _sequences_logic(scene).UpdateProxyNodesFromSequences(shared[0])
+    np.testing.assert_allclose(slicer.util.arrayFromVolume(run.error_map), expected.error_map.volume.array[3],
+                               atol=1e-3)

@@ -30,9 +30,8 @@ def main(argv):
     from MRISynthesisLib.cli import build_parser
     from MRISynthesisLib.errors import InputError
     from MRISynthesisLib.inputs import SERIES_SEQUENCES
-    from MRISynthesisLib.metrics import to_json_safe
     from MRISynthesisLib.sequences import canonical, parse_assignments
-    from MRISynthesisLib.synthesize_cmd import check_outputs
+    from MRISynthesisLib.synthesize_cmd import check_outputs, synthesis_report
     from MRISynthesisLib.volume import read_volume, refuse_overwrite, report_path, write_volume
     from MRISynthesisSlicerLib.logic import SynthesisLogic
     from MRISynthesisSlicerLib.nodes import sequence_behind, series_from_node, series_node
@@ -64,17 +63,13 @@ def main(argv):
             nodes, canonical(args.target), args.model, reference=args.reference and canonical(args.reference),
             register=args.register, device=args.device, real=real, phases=args.phases, mirror=args.mirror)
         save(run.synthesized, args.out)
-        report = {"output": args.out, "provenance": {k[len("MRISynthesis."):]: run.synthesized.GetAttribute(k)
-                                                     for k in run.synthesized.GetAttributeNames()
-                                                     if k.startswith("MRISynthesis.")}}
         if run.error_map is not None and args.error_map:
             save(run.error_map, args.error_map)
-        if run.metrics is not None:
-            report["metrics"] = {run.metrics.GetCellText(r, 0): float(run.metrics.GetCellText(r, 1))
-                                 for r in range(run.metrics.GetNumberOfRows())}
+        # the CLI's report, from the pipeline's own result (full-precision metrics, registrations, provenance)
+        report = synthesis_report(run.result, args.out, args.error_map if run.error_map is not None else None)
         sidecar = report_path(args.out)  # named as the command line names it
         refuse_overwrite(sidecar, protected)
-        sidecar.write_text(json.dumps(to_json_safe(report), indent=1))
+        sidecar.write_text(json.dumps(report, indent=1, allow_nan=False))
         print(f"wrote {args.out}")
         for warning in run.warnings:
             print(f"warning: {warning}")

@@ -38,6 +38,7 @@ class RunNodes:
     metrics: object | None = None
     extra: list = field(default_factory=list)
     warnings: list = field(default_factory=list)  # what the user must know about the result (provenance)
+    result: object | None = None  # the library's SynthesisResult, when made in this process (headless batch)
 
 
 @dataclass
@@ -153,7 +154,9 @@ class SynthesisLogic:
         reference_node = chosen.get(result.provenance["reference"])
         error = (result.error_map.volume, result.error_map.max_error) if result.error_map is not None else None
         metrics = result.metrics["metrics"] if result.metrics is not None else None
-        return self.show(target, model, result.volume, result.provenance, reference_node, metrics=metrics, error=error)
+        run = self.show(target, model, result.volume, result.provenance, reference_node, metrics=metrics, error=error)
+        run.result = result
+        return run
 
     def show(self, target: str, model: str, synthesized, provenance: Mapping[str, object], reference_node=None, *,
              metrics: Mapping[str, Mapping] | None = None, error=None) -> RunNodes:
@@ -165,7 +168,7 @@ class SynthesisLogic:
         run = RunNodes(folder, synth, warnings=list(provenance.get("warnings", [])))
         if error is not None:
             volume, max_error = error
-            run.error_map = self._result_node(volume, f"{target} error map ({model})", folder)
+            run.error_map = self._result_node(volume, f"{target} error map ({model})", folder, with_series=synth)
             show_as_overlay(run.error_map, error_color_table(self.scene), max_error)
             set_provenance(run.error_map, {**provenance, "map": "|real - synthesized| (IMPORTANT-Net eq. 9)",
                                            "max_error": max_error})
@@ -217,17 +220,29 @@ class SynthesisLogic:
         place_in_folder(self.scene, table, folder)
         return MapNodes(folder, nodes, table, map_to_show(means), reference_node, list(provenance.get("warnings", [])))
 
-    def _result_node(self, volume, name: str, folder: int):
+    def _result_node(self, volume, name: str, folder: int, with_series=None):
         """A result in ``folder`` as the views show it: a scalar volume, or for a series target (Seq2Seq
-        breast DCE, DWI) the volume a new sequence browser shows, which steps through its frames."""
+        breast DCE, DWI) the volume a sequence browser shows, which steps through its frames: a new browser,
+        or that of ``with_series`` (the synthesized series, which its error map then steps with)."""
         if not volume.is_series:
             node = node_from_volume(self.scene, volume, name)
             place_in_folder(self.scene, node, folder)
             return node
-        sequence, _, proxy = series_node(self.scene, volume, name)
+        browser = _browser_of(with_series) if with_series is not None else None
+        sequence, _, proxy = series_node(self.scene, volume, name, browser=browser)
         for node in (sequence, proxy):
             place_in_folder(self.scene, node, folder)
         return proxy
+
+
+def _browser_of(proxy):
+    """The sequence browser that puts ``proxy`` in the views (None for a plain volume)."""
+    scene = proxy.GetScene()
+    for k in range(scene.GetNumberOfNodesByClass("vtkMRMLSequenceBrowserNode")):
+        browser = scene.GetNthNodeByClass(k, "vtkMRMLSequenceBrowserNode")
+        if browser.GetSequenceNode(proxy) is not None:
+            return browser
+    return None
 
 
 def model_choices(target: str, present: set[str], weights_folder=None) -> tuple[str, list[tuple[str, str, str | None]]]:
@@ -277,18 +292,22 @@ def assign_by_name(nodes) -> dict[str, object]:
 
 
 def write_inputs(inputs: Mapping[str, object], folder, real=None, target: str = "",
-                 file_name: Callable[[str], str] = lambda seq: f"{seq}.nii.gz") -> tuple[dict[str, str], str | None]:
+                 file_name: Callable[[str], str] = lambda seq: f"{seq}.nii") -> tuple[dict[str, str], str | None]:
     """The selected nodes as files the worker process reads: each node as the views show it (parent
     transform applied) and DCE/DWI as 4D NIfTI with their frames in a JSON sidecar, so the worker
-    synthesizes exactly what the in-process Logic would. Returns ({sequence: path}, real path or None)."""
+    synthesizes exactly what the in-process Logic would. Returns ({sequence: path}, real path or None).
+
+    Uncompressed: these temporary files are written on Slicer's GUI thread before the worker starts, where
+    gzip of a 4D series would hold the panel for seconds, and are read once."""
     from pathlib import Path
 
     from MRISynthesisLib.volume import write_volume
 
     folder = Path(folder)
-    files = {seq: str(write_volume(checked_volume(node, seq), folder / file_name(seq))) for seq, node in inputs.items()
-             if node is not None}
-    real_file = str(write_volume(checked_volume(real, target or "real"), folder / "real.nii.gz")) if real is not None else None
+    files = {seq: str(write_volume(checked_volume(node, seq), folder / file_name(seq), compress=False))
+             for seq, node in inputs.items() if node is not None}
+    real_file = (str(write_volume(checked_volume(real, target or "real"), folder / "real.nii", compress=False))
+                 if real is not None else None)
     return files, real_file
 
 
@@ -423,8 +442,9 @@ def show_ranking(scene, ranking: Mapping) -> tuple[object, object]:
     from ``rank_cmd``'s ``ranking.json`` content."""
     rows = ranking["table"]
     table = metrics_table(scene, "sequence ranking (Seq2Seq Eq. 4)", rows)
-    for note in ranking.get("notes", []):
-        table.SetAttribute("MRISynthesis.note", note)
+    notes = list(ranking.get("notes", []))
+    if notes:  # every note, not only the last: one attribute, one note per line
+        table.SetAttribute("MRISynthesis.note", "\n".join(notes))
     chart = scene.AddNewNodeByClass("vtkMRMLPlotChartNode", "sequence ranking chart")
     chart.SetTitle("totipotency C_t and imaging differentiation C_d")
     chart.SetXAxisTitle("sequence")

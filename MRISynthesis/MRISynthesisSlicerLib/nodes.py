@@ -195,10 +195,13 @@ def _sequences_logic(scene):
         return logic
 
 
-def series_node(scene, volume, name: str):
+def series_node(scene, volume, name: str, browser=None):
     """A 4D series (DCE phases, DWI b-values) as Slicer shows one: a sequence node with one scalar volume
     per frame, indexed by the frame's time or b-value, and a browser whose proxy volume (named ``name``)
-    the views display and the user can step through. Returns (sequence, browser, proxy)."""
+    the views display and the user can step through. Returns (sequence, browser, proxy).
+
+    ``browser``: an existing browser to add the series to, synchronised with its primary sequence (a
+    synthesized series' error map steps through the phases with it), instead of a browser of its own."""
     import slicer
 
     from MRISynthesisLib.volume import FRAME_INDEX
@@ -215,11 +218,14 @@ def series_node(scene, volume, name: str):
         value = volume.frames[k][key] if key is not None else k
         sequence.SetDataNodeAtValue(frame, f"{float(value):g}")
     logic = _sequences_logic(scene)
-    browser = scene.AddNewNodeByClass("vtkMRMLSequenceBrowserNode", f"{name} browser")
-    # "Primary" in newer Slicer, "Master" up to now
-    set_primary = (getattr(browser, "SetAndObservePrimarySequenceNodeID", None)
-                   or browser.SetAndObserveMasterSequenceNodeID)
-    set_primary(sequence.GetID())
+    if browser is not None:
+        browser.AddSynchronizedSequenceNodeID(sequence.GetID())
+    else:
+        browser = scene.AddNewNodeByClass("vtkMRMLSequenceBrowserNode", f"{name} browser")
+        # "Primary" in newer Slicer, "Master" up to now
+        set_primary = (getattr(browser, "SetAndObservePrimarySequenceNodeID", None)
+                       or browser.SetAndObserveMasterSequenceNodeID)
+        set_primary(sequence.GetID())
     logic.UpdateProxyNodesFromSequences(browser)
     proxy = browser.GetProxyNode(sequence)
     proxy.SetName(name)
