@@ -31,6 +31,7 @@ from typing import Callable, Mapping
 from .errors import InputError
 from .selection import EXPECTED, choose_model, explain
 from .sequences import BRATS_2021, SEGMENTATION, SUFFIX_2023, case_of_file, discover_case, read_case_manifest
+from .volume import SINGLE_FILE_SUFFIXES, image_suffix
 
 _SUFFIX_2021 = {v: k for k, v in BRATS_2021.items()}
 
@@ -96,12 +97,16 @@ def _mark_duplicate_case_names(cases: dict[str, dict]) -> None:
 def output_name(case: str, files: Mapping[str, Path], target: str) -> str:
     """The missing file's name in the case's own naming: BraTS 2021 (``<case>_t1ce.nii.gz``) when its
     files put ``_`` after the case name, else BraTS 2023 (``<case>-t1c.nii.gz``); ``<case>`` is the name
-    the sibling files carry, which may differ from the folder's."""
+    the sibling files carry, which may differ from the folder's. The format is the siblings' when they
+    share one single-file format (a case of ``.nrrd`` files gets a ``.nrrd``), else NIfTI (``.nii.gz``)."""
     case = case_name(case, files)
-    names = [Path(p).name for k, p in files.items() if k != SEGMENTATION]
+    paths = [Path(p) for k, p in files.items() if k != SEGMENTATION]
+    names = [p.name for p in paths]
+    shared = {p.name[len(p.name) - len(image_suffix(p)):] for p in paths}  # as spelled: ".nrrd", ".NII.GZ"
+    extension = shared.pop() if len(shared) == 1 and image_suffix(paths[0]) in SINGLE_FILE_SUFFIXES else ".nii.gz"
     if names and all(n.startswith(f"{case}_") for n in names):
-        return f"{case}_{_SUFFIX_2021[target]}.nii.gz"
-    return f"{case}-{SUFFIX_2023[target]}.nii.gz"
+        return f"{case}_{_SUFFIX_2021[target]}{extension}"
+    return f"{case}-{SUFFIX_2023[target]}{extension}"
 
 
 ALREADY_WRITTEN = "already written (--overwrite to redo)"

@@ -41,6 +41,8 @@ SUPPORTED_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 IDENTITY_DIRECTION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 #: headers whose voxels are in a data file beside them
 DETACHED_SUFFIXES = (".nhdr", ".mhd")
+#: formats that hold header and voxels in one file
+SINGLE_FILE_SUFFIXES = tuple(s for s in SUPPORTED_SUFFIXES if s not in DETACHED_SUFFIXES)
 #: a NIfTI file whose sform and qform place some corner of its field of view further apart than this is named
 FORMS_APART_MM = 1.0
 
@@ -288,6 +290,11 @@ def require_same_geometry(volumes: Mapping[str, Volume], **tolerances: float) ->
 
 
 # --------------------------------------------------------------------- file I/O
+def image_suffix(path: str | Path) -> str:
+    """The image format's suffix of ``path``, lower-case (``.nii.gz`` for ``T1.NII.GZ``)."""
+    return _suffix(Path(path))
+
+
 def _suffix(path: Path) -> str:
     name = path.name.lower()
     for suffix in SUPPORTED_SUFFIXES:
@@ -368,6 +375,10 @@ def read_volume(path: str | Path) -> Volume:
     except RuntimeError as err:  # SimpleITK reports unreadable and truncated files as RuntimeError
         first = str(err).strip().splitlines()
         detail = next((line for line in first if "ERROR" in line or "rror" in line), first[0] if first else "")
+        if "orthonormal" in str(err):  # a readable file whose affine shears: not damage, a geometry ITK refuses
+            raise InputError(f"{path}: its header's affine is sheared (the voxel axes are not perpendicular), which "
+                             "ITK and Slicer do not read; resample it onto an orthogonal grid first (for example "
+                             "with nibabel's resample_to_output)") from err
         raise InputError(f"{path}: cannot be read as an image (corrupt or truncated?): {detail.strip()[:200]}") from err
 
 

@@ -126,6 +126,11 @@ def test_output_names_follow_the_siblings(tmp_path):
     assert output_name("folder-7", {"T1": tmp_path / "BraTS-GLI-00007-000-t1n.nii.gz",
                                     "T2": tmp_path / "BraTS-GLI-00007-000-t2w.nii.gz"}, "FLAIR") == \
         "BraTS-GLI-00007-000-t2f.nii.gz"
+    # the siblings' format when they share a single-file one; NIfTI otherwise
+    assert output_name("C", {"T1": tmp_path / "C-t1n.nrrd", "T2": tmp_path / "C-t2w.nrrd"}, "T1ce") == "C-t1c.nrrd"
+    assert output_name("C", {"T1": tmp_path / "C-t1n.MHA"}, "T1ce") == "C-t1c.MHA"
+    assert output_name("C", {"T1": tmp_path / "C-t1n.nrrd", "T2": tmp_path / "C-t2w.mha"}, "T1ce") == "C-t1c.nii.gz"
+    assert output_name("C", {"T1": tmp_path / "C-t1n.mhd"}, "T1ce") == "C-t1c.nii.gz"
 
 
 def test_batch_command_exit_code_reports_failures(models, dataset, tmp_path, monkeypatch):

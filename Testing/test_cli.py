@@ -84,6 +84,16 @@ def case_truncated_nrrd(tmp):
     return [f"T2={path}"], [str(path), "corrupt or truncated"]
 
 
+def case_sheared(tmp):
+    import nibabel as nib
+
+    affine = np.eye(4)
+    affine[0, 1] = 0.5  # voxel axes not perpendicular: readable, but not a grid ITK or Slicer takes
+    path = tmp / "t1-sheared.nii.gz"
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).uniform(1, 2, (8, 8, 8)).astype(np.float32), affine), path)
+    return [f"T1={path}"], [str(path), "affine is sheared", "resample it onto an orthogonal grid"]
+
+
 def case_text_file(tmp):
     path = tmp / "flair.nii.gz"
     path.write_text("this is not an image\n")
@@ -181,7 +191,7 @@ def case_mismatched_size(tmp):
     return [f"T1={a}", f"T2={b}", "--same-grid"], [f"T2 ({b})", "not on the grid", "size"]
 
 
-CHECK_ERRORS = [case_missing, case_truncated, case_truncated_nrrd, case_text_file, case_empty_file, case_folder,
+CHECK_ERRORS = [case_missing, case_truncated, case_truncated_nrrd, case_sheared, case_text_file, case_empty_file, case_folder,
                 case_unsupported, case_2d, case_single_slice, case_series_for_3d, case_3d_for_series, case_nan,
                 case_inf, case_all_zero, case_one_voxel, case_unknown_sequence, case_duplicate_sequence, case_no_equals,
                 case_mismatched_grid, case_mismatched_size]
