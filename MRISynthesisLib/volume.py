@@ -664,11 +664,31 @@ def refuse_overwrite(path: str | Path, protect: Sequence[str | Path]) -> None:
         return
     for other in protect:
         # a series input's frame sidecar belongs to it as much as its image (another JSON beside a 3D
-        # input, an earlier run's report say, is not the input's)
+        # input, an earlier run's report say, is not the input's), and so do a detached header's voxels
         side = sidecar_path(other)
-        for input_file in (Path(other), *([side] if is_frame_sidecar(side) else [])):
+        for input_file in (Path(other), *([side] if is_frame_sidecar(side) else []), *detached_data_files(other)):
             if input_file.exists() and os.path.samefile(path, input_file):
                 raise InputError(f"{path}: output would overwrite an input file ({input_file})")
+
+
+def detached_data_files(header: str | Path) -> list[Path]:
+    """The voxel files a detached header (``.mhd``'s ``ElementDataFile``, ``.nhdr``'s ``data file``) names,
+    beside it; none for other formats or a header that cannot be read."""
+    header = Path(header)
+    if _suffix(header) not in DETACHED_SUFFIXES:
+        return []
+    try:
+        lines = header.read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    found = []
+    for line in lines:
+        key, separator, value = line.partition("=" if _suffix(header) == ".mhd" else ":")
+        if separator and key.strip().lower().replace(" ", "") in ("elementdatafile", "datafile"):
+            name = value.strip()
+            if name and name.upper() != "LOCAL" and not name.upper().startswith("LIST"):
+                found.append(header.parent / name)
+    return found
 
 
 def write_volume(volume: Volume, path: str | Path, *, compress: bool = True, protect: Sequence[str | Path] = ()) -> Path:
@@ -691,7 +711,10 @@ def write_volume(volume: Volume, path: str | Path, *, compress: bool = True, pro
     try:
         staging.mkdir()
         sitk.WriteImage(volume.to_sitk(), str(written), useCompression=compress)
-        for data_file in (f for f in staging.iterdir() if f != written):  # a detached header's voxels
+        data_files = [f for f in staging.iterdir() if f != written]  # a detached header's voxels
+        for data_file in data_files:  # never onto an input's own voxels (a header renamed after export)
+            refuse_overwrite(path.parent / data_file.name, protect)
+        for data_file in data_files:
             data_file.replace(path.parent / data_file.name)
         written.replace(path)
     except (RuntimeError, OSError) as err:

@@ -142,6 +142,25 @@ def test_a_detached_header_names_its_data_file_and_a_rewrite_leaves_no_orphan(tm
         write_volume(volume, tmp_path / f"T1CE{suffix.upper()}")
 
 
+@pytest.mark.parametrize("suffix, data_suffix", [(".nhdr", ".raw.gz"), (".mhd", ".zraw")])
+def test_an_output_never_replaces_the_voxels_an_input_header_names(tmp_path, suffix, data_suffix):
+    """An input header renamed after export (scan.mhd naming t1ce.zraw): writing t1ce.mhd would write
+    t1ce.zraw, the input's voxels. Refused, and the input still reads as it was."""
+    import shutil
+
+    volume = make_volume(seed=12)
+    written = write_volume(volume, tmp_path / f"t1ce{suffix}")
+    scan = tmp_path / f"scan{suffix}"
+    shutil.move(written, scan)  # the header renamed; it still names t1ce<data_suffix>
+    from MRISynthesisLib.volume import detached_data_files
+    assert detached_data_files(scan) == [tmp_path / f"t1ce{data_suffix}"]
+    before = (tmp_path / f"t1ce{data_suffix}").read_bytes()
+    with pytest.raises(InputError, match=f"t1ce{data_suffix}: output would overwrite an input file"):
+        write_volume(make_volume(seed=13), tmp_path / f"t1ce{suffix}", protect=[scan])
+    assert (tmp_path / f"t1ce{data_suffix}").read_bytes() == before and not (tmp_path / f"t1ce{suffix}").exists()
+    np.testing.assert_array_equal(read_volume(scan).array, volume.array)
+
+
 def test_a_slicer_sequence_saved_as_nrrd_reads_as_a_series_with_its_frame_times(tmp_path):
     """Slicer saves a sequence (a DCE loaded from DICOM, say) as a 4D NRRD whose first axis is a ``list``
     indexed in seconds; ITK reads it as one image of several components. Those are the frames, at
