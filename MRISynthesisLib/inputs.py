@@ -20,6 +20,9 @@ SERIES_SEQUENCES = {"DWI", "DCE"}
 #: Fewer voxels above a volume's minimum than a 4 x 4 x 4 block: no image to normalise or register (a mask
 #: saved in the wrong slot, a volume zeroed but for a marker), though it is neither constant nor negative.
 MIN_SIGNAL_VOXELS = 64
+#: At most this many distinct values: a label map or mask (a segmentation's 0-4, a binary mask) given in a
+#: sequence's place, which no MRI magnitude image is (even 8-bit ones hold dozens of grey levels).
+MAX_LABEL_VALUES = 10
 
 
 def check_volume(volume: Volume, sequence: str, where: str, *, series: bool | None = None) -> Volume:
@@ -43,7 +46,22 @@ def check_volume(volume: Volume, sequence: str, where: str, *, series: bool | No
         raise InputError(f"{where}: only {signal} voxel(s) rise above its background value "
                          f"({float(volume.array.min()):g}); an image of {sequence} needs at least "
                          f"{MIN_SIGNAL_VOXELS}")
+    values = _few_distinct_values(volume.array)
+    if values is not None:
+        shown = ", ".join(f"{v:g}" for v in values)
+        raise InputError(f"{where}: holds only {len(values)} distinct values ({shown}): a label map or mask, "
+                         f"not an image of {sequence}")
     return volume
+
+
+def _few_distinct_values(array: np.ndarray) -> np.ndarray | None:
+    """The distinct values of ``array`` when there are at most :data:`MAX_LABEL_VALUES` (a label map), else
+    None; a coarse sample answers first for the usual image, so a large volume is not sorted whole."""
+    sample = np.unique(array[tuple(slice(None, None, 4) for _ in range(array.ndim))])
+    if len(sample) > MAX_LABEL_VALUES:
+        return None
+    values = np.unique(array)
+    return values if len(values) <= MAX_LABEL_VALUES else None
 
 
 def frame_index(sequence: str, n_frames: int, frames: Mapping[str, int], model: str) -> int:

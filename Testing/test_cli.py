@@ -165,6 +165,14 @@ def case_one_voxel(tmp):
     return [f"FLAIR={path}"], [str(path), "only 1 voxel(s) rise above its background value (0)", "at least 64"]
 
 
+def case_label_map(tmp):
+    array = np.zeros((6, 7, 8), np.float32)
+    array[1:5, 2:6, 2:7] = 2.0
+    array[2:4, 3:5, 3:6] = 4.0  # a tumour segmentation's labels in T2's place
+    path = _write(tmp / "seg-as-t2.nii.gz", Volume(array))
+    return [f"T2={path}"], [str(path), "holds only 3 distinct values (0, 2, 4): a label map or mask"]
+
+
 def case_unknown_sequence(tmp):
     return [f"T3={_t1(tmp)}"], ["unknown sequence name 'T3'"]
 
@@ -193,7 +201,7 @@ def case_mismatched_size(tmp):
 
 CHECK_ERRORS = [case_missing, case_truncated, case_truncated_nrrd, case_sheared, case_text_file, case_empty_file, case_folder,
                 case_unsupported, case_2d, case_single_slice, case_series_for_3d, case_3d_for_series, case_nan,
-                case_inf, case_all_zero, case_one_voxel, case_unknown_sequence, case_duplicate_sequence, case_no_equals,
+                case_inf, case_all_zero, case_one_voxel, case_label_map, case_unknown_sequence, case_duplicate_sequence, case_no_equals,
                 case_mismatched_grid, case_mismatched_size]
 
 
