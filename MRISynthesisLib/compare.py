@@ -107,14 +107,14 @@ def _montage_png(case: str, target: str, shown: dict) -> bytes:
     from .phantom.montage import _views  # the radiological axial display the other figures use
 
     def axial(volume, z: int) -> np.ndarray:  # upright: axial whatever plane the case was acquired in
-        upright_volume = upright(volume)
-        return _views(upright_volume.array, (z, 0, 0), upright_volume.direction_matrix)[0]
+        turned = upright(volume)
+        return _views(turned.array, (z, 0, 0), turned.direction_matrix)[0]
 
-    real = upright(shown["real"]).array
+    real = upright(shown["real"])
     models = [k for k in shown if k != "real"]
-    z = int(np.argmax((real > np.percentile(real, 50)).sum(axis=(1, 2))))
+    z = int(np.argmax((real.array > np.percentile(real.array, 50)).sum(axis=(1, 2))))
     fig, axes = plt.subplots(2, len(models) + 1, figsize=(2.4 * (len(models) + 1), 4.8), squeeze=False)
-    real_slice = axial(shown["real"], z)
+    real_slice = axial(real, z)  # turning an upright volume again changes nothing
     low, high = np.percentile(real_slice, [0.5, 99.5])
     axes[0, 0].imshow(real_slice, cmap="gray", vmin=low, vmax=high)
     axes[0, 0].set_title(f"real {target}", fontsize=8)
