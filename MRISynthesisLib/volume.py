@@ -691,12 +691,19 @@ def detached_data_files(header: str | Path) -> list[Path]:
     return found
 
 
-def write_volume(volume: Volume, path: str | Path, *, compress: bool = True, protect: Sequence[str | Path] = ()) -> Path:
+def write_volume(volume: Volume, path: str | Path, *, compress: bool = True, protect: Sequence[str | Path] = (),
+                 labels: bool = False) -> Path:
     """Write ``volume``; series also get a JSON sidecar with their frames.
 
     ``protect`` lists input files that must never be overwritten (an output equal to an input is an
-    error, not a silent overwrite of the user's data).
+    error, not a silent overwrite of the user's data). ``labels``: a label map, stored as 16-bit unsigned
+    integers as segmentations are (so viewers and tools tell it from an image by its type); its values
+    must be whole numbers in 0..65535.
     """
+    if labels and not (np.array_equal(volume.array, np.rint(volume.array)) and volume.array.min() >= 0
+                       and volume.array.max() <= np.iinfo(np.uint16).max):
+        raise InputError(f"{path}: a label map holds whole numbers from 0 to 65535, not "
+                         f"[{float(volume.array.min()):g}, {float(volume.array.max()):g}] with fractions")
     path = check_output_file(path)
     refuse_overwrite(path, protect)
     if volume.is_series:
@@ -710,7 +717,8 @@ def write_volume(volume: Volume, path: str | Path, *, compress: bool = True, pro
     written = staging / (path.name[: len(path.name) - len(suffix)] + suffix)
     try:
         staging.mkdir()
-        sitk.WriteImage(volume.to_sitk(), str(written), useCompression=compress)
+        image = volume.to_sitk()
+        sitk.WriteImage(sitk.Cast(image, sitk.sitkUInt16) if labels else image, str(written), useCompression=compress)
         data_files = [f for f in staging.iterdir() if f != written]  # a detached header's voxels
         for data_file in data_files:  # never onto an input's own voxels (a header renamed after export)
             refuse_overwrite(path.parent / data_file.name, protect)

@@ -30,6 +30,11 @@ def test_brain_cases_in_brats_2023_naming(tmp_path, capsys):
     t1 = read_volume(found["T1"])
     assert seg.spatial_shape == t1.spatial_shape
     assert set(np.unique(seg.array)) <= {0.0, 1.0, 2.0, 3.0}
+    import SimpleITK as sitk
+    header = sitk.ImageFileReader()
+    header.SetFileName(str(found["seg"]))
+    header.ReadImageInformation()
+    assert header.GetPixelID() == sitk.sitkUInt16  # a label map by its type, as segmentations are stored
     assert (folder / "montage.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert str(folder) in capsys.readouterr().out
 

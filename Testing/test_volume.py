@@ -620,3 +620,15 @@ def test_a_nifti_whose_sform_and_qform_disagree_is_named_with_the_one_read(tmp_p
     with caplog.at_level(logging.WARNING, logger="MRISynthesisLib.volume"):
         read_volume(path)
     assert caplog.records == []
+
+
+def test_a_label_map_is_written_as_16_bit_integers_and_fractions_are_refused(tmp_path):
+    import SimpleITK as sitk
+
+    labels = Volume(np.array([[[0, 1], [2, 4]], [[0, 0], [1, 3]]], np.float32), (1.0, 1.0, 2.0))
+    path = write_volume(labels, tmp_path / "seg.nii.gz", labels=True)
+    assert sitk.ReadImage(str(path)).GetPixelID() == sitk.sitkUInt16
+    np.testing.assert_array_equal(read_volume(path).array, labels.array)
+    with pytest.raises(InputError, match="a label map holds whole numbers from 0 to 65535"):
+        write_volume(labels.with_array(labels.array + 0.5), tmp_path / "half.nii.gz", labels=True)
+    assert not (tmp_path / "half.nii.gz").exists()

@@ -44,7 +44,7 @@ def write_case(subject, out: Path, *, png: bool = False) -> Path:
     try:
         for sequence, volume in subject.sequences.items():
             write_volume(volume, partial / f"{name}-{SUFFIX_2023[sequence]}.nii.gz")
-        write_volume(subject.labels, partial / f"{name}-{SUFFIX_2023[SEGMENTATION]}.nii.gz")
+        write_volume(subject.labels, partial / f"{name}-{SUFFIX_2023[SEGMENTATION]}.nii.gz", labels=True)
         (partial / "truth.json").write_text(json.dumps(subject.truth_json(), indent=1))
         if png:
             from .montage import write_montage
