@@ -65,7 +65,7 @@ def export_run(run_dir: str | Path, *, anatomy: str | None = None, which: str = 
                      "validation_cases": split["validation"], "steps": state["step"], "checkpoint": which,
                      **_best_validation(state, recipe), "seed": options["seed"],
                      "batch_size": options["batch_size"],
-                     **({"warm_up_steps": warm_up, "steps_run": _steps_run(run_dir, state)} if warm_up else {}),
+                     **({"warm_up_steps": warm_up, "steps_run": _steps_run(run_dir, state, which)} if warm_up else {}),
                      **({"initialised_from": run["initialised_from"]} if run.get("initialised_from") else {})},
         "metrics": metrics or {},
         "build_overrides": {**recipe.build_overrides.get(config, {}),
@@ -149,12 +149,12 @@ def _warm_up_line(training: dict) -> str:
             "its patience, so these weights are the paper's generator trained without its adversarial terms.\n")
 
 
-def _steps_run(run_dir: Path, kept: dict) -> int:
-    """How far the run went: its last checkpoint's step (the kept one's when that is the last)."""
+def _steps_run(run_dir: Path, kept: dict, which: str) -> int:
+    """How far the run went: its last checkpoint's step (the kept one's, not read again, when that is the last)."""
     from .checkpoint import load
 
     last = run_dir / "checkpoints" / "last.pt"
-    return int(load(last)["step"]) if last.exists() else int(kept["step"])
+    return int(load(last)["step"]) if which != "last" and last.exists() else int(kept["step"])
 
 
 def write_model_card(entry: WeightsEntry, folder: str | Path | None = None) -> Path:
@@ -162,6 +162,8 @@ def write_model_card(entry: WeightsEntry, folder: str | Path | None = None) -> P
     from ..selection import translates
 
     training = entry.training
+    data = str(training.get("data", ""))
+    phantom = data.startswith("phantom:")
     if translates(entry.model):
         title = f"{' + '.join(entry.inputs)} -> {' + '.join(entry.targets)}"
         preparation = f"""- Sequences, in channel order: {', '.join(entry.inputs)}; output: {', '.join(entry.targets)}.
@@ -176,11 +178,9 @@ def write_model_card(entry: WeightsEntry, folder: str | Path | None = None) -> P
         title = f"de novo {size} x {size} multiparametric patches ({entry.build_overrides.get('variant', 'dcgan')})"
         preparation = f"""- A generator: noise and a class (benign, malignant, healthy) in, a {size} x {size} patch out with seven
   channels (T2, T1 pre, T1 post 1-4, subtraction post 1 - pre) in [-1, 1], as `mri-synthesis generate` writes.
-- Real patches it imitates: {"breast phantom" if str(training.get("data", "")).startswith("phantom:") else "the training"} cases at {entry.voxel_size_mm:g} mm, `{entry.normalization}` normalisation
+- Real patches it imitates: {"breast phantom" if phantom else "the training"} cases at {entry.voxel_size_mm:g} mm, `{entry.normalization}` normalisation
   (each series clipped to [0, 2 x p99] within the `{entry.foreground}` foreground mask, {_FOREGROUND_WORDS[entry.foreground]},
   and mapped to [-1, 1])."""
-    data = str(training.get("data", ""))
-    phantom = data.startswith("phantom:")
     metric_lines = "\n".join(f"| {k} | {v} |" for k, v in entry.metrics.items()) or "| (not measured yet) | |"
     widths = entry.build_overrides.get("channels")  # train --widths
     configuration = entry.config + (f", widths {'-'.join(map(str, widths))}" if widths else "")
