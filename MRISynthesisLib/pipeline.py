@@ -39,7 +39,8 @@ from .errors import InputError
 from .inference import Cancelled, choose_device
 from .inputs import check_volume, model_frames
 from .predictors import plan_for, run_plan
-from .preprocess import Normalization, air_level, coverage_on, foreground_mask, is_magnitude, resample_to
+from .preprocess import (Normalization, air_level, coverage_on, foreground_mask, is_magnitude, mask_image,
+                         resample_to)
 from .registration import PRESETS, register as run_registration
 from .sequences import canonical, canonical_keys
 from .volume import Volume
@@ -288,10 +289,10 @@ def prepare(inputs: Mapping[str, Volume], order: tuple[str, ...], reference: str
     on_work, registrations, inside = onto_grid(inputs, order, reference, register, work,
                                                stage_progress(progress, 0.0, 0.3), aligner)
     frames = {n: frames_of(v) for n, v in on_work.items()}
-    # the mask as training draws it (``training.data.normalize_case``): on the plain mean of the inputs
-    mean_image = np.mean([a.mean(axis=0) for a in frames.values()], axis=0)
-    mask = foreground_mask(mean_image, method=foreground)
-    body = mask if foreground == "body" else foreground_mask(mean_image)
+    # the mask as training draws it (``training.data.normalize_case``), whatever scale each input is stored at
+    joint_image = mask_image([a.mean(axis=0) for a in frames.values()])
+    mask = foreground_mask(joint_image, method=foreground)
+    body = mask if foreground == "body" else foreground_mask(joint_image)
     covered = np.logical_and.reduce([inside[n] for n in order])
     coverage = {n: share_of(body, inside[n]) for n in order}
     for name in order:

@@ -10,7 +10,8 @@
   and ``percentile`` (min-max between two percentiles; Seq2Seq's code clips to [0, 2 x p99] and maps
   to [-1, 1]).
 * :func:`foreground_mask` finds the head or body: tissue against air with the triangle threshold
-  (scikit-image), or the older Otsu split the first bundled brain weights were normalised with.
+  (scikit-image), or the older Otsu split the first bundled brain weights were normalised with;
+  :func:`mask_image` is the one image it is drawn on when several sequences describe one case.
 
 Nothing here modifies its input; every function returns new arrays or Volumes.
 """
@@ -303,6 +304,32 @@ def _threshold(array: np.ndarray, method) -> float:
     if 1e-6 <= scale <= 1e6:
         return float(method(array))
     return float(method(array / scale)) * scale
+
+
+def mask_image(arrays: Sequence[np.ndarray]) -> np.ndarray:
+    """The image the foreground mask of several co-registered sequences is drawn on: the mean of each
+    sequence put on one scale first (its distance from its air level, over that distance's 99th
+    percentile; a 4D series by its mean over time).
+
+    MR intensities have no unit: a plain mean lets the sequence stored at the largest scale decide the
+    mask alone, so that storing T2 ten times brighter moved the mask, the normalisation statistics
+    measured in it, and the synthesis. On one scale every sequence counts alike, and the mask (and all
+    that follows from it) is the same whatever scale each file was stored at.
+    """
+    if not arrays:
+        raise ValueError("mask_image needs at least one image")
+    scaled = []
+    for array in arrays:
+        array = np.asarray(array, np.float32)
+        if array.ndim == 4:
+            array = array.mean(axis=0)
+        if not np.all(np.isfinite(array)):
+            raise InputError("cannot compute a foreground mask on an image with NaN or Inf voxels")
+        distance = array if is_magnitude(array) else np.abs(array - air_level(array))
+        top = float(np.percentile(distance, 99))
+        top = top if top > 0 else float(distance.max())
+        scaled.append(distance / top if top > 0 else distance)
+    return np.mean(scaled, axis=0)
 
 
 def foreground_mask(volume: Volume | np.ndarray, *, method: str = "body", fill_holes: bool = True,

@@ -426,6 +426,18 @@ def test_inputs_that_cover_the_whole_body_are_normalised_exactly_as_training_nor
             np.testing.assert_array_equal(prepared.stacked[k], case.volumes[name])
 
 
+def test_the_synthesis_does_not_depend_on_the_scale_an_input_was_stored_at(bundle, subject):
+    """MR intensities have no unit: a T2 stored ten times brighter (another scanner's scaling, a rescale slope)
+    is the same image, so the mask, each input's normalisation and the synthesis must not move (no
+    registration here: ANTs' multithreaded sampling differs between runs by a few hundredths of a mm)."""
+    inputs = {k: subject.sequences[k] for k in ("T1", "T2", "FLAIR")}
+    plain = synthesize(inputs, "T1ce", "unet-ct1", weights_folder=bundle, device="cpu", register="none")
+    brighter = {**inputs, "T2": inputs["T2"].with_array(inputs["T2"].array * np.float32(10.0))}
+    scaled = synthesize(brighter, "T1ce", "unet-ct1", weights_folder=bundle, device="cpu", register="none")
+    spread = float(np.ptp(plain.volume.array))
+    np.testing.assert_allclose(scaled.volume.array, plain.volume.array, rtol=0, atol=1e-3 * spread)
+
+
 def test_inputs_whose_fields_of_view_do_not_meet_are_refused_and_partial_overlaps_are_named(bundle, subject):
     from MRISynthesisLib.pipeline import coverage_warnings, prepare
 

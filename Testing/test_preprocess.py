@@ -11,6 +11,7 @@ from hypothesis.extra import numpy as hnp
 
 from MRISynthesisLib.errors import InputError
 from MRISynthesisLib.preprocess import (CropPad, Normalization, air_level, crop_or_pad, foreground_mask, is_magnitude,
+                                        mask_image,
                                         reference_grid, resample_to, undo_crop_or_pad)
 from MRISynthesisLib.volume import Volume
 
@@ -514,3 +515,32 @@ def test_the_foreground_is_the_same_at_any_intensity_scale(method, scale):
     expected = foreground_mask(image, method=method)
     np.testing.assert_array_equal(foreground_mask((image * np.float32(scale)).astype(np.float32), method=method),
                                   expected)
+
+
+def test_the_mask_of_several_sequences_does_not_depend_on_the_scale_each_was_stored_at():
+    """A plain mean let the brightest-stored sequence decide the mask: a T2 stored ten times brighter moved
+    it (and the normalisation measured in it). On one scale, every sequence counts alike at any scale."""
+    from MRISynthesisLib.phantom.brain import sample_brain
+    from MRISynthesisLib.training.data import aligned_sequences
+
+    aligned = {k: v.array for k, v in aligned_sequences(sample_brain(5, resolution=4.0), ("T1", "T2", "FLAIR")).items()}
+    before = {k: v.copy() for k, v in aligned.items()}
+    for method in ("body", "otsu"):
+        expected = foreground_mask(mask_image(list(aligned.values())), method=method)
+        for factor in (10.0, 0.01):
+            rescaled = {**aligned, "T2": aligned["T2"] * np.float32(factor)}
+            np.testing.assert_allclose(mask_image(list(rescaled.values())), mask_image(list(aligned.values())),
+                                       rtol=1e-5, atol=1e-6)
+            np.testing.assert_array_equal(foreground_mask(mask_image(list(rescaled.values())), method=method),
+                                          expected)
+        tissue = aligned["FLAIR"][expected]
+        z_scored = {**aligned, "FLAIR": (aligned["FLAIR"] - tissue.mean()) / tissue.std()}  # air below 0
+        mask = foreground_mask(mask_image(list(z_scored.values())), method=method)
+        assert _dice(mask, expected) > 0.98
+    for k in aligned:
+        np.testing.assert_array_equal(aligned[k], before[k])
+    series = np.stack([aligned["T1"], 2 * aligned["T1"]])  # a series counts by its mean over time
+    np.testing.assert_allclose(mask_image([series, aligned["T2"]]), mask_image([aligned["T1"], aligned["T2"]]),
+                               rtol=1e-5, atol=1e-6)
+    with pytest.raises(InputError, match="NaN"):
+        mask_image([aligned["T1"], np.full_like(aligned["T2"], np.nan)])

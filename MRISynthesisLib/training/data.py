@@ -26,7 +26,7 @@ import SimpleITK as sitk
 
 from ..errors import InputError
 from ..inputs import load_case
-from ..preprocess import Normalization, coverage_on, foreground_mask, resample_to
+from ..preprocess import Normalization, coverage_on, foreground_mask, mask_image, resample_to
 from ..sequences import SEGMENTATION, canonical, discover_case, read_case_manifest
 from ..volume import Volume, geometry_differences, read_volume
 
@@ -101,8 +101,7 @@ def normalize_case(name: str, volumes: dict[str, Volume], labels: Volume | None,
         where = f"its segmentation ({files[SEGMENTATION]})" if SEGMENTATION in files else "its segmentation"
         raise InputError(f"case {name}: {where} is not on the grid of {first_name} ({'; '.join(diffs)}); the labels "
                          "must lie on the images' voxels")
-    stack = np.mean([v.array if not v.is_series else v.array.mean(0) for v in volumes.values()], axis=0)
-    mask = foreground_mask(stack, method=foreground)
+    mask = foreground_mask(mask_image([v.array for v in volumes.values()]), method=foreground)
     arrays = {}
     for seq, vol in volumes.items():
         region = mask if inside is None else mask & inside[seq]
@@ -121,8 +120,9 @@ def normalize_case(name: str, volumes: dict[str, Volume], labels: Volume | None,
 
 
 #: bumped when what a cached case holds changes (2: the breast organ; 3: a resampled sequence normalised
-#: within its field of view; 4: each sequence's field of view), so an older entry is rebuilt
-CACHE_FORMAT = 4
+#: within its field of view; 4: each sequence's field of view; 5: the mask drawn on sequences put on one
+#: scale, ``preprocess.mask_image``), so an older entry is rebuilt
+CACHE_FORMAT = 5
 
 
 class CaseCache:
