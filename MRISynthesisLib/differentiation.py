@@ -30,8 +30,8 @@ from .errors import InputError
 from .inference import choose_device
 from .inputs import model_frames
 from .maps import differentiation_maps, differentiation_region
-from .pipeline import (Progress, check_taken, coverage_warnings, default_reference, frames_of, prepare, report_progress,
-                       stage_progress)
+from .pipeline import (Progress, alignment_warnings, check_taken, coverage_warnings, default_reference, frames_of,
+                       prepare, report_progress, stage_progress)
 from .predictors import translator
 from .preprocess import resample_to
 from .ranking import score_pair
@@ -140,6 +140,8 @@ def case_differentiation_maps(inputs: Mapping[str, Volume], model: str = "seq2se
         sources = [src for (src, tgt) in predictions if tgt == name]
         means[name] = float(array[differentiation_region(name, sources, prepared.mask, inside)].mean())
     warnings = coverage_warnings(prepared, per_pair=True)
+    if register == "none":
+        warnings += alignment_warnings(inputs, prepared, order)
     if disjoint:
         warnings.append(f"no field of view shared, so neither translated into the other: {', '.join(disjoint)}")
     provenance = {

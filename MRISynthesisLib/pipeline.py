@@ -338,6 +338,34 @@ def coverage_warnings(prepared: Prepared, *, per_pair: bool = False) -> list[str
     return lines
 
 
+#: inputs taken as aligned (registration ``none``) that a quick rigid registration moves further than this
+#: (mm, 95th percentile over the body) get a warning: aligned phantom sequences measure under 2.5 mm
+ALIGNED_WITHIN_MM = 4.0
+
+
+def alignment_warnings(inputs: Mapping[str, Volume], prepared: Prepared, order: tuple[str, ...],
+                       max_points: int = 20000) -> list[str]:
+    """One line per input that does not look aligned with the reference, for inputs the user said were
+    (registration ``none``): a network fed misaligned sequences draws edges twice and lesions where
+    they are not, with nothing else to tell the user why (:func:`registration.apparent_offset_mm`)."""
+    from .registration import apparent_offset_mm
+
+    index = np.argwhere(prepared.body)[:, ::-1]  # (x, y, z) voxel indices of the body on the work grid
+    index = index[:: max(1, len(index) // max_points)]
+    affine = prepared.work.index_to_physical()
+    points = index @ affine[:3, :3].T + affine[:3, 3]
+    lines = []
+    for name in order:
+        if name == prepared.reference:
+            continue
+        offset = apparent_offset_mm(prepared.fixed, inputs[name], points)
+        if offset is not None and offset > ALIGNED_WITHIN_MM:
+            lines.append(f"{name} does not look aligned with {prepared.reference}: a quick rigid registration moves "
+                         f"its anatomy by up to {offset:.0f} mm, but registration 'none' takes the inputs as aligned "
+                         "already; register them (rigid) unless they are")
+    return lines
+
+
 def finish(prepared: Prepared, predicted: np.ndarray) -> Volume:
     """A normalised prediction ((z, y, x), or (frames, z, y, x) for a series target) on the work grid ->
     the reference's intensity scale and grid, body only, never below the reference's own floor.
@@ -432,6 +460,7 @@ def synthesize(inputs: Mapping[str, Volume], target: str, model: str = "unet-ct1
         synth = Volume.adopting(synth.array, synth.spacing, synth.origin, synth.direction, real.frames)
     report_progress(progress, 0.97, "synthesis done")
 
+    checked = {**{n: inputs[n] for n in plan.order}, **({"real target": real} if real is not None else {})}
     provenance = {
         "model": entry.model, "configuration": entry.config, "weights": entry.file, "weights_sha256": entry.sha256,
         "inputs": dict(input_names) if input_names else {n: f"in-memory {n}" for n in inputs},
@@ -439,7 +468,8 @@ def synthesize(inputs: Mapping[str, Volume], target: str, model: str = "unet-ct1
         "work_voxel_size_mm": entry.voxel_size_mm, "test_time_mirroring": mirror, "intensity_scale": f"the reference ({reference}) foreground mean/SD",
         "input_coverage": {n: round(share, 4) for n, share in prepared.coverage.items()},
         "synthesized_share": round(prepared.covered_share, 4),
-        "warnings": coverage_warnings(prepared),
+        "warnings": coverage_warnings(prepared) + (alignment_warnings(checked, prepared, tuple(checked))
+                                                   if register == "none" else []),
         **({"frames": plan.phases} if plan.phases > 1 else {}),
         "package_version": __version__, "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "seconds": round(time.perf_counter() - started, 2), "notice": RESEARCH_USE_NOTICE,

@@ -70,6 +70,8 @@ def test_maps_are_eq5_of_each_single_source_translation_on_the_reference_grid(mo
         assert result.foreground_means[target] == pytest.approx(float(expected[prepared.mask].mean()), rel=1e-5)
     assert result.provenance["reference"] == "T1" and "Eq. 5" in result.provenance["map"]
     assert "[-1, 1]" in result.provenance["units"]
+    # the phantom's sequences as acquired, taken as aligned (registration 'none'): named in the warnings
+    assert sorted(w.split()[0] for w in result.provenance["warnings"] if "does not look aligned" in w) == ["T1ce", "T2"]
 
 
 def test_slabs_are_compared_pair_by_pair_where_both_have_data(models, brain):

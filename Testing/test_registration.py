@@ -18,8 +18,8 @@ from MRISynthesisLib.cli import main
 from MRISynthesisLib.errors import InputError
 from MRISynthesisLib.phantom import sample
 from MRISynthesisLib.phantom.brain import sample_brain
-from MRISynthesisLib.registration import (LINEAR_PYRAMID, fields_of_view_overlap, from_ants, linear_pyramid,
-                                         register, to_ants)
+from MRISynthesisLib.registration import (LINEAR_PYRAMID, apparent_offset_mm, fields_of_view_overlap, from_ants,
+                                          linear_pyramid, register, to_ants)
 from MRISynthesisLib.volume import Volume, read_volume, write_volume
 
 
@@ -344,3 +344,23 @@ def test_a_seed_ants_cannot_hold_is_refused_before_registering():
     volume = Volume(np.random.default_rng(0).uniform(1, 2, (12, 12, 12)).astype(np.float32))
     with pytest.raises(InputError, match=r"registration seed must be from 0 to 2\*\*31 - 1, not 2147483648"):
         register(volume, volume, "rigid", seed=2 ** 31)
+
+
+def test_the_apparent_offset_tells_aligned_sequences_from_moved_ones(subject):
+    """The check behind registration 'none''s warning: sequences resampled with their true motion undone
+    measure a fraction of the true motion; as acquired, about what the phantom moved them by."""
+    from MRISynthesisLib.training.data import aligned_sequences
+
+    t1 = subject.sequences["T1"]
+    points = np.asarray(_brain_points(subject, step=3))
+    aligned = aligned_sequences(subject, ("T1", "T2"))["T2"]
+    truth = subject.transforms["T2"]
+    moved_by = float(np.percentile(np.linalg.norm(points @ truth[:3, :3].T + truth[:3, 3] - points, axis=1), 95))
+    assert moved_by > 4.0, "the phantom moved T2"
+    before = subject.sequences["T2"].array.copy()
+    assert apparent_offset_mm(t1, aligned, points) < 2.0
+    assert apparent_offset_mm(t1, subject.sequences["T2"], points) == pytest.approx(moved_by, abs=2.0)
+    np.testing.assert_array_equal(subject.sequences["T2"].array, before)
+    shifted = Volume(t1.array, t1.spacing, tuple(np.asarray(t1.origin) + (10.0, 0.0, 0.0)), t1.direction)  # a header 1 cm off
+    assert apparent_offset_mm(t1, shifted, points) == pytest.approx(10.0, abs=1.5)
+    assert apparent_offset_mm(t1, t1.with_array(np.zeros_like(t1.array)), points) is None  # nothing to register

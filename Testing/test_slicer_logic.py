@@ -108,8 +108,11 @@ def test_a_slab_input_node_gives_a_result_that_warns_of_its_blank_part(scene, bu
     inputs["FLAIR"] = node_from_volume(scene, slab, "slab case FLAIR")
     run = SynthesisLogic(scene).synthesize(inputs, "T1ce", "unet-ct1", device="cpu", weights_folder=bundle,
                                            register="none")
-    assert len(run.warnings) == 1 and run.warnings[0].startswith("FLAIR covers")
+    coverage = [w for w in run.warnings if " covers " in w]
+    assert len(coverage) == 1 and coverage[0].startswith("FLAIR covers")
     assert "FLAIR covers" in run.synthesized.GetAttribute("MRISynthesis.warnings")
+    # the phantom's sequences as acquired, taken as aligned: each moved one is named too, in the node as well
+    assert "T2 does not look aligned" in run.synthesized.GetAttribute("MRISynthesis.warnings")
 
 
 def test_synthesis_from_nodes_equals_the_command_line_on_the_same_files(scene, bundle, tmp_path, monkeypatch):
