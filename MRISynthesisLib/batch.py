@@ -147,21 +147,28 @@ def synthesize_case(case: str, files: Mapping[str, Path], plan: Mapping[str, tup
                     anatomy: str, brasyn: bool, register: str, device: str, weights_folder=None,
                     say: Callable[[str], None] = print) -> tuple[list[str], list[str]]:
     """Write every planned target of one case; returns the files written and the results' warnings (an
-    input whose field of view leaves part of the anatomy blank), each prefixed with its target. All or
+    input whose field of view leaves part of the anatomy blank, each prefixed with its target; with
+    registration ``none``, a sequence that does not look aligned, checked once for the case). All or
     nothing: when a target fails, the case's files this call wrote are removed (a case reported as failed
     leaves no output that reads as its result, in a flat --brasyn folder least of all)."""
     from .inputs import load_case
-    from .pipeline import synthesize
+    from .pipeline import case_alignment_warnings, synthesize
     from .volume import output_folder, refuse_overwrite, report_path, write_volume
 
     present = {k: v for k, v in files.items() if k != SEGMENTATION}
     inputs = load_case(present)
     written, warnings, made = [], [], []
+    used = {k for _, entry, _ in plan.values() for k in entry.inputs if k in inputs}
+    if register == "none" and used:  # once per case, not once per target; only what a model is given
+        for warning in case_alignment_warnings({k: v for k, v in inputs.items() if k in used}):
+            warnings.append(warning)
+            say(f"{case}: warning: {warning}")
     try:
         for target, (path, entry, why) in plan.items():
             usable = {k: v for k, v in inputs.items() if k in entry.inputs and k != target}
             result = synthesize(usable, target, entry.model, anatomy=anatomy, register=register, device=device,
-                                weights_folder=weights_folder, input_names={k: str(files[k]) for k in usable})
+                                weights_folder=weights_folder, input_names={k: str(files[k]) for k in usable},
+                                check_alignment=False)
             if not brasyn:
                 output_folder(path.parent)
             made.append(write_volume(result.volume, path, protect=list(files.values())))

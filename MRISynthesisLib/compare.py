@@ -68,7 +68,7 @@ def compare_case(case: str, volumes: Mapping[str, Volume], seg: Volume | None, *
             progress(step / len(plan), f"{case}: {entry.model} -> {target}")
         usable = {k: v for k, v in volumes.items() if k != target and k in entry.inputs}
         result = synthesize(usable, target, entry.model, anatomy=anatomy, register=register, real=volumes[target],
-                            device=device, weights_folder=weights_folder)
+                            device=device, weights_folder=weights_folder, check_alignment=False)
         metrics = result.metrics["metrics"]
         row = {"case": case, "target": target, "model": entry.model, "weights": entry.file,
                **{k: float(metrics[k]["volume"]) for k in HEADLINE},
@@ -185,6 +185,7 @@ def _compare_cases(cases: Mapping[str, Mapping[str, Path]], out: Path, *, models
     from tqdm import tqdm
 
     from .inputs import load_case
+    from .pipeline import case_alignment_warnings
     from .volume import read_volume
 
     use_lpips, lpips_note = lpips_available()
@@ -205,6 +206,10 @@ def _compare_cases(cases: Mapping[str, Mapping[str, Path]], out: Path, *, models
             seg = read_volume(files[SEGMENTATION]) if SEGMENTATION in files else None
             within = None if on_step is None else (
                 lambda fraction, message, i=index: on_step((i + fraction) / len(cases), message))
+            if register == "none":  # once per case (compare_case does not check it per model and target)
+                for warning in case_alignment_warnings({k: v for k, v in volumes.items() if k in EXPECTED[anatomy]}):
+                    say(f"{case}: warning: {warning}")
+                    notes.append(f"{case}: {warning}")
             case_rows, images = compare_case(case, volumes, seg, anatomy=anatomy, models=models, register=register,
                                              device=device, weights_folder=weights_folder, lpips=use_lpips,
                                              progress=within)

@@ -30,8 +30,8 @@ from .errors import InputError
 from .inference import choose_device
 from .inputs import model_frames
 from .maps import differentiation_maps, differentiation_region
-from .pipeline import (Progress, alignment_warnings, check_taken, coverage_warnings, default_reference, frames_of,
-                       prepare, report_progress, stage_progress)
+from .pipeline import (Progress, alignment_warnings, body_points, check_taken, coverage_warnings, default_reference,
+                       frames_of, prepare, report_progress, stage_progress)
 from .predictors import translator
 from .preprocess import resample_to
 from .ranking import score_pair
@@ -129,6 +129,10 @@ def case_differentiation_maps(inputs: Mapping[str, Volume], model: str = "seq2se
                             lpips_backbone=None)
         translations.append({"source": source, "target": target, "psnr": scores["psnr"], "ssim": scores["ssim"]})
 
+    warnings = coverage_warnings(prepared, per_pair=True)
+    if register == "none":
+        warnings += alignment_warnings(inputs, reference, prepared.fixed, body_points(prepared.body, prepared.work),
+                                       stage_progress(progress, 0.95, 0.96))
     report_progress(progress, 0.96, "imaging-differentiation maps")
     work = prepared.work
     maps, on_work, means = {}, {}, {}
@@ -139,9 +143,6 @@ def case_differentiation_maps(inputs: Mapping[str, Volume], model: str = "seq2se
         on_work[name] = (anatomy_image, array)
         sources = [src for (src, tgt) in predictions if tgt == name]
         means[name] = float(array[differentiation_region(name, sources, prepared.mask, inside)].mean())
-    warnings = coverage_warnings(prepared, per_pair=True)
-    if register == "none":
-        warnings += alignment_warnings(inputs, prepared, order)
     if disjoint:
         warnings.append(f"no field of view shared, so neither translated into the other: {', '.join(disjoint)}")
     provenance = {

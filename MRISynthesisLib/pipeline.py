@@ -290,7 +290,7 @@ def prepare(inputs: Mapping[str, Volume], order: tuple[str, ...], reference: str
                                                stage_progress(progress, 0.0, 0.3), aligner)
     frames = {n: frames_of(v) for n, v in on_work.items()}
     # the mask as training draws it (``training.data.normalize_case``), whatever scale each input is stored at
-    joint_image = mask_image([a.mean(axis=0) for a in frames.values()])
+    joint_image = mask_image([a.mean(axis=0) for a in frames.values()], [inside[n] for n in frames])
     mask = foreground_mask(joint_image, method=foreground)
     body = mask if foreground == "body" else foreground_mask(joint_image)
     covered = np.logical_and.reduce([inside[n] for n in order])
@@ -338,32 +338,48 @@ def coverage_warnings(prepared: Prepared, *, per_pair: bool = False) -> list[str
     return lines
 
 
-#: inputs taken as aligned (registration ``none``) that a quick rigid registration moves further than this
-#: (mm, 95th percentile over the body) get a warning: aligned phantom sequences measure under 2.5 mm
-ALIGNED_WITHIN_MM = 4.0
-
-
-def alignment_warnings(inputs: Mapping[str, Volume], prepared: Prepared, order: tuple[str, ...],
-                       max_points: int = 20000) -> list[str]:
-    """One line per input that does not look aligned with the reference, for inputs the user said were
-    (registration ``none``): a network fed misaligned sequences draws edges twice and lesions where
-    they are not, with nothing else to tell the user why (:func:`registration.apparent_offset_mm`)."""
-    from .registration import apparent_offset_mm
-
-    index = np.argwhere(prepared.body)[:, ::-1]  # (x, y, z) voxel indices of the body on the work grid
+def body_points(body: np.ndarray, grid: Volume, max_points: int = 20000) -> np.ndarray:
+    """LPS millimetres of (at most about ``max_points`` of) the voxels of ``body`` on ``grid``."""
+    index = np.argwhere(body)[:, ::-1]  # (x, y, z) voxel indices
     index = index[:: max(1, len(index) // max_points)]
-    affine = prepared.work.index_to_physical()
-    points = index @ affine[:3, :3].T + affine[:3, 3]
+    affine = grid.index_to_physical()
+    return index @ affine[:3, :3].T + affine[:3, 3]
+
+
+def alignment_warnings(volumes: Mapping[str, Volume], reference: str, fixed: Volume, points: np.ndarray,
+                       progress: Progress | None = None, *, real: str | None = None) -> list[str]:
+    """One line per volume that does not look aligned with ``fixed`` (the ``reference`` sequence), for
+    volumes the user said were (registration ``none``): a network fed misaligned sequences draws edges twice
+    and lesions where they are not, with nothing else to tell the user why
+    (:func:`registration.check_alignment`). ``real``: the key of a real target among ``volumes``, whose
+    misalignment would count as synthesis error."""
+    from .registration import check_alignment
+
+    names = [n for n in volumes if n != reference]
     lines = []
-    for name in order:
-        if name == prepared.reference:
+    for k, name in enumerate(names):
+        shown = f"the real {real}" if name == "real target" and real else name
+        report_progress(progress, k / len(names), f"checking that {shown} is aligned with {reference}")
+        check = check_alignment(fixed, volumes[name], points)
+        if check is None or not check.misaligned:
             continue
-        offset = apparent_offset_mm(prepared.fixed, inputs[name], points)
-        if offset is not None and offset > ALIGNED_WITHIN_MM:
-            lines.append(f"{name} does not look aligned with {prepared.reference}: a quick rigid registration moves "
-                         f"its anatomy by up to {offset:.0f} mm, but registration 'none' takes the inputs as aligned "
-                         "already; register them (rigid) unless they are")
+        consequence = ("its misalignment counts as synthesis error in the metrics and the error map" if shown != name
+                       else "the inputs are taken as aligned already")
+        lines.append(f"{shown} does not look aligned with {reference}: a quick rigid registration moves most of the "
+                     f"anatomy by up to {check.offset_mm:.1f} mm and raises their mutual information by "
+                     f"{100 * check.information_gain:.0f} %, but with registration 'none' {consequence}; "
+                     "register them (rigid) unless they are aligned")
     return lines
+
+
+def case_alignment_warnings(volumes: Mapping[str, Volume], reference: str | None = None,
+                            progress: Progress | None = None) -> list[str]:
+    """:func:`alignment_warnings` for a whole case, once (batch and compare synthesize several targets of
+    one case): every sequence against the reference's own body."""
+    reference = reference or default_reference(volumes)
+    given = volumes[reference]
+    fixed = given.frame(0) if given.is_series else given
+    return alignment_warnings(volumes, reference, fixed, body_points(foreground_mask(fixed), fixed), progress)
 
 
 def finish(prepared: Prepared, predicted: np.ndarray) -> Volume:
@@ -421,13 +437,16 @@ def synthesize(inputs: Mapping[str, Volume], target: str, model: str = "unet-ct1
                register: str = "rigid", real: Volume | None = None, device: str = "auto", anatomy: str | None = None,
                progress: Progress | None = None, weights_folder: str | Path | None = None,
                input_names: Mapping[str, str] | None = None, phases: int | None = None,
-               mirror: bool = False) -> SynthesisResult:
+               mirror: bool = False, check_alignment: bool = True) -> SynthesisResult:
     """Synthesize ``target`` from ``inputs`` ({sequence: Volume}; names as the CLI takes them, ``t1c`` or
     ``T1Gd`` for T1ce) with a bundled ``model``.
 
     ``phases``: the frames of a 4D series target (a model with ``series`` in its manifest entry); default
     the real series' count when ``real`` is given, else the manifest's. ``mirror``: test-time mirroring
-    (:func:`.predictors.mirrored`), twice the inference time for a few tenths of a dB.
+    (:func:`.predictors.mirrored`), twice the inference time for a few tenths of a dB. ``check_alignment``:
+    with registration ``none``, warn of inputs (and ``real``) that do not look aligned
+    (:func:`alignment_warnings`, about a second each); callers that synthesize several targets of one case
+    check it once instead (:func:`case_alignment_warnings`).
     """
     started = time.perf_counter()
     if register not in PRESETS:
@@ -458,9 +477,13 @@ def synthesize(inputs: Mapping[str, Volume], target: str, model: str = "unet-ct1
     synth = finish(prepared, predicted)
     if real is not None and synth.is_series:  # the frames stand for the real series' (times, b-values)
         synth = Volume.adopting(synth.array, synth.spacing, synth.origin, synth.direction, real.frames)
+    warnings = coverage_warnings(prepared)
+    if register == "none" and check_alignment:
+        checked = {**{n: inputs[n] for n in plan.order}, **({"real target": real} if real is not None else {})}
+        warnings += alignment_warnings(checked, reference, prepared.fixed, body_points(prepared.body, prepared.work),
+                                       stage_progress(progress, 0.95, 0.97), real=target)
     report_progress(progress, 0.97, "synthesis done")
 
-    checked = {**{n: inputs[n] for n in plan.order}, **({"real target": real} if real is not None else {})}
     provenance = {
         "model": entry.model, "configuration": entry.config, "weights": entry.file, "weights_sha256": entry.sha256,
         "inputs": dict(input_names) if input_names else {n: f"in-memory {n}" for n in inputs},
@@ -468,8 +491,7 @@ def synthesize(inputs: Mapping[str, Volume], target: str, model: str = "unet-ct1
         "work_voxel_size_mm": entry.voxel_size_mm, "test_time_mirroring": mirror, "intensity_scale": f"the reference ({reference}) foreground mean/SD",
         "input_coverage": {n: round(share, 4) for n, share in prepared.coverage.items()},
         "synthesized_share": round(prepared.covered_share, 4),
-        "warnings": coverage_warnings(prepared) + (alignment_warnings(checked, prepared, tuple(checked))
-                                                   if register == "none" else []),
+        "warnings": warnings,
         **({"frames": plan.phases} if plan.phases > 1 else {}),
         "package_version": __version__, "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "seconds": round(time.perf_counter() - started, 2), "notice": RESEARCH_USE_NOTICE,

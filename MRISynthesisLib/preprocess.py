@@ -306,28 +306,32 @@ def _threshold(array: np.ndarray, method) -> float:
     return float(method(array / scale)) * scale
 
 
-def mask_image(arrays: Sequence[np.ndarray]) -> np.ndarray:
+def mask_image(arrays: Sequence[np.ndarray], inside: Sequence[np.ndarray | None] | None = None) -> np.ndarray:
     """The image the foreground mask of several co-registered sequences is drawn on: the mean of each
     sequence put on one scale first (its distance from its air level, over that distance's 99th
-    percentile; a 4D series by its mean over time).
+    percentile within the voxels ``inside`` its field of view when given; a 4D series by its mean over time).
 
     MR intensities have no unit: a plain mean lets the sequence stored at the largest scale decide the
     mask alone, so that storing T2 ten times brighter moved the mask, the normalisation statistics
     measured in it, and the synthesis. On one scale every sequence counts alike, and the mask (and all
-    that follows from it) is the same whatever scale each file was stored at.
+    that follows from it) is the same whatever scale each file was stored at. The percentile is taken
+    within the field of view because a slab of one slice, among the zeros filled in around it, would
+    otherwise have it fall in the air's noise and its air counted as body.
     """
     if not arrays:
         raise ValueError("mask_image needs at least one image")
     scaled = []
-    for array in arrays:
+    for k, array in enumerate(arrays):
         array = np.asarray(array, np.float32)
         if array.ndim == 4:
             array = array.mean(axis=0)
         if not np.all(np.isfinite(array)):
             raise InputError("cannot compute a foreground mask on an image with NaN or Inf voxels")
         distance = array if is_magnitude(array) else np.abs(array - air_level(array))
-        top = float(np.percentile(distance, 99))
-        top = top if top > 0 else float(distance.max())
+        region = None if inside is None or inside[k] is None else np.asarray(inside[k], bool)
+        sample = distance[region] if region is not None and region.any() else distance
+        top = float(np.percentile(sample, 99))
+        top = top if top > 0 else float(sample.max())
         scaled.append(distance / top if top > 0 else distance)
     return np.mean(scaled, axis=0)
 

@@ -245,3 +245,21 @@ def test_a_case_that_fails_part_way_leaves_none_of_its_outputs(models, dataset, 
         assert not [p for p in out.rglob("*") if case.name in p.name and p.is_file()], brasyn
         assert any(line.startswith(f"{case.name}: removed what it had written") for line in log)
         assert len(calls) == 2
+
+
+def test_a_case_taken_as_aligned_that_is_not_is_warned_of_once(models, tmp_path):
+    """batch with registration 'none' on a case as acquired: the moved sequence is named once for the case,
+    not once for each target made from it."""
+    data = tmp_path / "acquired"
+    assert main(["phantom", "--anatomy", "brain", "--n", "1", "--seed", "72", "--resolution", "4", "--out", str(data),
+                 "--quiet"]) == 0
+    case = next(p for p in data.iterdir() if p.is_dir())
+    for suffix in ("t1c", "t2f"):  # two targets to make from T1 and T2
+        (case / f"{case.name}-{suffix}.nii.gz").unlink()
+    log = []
+    results = run_batch(data, tmp_path / "out", register="none", device="cpu", progress=False, weights_folder=models,
+                        say=log.append)
+    assert [r.status for r in results] == ["written"] and len(results[0].outputs) == 2
+    warned = [line for line in log if line.startswith(f"{case.name}: warning:") and "does not look aligned" in line]
+    assert len(warned) == 1 and f"{case.name}: warning: T2 does not look aligned with T1" in warned[0]
+    assert results[0].warnings == [warned[0].split(": warning: ", 1)[1]]  # and once in the closing summary

@@ -56,6 +56,7 @@ def test_compare_reports_every_eligible_model_per_target(models, dataset, tmp_pa
     assert page.count("data:image/png;base64,") == 4 and "Research use only" in page
     assert "not complete, left out: MRIS-BRAIN-00081: missing FLAIR" in saved["notes"] and saved["failures"] == []
     assert "MRIS-BRAIN-00081" in page  # the case left out is named in the report, not only on the console
+    assert not [note for note in saved["notes"] if "aligned" in note]  # the phantom's --registered cases are
     if [note for note in report["notes"] if note.startswith("LPIPS")]:
         assert all(r["lpips"] is None for r in rows) and "LPIPS unavailable" in page
 
@@ -152,3 +153,21 @@ def test_cases_with_and_without_a_segmentation_share_one_table_and_a_failed_case
     assert {r["case"] for r in saved["rows"]} == {first.name, second.name}
     assert len(saved["failures"]) == 2 and "two files for T1" in saved["failures"][1]
     assert all(any(case.name in note for note in saved["notes"]) for case in (third, fourth))
+
+
+def test_cases_taken_as_aligned_that_are_not_are_named_once_per_case(tmp_path):
+    """compare's default registration is 'none': a case as acquired (the phantom's motion) gets one line per
+    moved sequence in the notes and the console, checked once for the case, not once per model and target."""
+    models = tmp_path / "models"
+    models.mkdir()
+    bundle_untrained(models, "unet-ct1")
+    bundle_untrained(models, "seq2seq")
+    data = tmp_path / "acquired"
+    assert main(["phantom", "--anatomy", "brain", "--n", "1", "--seed", "82", "--resolution", "4", "--out", str(data),
+                 "--quiet"]) == 0
+    log = []
+    report = run_compare(data, tmp_path / "cmp", device="cpu", weights_folder=models, progress=False, say=log.append)
+    named = sorted(note.split(": ", 1)[1].split()[0] for note in report["notes"] if "does not look aligned" in note)
+    assert named == ["FLAIR", "T1ce", "T2"]
+    assert len([line for line in log if "does not look aligned" in line]) == 3
+    assert len(report["rows"]) == 5  # five syntheses, the check made once

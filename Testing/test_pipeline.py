@@ -447,8 +447,9 @@ def test_inputs_taken_as_aligned_that_are_not_get_a_warning_naming_them(bundle, 
     acquired = {k: subject.sequences[k] for k in ("T1", "T2", "FLAIR")}
     result = synthesize(acquired, "T1ce", "unet-ct1", weights_folder=bundle, device="cpu", register="none",
                         real=subject.sequences["T1ce"])
-    named = [w.split()[0] for w in result.provenance["warnings"] if "does not look aligned" in w]
-    assert named == ["T2", "FLAIR", "real"], result.provenance["warnings"]
+    named = [w.split(" does not look aligned")[0] for w in result.provenance["warnings"] if "does not look aligned" in w]
+    assert named == ["T2", "FLAIR", "the real T1ce"], result.provenance["warnings"]
+    assert "counts as synthesis error" in result.provenance["warnings"][-1]
     aligned = {n: t1.with_array(v.array) for n, v in aligned_sequences(subject, ("T1", "T2", "FLAIR")).items()}
     result = synthesize(aligned, "T1ce", "unet-ct1", weights_folder=bundle, device="cpu", register="none")
     assert not [w for w in result.provenance["warnings"] if "aligned" in w]

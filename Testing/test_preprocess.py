@@ -544,3 +544,19 @@ def test_the_mask_of_several_sequences_does_not_depend_on_the_scale_each_was_sto
                                rtol=1e-5, atol=1e-6)
     with pytest.raises(InputError, match="NaN"):
         mask_image([aligned["T1"], np.full_like(aligned["T2"], np.nan)])
+
+
+def test_a_one_slice_slab_among_whole_head_sequences_does_not_turn_its_air_into_body():
+    """A slab's scale is taken within its field of view: over the whole grid, the zeros filled in around one
+    slice put its 99th percentile in the air's noise, and that slice's air was counted as body."""
+    rng = np.random.default_rng(0)
+    z, y, x = np.mgrid[:48, :48, :48]
+    head = ((z - 24) ** 2 / 21 ** 2 + (y - 24) ** 2 / 18 ** 2 + (x - 24) ** 2 / 15 ** 2) < 1
+
+    def acquired(level: float) -> np.ndarray:
+        return np.abs(np.where(head, level, 0) + rng.normal(0, level / 30, head.shape)).astype(np.float32)
+    inside = np.zeros(head.shape, bool)
+    inside[24] = True
+    slab = np.where(inside, acquired(500.0), 0.0).astype(np.float32)
+    mask = foreground_mask(mask_image([acquired(1000.0), acquired(300.0), slab], [None, None, inside]))
+    assert (mask & ~head).sum() < 10 and _dice(mask, head) > 0.99

@@ -18,7 +18,7 @@ from MRISynthesisLib.cli import main
 from MRISynthesisLib.errors import InputError
 from MRISynthesisLib.phantom import sample
 from MRISynthesisLib.phantom.brain import sample_brain
-from MRISynthesisLib.registration import (LINEAR_PYRAMID, apparent_offset_mm, fields_of_view_overlap, from_ants,
+from MRISynthesisLib.registration import (LINEAR_PYRAMID, check_alignment, fields_of_view_overlap, from_ants,
                                           linear_pyramid, register, to_ants)
 from MRISynthesisLib.volume import Volume, read_volume, write_volume
 
@@ -346,21 +346,42 @@ def test_a_seed_ants_cannot_hold_is_refused_before_registering():
         register(volume, volume, "rigid", seed=2 ** 31)
 
 
-def test_the_apparent_offset_tells_aligned_sequences_from_moved_ones(subject):
+def test_the_alignment_check_tells_aligned_sequences_from_moved_ones(subject):
     """The check behind registration 'none''s warning: sequences resampled with their true motion undone
-    measure a fraction of the true motion; as acquired, about what the phantom moved them by."""
+    move little and gain nothing; as acquired, about what the phantom moved them by, and a clear gain."""
     from MRISynthesisLib.training.data import aligned_sequences
 
     t1 = subject.sequences["T1"]
     points = np.asarray(_brain_points(subject, step=3))
-    aligned = aligned_sequences(subject, ("T1", "T2"))["T2"]
     truth = subject.transforms["T2"]
     moved_by = float(np.percentile(np.linalg.norm(points @ truth[:3, :3].T + truth[:3, 3] - points, axis=1), 95))
     assert moved_by > 4.0, "the phantom moved T2"
     before = subject.sequences["T2"].array.copy()
-    assert apparent_offset_mm(t1, aligned, points) < 2.0
-    assert apparent_offset_mm(t1, subject.sequences["T2"], points) == pytest.approx(moved_by, abs=2.0)
+    aligned = check_alignment(t1, aligned_sequences(subject, ("T1", "T2"))["T2"], points)
+    assert aligned.offset_mm < 2.0 and aligned.information_gain < 0.05 and not aligned.misaligned
+    acquired = check_alignment(t1, subject.sequences["T2"], points)
+    assert acquired.offset_mm == pytest.approx(moved_by, abs=2.0) and acquired.misaligned
     np.testing.assert_array_equal(subject.sequences["T2"].array, before)
-    shifted = Volume(t1.array, t1.spacing, tuple(np.asarray(t1.origin) + (10.0, 0.0, 0.0)), t1.direction)  # a header 1 cm off
-    assert apparent_offset_mm(t1, shifted, points) == pytest.approx(10.0, abs=1.5)
-    assert apparent_offset_mm(t1, t1.with_array(np.zeros_like(t1.array)), points) is None  # nothing to register
+    shifted = Volume(t1.array, t1.spacing, tuple(np.asarray(t1.origin) + (10.0, 0.0, 0.0)), t1.direction)  # 1 cm off
+    assert check_alignment(t1, shifted, points).offset_mm == pytest.approx(10.0, abs=1.5)
+    assert check_alignment(t1, t1.with_array(np.zeros_like(t1.array)), points) is None  # nothing to register
+    assert check_alignment(t1, shifted, np.zeros((0, 3))) is None  # no anatomy to measure it on
+
+
+def test_a_smooth_aligned_dwi_is_not_taken_for_a_misaligned_one():
+    """A high-b DWI is smooth and noisy: aligned, the registration wanders several mm across an almost flat
+    metric. The gain in mutual information tells that apart from a real misalignment."""
+    from MRISynthesisLib.inputs import model_frames
+    from MRISynthesisLib.preprocess import foreground_mask
+    from MRISynthesisLib.training.data import aligned_sequences
+
+    breast = sample("breast", 3, resolution=3.0)
+    t1 = breast.sequences["T1"]
+    body = foreground_mask(t1)
+    index = np.argwhere(body)[::20][:, ::-1]
+    affine = t1.index_to_physical()
+    points = index @ affine[:3, :3].T + affine[:3, 3]
+    aligned = model_frames(aligned_sequences(breast, ("T1", "DWI")), {"DWI": -1}, "important-net", whole=())["DWI"]
+    acquired = model_frames({"DWI": breast.sequences["DWI"]}, {"DWI": -1}, "important-net", whole=())["DWI"]
+    assert not check_alignment(aligned_sequences(breast, ("T1",))["T1"], aligned, points).misaligned
+    assert check_alignment(t1, acquired, points).misaligned

@@ -101,7 +101,8 @@ def normalize_case(name: str, volumes: dict[str, Volume], labels: Volume | None,
         where = f"its segmentation ({files[SEGMENTATION]})" if SEGMENTATION in files else "its segmentation"
         raise InputError(f"case {name}: {where} is not on the grid of {first_name} ({'; '.join(diffs)}); the labels "
                          "must lie on the images' voxels")
-    mask = foreground_mask(mask_image([v.array for v in volumes.values()]), method=foreground)
+    fields = None if inside is None else [inside[seq] for seq in volumes]
+    mask = foreground_mask(mask_image([v.array for v in volumes.values()], fields), method=foreground)
     arrays = {}
     for seq, vol in volumes.items():
         region = mask if inside is None else mask & inside[seq]
