@@ -377,7 +377,8 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
         return shutil.which("PythonSlicer") or sys.executable
 
     def start(self):
-        from MRISynthesisSlicerLib.logic import check_selection, inputs_for_model, worker_command, write_inputs
+        from MRISynthesisSlicerLib.logic import (check_selection, inputs_for_model, weights_anatomy, worker_command,
+                                                 write_inputs)
 
         target = self.ui.targetComboBox.currentText
         real = self.ui.realSelector.currentNode()
@@ -393,7 +394,7 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
         reference = self.ui.referenceComboBox.currentText if self.ui.referenceComboBox.currentText in files else None
         command = worker_command(self.python(), files, target, model, out, reference=reference,
                                  register=self.ui.registerComboBox.currentText, device=self.device(), real=realFile,
-                                 error_map=errorFile)
+                                 error_map=errorFile, anatomy=weights_anatomy(self.ui.modelComboBox.currentData))
         self._request = {"kind": "synthesis", "target": target, "model": model, "out": out, "error": errorFile,
                          "reference": inputs.get(reference or "T1") or next(iter(inputs.values())),
                          "real": real}  # as chosen when the run began, whatever the selector shows when it ends
@@ -402,7 +403,8 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
     def startMaps(self):
         """The imaging-differentiation maps of the selected sequences (and the real target, which counts as
         a sequence of the case) in a worker process: ``mri-synthesis maps``."""
-        from MRISynthesisSlicerLib.logic import canonical_inputs, check_selection, maps_worker_command, write_inputs
+        from MRISynthesisSlicerLib.logic import (canonical_inputs, check_selection, maps_worker_command, panel_anatomy,
+                                                 write_inputs)
 
         from MRISynthesisLib.errors import InputError
 
@@ -420,7 +422,8 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget):
         out = os.path.join(self.workFolder, "maps")
         reference = self.ui.referenceComboBox.currentText if self.ui.referenceComboBox.currentText in files else None
         command = maps_worker_command(self.python(), files, out, reference=reference,
-                                      register=self.ui.registerComboBox.currentText, device=self.device())
+                                      register=self.ui.registerComboBox.currentText, device=self.device(),
+                                      anatomy=panel_anatomy(inputs))
         self._request = {"kind": "maps", "out": out, "inputs": inputs}
         self.startWorker(command)
 

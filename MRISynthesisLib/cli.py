@@ -71,7 +71,8 @@ def _cmd_synthesize(args: argparse.Namespace) -> int:
 
     run_synthesize(args.model, args.input, args.target, args.out, reference=args.reference, register=args.register,
                    real=args.real, error_map_path=args.error_map, device=args.device, phases=args.phases,
-                   progress="lines" if args.progress_lines else not args.quiet, mirror=args.mirror)
+                   progress="lines" if args.progress_lines else not args.quiet, mirror=args.mirror,
+                   anatomy=args.anatomy)
     return 0
 
 
@@ -390,6 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, choices=SYNTHESIS_MODELS)
     p.add_argument("--input", nargs="+", required=True, action="extend", metavar="SEQ=FILE")
     p.add_argument("--target", required=True)
+    p.add_argument("--anatomy", choices=ANATOMIES, help="which bundled weights (default: the inputs tell; asked for "
+                   "when a brain and a breast model both take them)")
     p.add_argument("--out", required=True, help="output file (.nii.gz, .nrrd, .mha); a .json report is written beside it")
     p.add_argument("--reference", help="sequence the others are registered to (default T1, else the input with "
                    "the finest voxels)")

@@ -13,7 +13,7 @@ import numpy as np
 
 from .errors import InputError
 from .sequences import canonical
-from .volume import Volume, read_volume, require_same_geometry
+from .volume import Volume, geometry_differences, read_volume, require_same_geometry
 
 #: Sequences that are 4D series by nature; every other sequence must be a 3D volume.
 SERIES_SEQUENCES = {"DWI", "DCE"}
@@ -112,12 +112,32 @@ def check_files(files: Mapping[str, str | Path], *, same_grid: bool = False) -> 
             volumes[name] = check_volume(read_volume(path), name, str(path))
         except InputError as err:
             problems.append(str(err))
+    for first, second in same_images(volumes):
+        problems.append(f"{first} ({paths[first]}) and {second} ({paths[second]}) are the same image: each sequence "
+                        "needs its own acquisition")
     if same_grid and len(volumes) > 1:
         try:
             require_same_geometry({f"{name} ({paths[name]})": volume for name, volume in volumes.items()})
         except InputError as err:
             problems.append(str(err))
     return volumes, problems
+
+
+def same_images(volumes: Mapping[str, Volume]) -> list[tuple[str, str]]:
+    """The pairs of ``volumes`` that are the same image (:func:`same_image`)."""
+    names = list(volumes)
+    return [(first, second) for i, first in enumerate(names) for second in names[i + 1:]
+            if same_image(volumes[first], volumes[second])]
+
+
+def same_image(a: Volume, b: Volume) -> bool:
+    """Whether two volumes hold the same voxels on the same grid (one file given under two names, or a copy
+    of it): a sample of voxels first, so that different images cost next to nothing."""
+    if a.shape != b.shape or geometry_differences(a, b):
+        return False
+    flat_a, flat_b = a.array.reshape(-1), b.array.reshape(-1)
+    step = max(1, flat_a.size // 4096)
+    return bool(np.array_equal(flat_a[::step], flat_b[::step]) and np.array_equal(flat_a, flat_b))
 
 
 def load_case(files: Mapping[str, str | Path], *, same_grid: bool = False) -> dict[str, Volume]:

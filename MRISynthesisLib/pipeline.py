@@ -37,7 +37,7 @@ from scipy import ndimage
 from . import RESEARCH_USE_NOTICE, __version__
 from .errors import InputError
 from .inference import Cancelled, choose_device
-from .inputs import check_volume, model_frames
+from .inputs import check_volume, model_frames, same_images
 from .predictors import plan_for, run_plan
 from .preprocess import (Normalization, air_level, coverage_on, foreground_mask, is_magnitude, mask_image,
                          resample_to)
@@ -91,6 +91,15 @@ def check_inputs(inputs: Mapping[str, Volume], entry: WeightsEntry, target: str)
         missing = [s for s in entry.inputs if s not in inputs]
         if missing:
             raise InputError(f"{entry.model} needs {', '.join(entry.inputs)}; missing: {', '.join(missing)}")
+
+
+def check_distinct(volumes: Mapping[str, Volume]) -> None:
+    """No two of ``volumes`` are the same image (one file or node given for two sequences, or as the real
+    target too): the model would be fed, or scored against, something that is not what it is told."""
+    pairs = same_images(volumes)
+    if pairs:
+        raise InputError("; ".join(f"{first} and {second} are the same image" for first, second in pairs) +
+                         ": each needs its own acquisition")
 
 
 def check_taken(inputs: Mapping[str, Volume], entry: WeightsEntry) -> None:
@@ -455,6 +464,7 @@ def synthesize(inputs: Mapping[str, Volume], target: str, model: str = "unet-ct1
     reference = canonical(reference) if reference else reference
     entry = find(model, target, anatomy, weights_folder, available=tuple(inputs))
     check_inputs(inputs, entry, target)
+    check_distinct({**inputs, **({f"real {target}": real} if real is not None else {})})
     inputs = model_frames(inputs, entry.frames, entry.model, whole=entry.series)
     reference = reference or default_reference(inputs)
     if reference not in inputs:

@@ -14,6 +14,8 @@ import json
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
+
 from .errors import InputError
 from .registration import PRESETS, register
 from .volume import (SUPPORTED_SUFFIXES, Volume, discard_if_failed, output_folder, read_volume, refuse_overwrite,
@@ -56,11 +58,20 @@ def run_register(fixed_path: str | Path, moving_paths: Sequence[str | Path], pre
             result = register(fixed, representative, preset, seed=seed, single_thread=single_thread, out_dir=out,
                               name=stem)
             registered = result.apply(moving) if moving.is_series else result.registered
+            if np.ptp(registered.array) == 0:  # all fill: nothing of it landed on the fixed grid
+                raise InputError(f"{path} does not overlap the field of view of {fixed_path} (registration: {preset}); "
+                                 "their headers place them apart: register them (rigid), or check their origins "
+                                 "and orientations")
             target = write_volume(registered, out / f"{stem}-registered.nii.gz", protect=inputs)
             entry = {"moving": str(path), "registered": str(target), **result.summary()}
-            summary["moving"].append(entry)
             measured = (f", mutual information {result.mi_before:.3f} -> {result.mi_after:.3f}"
                         if result.mi_before is not None else "")
             say(f"{path.name}: {preset} in {result.seconds:.1f} s{measured}; wrote {target}")
+            if result.mi_before is not None and result.mi_after < result.mi_before:
+                entry["warning"] = (f"the registration lowered the mutual information ({result.mi_before:.3f} -> "
+                                    f"{result.mi_after:.3f}): it may have made the alignment worse; check it, or "
+                                    "keep the volumes as they were (preset none) if they were aligned")
+                say(f"{path.name}: warning: {entry['warning']}")
+            summary["moving"].append(entry)
         (out / "registration.json").write_text(json.dumps(summary, indent=1))
     return summary

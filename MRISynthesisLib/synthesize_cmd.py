@@ -111,7 +111,7 @@ def synthesis_report(result, out: str | Path, error_map_path: str | Path | None 
 def run_synthesize(model: str, input_items: list[str], target: str, out: str | Path, *, reference: str | None,
                    register: str, real: str | None, error_map_path: str | None, device: str,
                    phases: int | None = None, say: Callable[[str], None] = print, progress: bool | str = True,
-                   mirror: bool = False) -> dict:
+                   mirror: bool = False, anatomy: str | None = None) -> dict:
     from .pipeline import synthesize
 
     target = canonical(target)
@@ -128,6 +128,7 @@ def run_synthesize(model: str, input_items: list[str], target: str, out: str | P
     try:
         result = synthesize(inputs, target, model, reference=reference and canonical(reference), register=register,
                             real=real_volume, device=device, progress=update, phases=phases, mirror=mirror,
+                            anatomy=anatomy,
                             input_names={k: str(v) for k, v in files.items()})
     finally:
         if bar is not None:

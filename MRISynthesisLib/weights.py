@@ -163,11 +163,20 @@ def find(model: str, target: str | None = None, anatomy: str | None = None,
          folder: str | Path | None = None, available: tuple[str, ...] = ()) -> WeightsEntry:
     """The bundled entry of ``model`` (for ``target`` and ``anatomy`` when given). When several fit
     (IMPORTANT-Net's brain and breast weights both make T2), the one that takes the ``available``
-    sequences wins: the inputs tell the anatomy when the caller does not."""
+    sequences wins: the inputs tell the anatomy when the caller does not. When they cannot (a brain and a
+    breast Seq2Seq both make T2 from T1), the caller must say which: the other anatomy's weights would run
+    without a word, and give a plausible-looking wrong image."""
     entries = [e for e in read_manifest(folder) if e.model == model and (target is None or target in e.targets)
                and (anatomy is None or e.anatomy == anatomy)]
     if len(entries) > 1 and available:
-        entries.sort(key=lambda e: -len(set(available) & set(e.inputs)))
+        def fit(entry: WeightsEntry) -> int:
+            return len(set(available) & set(entry.inputs))
+        entries.sort(key=lambda e: -fit(e))
+        tied = sorted({e.anatomy for e in entries if fit(e) == fit(entries[0]) and e.anatomy})
+        if anatomy is None and len(tied) > 1:
+            raise InputError(f"the {' and the '.join(tied)} weights of {model} both take "
+                             f"{', '.join(available)}{f' to make {target}' if target else ''}: say which anatomy "
+                             f"the images are (--anatomy {'|'.join(tied)})")
     if not entries:
         what = model + (f" -> {target}" if target else "") + (f" ({anatomy})" if anatomy else "")
         manifest = models_dir(folder) / MANIFEST

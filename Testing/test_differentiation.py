@@ -187,3 +187,21 @@ def test_the_maps_command_writes_volumes_heatmaps_and_a_report_and_never_an_inpu
     assert main(["maps", "--input", f"T1={files['T1']}", f"T1ce={files['T1ce']}", "--out", str(a_file),
                  "--quiet"]) == 2
     assert "exists and is not a folder" in capsys.readouterr().err and a_file.read_text() == "not a folder"
+
+
+def test_inputs_that_fit_a_brain_and_a_breast_model_alike_need_the_anatomy_said(models):
+    """T1 and T2 fit the brain and the breast Seq2Seq alike: picking one silently ran breast images through
+    brain weights. The caller is asked; with the anatomy said, that anatomy's weights run."""
+    from MRISynthesisLib.pipeline import synthesize
+
+    breast = sample("breast", 3, resolution=4.0)
+    inputs = {s: breast.sequences[s] for s in ("T1", "T2")}
+    with pytest.raises(InputError, match=r"brain and the breast weights of seq2seq both take T1, T2.*--anatomy brain\|breast"):
+        find("seq2seq", None, None, models, available=("T1", "T2"))
+    with pytest.raises(InputError, match="say which anatomy"):
+        case_differentiation_maps(inputs, "seq2seq", register="none", device="cpu", weights_folder=models)
+    assert find("seq2seq", None, "breast", models, available=("T1", "T2")).anatomy == "breast"
+    assert find("seq2seq", None, None, models, available=("T1", "DCE")).anatomy == "breast"  # the inputs tell
+    result = synthesize({"T1": inputs["T1"]}, "T2", "seq2seq", anatomy="breast", register="none", device="cpu",
+                        weights_folder=models)
+    assert result.provenance["weights"] == find("seq2seq", None, "breast", models).file

@@ -535,3 +535,21 @@ def test_the_command_says_when_an_input_leaves_part_of_the_head_without_data(bun
     assert "warning: FLAIR covers" in printed and "blank where an input has no data" in printed
     report = json.loads((tmp_path / "t1ce.report.json").read_text())
     assert report["provenance"]["input_coverage"]["T2"] == 1.0 and report["provenance"]["warnings"]
+
+
+def test_one_image_given_for_two_sequences_or_as_the_real_target_is_refused(bundle, subject, tmp_path, capsys):
+    """T1=a T2=a (or a copy of a), or the T1 input given as the real T1ce: the model would be fed, or scored
+    against, something other than what it is told. Refused by name, by the library and the commands alike."""
+    t1 = subject.sequences["T1"]
+    inputs = {"T1": t1, "T2": t1.with_array(t1.array.copy()), "FLAIR": subject.sequences["FLAIR"]}
+    with pytest.raises(InputError, match="T1 and T2 are the same image"):
+        synthesize(inputs, "T1ce", "unet-ct1", weights_folder=bundle, device="cpu", register="none")
+    inputs = {k: subject.sequences[k] for k in ("T1", "T2", "FLAIR")}
+    with pytest.raises(InputError, match="T1 and real T1ce are the same image"):
+        synthesize(inputs, "T1ce", "unet-ct1", weights_folder=bundle, device="cpu", register="none", real=t1)
+    a, copy = tmp_path / "a.nii.gz", tmp_path / "copy.nii.gz"
+    write_volume(t1, a)
+    write_volume(t1, copy)
+    assert main(["check", "--input", f"T1={a}", f"T2={copy}"]) == 2
+    assert f"T1 ({a}) and T2 ({copy}) are the same image" in capsys.readouterr().err
+    assert main(["check", "--input", f"T1={a}", f"T2={a}"]) == 2

@@ -307,6 +307,35 @@ def test_register_command_bad_input(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_register_refuses_a_moving_volume_its_header_places_outside_the_fixed_one(subject, tmp_path, capsys):
+    """With preset none nothing moves it: a volume 50 cm away would be written as an empty 'registered' file."""
+    t2 = subject.sequences["T2"]
+    fixed, far = tmp_path / "t1.nii.gz", tmp_path / "t2-far.nii.gz"
+    write_volume(subject.sequences["T1"], fixed)
+    write_volume(Volume(t2.array, t2.spacing, tuple(np.asarray(t2.origin) + 500.0), t2.direction), far)
+    out = tmp_path / "out"
+    assert main(["register", "--fixed", str(fixed), "--moving", str(far), "--transform", "none", "--out", str(out)]) == 2
+    assert "does not overlap the field of view" in capsys.readouterr().err and not out.exists()
+
+
+def test_register_warns_when_it_lowers_the_mutual_information(subject, tmp_path, monkeypatch, capsys):
+    import MRISynthesisLib.register_cmd as register_cmd
+
+    real_register = register_cmd.register
+
+    def worse(*args, **kwargs):
+        result = real_register(*args, **kwargs)
+        return dataclasses.replace(result, mi_after=result.mi_before - 0.1)
+    monkeypatch.setattr(register_cmd, "register", worse)
+    fixed, moving = tmp_path / "t1.nii.gz", tmp_path / "t2.nii.gz"
+    write_volume(subject.sequences["T1"], fixed)
+    write_volume(subject.sequences["T2"], moving)
+    assert main(["register", "--fixed", str(fixed), "--moving", str(moving), "--out", str(tmp_path / "out")]) == 0
+    assert "lowered the mutual information" in capsys.readouterr().out
+    entry = json.loads((tmp_path / "out" / "registration.json").read_text())["moving"][0]
+    assert "lowered the mutual information" in entry["warning"]
+
+
 def test_the_registration_benchmark_runs_and_times_the_same_antspyx_calls(tmp_path):
     """The benchmark calls the registration's internals; it must follow them when they change."""
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "registration.py"

@@ -154,12 +154,15 @@ def test_worker_command_and_progress_lines():
     from MRISynthesisSlicerLib.logic import parse_progress, worker_command
 
     command = worker_command("PythonSlicer", {"T1": "/t/T1.nrrd", "T2": "/t/T2.nrrd"}, "T1ce", "seq2seq", "/t/out.nrrd",
-                             real="/t/real.nrrd", error_map="/t/err.nrrd", register="none")
+                             real="/t/real.nrrd", error_map="/t/err.nrrd", register="none", anatomy="breast")
     assert command[:4] == ["PythonSlicer", "-m", "MRISynthesisLib", "synthesize"]
     assert "T1=/t/T1.nrrd" in command and command[command.index("--error-map") + 1] == "/t/err.nrrd"
     from MRISynthesisLib.cli import build_parser
     parsed = build_parser().parse_args(command[3:])  # the library's own parser accepts it
-    assert parsed.progress_lines and parsed.register == "none"
+    assert parsed.progress_lines and parsed.register == "none" and parsed.anatomy == "breast"
+    from MRISynthesisSlicerLib.logic import panel_anatomy, weights_anatomy
+    assert weights_anatomy("seq2seq-breast-lite.pt") == "breast" and weights_anatomy("no-such.pt") is None
+    assert panel_anatomy({"T1", "DCE"}) == "breast" and panel_anatomy({"T1", "T2"}) == "brain"  # as the list shows
     assert parse_progress("PROGRESS 0.5000 registering T2 to T1\n") == (0.5, "registering T2 to T1")
     assert parse_progress("wrote /t/out.nrrd") is None and parse_progress("PROGRESS x y") is None
 
@@ -333,10 +336,11 @@ def test_differentiation_maps_of_the_selected_nodes_become_heat_overlays_on_the_
 
     # the panel's worker: a command the library's parser accepts, and its folder read back as the same maps
     command = maps_worker_command("PythonSlicer", {"T1": "/t/T1.nrrd", "T1ce": "/t/T1ce.nrrd"}, "/t/maps",
-                                  reference="T1", register="none")
+                                  reference="T1", register="none", anatomy="brain")
     from MRISynthesisLib.cli import build_parser
     parsed = build_parser().parse_args(command[3:])
     assert parsed.command == "maps" and parsed.progress_lines and parsed.input == ["T1=/t/T1.nrrd", "T1ce=/t/T1ce.nrrd"]
+    assert parsed.anatomy == "brain"
     from MRISynthesisLib.maps_cmd import run_maps
     from MRISynthesisSlicerLib.logic import write_inputs
 

@@ -148,6 +148,7 @@ class SynthesisLogic:
         check_selection(chosen, target, real)
         volumes = {seq: checked_volume(node, seq) for seq, node in chosen.items()}
         result = synthesize(volumes, target, model, reference=reference, register=register,
+                            anatomy=panel_anatomy(volumes, weights_folder),
                             real=checked_volume(real, target) if real is not None else None, device=device,
                             progress=progress, weights_folder=weights_folder, phases=phases, mirror=mirror,
                             input_names={seq: f"node '{node.GetName()}'" for seq, node in chosen.items()})
@@ -190,6 +191,7 @@ class SynthesisLogic:
         volumes = {seq: checked_volume(node, seq) for seq, node in chosen.items()}
         result = case_differentiation_maps(volumes, model, reference=reference and canonical(reference),
                                            register=register, device=device,
+                                           anatomy=panel_anatomy(volumes, weights_folder),
                                            progress=progress, weights_folder=weights_folder,
                                            input_names={seq: f"node '{node.GetName()}'" for seq, node in chosen.items()})
         return self.show_maps(result.maps, result.foreground_means, result.provenance,
@@ -311,14 +313,32 @@ def write_inputs(inputs: Mapping[str, object], folder, real=None, target: str = 
     return files, real_file
 
 
+def panel_anatomy(sequences, weights_folder=None) -> str:
+    """The anatomy whose bundled models the panel lists for these sequences (DWI or DCE: breast; else brain),
+    the one every run from the panel uses: T1 and T2 alone fit a brain and a breast Seq2Seq alike."""
+    from MRISynthesisLib.selection import infer_anatomy
+
+    return infer_anatomy(set(sequences), weights_folder)
+
+
+def weights_anatomy(weights_file: str | None, weights_folder=None) -> str | None:
+    """The anatomy of the bundled weight file the panel's model list holds (its item data)."""
+    from MRISynthesisLib.weights import read_manifest
+
+    return next((e.anatomy for e in read_manifest(weights_folder) if e.file == weights_file), None)
+
+
 def worker_command(python: str, files: Mapping[str, str], target: str, model: str, out: str, *,
                    reference: str | None = None, register: str = "rigid", device: str = "auto",
-                   real: str | None = None, error_map: str | None = None) -> list[str]:
+                   real: str | None = None, error_map: str | None = None, anatomy: str | None = None) -> list[str]:
     """The ``mri-synthesis synthesize`` command the panel runs in a separate process (``PythonSlicer``), so
-    the GUI stays responsive; it reports ``PROGRESS`` lines and can be killed to cancel."""
+    the GUI stays responsive; it reports ``PROGRESS`` lines and can be killed to cancel. ``anatomy``: the
+    one whose models the panel lists (:func:`panel_anatomy`), so that the worker runs the weights shown."""
     command = [python, "-m", "MRISynthesisLib", "synthesize", "--model", model, "--target", target, "--out", out,
                "--register", register, "--device", device, "--progress-lines",
                "--input", *[f"{seq}={path}" for seq, path in files.items()]]
+    if anatomy:
+        command += ["--anatomy", anatomy]
     if reference:
         command += ["--reference", reference]
     if real:
@@ -329,11 +349,11 @@ def worker_command(python: str, files: Mapping[str, str], target: str, model: st
 
 
 def maps_worker_command(python: str, files: Mapping[str, str], out: str, *, reference: str | None = None,
-                        register: str = "rigid", device: str = "auto") -> list[str]:
+                        register: str = "rigid", device: str = "auto", anatomy: str | None = None) -> list[str]:
     """The ``mri-synthesis maps`` command the panel runs in a worker process (as :func:`worker_command`)."""
     command = [python, "-m", "MRISynthesisLib", "maps", "--out", out, "--register", register, "--device", device,
                "--progress-lines", "--input", *[f"{seq}={path}" for seq, path in files.items()]]
-    return command + (["--reference", reference] if reference else [])
+    return command + (["--reference", reference] if reference else []) + (["--anatomy", anatomy] if anatomy else [])
 
 
 def rank_worker_command(python: str, anatomy: str, subjects: int, out: str, *, device: str = "auto") -> list[str]:
