@@ -525,17 +525,22 @@ def compare_to_real(synth: Volume, real: Volume, *, register: str = "rigid", ref
     metrics are the means over frames (each frame's own under ``per_frame``) and its error map is a
     series with one colour scale for all frames. The real target's registration summary is added to
     ``registrations`` (under "real target") when given, as the inputs' are. ``region`` (on ``synth``'s
-    grid): where it was synthesized (every input's field of view); metrics count only those voxels.
+    grid): where it was synthesized (every input's field of view); metrics count only those voxels, and
+    only those inside the real target's own field of view (a slab real is scored on its slab's tissue).
     """
     check_volume(real, "real target", "real target", series=synth.is_series)
     if synth.is_series and synth.shape[0] != real.shape[0]:
         raise InputError(f"the real target is a series of {real.shape[0]} frames but the synthesized one has "
                          f"{synth.shape[0]}")
     if reference is not None and register != "none":
-        real, summary, _ = align(reference, real, register, "real", coverage=False)
+        real, summary, real_inside = align(reference, real, register, "real")  # on the reference's grid, synth's
         if registrations is not None:
             registrations["real target"] = summary
+    else:
+        real_inside = coverage_on(real, synth.frame(0) if synth.is_series else synth)
     real_on_grid = require_overlap(resample_to(real, synth), "the real target", "the synthesized volume", register)
+    # only where the real target has data: the zeros filled in around a slab are not tissue to score against
+    region = real_inside if region is None else region & real_inside
     try:
         if not synth.is_series:
             metrics, errors = _compare_volumes(synth, real_on_grid, region=region)
@@ -551,6 +556,17 @@ def compare_to_real(synth: Volume, real: Volume, *, register: str = "rigid", ref
     return metrics, replace(compared[0][1], volume=volume), real_on_grid
 
 
+def tissue_within(array: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """The foreground of ``array`` drawn within the box around ``region`` (a field of view): around a slab,
+    the zeros a resampler filled in would pull the threshold down to 0 and count the slab's air as tissue."""
+    if region.all() or not region.any():
+        return foreground_mask(array)
+    box = ndimage.find_objects(region.astype(np.uint8))[0]
+    mask = np.zeros(array.shape, bool)
+    mask[box] = foreground_mask(array[box])
+    return mask
+
+
 def _compare_volumes(synth: Volume, real: Volume, max_error: float | None = None,
                      region: np.ndarray | None = None) -> tuple[dict, object]:
     """Metrics and error map of two 3D volumes on one grid, each z-scored by its own foreground (within
@@ -558,7 +574,7 @@ def _compare_volumes(synth: Volume, real: Volume, max_error: float | None = None
     from .maps import error_map
     from .metrics import evaluate
 
-    mask = foreground_mask(real.array)
+    mask = foreground_mask(real.array) if region is None else tissue_within(real.array, region)
     if region is not None:
         mask = mask & region
         if not mask.any():
@@ -566,6 +582,10 @@ def _compare_volumes(synth: Volume, real: Volume, max_error: float | None = None
                              "compare")
     real_z = Normalization.zscore(real.array, mask, clip=False).apply(real.array)
     synth_z = Normalization.zscore(synth.array, mask, clip=False).apply(synth.array)
+    if region is not None and not region.all():
+        # as BraSyn scores a region: outside it both images hold the same constant, so the SSIM windows that
+        # reach over its edge see one image there, not a real target's fill of zeros against synthesized tissue
+        real_z, synth_z = np.where(region, real_z, 0.0), np.where(region, synth_z, 0.0)
     metrics = evaluate(real_z, synth_z, mask=mask)
     errors = error_map(synth.with_array(real_z), synth.with_array(synth_z), mask=mask, max_error=max_error)
     # outside the head the two images differ only by what the pipeline masked away: show no error there

@@ -70,11 +70,12 @@ class Subjects:
         return self._subjects[key]
 
     def real_and_ceiling(self, key: tuple, fixed, real, clean) -> tuple:
-        """The real target registered onto ``fixed`` (as ``registered`` would) and its noiseless, bias-free
-        twin ``clean`` moved by the same registration, computed the first time ``key`` is asked for."""
+        """The real target registered onto ``fixed`` (as ``registered`` would), its noiseless, bias-free twin
+        ``clean`` moved by the same registration, and the voxels of ``fixed`` inside the real target's field
+        of view once moved (``compare_to_real`` scores only there), computed the first time ``key`` is asked for."""
         if key not in self._registered:
             result = registration_onto(fixed, real, "rigid", "real")
-            self._registered[key] = (moved(result, real), result.apply(clean))
+            self._registered[key] = (moved(result, real), result.apply(clean), result.coverage(real))
         return self._registered[key]
 
     def registered(self, key: tuple, fixed, moving, name: str, register: str = "rigid", grid=None):
@@ -173,13 +174,14 @@ def evaluate_entry(entry: WeightsEntry, target: str, seeds=HELD_OUT_SEEDS, *, de
                            foreground=entry.foreground, aligner=subjects.aligner(entry.file, seed, reference),
                            orientation=entry.orientation)
         clean = subjects.subject(entry.anatomy, seed, entry.voxel_size_mm, clean=True).sequences[target]
-        real, ceiling = subjects.real_and_ceiling((entry.file, seed, reference, "real " + target), prepared.fixed,
-                                                  real, clean)
+        real, ceiling, real_inside = subjects.real_and_ceiling((entry.file, seed, reference, "real " + target),
+                                                               prepared.fixed, real, clean)
         outputs = {entry.model: run_plan(plan, prepared.stacked, device, mirror=mirror),
                    "linear": _predict_baseline(baselines.linear, prepared),
                    "hgb": _predict_baseline(baselines.hgb, prepared)}
         synthesized = {method: finish(prepared, values) for method, values in outputs.items()}
-        region = synthesized_region(prepared)  # scored where synthesized, as ``synthesize`` scores
+        synthesized_where = synthesized_region(prepared)  # scored where synthesized and real, as ``synthesize``
+        region = real_inside if synthesized_where is None else synthesized_where & real_inside
         for method, volume in {**synthesized, "ceiling": ceiling}.items():
             metrics, _, _ = compare_to_real(volume, real, register="none", region=region)
             scores[method].append({k: float(metrics["metrics"][k]["volume"]) for k in HEADLINE})

@@ -508,6 +508,28 @@ def test_a_slab_input_is_normalised_by_the_tissue_it_shows_and_the_output_is_bla
     assert result.metrics["n_voxels"] < 0.8 * full.metrics["n_voxels"]
 
 
+def test_a_slab_real_target_is_scored_on_its_own_slab_of_tissue(subject):
+    """Outside a slab real target there is no real image, only the resampler's zeros: counting them would call a
+    perfect synthesis wrong, and the zeros would drag the tissue threshold down to count the slab's air."""
+    from MRISynthesisLib.pipeline import compare_to_real
+    from MRISynthesisLib.preprocess import coverage_on, foreground_mask
+
+    t1ce = subject.sequences["T1ce"]
+    n = t1ce.spatial_shape[0]
+    slab = slab_of(t1ce, n // 3, 2 * n // 3)
+    metrics, _, _ = compare_to_real(t1ce, slab, register="none")  # the synthesis is the real image itself
+    volume = {name: m["volume"] for name, m in metrics["metrics"].items()}
+    assert volume["nmse"] < 1e-4 and volume["ssim"] > 0.99, volume
+    slab_tissue = foreground_mask(slab.array).sum()
+    assert 0.9 * slab_tissue <= metrics["n_voxels"] <= 1.1 * slab_tissue
+    # within a region given by the caller (where the inputs were), still only the slab's tissue counts
+    region = np.zeros(t1ce.shape, bool)
+    region[: n // 2] = True
+    metrics, _, _ = compare_to_real(t1ce, slab, register="none", region=region)
+    inside = coverage_on(slab, t1ce) & region
+    assert metrics["n_voxels"] <= inside.sum() and metrics["metrics"]["ssim"]["volume"] > 0.99
+
+
 def test_an_input_whose_field_of_view_misses_the_anatomy_is_named(bundle, subject):
     from MRISynthesisLib.pipeline import prepare
 
