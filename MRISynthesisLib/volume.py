@@ -430,26 +430,34 @@ def _listed_series(image: sitk.Image) -> Volume:
 def _as_itk_reads_it(path: Path) -> Iterator[Path]:
     """``path``, or a link to it under a name ITK and nibabel read correctly, in a temporary folder.
 
-    Two names mislead them: ``x.nii.gz`` with an ``x.nii`` (or ``x.hdr``) beside it, which the NIfTI
+    Three names mislead them: ``x.nii.gz`` with an ``x.nii`` (or ``x.hdr``) beside it, which the NIfTI
     library inside ITK opens instead whatever name it is given (ITK issue #2243, nifti_clib issue #129),
-    so it would silently read the wrong file; and a mixed-case suffix (``T1.Nii.gz``), which it refuses.
-    The link has the suffix in lower case. (A detached header, .nhdr or .mhd, names its data file beside
-    it, so it is never linked.)
+    so it would silently read the wrong file; a mixed-case suffix (``T1.Nii.gz``), which it refuses; and
+    an uncompressed NIfTI named ``.nii.gz`` (as some export tools name every file), which nibabel refuses
+    as "not a gzip file". The link has the suffix in lower case, ``.nii`` for the uncompressed file. (A
+    detached header, .nhdr or .mhd, names its data file beside it, so it is never linked.)
     """
     suffix = _suffix(path)
     stem = path.name[: len(path.name) - len(suffix)]
     shadowed = suffix == ".nii.gz" and any((path.parent / (stem + ext)).exists() for ext in (".nii", ".hdr", ".nia"))
     mixed_case = not path.name.endswith(suffix) and suffix not in DETACHED_SUFFIXES
-    if not (shadowed or mixed_case):
+    plain = suffix == ".nii.gz" and not _is_gzip(path)
+    if not (shadowed or mixed_case or plain):
         yield path
         return
     with tempfile.TemporaryDirectory(prefix="mri-synthesis-") as folder:
-        alone = Path(folder) / (stem + suffix)
+        alone = Path(folder) / (stem + (".nii" if plain else suffix))
         try:
             os.symlink(path.resolve(), alone)
         except OSError:  # no symlinks (Windows without developer mode): copy instead
             shutil.copyfile(path, alone)
         yield alone
+
+
+def _is_gzip(path: Path) -> bool:
+    """Whether ``path`` starts with gzip's magic bytes."""
+    with open(path, "rb") as handle:
+        return handle.read(2) == b"\x1f\x8b"
 
 
 def _read_sitk(path: Path, *, header_only: bool = False) -> sitk.ImageFileReader | sitk.Image:

@@ -131,6 +131,20 @@ def test_an_upper_or_mixed_case_suffix_is_written_and_read_under_that_name(tmp_p
     np.testing.assert_array_equal(read_volume(path).array, volume.array)
 
 
+@pytest.mark.parametrize("name", ["t1.nii.gz", "T1.NII.GZ"])
+def test_an_uncompressed_nifti_named_nii_gz_is_read_and_left_as_it_is(tmp_path, name):
+    """Some export tools name every NIfTI .nii.gz; nibabel refuses such a file as "not a gzip file"."""
+    volume = make_volume(seed=12)
+    plain = write_volume(volume, tmp_path / "plain.nii")
+    misnamed = tmp_path / name
+    plain.rename(misnamed)
+    before = misnamed.read_bytes()
+    back = read_volume(misnamed)
+    np.testing.assert_array_equal(back.array, volume.array)
+    assert geometry_differences(back, volume) == []
+    assert misnamed.read_bytes() == before and os.listdir(tmp_path) == [name]
+
+
 @pytest.mark.parametrize("suffix, data_suffix", [(".nhdr", ".raw.gz"), (".mhd", ".zraw")])
 def test_a_detached_header_names_its_data_file_and_a_rewrite_leaves_no_orphan(tmp_path, suffix, data_suffix):
     volume = make_volume(seed=11)
