@@ -11,7 +11,7 @@ from hypothesis.extra import numpy as hnp
 
 from MRISynthesisLib.errors import InputError
 from MRISynthesisLib.preprocess import (CropPad, Normalization, air_level, crop_or_pad, foreground_mask, is_magnitude,
-                                        mask_image,
+                                        mask_image, without_outliers,
                                         reference_grid, resample_to, undo_crop_or_pad)
 from MRISynthesisLib.volume import Volume
 
@@ -227,6 +227,25 @@ def test_zscore_uses_foreground_statistics():
     assert abs(y.mean()) < 1e-5
     assert y.std() == pytest.approx(0.25, rel=1e-4)
     assert norm.to_dict() == {"kind": "zscore", "offset": norm.offset, "scale": norm.scale, "low": None, "high": None}
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+def test_one_corrupt_voxel_moves_neither_the_mask_nor_the_normalisation(sign):
+    """Mean, SD and histogram thresholds are measured without spikes; images without any are measured
+    as they are (the very same values)."""
+    from MRISynthesisLib.phantom.brain import sample_brain
+
+    t2 = sample_brain(3, resolution=4.0).sequences["T2"].array
+    values = t2.ravel()
+    assert without_outliers(values) is values
+    corrupt = t2.copy()
+    corrupt[tuple(n // 2 for n in t2.shape)] = sign * 1000 * np.percentile(t2, 99)
+    clean_mask, mask = foreground_mask(t2), foreground_mask(corrupt)
+    assert (clean_mask != mask).sum() <= 1
+    clean, spiked = Normalization.zscore(t2, clean_mask), Normalization.zscore(corrupt, clean_mask)
+    assert spiked.offset == pytest.approx(clean.offset, rel=0.01)
+    assert spiked.scale == pytest.approx(clean.scale, rel=0.01)
+    assert without_outliers(np.array([0.0, 1.0] * 50 + [1e9, -1e9])).tolist() == [0.0, 1.0] * 50
 
 
 @pytest.mark.parametrize("build", [
