@@ -185,7 +185,7 @@ def _compare_cases(cases: Mapping[str, Mapping[str, Path]], out: Path, *, models
     from tqdm import tqdm
 
     from .inputs import load_case
-    from .pipeline import case_alignment_warnings
+    from .pipeline import MISALIGNED_IN_CASE, case_alignment_warnings
     from .volume import read_volume
 
     use_lpips, lpips_note = lpips_available()
@@ -207,7 +207,8 @@ def _compare_cases(cases: Mapping[str, Mapping[str, Path]], out: Path, *, models
             within = None if on_step is None else (
                 lambda fraction, message, i=index: on_step((i + fraction) / len(cases), message))
             if register == "none":  # once per case (compare_case does not check it per model and target)
-                for warning in case_alignment_warnings({k: v for k, v in volumes.items() if k in EXPECTED[anatomy]}):
+                for warning in case_alignment_warnings({k: v for k, v in volumes.items() if k in EXPECTED[anatomy]},
+                                                       consequence=MISALIGNED_IN_CASE):
                     say(f"{case}: warning: {warning}")
                     notes.append(f"{case}: {warning}")
             case_rows, images = compare_case(case, volumes, seg, anatomy=anatomy, models=models, register=register,

@@ -71,6 +71,16 @@ def any_to_any_entry(model: str, anatomy: str | None, available: tuple[str, ...]
     return entry
 
 
+def _too_few(inputs: Mapping[str, Volume], model: str, anatomy: str | None, weights_folder) -> None:
+    """Raise for fewer than two inputs, naming the sequences each of ``model``'s weights takes."""
+    from .weights import read_manifest
+
+    takes = [e for e in read_manifest(weights_folder) if e.model == model and (anatomy is None or e.anatomy == anatomy)]
+    named = " or ".join(f"{', '.join(e.inputs)}" + (f" ({e.anatomy})" if len(takes) > 1 else "") for e in takes)
+    raise InputError(f"imaging-differentiation maps compare sequences with each other: give at least two of "
+                     f"{named or 'its sequences'} (got {', '.join(inputs) or 'none'})")
+
+
 def _check(inputs: Mapping[str, Volume], entry: WeightsEntry) -> None:
     check_taken(inputs, entry)
     if len(inputs) < 2:
@@ -91,6 +101,8 @@ def case_differentiation_maps(inputs: Mapping[str, Volume], model: str = "seq2se
         raise InputError(f"unknown registration preset '{register}'; use one of {', '.join(PRESETS)}")
     inputs = canonical_keys(inputs)  # aliases as the command line takes them
     reference = canonical(reference) if reference else reference
+    if len(inputs) < 2:  # before choosing weights: which anatomy it is matters to no single sequence
+        _too_few(inputs, model, anatomy, weights_folder)
     entry = any_to_any_entry(model, anatomy, tuple(inputs), weights_folder)
     _check(inputs, entry)
     inputs = model_frames(inputs, entry.frames, entry.model, whole=entry.series)

@@ -37,9 +37,9 @@ from scipy import ndimage
 from . import RESEARCH_USE_NOTICE, __version__
 from .errors import InputError
 from .inference import Cancelled, choose_device
-from .inputs import check_volume, model_frames, same_images
+from .inputs import MIN_SIGNAL_VOXELS, check_volume, model_frames, same_images
 from .predictors import plan_for, run_plan
-from .preprocess import (Normalization, air_level, coverage_on, foreground_mask, is_magnitude, mask_image,
+from .preprocess import (Normalization, air_level, coverage_on, foreground_mask, is_magnitude, mask_image, outlying,
                          resample_to)
 from .registration import PRESETS, register as run_registration
 from .sequences import canonical, canonical_keys
@@ -198,6 +198,7 @@ class Prepared:
     coverage: dict[str, float]  # per input, the share of the body inside its field of view
     covered_share: float  # the share of the body inside every input's field of view: what is synthesized
     inside: dict[str, np.ndarray] = field(default_factory=dict)  # per input, its field of view on the work grid
+    channels: dict[str, slice] = field(default_factory=dict)  # per input, its channels (frames) in ``stacked``
 
 
 def normalization_for(scheme: str, array: np.ndarray, mask: np.ndarray) -> Normalization:
@@ -323,8 +324,10 @@ def prepare(inputs: Mapping[str, Volume], order: tuple[str, ...], reference: str
     stacked = np.concatenate([norms[n].apply(frames[n]) for n in order])
     scale = (norms[reference] if reference in norms else
              normalization_of(reference, frames_of(resample_to(given, work))))
+    starts = np.cumsum([0] + [frames[n].shape[0] for n in order])
+    channels = {n: slice(int(a), int(b)) for n, a, b in zip(order, starts[:-1], starts[1:])}
     return Prepared(fixed, reference, work, stacked, mask, scale, registrations, body, covered, coverage,
-                    share_of(body, covered), inside)
+                    share_of(body, covered), inside, channels)
 
 
 def share_of(body: np.ndarray, inside: np.ndarray) -> float:
@@ -355,13 +358,22 @@ def body_points(body: np.ndarray, grid: Volume, max_points: int = 20000) -> np.n
     return index @ affine[:3, :3].T + affine[:3, 3]
 
 
+#: what registration 'none' does with a misaligned volume, by its role
+MISALIGNED_INPUT = "the inputs are taken as aligned already"
+MISALIGNED_REAL = "its misalignment counts as synthesis error in the metrics and the error map"
+MISALIGNED_IN_CASE = ("it is taken as aligned: its misalignment spoils every synthesis it is an input to and counts as "
+                      "synthesis error where it is the real target")
+
+
 def alignment_warnings(volumes: Mapping[str, Volume], reference: str, fixed: Volume, points: np.ndarray,
-                       progress: Progress | None = None, *, real: str | None = None) -> list[str]:
+                       progress: Progress | None = None, *, real: str | None = None,
+                       consequence: str = MISALIGNED_INPUT) -> list[str]:
     """One line per volume that does not look aligned with ``fixed`` (the ``reference`` sequence), for
     volumes the user said were (registration ``none``): a network fed misaligned sequences draws edges twice
     and lesions where they are not, with nothing else to tell the user why
     (:func:`registration.check_alignment`). ``real``: the key of a real target among ``volumes``, whose
-    misalignment would count as synthesis error."""
+    misalignment would count as synthesis error; ``consequence``: what it means for the others. A volume
+    whose field of view shares no voxel with the reference's is left to the pipeline, which refuses it."""
     from .registration import check_alignment
 
     names = [n for n in volumes if n != reference]
@@ -369,26 +381,54 @@ def alignment_warnings(volumes: Mapping[str, Volume], reference: str, fixed: Vol
     for k, name in enumerate(names):
         shown = f"the real {real}" if name == "real target" and real else name
         report_progress(progress, k / len(names), f"checking that {shown} is aligned with {reference}")
-        check = check_alignment(fixed, volumes[name], points)
+        given = volumes[name]
+        if not coverage_on(given.frame(0) if given.is_series else given, fixed).any():
+            continue
+        check = check_alignment(fixed, given, points)
         if check is None or not check.misaligned:
             continue
-        consequence = ("its misalignment counts as synthesis error in the metrics and the error map" if shown != name
-                       else "the inputs are taken as aligned already")
+        effect = MISALIGNED_REAL if shown != name else consequence
         lines.append(f"{shown} does not look aligned with {reference}: a quick rigid registration moves most of the "
                      f"anatomy by up to {check.offset_mm:.1f} mm and raises their mutual information by "
-                     f"{100 * check.information_gain:.0f} %, but with registration 'none' {consequence}; "
+                     f"{100 * check.information_gain:.0f} %, but with registration 'none' {effect}; "
                      "register them (rigid) unless they are aligned")
     return lines
 
 
+def mirror_warnings(prepared: Prepared) -> list[str]:
+    """One line per input that looks mirrored against the reference on the work grid, registered or not
+    (:func:`registration.check_mirroring`; a series by the mean of its frames): a flipped axis in a header is
+    what no registration puts right, and the network would be fed anatomy on the wrong side."""
+    from .registration import check_mirroring
+
+    if prepared.reference not in prepared.channels:
+        return []
+    work = prepared.work
+
+    def on_work(name: str) -> Volume:
+        return Volume(prepared.stacked[prepared.channels[name]].mean(axis=0), work.spacing, work.origin, work.direction)
+    fixed, lines = on_work(prepared.reference), []
+    for name in prepared.channels:
+        if name == prepared.reference:
+            continue
+        check = check_mirroring(fixed, on_work(name), prepared.body & prepared.inside.get(name, prepared.body))
+        if check is not None and check.mirrored:
+            lines.append(f"{name} looks mirrored {check.axis} against {prepared.reference}: flipped back, it shares "
+                         f"{100 * check.information_gain:.0f} % more information with it; check the orientation "
+                         "in its file's header (no registration undoes a mirror)")
+    return lines
+
+
 def case_alignment_warnings(volumes: Mapping[str, Volume], reference: str | None = None,
-                            progress: Progress | None = None) -> list[str]:
+                            progress: Progress | None = None, *, consequence: str = MISALIGNED_INPUT) -> list[str]:
     """:func:`alignment_warnings` for a whole case, once (batch and compare synthesize several targets of
-    one case): every sequence against the reference's own body."""
+    one case): every sequence against the reference's own body. ``compare`` passes
+    :data:`MISALIGNED_IN_CASE`: there every sequence is an input and a real target."""
     reference = reference or default_reference(volumes)
     given = volumes[reference]
     fixed = given.frame(0) if given.is_series else given
-    return alignment_warnings(volumes, reference, fixed, body_points(foreground_mask(fixed), fixed), progress)
+    return alignment_warnings(volumes, reference, fixed, body_points(foreground_mask(fixed), fixed), progress,
+                              consequence=consequence)
 
 
 def finish(prepared: Prepared, predicted: np.ndarray) -> Volume:
@@ -488,6 +528,8 @@ def synthesize(inputs: Mapping[str, Volume], target: str, model: str = "unet-ct1
     if real is not None and synth.is_series:  # the frames stand for the real series' (times, b-values)
         synth = Volume.adopting(synth.array, synth.spacing, synth.origin, synth.direction, real.frames)
     warnings = coverage_warnings(prepared)
+    if check_alignment:
+        warnings += mirror_warnings(prepared)
     if register == "none" and check_alignment:
         checked = {**{n: inputs[n] for n in plan.order}, **({"real target": real} if real is not None else {})}
         warnings += alignment_warnings(checked, reference, prepared.fixed, body_points(prepared.body, prepared.work),
@@ -512,6 +554,11 @@ def synthesize(inputs: Mapping[str, Volume], target: str, model: str = "unet-ct1
         result.metrics, result.error_map, result.real = compare_to_real(
             synth, real, register=register, reference=prepared.fixed, registrations=result.registrations,
             region=synthesized_region(prepared))
+        corrupt = result.metrics["outliers_left_out"]
+        if corrupt:
+            warnings.append(f"{corrupt} voxel{'s' if corrupt > 1 else ''} of the real {target} "
+                            f"{'lie' if corrupt > 1 else 'lies'} far outside its intensity range (spikes or corrupt "
+                            "voxels), left out of the metrics")
     report_progress(progress, 1.0, "done")
     return result
 
@@ -570,23 +617,33 @@ def tissue_within(array: np.ndarray, region: np.ndarray) -> np.ndarray:
 def _compare_volumes(synth: Volume, real: Volume, max_error: float | None = None,
                      region: np.ndarray | None = None) -> tuple[dict, object]:
     """Metrics and error map of two 3D volumes on one grid, each z-scored by its own foreground (within
-    ``region`` when given: where the synthesized volume was made)."""
+    ``region`` when given: where the synthesized volume was made). The real target's corrupt voxels
+    (``preprocess.outlying``) are not scored: one voxel at 1000 times the tissue's brightness had set the
+    data range and so PSNR (47 dB for a 21 dB synthesis); ``outliers_left_out`` counts them."""
     from .maps import error_map
     from .metrics import evaluate
 
+    corrupt = outlying(real.array)
     mask = foreground_mask(real.array) if region is None else tissue_within(real.array, region)
+    mask &= ~corrupt
     if region is not None:
         mask = mask & region
         if not mask.any():
             raise InputError("the real target's tissue lies wholly outside the inputs' fields of view: nothing to "
                              "compare")
+    if mask.sum() < MIN_SIGNAL_VOXELS:
+        raise InputError(f"only {int(mask.sum())} voxels of the real target's tissue lie where the output was "
+                         f"synthesized (at least {MIN_SIGNAL_VOXELS} are needed to compare): check that it shows "
+                         "the same anatomy as the inputs and that their headers place them together")
     real_z = Normalization.zscore(real.array, mask, clip=False).apply(real.array)
     synth_z = Normalization.zscore(synth.array, mask, clip=False).apply(synth.array)
-    if region is not None and not region.all():
+    unscored = corrupt if region is None else corrupt | ~region
+    if unscored.any():
         # as BraSyn scores a region: outside it both images hold the same constant, so the SSIM windows that
         # reach over its edge see one image there, not a real target's fill of zeros against synthesized tissue
-        real_z, synth_z = np.where(region, real_z, 0.0), np.where(region, synth_z, 0.0)
-    metrics = evaluate(real_z, synth_z, mask=mask)
+        # (nor a corrupt voxel, which would also set the data range)
+        real_z, synth_z = np.where(unscored, 0.0, real_z), np.where(unscored, 0.0, synth_z)
+    metrics = {**evaluate(real_z, synth_z, mask=mask), "outliers_left_out": int(corrupt.sum())}
     errors = error_map(synth.with_array(real_z), synth.with_array(synth_z), mask=mask, max_error=max_error)
     # outside the head the two images differ only by what the pipeline masked away: show no error there
     head = ndimage.binary_dilation(mask, iterations=2)
@@ -600,4 +657,5 @@ def _mean_over_frames(frames: list[dict]) -> dict:
                                 for stat in frames[0]["metrics"][name]}
                          for name in frames[0]["metrics"]}
     merged["n_voxels"] = int(sum(f["n_voxels"] for f in frames))
+    merged["outliers_left_out"] = int(sum(f["outliers_left_out"] for f in frames))
     return merged

@@ -290,14 +290,38 @@ def without_outliers(values: np.ndarray) -> np.ndarray:
     than clipped to a limit. ``values`` is returned itself (not a copy) when nothing lies beyond the
     limits, so images without outliers are measured exactly as before.
     """
+    limits = _outlier_limits(values)
+    if limits is None or (values.min() >= limits[0] and values.max() <= limits[1]):
+        return values
+    return values[(values >= limits[0]) & (values <= limits[1])]
+
+
+def outlying(array: np.ndarray) -> np.ndarray:
+    """Which voxels of ``array`` :func:`without_outliers` would leave out (spikes, corrupt voxels)."""
+    limits = _outlier_limits(array)
+    if limits is None:
+        return np.zeros(np.shape(array), bool)
+    return (array < limits[0]) | (array > limits[1])
+
+
+def outliers_clipped(volume: Volume) -> Volume:
+    """``volume`` with its outliers (:func:`outlying`) brought to the outlier limits, for estimating a
+    registration: mutual information bins the intensity range, and one corrupt voxel at 1000 times the
+    tissue's brightness puts all tissue in its first bin. ``volume`` itself when it has none."""
+    limits = _outlier_limits(volume.array)
+    if limits is None or (volume.array.min() >= limits[0] and volume.array.max() <= limits[1]):
+        return volume
+    return volume.with_array(np.clip(volume.array, *limits).astype(volume.array.dtype, copy=False))
+
+
+def _outlier_limits(values: np.ndarray) -> tuple[float, float] | None:
+    """The intensities beyond which a voxel is an outlier; None for an image with nothing to judge by (its
+    1st and 99th percentiles equal, as in a mostly constant image)."""
     low, high = np.percentile(values, [1, 99])
     spread = float(high - low)
-    if spread <= 0:  # nothing to judge by (a mostly constant image): leave it
-        return values
-    low, high = low - OUTLIER_RANGES * spread, high + OUTLIER_RANGES * spread
-    if values.min() >= low and values.max() <= high:
-        return values
-    return values[(values >= low) & (values <= high)]
+    if spread <= 0:
+        return None
+    return float(low) - OUTLIER_RANGES * spread, float(high) + OUTLIER_RANGES * spread
 
 
 # --------------------------------------------------------------------- foreground

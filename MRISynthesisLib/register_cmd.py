@@ -18,8 +18,8 @@ import numpy as np
 
 from .errors import InputError
 from .registration import PRESETS, register
-from .volume import (SUPPORTED_SUFFIXES, Volume, discard_if_failed, output_folder, read_volume, refuse_overwrite,
-                     require_named, write_volume)
+from .volume import (SUPPORTED_SUFFIXES, Volume, discard_if_failed, discard_new_entries, output_folder, read_volume,
+                     refuse_overwrite, require_named, write_volume)
 
 
 def _stem(path: Path) -> str:
@@ -51,7 +51,7 @@ def run_register(fixed_path: str | Path, moving_paths: Sequence[str | Path], pre
     for stem in stems:  # before any work: the transforms written first would be left behind
         refuse_overwrite(out / f"{stem}-registered.nii.gz", inputs)
     summary = {"fixed": str(fixed_path), "preset": preset, "seed": seed, "moving": []}
-    with discard_if_failed(out):  # a refused registration leaves no empty folder behind
+    with discard_if_failed(out), discard_new_entries(out):  # all the outputs, or nothing new left behind
         output_folder(out)
         for path, stem, moving in zip(moving_paths, stems, movings):
             representative = moving.frame(0) if moving.is_series else moving

@@ -34,6 +34,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage
 
 from .errors import InputError
 from .volume import Volume
@@ -100,7 +101,9 @@ def mutual_information(fixed: Volume, moving_on_fixed_grid: Volume, shrink: int 
     full-resolution metric costs ~10 % of a rigid registration at 1 mm, the shrunk one under 2 %, and
     the before/after comparison it serves is unchanged. ANTs reports the metric's value, which is the
     negated MI; we return MI itself. A constant image (a moving volume wholly outside the fixed field of
-    view) shares no information with any other: 0, where ANTs would fail building its histogram.
+    view) shares no information with any other: 0, where ANTs would fail building its histogram; so does
+    one whose data, resampled, covers a single plane of the grid (a volume overlapping by one slice), where
+    ITK refuses the flat region's zero spacing.
     """
     def shrunk(volume: Volume) -> Volume:
         if shrink <= 1 or min(volume.spatial_shape) < 4 * shrink:
@@ -108,7 +111,12 @@ def mutual_information(fixed: Volume, moving_on_fixed_grid: Volume, shrink: int 
         return Volume.from_sitk(sitk.BinShrink(volume.to_sitk(), [shrink] * 3))
     if np.ptp(fixed.array) == 0 or np.ptp(moving_on_fixed_grid.array) == 0:
         return 0.0
-    return -float(_ants().image_mutual_information(to_ants(shrunk(fixed)), to_ants(shrunk(moving_on_fixed_grid))))
+    try:
+        return -float(_ants().image_mutual_information(to_ants(shrunk(fixed)), to_ants(shrunk(moving_on_fixed_grid))))
+    except RuntimeError as err:
+        if "spacing" not in str(err):
+            raise
+        return 0.0
 
 
 @dataclass
@@ -252,7 +260,7 @@ def register(fixed: Volume, moving: Volume, preset: str = "rigid", *, seed: int 
                 raise InputError(f"the {role} volume has {min(volume.spatial_shape)} voxels along an axis "
                                  f"({'x'.join(map(str, volume.size_xyz))}); registration needs at least "
                                  f"{MIN_VOXELS_PER_AXIS} per axis (or leave the volumes unregistered: preset none)")
-    from .preprocess import resample_to
+    from .preprocess import outliers_clipped, resample_to
 
     owned = None
     if out_dir is None:
@@ -264,18 +272,23 @@ def register(fixed: Volume, moving: Volume, preset: str = "rigid", *, seed: int 
             raise InputError(f"{folder}: output folder does not exist")
     if PRESETS[preset] is None:  # nothing to estimate, so ANTs (seconds to load) is not touched
         return Registration(preset, fixed, [], [], None, None, None, 0.0, folder, owned, _moving=moving)
+    # estimated (and measured) on the images with corrupt voxels clipped; the untouched moving image is moved
+    fixed_seen, moving_seen = outliers_clipped(fixed), outliers_clipped(moving)
     with _repeatable(seed, single_thread):  # from ANTs' first call on: it reads its thread count once
-        as_is = resample_to(moving, fixed)
-        mi_before = mutual_information(fixed, as_is)
+        as_is = resample_to(moving_seen, fixed)
+        mi_before = mutual_information(fixed_seen, as_is)
         with tempfile.TemporaryDirectory(prefix="mri-synthesis-ants-") as work:
             start = time.perf_counter()
-            result = _run_preset(to_ants(fixed), to_ants(moving), preset, Path(work),
+            result = _run_preset(to_ants(fixed_seen), to_ants(moving_seen), preset, Path(work),
                                  start_at_identity=fields_of_view_overlap(fixed, moving))
             seconds = time.perf_counter() - start
+            mi_after = mutual_information(fixed_seen, from_ants(result["warpedmovout"]))
+            if moving_seen is not moving:
+                result["warpedmovout"] = _ants().apply_transforms(to_ants(fixed), to_ants(moving),
+                                                                   result["fwdtransforms"])
             forward = _keep(result["fwdtransforms"], folder, f"{name}-forward")
             inverse = _keep(result["invtransforms"], folder, f"{name}-inverse", invert_affines=True)
         registered = from_ants(result["warpedmovout"])
-        mi_after = mutual_information(fixed, registered)
     return Registration(preset, fixed, forward, inverse, registered, mi_before, mi_after, seconds, folder, owned)
 
 
@@ -329,6 +342,58 @@ def check_alignment(fixed: Volume, moving: Volume, points_lps: np.ndarray) -> Al
     offset = float(np.percentile(np.linalg.norm(moved - points, axis=1), 95))
     before = max(float(result.mi_before), 1e-6)
     return AlignmentCheck(offset, (float(result.mi_after) - before) / before)
+
+
+#: a flip that raises the mutual information with the reference by at least this share marks a mirrored input
+MIRRORED_INFORMATION_GAIN = 0.08
+#: the anatomical direction of each LPS axis, as a warning names it
+LPS_AXES = ("left-right", "front-back", "head-foot")
+
+
+@dataclass(frozen=True)
+class MirrorCheck:
+    """The flip of an input that best matches the reference, and what it gains."""
+    axis: str  # an entry of :data:`LPS_AXES`
+    information_gain: float
+
+    @property
+    def mirrored(self) -> bool:
+        return self.information_gain > MIRRORED_INFORMATION_GAIN
+
+
+def check_mirroring(fixed: Volume, moving: Volume, body: np.ndarray) -> MirrorCheck | None:
+    """Whether ``moving`` (on ``fixed``'s grid, registered or taken as aligned) looks mirrored: the best of its
+    flips along each voxel axis, about the grid's centre and about the ``body``'s, against it as it is.
+
+    A header that flips an axis (a conversion error, an old Analyze file) gives an image no rigid
+    registration can put right, and neither the registration nor the alignment check notices: it moves
+    little and gains little. Flipped back, it matches the reference far better. On the phantom's held-out
+    subjects an aligned input loses 22-93 % of its mutual information when flipped along any axis, brain
+    and breast alike, and a flipped one regains 19-154 %. None where there is nothing to check.
+    """
+    if np.ptp(fixed.array) == 0 or np.ptp(moving.array) == 0 or not body.any():
+        return None
+    base = mutual_information(fixed, moving)
+    if base <= 0:
+        return None
+    centre = ndimage.center_of_mass(body)
+    best: MirrorCheck | None = None
+    for axis in range(3):
+        flipped = np.flip(moving.array, axis)
+        shift = [0.0, 0.0, 0.0]
+        shift[axis] = 2 * centre[axis] - (moving.array.shape[axis] - 1)  # about the body's centre instead
+        for candidate in (flipped, ndimage.shift(flipped, shift, order=1, cval=float(np.median(moving.array[~body]))
+                                                 if not body.all() else 0.0)):
+            gain = (mutual_information(fixed, moving.with_array(np.ascontiguousarray(candidate, np.float32))) - base) / base
+            if best is None or gain > best.information_gain:
+                best = MirrorCheck(_lps_axis(moving, axis), gain)
+    return best
+
+
+def _lps_axis(volume: Volume, array_axis: int) -> str:
+    """The anatomical direction of an array axis ((z, y, x) order) of ``volume``."""
+    column = np.asarray(volume.direction, float).reshape(3, 3)[:, 2 - array_axis]
+    return LPS_AXES[int(np.argmax(np.abs(column)))]
 
 
 def transform_from_files(files: Sequence[str | Path]) -> sitk.Transform:

@@ -643,6 +643,25 @@ def discard_if_failed(path: str | Path) -> Iterator[Path]:
         raise
 
 
+@contextmanager
+def discard_new_entries(folder: str | Path) -> Iterator[Path]:
+    """Remove what the work inside adds to the existing ``folder`` if it fails: all of a command's outputs or
+    none of them (a registration that fails on its second file leaves not the first one's volume and
+    transforms without the summary that names them). A folder the work creates is :func:`discard_if_failed`'s."""
+    folder = Path(folder)
+    before = set(folder.iterdir()) if folder.is_dir() else None
+    try:
+        yield folder
+    except BaseException:
+        if before is not None and folder.is_dir():
+            for entry in set(folder.iterdir()) - before:
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink()
+        raise
+
+
 def refuse_inside(out: str | Path, data: str | Path) -> None:
     """Raise when the output folder ``out`` is the data folder ``data`` or inside it (the next run would read
     it as a case), or, for a manifest CSV, the manifest's own folder, one holding a file it lists, or one whose

@@ -172,11 +172,17 @@ def find(model: str, target: str | None = None, anatomy: str | None = None,
         def fit(entry: WeightsEntry) -> int:
             return len(set(available) & set(entry.inputs))
         entries.sort(key=lambda e: -fit(e))
-        tied = sorted({e.anatomy for e in entries if fit(e) == fit(entries[0]) and e.anatomy})
-        if anatomy is None and len(tied) > 1:
-            raise InputError(f"the {' and the '.join(tied)} weights of {model} both take "
-                             f"{', '.join(available)}{f' to make {target}' if target else ''}: say which anatomy "
-                             f"the images are (--anatomy {'|'.join(tied)})")
+        tied = [e for e in entries if fit(e) == fit(entries[0]) and e.anatomy]
+        if anatomy is None and len({e.anatomy for e in tied}) > 1:
+            serving = sorted({e.anatomy for e in tied if _serves(e, available, target)})
+            if not serving:  # neither can run: what each needs, rather than a question that leads nowhere
+                needs = " or ".join(f"{', '.join(e.inputs)} ({e.anatomy})" for e in tied)
+                raise InputError(f"{model} needs {needs}; given: {', '.join(available)}")
+            if len(serving) > 1:
+                raise InputError(f"the {' and the '.join(serving)} weights of {model} both take "
+                                 f"{', '.join(available)}{f' to make {target}' if target else ''}: say which "
+                                 f"anatomy the images are (--anatomy {'|'.join(serving)})")
+            entries.sort(key=lambda e: e.anatomy != serving[0])
     if not entries:
         what = model + (f" -> {target}" if target else "") + (f" ({anatomy})" if anatomy else "")
         manifest = models_dir(folder) / MANIFEST
@@ -186,6 +192,14 @@ def find(model: str, target: str | None = None, anatomy: str | None = None,
                             for e in read_manifest(folder))
         raise InputError(f"no bundled weights for {what}; bundled: {bundled or 'none'}")
     return entries[0]
+
+
+def _serves(entry: WeightsEntry, available: tuple[str, ...], target: str | None) -> bool:
+    """Whether ``entry`` can run on the ``available`` sequences: every input of a fixed-input model, or at
+    least one sequence other than the target for an any-to-any one (as ``pipeline.check_inputs`` asks)."""
+    if set(entry.inputs) == set(entry.targets):
+        return bool(set(available) & (set(entry.inputs) - {target}))
+    return set(entry.inputs) <= set(available)
 
 
 def read_weights(path: str | Path):

@@ -170,4 +170,7 @@ def test_cases_taken_as_aligned_that_are_not_are_named_once_per_case(tmp_path):
     named = sorted(note.split(": ", 1)[1].split()[0] for note in report["notes"] if "does not look aligned" in note)
     assert named == ["FLAIR", "T1ce", "T2"]
     assert len([line for line in log if "does not look aligned" in line]) == 3
+    # every sequence of a case is an input and a real target: the warning says both
+    assert all("counts as synthesis error where it is the real target" in note for note in report["notes"]
+               if "does not look aligned" in note)
     assert len(report["rows"]) == 5  # five syntheses, the check made once

@@ -133,10 +133,10 @@ def test_bad_input_is_refused_by_name(models, brain):
     with pytest.raises(InputError, match="unknown registration preset"):
         case_differentiation_maps(pair, register="elastic", device="cpu", weights_folder=models)
     with pytest.raises(InputError, match="reference sequence FLAIR is not among the inputs"):
-        case_differentiation_maps(pair, reference="FLAIR", device="cpu", weights_folder=models)
+        case_differentiation_maps(pair, reference="FLAIR", anatomy="brain", device="cpu", weights_folder=models)
     nan = pair["T2"].with_array(np.where(pair["T2"].array > 0, np.nan, 0.0).astype(np.float32))
     with pytest.raises(InputError, match="NaN"):
-        case_differentiation_maps({**one, "T2": nan}, device="cpu", weights_folder=models)
+        case_differentiation_maps({**one, "T2": nan}, anatomy="brain", device="cpu", weights_folder=models)
 
 
 def test_cancelling_stops_and_returns_nothing(models, brain):
@@ -147,7 +147,7 @@ def test_cancelling_stops_and_returns_nothing(models, brain):
         seen.append(message)
         return not message.startswith("translating")
     with pytest.raises(Cancelled):
-        case_differentiation_maps(inputs, register="none", device="cpu", weights_folder=models, progress=progress)
+        case_differentiation_maps(inputs, register="none", anatomy="brain", device="cpu", weights_folder=models, progress=progress)
     assert seen[-1].startswith("translating")
 
 
@@ -205,3 +205,12 @@ def test_inputs_that_fit_a_brain_and_a_breast_model_alike_need_the_anatomy_said(
     result = synthesize({"T1": inputs["T1"]}, "T2", "seq2seq", anatomy="breast", register="none", device="cpu",
                         weights_folder=models)
     assert result.provenance["weights"] == find("seq2seq", None, "breast", models).file
+
+
+def test_inputs_that_neither_anatomy_can_run_on_get_both_needs_not_a_question():
+    """T1 alone fits the brain and the breast IMPORTANT-Net alike, and neither can run on it: asking for the
+    anatomy only led to a second error naming what was missing."""
+    with pytest.raises(InputError, match=r"important-net needs T1, T1ce, FLAIR \(brain\) or T1, DWI, DCE \(breast\); "
+                                         r"given: T1$"):
+        find("important-net", "T2", None, available=("T1",))
+    assert find("important-net", "T2", None, available=("T1", "T1ce", "FLAIR")).anatomy == "brain"

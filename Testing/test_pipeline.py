@@ -14,7 +14,7 @@ from MRISynthesisLib.cli import main
 from MRISynthesisLib.errors import InputError
 from MRISynthesisLib.phantom.brain import sample_brain
 from MRISynthesisLib.pipeline import synthesize
-from MRISynthesisLib.volume import read_volume, write_volume
+from MRISynthesisLib.volume import Volume, read_volume, write_volume
 from MRISynthesisLib.weights import find, load_model, write_manifest
 
 VOXEL = 4.0
@@ -473,6 +473,11 @@ def test_inputs_taken_as_aligned_that_are_not_get_a_warning_naming_them(bundle, 
     assert not [w for w in result.provenance["warnings"] if "aligned" in w]
     registered = synthesize(acquired, "T1ce", "unet-ct1", weights_folder=bundle, device="cpu")
     assert not [w for w in registered.provenance["warnings"] if "aligned" in w]
+    # a sequence placed 500 mm away is refused by the pipeline; no warning of a 500 mm misalignment before
+    from MRISynthesisLib.pipeline import case_alignment_warnings
+
+    far = Volume(t1.array, t1.spacing, tuple(np.asarray(t1.origin) + (0.0, 0.0, 500.0)), t1.direction)
+    assert case_alignment_warnings({"T1": t1, "T2": far}) == []
 
 
 def test_inputs_whose_fields_of_view_do_not_meet_are_refused_and_partial_overlaps_are_named(bundle, subject):
@@ -548,6 +553,47 @@ def test_a_slab_real_target_is_scored_on_its_own_slab_of_tissue(subject):
     assert metrics["n_voxels"] <= inside.sum() and metrics["metrics"]["ssim"]["volume"] > 0.99
 
 
+def test_a_corrupt_voxel_in_the_real_target_is_named_in_the_warnings(bundle, subject):
+    inputs = {k: subject.sequences[k] for k in ("T1", "T2", "FLAIR")}
+    real = subject.sequences["T1ce"]
+    spiked = real.array.copy()
+    spiked[tuple(n // 2 for n in spiked.shape)] = 1000 * np.percentile(spiked, 99)
+    result = synthesize(inputs, "T1ce", "unet-ct1", weights_folder=bundle, device="cpu", register="none",
+                        real=real.with_array(spiked), check_alignment=False)
+    assert result.metrics["outliers_left_out"] == 1
+    assert any(w.startswith("1 voxel of the real T1ce lies far outside") for w in result.provenance["warnings"])
+
+
+@pytest.mark.parametrize("in_air", [False, True])
+def test_a_corrupt_voxel_in_the_real_target_is_left_out_of_the_score(subject, in_air):
+    """One voxel at 1000 times the real target's 99th percentile had set the data range: a 21 dB synthesis
+    scored 47 dB (77 dB with the voxel negative, in the air)."""
+    from MRISynthesisLib.pipeline import compare_to_real
+
+    t1ce = subject.sequences["T1ce"]
+    wobble = np.sin(np.arange(t1ce.array.size)).reshape(t1ce.shape)  # an imperfect synthesis
+    synth = t1ce.with_array(np.clip(t1ce.array + 0.1 * np.ptp(t1ce.array) * wobble, 0, None).astype(np.float32))
+    clean, _, _ = compare_to_real(synth, t1ce, register="none")
+    spiked = t1ce.array.copy()
+    spiked[(1, 1, 1) if in_air else tuple(n // 2 for n in spiked.shape)] = (-1 if in_air else 1) * 1000 * np.percentile(
+        t1ce.array, 99)
+    scored, _, _ = compare_to_real(synth, t1ce.with_array(spiked), register="none")
+    assert scored["outliers_left_out"] == 1 and clean["outliers_left_out"] == 0
+    assert scored["data_range"] == pytest.approx(clean["data_range"], rel=0.01)
+    for name in ("psnr", "ssim", "nmse"):
+        assert scored["metrics"][name]["volume"] == pytest.approx(clean["metrics"][name]["volume"], rel=0.01), name
+
+
+def test_a_real_target_that_barely_meets_the_output_is_refused_by_name(subject):
+    from MRISynthesisLib.pipeline import compare_to_real
+
+    t1ce = subject.sequences["T1ce"]
+    n = t1ce.spatial_shape[0]
+    edge = slab_of(t1ce, n - 2, n)  # two slices above the head: air, and a few voxels the threshold takes
+    with pytest.raises(InputError, match=r"only \d+ voxels of the real target's tissue lie where the output was"):
+        compare_to_real(t1ce, edge, register="none")
+
+
 def test_an_input_whose_field_of_view_misses_the_anatomy_is_named(bundle, subject):
     from MRISynthesisLib.pipeline import prepare
 
@@ -593,3 +639,39 @@ def test_one_image_given_for_two_sequences_or_as_the_real_target_is_refused(bund
     assert main(["check", "--input", f"T1={a}", f"T2={copy}"]) == 2
     assert f"T1 ({a}) and T2 ({copy}) are the same image" in capsys.readouterr().err
     assert main(["check", "--input", f"T1={a}", f"T2={a}"]) == 2
+
+
+def test_a_copy_resaved_as_integers_is_the_same_image_and_two_acquisitions_are_not(subject):
+    """A T2 re-saved as int16 (rounded by up to 0.5) and given as FLAIR is still one image; two acquisitions
+    differ by their noise alone, even two of one sequence (the phantom's T1 and T1ce share its protocol)."""
+    from MRISynthesisLib.inputs import same_images
+
+    t2 = subject.sequences["T2"]
+    rounded = t2.with_array(np.round(t2.array).astype(np.int16).astype(np.float32))
+    assert same_images({"T2": t2, "FLAIR": rounded}) == [("T2", "FLAIR")]
+    from MRISynthesisLib.training.data import aligned_sequences
+
+    aligned = aligned_sequences(subject, ("T1", "T1ce"))
+    t1 = subject.sequences["T1"]
+    assert same_images({"T1": t1, "T1ce": t1.with_array(aligned["T1ce"].array)}) == []
+    noisy = t2.with_array(t2.array + np.random.default_rng(0).normal(0, 0.02 * np.percentile(t2.array, 99), t2.shape))
+    assert same_images({"T2": t2, "repeat": noisy.with_array(noisy.array.astype(np.float32))}) == []
+
+
+def test_an_input_whose_header_mirrors_it_is_named_registered_or_not(bundle, subject):
+    """No registration undoes a flipped axis and the alignment check does not see one (it moves little and
+    gains little); flipped back, the input matches the reference far better. Aligned inputs get no warning."""
+    from MRISynthesisLib.pipeline import mirror_warnings, prepare
+    from MRISynthesisLib.training.data import aligned_sequences
+
+    t1 = subject.sequences["T1"]
+    aligned = {n: t1.with_array(v.array) for n, v in aligned_sequences(subject, ("T1", "T2", "FLAIR")).items()}
+    order = ("T1", "T2", "FLAIR")
+    assert mirror_warnings(prepare(aligned, order, "T1", "none", VOXEL)) == []
+    for axis, named in ((0, "head-foot"), (1, "front-back"), (2, "left-right")):
+        flipped = {**aligned, "T2": aligned["T2"].with_array(np.flip(aligned["T2"].array, axis).copy())}
+        lines = mirror_warnings(prepare(flipped, order, "T1", "none", VOXEL))
+        assert len(lines) == 1 and lines[0].startswith(f"T2 looks mirrored {named} against T1"), (axis, lines)
+    flipped = {**aligned, "FLAIR": aligned["FLAIR"].with_array(np.flip(aligned["FLAIR"].array, 1).copy())}
+    result = synthesize(flipped, "T1ce", "unet-ct1", weights_folder=bundle, device="cpu", register="rigid")
+    assert [w.split(" looks")[0] for w in result.provenance["warnings"] if "mirrored" in w] == ["FLAIR"]

@@ -316,6 +316,14 @@ def test_register_refuses_a_moving_volume_its_header_places_outside_the_fixed_on
     out = tmp_path / "out"
     assert main(["register", "--fixed", str(fixed), "--moving", str(far), "--transform", "none", "--out", str(out)]) == 2
     assert "does not overlap the field of view" in capsys.readouterr().err and not out.exists()
+    # into a folder that exists: the first file's result is not left there without the summary naming it
+    near = tmp_path / "t2.nii.gz"
+    write_volume(t2, near)
+    out.mkdir()
+    (out / "notes.txt").write_text("the user's")
+    assert main(["register", "--fixed", str(fixed), "--moving", str(near), str(far), "--transform", "none",
+                 "--out", str(out)]) == 2
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
 
 
 def test_register_warns_when_it_lowers_the_mutual_information(subject, tmp_path, monkeypatch, capsys):
@@ -414,3 +422,34 @@ def test_a_smooth_aligned_dwi_is_not_taken_for_a_misaligned_one():
     acquired = model_frames({"DWI": breast.sequences["DWI"]}, {"DWI": -1}, "important-net", whole=())["DWI"]
     assert not check_alignment(aligned_sequences(breast, ("T1",))["T1"], aligned, points).misaligned
     assert check_alignment(t1, acquired, points).misaligned
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+def test_a_corrupt_voxel_neither_misleads_the_registration_nor_is_lost_from_the_moved_image(subject, sign):
+    """Mutual information bins the intensity range: one voxel at 1000 times the 99th percentile had put all
+    tissue in its first bin, so aligned sequences were called misaligned by 7 to 23 mm. The registration is
+    estimated with such voxels clipped and moves the untouched image."""
+    from MRISynthesisLib.training.data import aligned_sequences
+
+    t1 = subject.sequences["T1"]
+    points = np.asarray(_brain_points(subject, step=3))
+    t2 = aligned_sequences(subject, ("T1", "T2"))["T2"]
+    spiked = t2.array.copy()
+    where = tuple(n // 2 for n in spiked.shape)
+    spiked[where] = sign * 1000 * np.percentile(t2.array, 99)
+    check = check_alignment(t1, t2.with_array(spiked), points)
+    assert check.offset_mm < 2.5 and not check.misaligned, check
+    result = register(t1, t1.with_array(spiked), "rigid", seed=0)
+    assert np.abs(result.registered.array).max() > 100 * np.percentile(t2.array, 99)  # the voxel is moved, not clipped
+    assert result.mi_after >= result.mi_before * 0.99
+
+
+def test_mutual_information_of_a_volume_overlapping_by_one_slice_is_zero_not_a_crash(subject):
+    """ITK refuses the zero spacing of a one-plane region: the pair shares no information to speak of."""
+    from MRISynthesisLib.registration import mutual_information
+
+    t1 = subject.sequences["T1"]
+    one_plane = np.zeros_like(t1.array)
+    one_plane[-1] = t1.array[-1]
+    assert mutual_information(t1, t1.with_array(one_plane)) == 0.0
+    assert mutual_information(t1, t1) > 0.1
