@@ -527,9 +527,7 @@ def synthesize(inputs: Mapping[str, Volume], target: str, model: str = "unet-ct1
     synth = finish(prepared, predicted)
     if real is not None and synth.is_series:  # the frames stand for the real series' (times, b-values)
         synth = Volume.adopting(synth.array, synth.spacing, synth.origin, synth.direction, real.frames)
-    warnings = coverage_warnings(prepared)
-    if check_alignment:
-        warnings += mirror_warnings(prepared)
+    warnings = coverage_warnings(prepared) + mirror_warnings(prepared)  # each synthesis: a second per input
     if register == "none" and check_alignment:
         checked = {**{n: inputs[n] for n in plan.order}, **({"real target": real} if real is not None else {})}
         warnings += alignment_warnings(checked, reference, prepared.fixed, body_points(prepared.body, prepared.work),

@@ -675,3 +675,7 @@ def test_an_input_whose_header_mirrors_it_is_named_registered_or_not(bundle, sub
     flipped = {**aligned, "FLAIR": aligned["FLAIR"].with_array(np.flip(aligned["FLAIR"].array, 1).copy())}
     result = synthesize(flipped, "T1ce", "unet-ct1", weights_folder=bundle, device="cpu", register="rigid")
     assert [w.split(" looks")[0] for w in result.provenance["warnings"] if "mirrored" in w] == ["FLAIR"]
+    # batch and compare check alignment once per case (check_alignment=False); mirroring still per synthesis
+    result = synthesize(flipped, "T1ce", "unet-ct1", weights_folder=bundle, device="cpu", register="none",
+                        check_alignment=False)
+    assert [w.split(" looks")[0] for w in result.provenance["warnings"] if "mirrored" in w] == ["FLAIR"]
