@@ -368,8 +368,9 @@ def check_mirroring(fixed: Volume, moving: Volume, body: np.ndarray) -> MirrorCh
     A header that flips an axis (a conversion error, an old Analyze file) gives an image no rigid
     registration can put right, and neither the registration nor the alignment check notices: it moves
     little and gains little. Flipped back, it matches the reference far better. On the phantom's held-out
-    subjects an aligned input loses 22-93 % of its mutual information when flipped along any axis, brain
-    and breast alike, and a flipped one regains 19-154 %. None where there is nothing to check.
+    subjects an aligned input loses 3-93 % of its mutual information when flipped along any axis (3 %: a
+    coarse breast DWI flipped head to foot), and a flipped one regains 15-237 %. None where there is nothing
+    to check.
     """
     if np.ptp(fixed.array) == 0 or np.ptp(moving.array) == 0 or not body.any():
         return None
@@ -377,13 +378,13 @@ def check_mirroring(fixed: Volume, moving: Volume, body: np.ndarray) -> MirrorCh
     if base <= 0:
         return None
     centre = ndimage.center_of_mass(body)
+    air = float(np.median(moving.array[~body])) if not body.all() else 0.0
     best: MirrorCheck | None = None
     for axis in range(3):
         flipped = np.flip(moving.array, axis)
         shift = [0.0, 0.0, 0.0]
         shift[axis] = 2 * centre[axis] - (moving.array.shape[axis] - 1)  # about the body's centre instead
-        for candidate in (flipped, ndimage.shift(flipped, shift, order=1, cval=float(np.median(moving.array[~body]))
-                                                 if not body.all() else 0.0)):
+        for candidate in (flipped, ndimage.shift(flipped, shift, order=1, cval=air)):
             gain = (mutual_information(fixed, moving.with_array(np.ascontiguousarray(candidate, np.float32))) - base) / base
             if best is None or gain > best.information_gain:
                 best = MirrorCheck(_lps_axis(moving, axis), gain)
